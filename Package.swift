@@ -1,0 +1,91 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Every target that imports liburing or jansson (directly or through a
+/// header) needs _GNU_SOURCE, or a clean build fails while an incremental one
+/// passes.
+let gnuSource: [CSetting] = [.define("_GNU_SOURCE")]
+let swiftGNU: [SwiftSetting] = [.define("_GNU_SOURCE")]
+
+let package = Package(
+    name: "vhost-blkd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vhost-blkd", targets: ["vhost-blkd"]),
+        .executable(name: "vhost-blkctl", targets: ["vhost-blkctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries and macro shims.
+        .systemLibrary(
+            name: "CLiburing", pkgConfig: "liburing",
+            providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(
+            name: "CJansson", pkgConfig: "jansson",
+            providers: [.apt(["libjansson-dev"])]),
+        .target(name: "CShims", cSettings: gnuSource),
+
+        // Layers, lowest first (see docs/ARCHITECTURE.md).
+        .target(name: "Posix", dependencies: ["CShims"], cSettings: gnuSource),
+        .target(name: "Virtio"),
+        .target(
+            name: "VhostUser", dependencies: ["Virtio", "Posix", "CShims"],
+            cSettings: gnuSource),
+        .target(
+            name: "BlockIO",
+            dependencies: ["CLiburing", "CShims", "Posix", .product(name: "Logging", package: "swift-log")],
+            cSettings: gnuSource),
+        .target(
+            name: "Reactor",
+            dependencies: ["BlockIO", "Posix", "CShims", .product(name: "Logging", package: "swift-log")],
+            cSettings: gnuSource),
+        .target(name: "JSONRPC", dependencies: ["CJansson"], cSettings: gnuSource),
+        .target(name: "VhostBlkAPI", dependencies: ["JSONRPC"], cSettings: gnuSource),
+        .target(
+            name: "VhostTarget",
+            dependencies: [
+                "Virtio", "VhostUser", "BlockIO", "Reactor", "JSONRPC", "VhostBlkAPI", "Posix", "CShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            cSettings: gnuSource),
+        .target(
+            name: "VhostUserFrontend", dependencies: ["Virtio", "VhostUser", "Posix", "CShims"],
+            cSettings: gnuSource),
+
+        // Test support: the real daemon as a child process (integration and e2e tests).
+        .target(name: "DaemonTestSupport", dependencies: ["JSONRPC"], cSettings: gnuSource),
+
+        // Executables: thin.
+        .executableTarget(
+            name: "vhost-blkd",
+            dependencies: [
+                "VhostTarget", "Posix",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            cSettings: gnuSource),
+        .executableTarget(
+            name: "vhost-blkctl",
+            dependencies: [
+                "VhostBlkAPI", "JSONRPC", "Posix",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            cSettings: gnuSource),
+
+        // Tests: one folder per target, plus the process-level suites.
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "Virtio", "Posix"], cSettings: gnuSource),
+        .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "Posix"], cSettings: gnuSource),
+        .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC", "VhostBlkAPI"], cSettings: gnuSource),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["VhostUserFrontend", "Virtio", "VhostUser", "JSONRPC", "Posix", "DaemonTestSupport"],
+            cSettings: gnuSource),
+        .testTarget(
+            name: "E2ETests", dependencies: ["JSONRPC", "Posix", "DaemonTestSupport"], cSettings: gnuSource),
+    ],
+    swiftLanguageModes: [.v6]
+)

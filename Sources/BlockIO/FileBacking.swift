@@ -1,0 +1,187 @@
+import Glibc
+import Synchronization
+internal import CShims
+
+/// An open regular file or block device behind a bdev (`bdev_uring_*`, `bdev_aio_*`).
+///
+/// `@unchecked Sendable`: `fd`, `path`, `blockSize`, `isDirect` and
+/// `isBlockDevice` are immutable; the size is an atomic (written by
+/// `refreshSize` on the RPC thread, read by reactors); `close` is once-only.
+public final class FileBacking: @unchecked Sendable {
+    public let path: String
+    public let fd: Int32
+    public let isBlockDevice: Bool
+    /// Opened with O_DIRECT (buffers must then be aligned to `memoryAlignment`,
+    /// offsets and lengths to `blockSize`).
+    public let isDirect: Bool
+    public let blockSize: UInt32
+    /// Alignment O_DIRECT needs for buffer addresses (1 when buffered).
+    public let memoryAlignment: Int
+    /// Size in bytes (the bdev has `sizeBytes / blockSize` blocks).
+    public var sizeBytes: UInt64 { size.load(ordering: .acquiring) }
+    public let isReadOnly: Bool
+
+    private let size: Atomic<UInt64>
+    private let closed = Atomic<Bool>(false)
+
+    private init(path: String, fd: Int32, isBlockDevice: Bool, isDirect: Bool, blockSize: UInt32,
+                 memoryAlignment: Int, sizeBytes: UInt64, isReadOnly: Bool) {
+        self.path = path
+        self.fd = fd
+        self.isBlockDevice = isBlockDevice
+        self.isDirect = isDirect
+        self.blockSize = blockSize
+        self.memoryAlignment = memoryAlignment
+        self.size = Atomic(sizeBytes)
+        self.isReadOnly = isReadOnly
+    }
+
+    deinit { close() }
+
+    /// Opens a regular file or a block device, read-write or read-only.
+    ///
+    /// Regular files: O_DIRECT when the filesystem accepts it for `blockSize`
+    /// (checked with one aligned read), else buffered. Block devices: always
+    /// O_DIRECT; size from BLKGETSIZE64, logical block size from BLKSSZGET.
+    /// `blockSize` nil → the device's logical block size (block device) or 512
+    /// (file); given → a power of two in 512...65536, at least the device's
+    /// logical block size. Refuses directories, character devices, FIFOs,
+    /// sockets, empty files and sizes that are not a multiple of the block size.
+    public static func open(path: String, readOnly: Bool, blockSize: UInt32?) throws(BdevOpenError) -> FileBacking {
+        if let blockSize, blockSize < 512 || blockSize > 65536 || blockSize & (blockSize - 1) != 0 {
+            throw .invalid("Invalid block size \(blockSize): must be a power of two from 512 to 65536")
+        }
+        var st = stat()
+        if stat(path, &st) != 0 { throw .system(errno, path) }
+        let kind = st.st_mode & S_IFMT
+        if kind == S_IFDIR { throw .system(EISDIR, path) }
+        guard kind == S_IFREG || kind == S_IFBLK else {
+            throw .invalid("Not a regular file or block device: \(path)")
+        }
+        let access = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        if kind == S_IFBLK {
+            return try openBlockDevice(path: path, flags: access, blockSize: blockSize, readOnly: readOnly)
+        }
+        return try openRegularFile(path: path, flags: access, blockSize: blockSize ?? 512, readOnly: readOnly)
+    }
+
+    private static func openFD(_ path: String, _ flags: Int32) -> Int32 {
+        var fd: Int32
+        repeat { fd = Glibc.open(path, flags) } while fd < 0 && errno == EINTR
+        return fd
+    }
+
+    /// Confirms that the opened fd is still what `stat` saw (no swap in between).
+    private static func checkKind(_ fd: Int32, _ expected: mode_t, _ path: String) throws(BdevOpenError) -> stat {
+        var st = stat()
+        if fstat(fd, &st) != 0 {
+            let error = errno
+            Glibc.close(fd)
+            throw .system(error, path)
+        }
+        if st.st_mode & S_IFMT != expected {
+            Glibc.close(fd)
+            throw .invalid("Not a regular file or block device: \(path)")
+        }
+        return st
+    }
+
+    private static func openBlockDevice(path: String, flags: Int32, blockSize: UInt32?, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
+        let fd = openFD(path, flags | vb_o_direct())
+        if fd < 0 { throw .system(errno, path) }
+        _ = try checkKind(fd, S_IFBLK, path)
+        var bytes: UInt64 = 0
+        var logical: Int32 = 0
+        var rc = vb_blkgetsize64(fd, &bytes)
+        if rc == 0 { rc = vb_blksszget(fd, &logical) }
+        if rc < 0 {
+            Glibc.close(fd)
+            throw .system(-rc, path)
+        }
+        let deviceBlock = UInt32(clamping: max(logical, 512))
+        let chosen = blockSize ?? deviceBlock
+        do throws(BdevOpenError) {
+            if chosen < deviceBlock {
+                throw .invalid("Block size \(chosen) is smaller than the logical block size \(deviceBlock) of \(path)")
+            }
+            try checkSize(bytes, blockSize: chosen, path: path)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return FileBacking(path: path, fd: fd, isBlockDevice: true, isDirect: true, blockSize: chosen,
+                           memoryAlignment: Int(deviceBlock), sizeBytes: bytes, isReadOnly: readOnly)
+    }
+
+    private static func openRegularFile(path: String, flags: Int32, blockSize: UInt32, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
+        var fd = openFD(path, flags | vb_o_direct())
+        var direct = fd >= 0
+        if fd < 0 {
+            guard errno == EINVAL else { throw .system(errno, path) }
+            fd = openFD(path, flags)
+            if fd < 0 { throw .system(errno, path) }
+        }
+        let st = try checkKind(fd, S_IFREG, path)
+        let bytes = UInt64(clamping: st.st_size)
+        do throws(BdevOpenError) {
+            try checkSize(bytes, blockSize: blockSize, path: path)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        if direct && !directReadWorks(fd: fd, blockSize: blockSize) {
+            // The filesystem's direct-I/O alignment is coarser than blockSize.
+            Glibc.close(fd)
+            fd = openFD(path, flags)
+            if fd < 0 { throw .system(errno, path) }
+            _ = try checkKind(fd, S_IFREG, path)
+            direct = false
+        }
+        return FileBacking(path: path, fd: fd, isBlockDevice: false, isDirect: direct, blockSize: blockSize,
+                           memoryAlignment: direct ? 512 : 1, sizeBytes: bytes, isReadOnly: readOnly)
+    }
+
+    /// One O_DIRECT read of `blockSize` bytes at offset 0 into a 512-aligned buffer.
+    private static func directReadWorks(fd: Int32, blockSize: UInt32) -> Bool {
+        var buffer: UnsafeMutableRawPointer?
+        guard posix_memalign(&buffer, 512, Int(blockSize)) == 0, let buffer else { return false }
+        defer { free(buffer) }
+        var n: Int
+        repeat { n = pread(fd, buffer, Int(blockSize), 0) } while n < 0 && errno == EINTR
+        return n >= 0
+    }
+
+    private static func checkSize(_ bytes: UInt64, blockSize: UInt32, path: String) throws(BdevOpenError) {
+        if bytes == 0 { throw .invalid("File size is 0: \(path)") }
+        if bytes % UInt64(blockSize) != 0 {
+            throw .invalid("File size \(bytes) is not a multiple of the block size \(blockSize)")
+        }
+    }
+
+    /// Re-reads the size (bdev rescan / resize) and stores it in `sizeBytes`.
+    /// A size that is not a multiple of the block size is kept as is: the bdev
+    /// uses `sizeBytes / blockSize` whole blocks.
+    @discardableResult
+    public func refreshSize() throws(BdevOpenError) -> UInt64 {
+        if closed.load(ordering: .acquiring) { throw .system(EBADF, path) }
+        let bytes: UInt64
+        if isBlockDevice {
+            var value: UInt64 = 0
+            let rc = vb_blkgetsize64(fd, &value)
+            if rc < 0 { throw .system(-rc, path) }
+            bytes = value
+        } else {
+            var st = stat()
+            if fstat(fd, &st) != 0 { throw .system(errno, path) }
+            bytes = UInt64(clamping: st.st_size)
+        }
+        size.store(bytes, ordering: .releasing)
+        return bytes
+    }
+
+    /// Closes the descriptor (once; later calls do nothing). No I/O may be in flight.
+    public func close() {
+        let (exchanged, _) = closed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing)
+        if exchanged { Glibc.close(fd) }
+    }
+}

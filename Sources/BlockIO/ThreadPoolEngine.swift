@@ -1,0 +1,381 @@
+import Glibc
+import Logging
+import Posix
+import Synchronization
+internal import CShims
+
+/// An `IOEngine` that runs blocking syscalls (preadv, pwritev, fdatasync,
+/// fallocate) on worker threads: the fallback when io_uring is unavailable,
+/// and the engine of `bdev_aio_*` bdevs.
+///
+/// Thread confinement: every method except `shutdown()`/`deinit` is called
+/// from ONE thread, the owning reactor. Workers share only `PoolShared`.
+///
+/// As a SECONDARY engine next to a `URingEngine`: arm a `.read` of 8 bytes on
+/// `completionEventFD` in the primary engine; when it completes, call
+/// `submit()`/`reapCompletions(_:)` here and re-arm the read. `.read`
+/// operations complete only in `wait`, so a secondary pool takes disk I/O only.
+public final class ThreadPoolEngine: IOEngine {
+    public let name = "thread-pool"
+    public let capacity: Int
+    public private(set) var inFlight = 0
+    public var freeSlots: Int { capacity - inFlight }
+    /// Becomes readable when worker completions are waiting for `reapCompletions`.
+    public var completionEventFD: Int32 { shared.completionEvent.fd.rawValue }
+
+    private let shared: PoolShared
+    private var workers: [pthread_t] = []
+    private let epollFD: Int32
+    private var unsubmitted: [PoolJob] = []
+    private var reaped: [PoolCompletion] = []
+    /// Completions decided on the engine thread (e.g. a `.read` whose fd epoll refuses).
+    private var immediate: [PoolCompletion] = []
+    private var reads = ReadWaiters()
+    private var delivering = false
+    private var isShutDown = false
+    private let eventMasks: UnsafeMutablePointer<UInt32>
+    private let eventDatas: UnsafeMutablePointer<UInt64>
+    private static let maxEvents: Int32 = 64
+    private static let completionKey = UInt64.max
+
+    /// Starts `threads` workers (at least 1); `capacity` bounds queued plus in-flight operations.
+    public init(threads: Int = 4, capacity: Int = 256, logger: Logger = Logger(label: "vhost-blkd.blockio")) throws(Errno) {
+        self.capacity = max(capacity, 1)
+        let shared = try PoolShared()
+        let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if epollFD < 0 {
+            let error = Errno.current
+            shared.close()
+            throw error
+        }
+        let rc = vb_epoll_ctl(epollFD, EPOLL_CTL_ADD, shared.completionEvent.fd.rawValue, EPOLLIN.rawValue, Self.completionKey)
+        if rc < 0 {
+            Glibc.close(epollFD)
+            shared.close()
+            throw Errno(-rc)
+        }
+        self.shared = shared
+        self.epollFD = epollFD
+        self.eventMasks = .allocate(capacity: Int(Self.maxEvents))
+        self.eventDatas = .allocate(capacity: Int(Self.maxEvents))
+        for index in 0..<max(threads, 1) {
+            do {
+                let thread = try PosixThread.start(name: "vb-pool-\(index)") { shared.workerLoop() }
+                workers.append(thread)
+            } catch {
+                logger.error("thread-pool worker failed to start", metadata: ["errno": "\(error)"])
+                if workers.isEmpty {
+                    shutdown()
+                    throw error
+                }
+                break
+            }
+        }
+    }
+
+    deinit {
+        shutdown()
+        eventMasks.deallocate()
+        eventDatas.deallocate()
+    }
+
+    /// Stops and joins the workers (operations already submitted still run);
+    /// undelivered completions are dropped. Idempotent.
+    public func shutdown() {
+        guard !isShutDown else { return }
+        isShutDown = true
+        shared.stop(workers: workers.count)
+        for thread in workers { PosixThread.join(thread) }
+        workers.removeAll()
+        Glibc.close(epollFD)
+        shared.close()
+    }
+
+    public func enqueue(_ op: IOOperation, tag: UInt64) -> Bool {
+        guard !isShutDown, inFlight < capacity else { return false }
+        inFlight += 1
+        if case let .read(fd, buffer, length) = op {
+            reads.append(PendingRead(tag: tag, buffer: buffer, length: length), fd: fd)
+            let rc = reads.arm(fd, epollFD: epollFD)
+            if rc < 0 { failReads(fd: fd, error: rc) }
+        } else {
+            unsubmitted.append(PoolJob(op: op, tag: tag))
+        }
+        return true
+    }
+
+    public func submit() {
+        guard !unsubmitted.isEmpty, !isShutDown else { return }
+        shared.push(unsubmitted)
+        unsubmitted.removeAll(keepingCapacity: true)
+    }
+
+    /// Delivers worker completions without blocking (reads the eventfd counter
+    /// first, then the queue, so a completion is never left unsignalled).
+    public func reapCompletions(_ handler: (UInt64, Int32) -> Void) -> Int {
+        guard !delivering, !isShutDown else { return 0 }
+        delivering = true
+        defer { delivering = false }
+        return deliverCompletions(handler)
+    }
+
+    private func deliverCompletions(_ handler: (UInt64, Int32) -> Void) -> Int {
+        shared.completionEvent.drain()
+        shared.takeCompletions(into: &reaped)
+        reaped.append(contentsOf: immediate)
+        immediate.removeAll(keepingCapacity: true)
+        inFlight -= reaped.count
+        for completion in reaped { handler(completion.tag, completion.result) }
+        let count = reaped.count
+        reaped.removeAll(keepingCapacity: true)
+        return count
+    }
+
+    public func wait(timeoutNanoseconds: Int64?, _ handler: (UInt64, Int32) -> Void) -> Int {
+        guard !delivering, !isShutDown else { return 0 }
+        delivering = true
+        defer { delivering = false }
+        submit()
+        var delivered = 0
+        if !immediate.isEmpty { delivered += deliverCompletions(handler) }
+        let deadline = timeoutNanoseconds.map { MonotonicClock.deadline(after: $0) }
+        while true {
+            let timeoutMs: Int32
+            if delivered > 0 {
+                timeoutMs = 0
+            } else if let deadline {
+                timeoutMs = MonotonicClock.millisecondsUntil(deadline)
+            } else {
+                timeoutMs = -1
+            }
+            let count = vb_epoll_wait(epollFD, eventMasks, eventDatas, Self.maxEvents, timeoutMs)
+            if count > 0 {
+                for index in 0..<Int(count) {
+                    let key = eventDatas[index]
+                    if key == Self.completionKey {
+                        delivered += deliverCompletions(handler)
+                    } else {
+                        delivered += serviceRead(fd: Int32(truncatingIfNeeded: key), handler)
+                    }
+                }
+            }
+            if delivered > 0 || timeoutMs == 0 || count < 0 { return delivered }
+        }
+    }
+
+    // MARK: - Reads
+
+    /// One read attempt on a readable fd (one per readiness: a blocking fd must not block).
+    private func serviceRead(fd: Int32, _ handler: (UInt64, Int32) -> Void) -> Int {
+        reads.disarmed(fd)
+        guard let pending = reads.first(fd) else { return 0 }
+        var result: Int
+        repeat {
+            result = Glibc.read(fd, pending.buffer, pending.length)
+        } while result < 0 && errno == EINTR
+        let error = errno
+        if result < 0 && (error == EAGAIN || error == EWOULDBLOCK) {
+            let rc = reads.arm(fd, epollFD: epollFD)
+            if rc < 0 { failReads(fd: fd, error: rc) }
+            return 0
+        }
+        reads.removeFirst(fd)
+        if reads.first(fd) != nil {
+            let rc = reads.arm(fd, epollFD: epollFD)
+            if rc < 0 { failReads(fd: fd, error: rc) }
+        }
+        inFlight -= 1
+        handler(pending.tag, result < 0 ? -error : Int32(clamping: result))
+        return 1
+    }
+
+    /// Completes every pending read on `fd` with `error` (-errno), on the next reap.
+    private func failReads(fd: Int32, error: Int32) {
+        for read in reads.removeAll(fd) { immediate.append(PoolCompletion(tag: read.tag, result: error)) }
+    }
+}
+
+/// A `.read` waiting for its fd to become readable. The buffer stays valid
+/// until its completion is delivered (`IOOperation`'s contract).
+struct PendingRead {
+    let tag: UInt64
+    let buffer: UnsafeMutableRawPointer
+    let length: Int
+}
+
+/// Pending reads per fd and their EPOLLONESHOT registrations (engine thread only).
+struct ReadWaiters {
+    private var byFD: [Int32: [PendingRead]] = [:]
+    private var registered: Set<Int32> = []
+    private var armed: Set<Int32> = []
+
+    mutating func append(_ read: PendingRead, fd: Int32) { byFD[fd, default: []].append(read) }
+    func first(_ fd: Int32) -> PendingRead? { byFD[fd]?.first }
+    mutating func removeFirst(_ fd: Int32) {
+        guard var list = byFD[fd], !list.isEmpty else { return }
+        list.removeFirst()
+        byFD[fd] = list.isEmpty ? nil : list
+    }
+    mutating func removeAll(_ fd: Int32) -> [PendingRead] { byFD.removeValue(forKey: fd) ?? [] }
+    /// EPOLLONESHOT fired: the registration is disabled until re-armed.
+    mutating func disarmed(_ fd: Int32) { armed.remove(fd) }
+
+    /// Arms `fd` for one EPOLLIN report; returns 0 or -errno. A registration
+    /// whose fd was closed meanwhile (the kernel dropped it) is re-added.
+    mutating func arm(_ fd: Int32, epollFD: Int32) -> Int32 {
+        if armed.contains(fd) { return 0 }
+        let events = EPOLLIN.rawValue | EPOLLONESHOT.rawValue
+        let key = UInt64(UInt32(bitPattern: fd))
+        var rc: Int32
+        if registered.contains(fd) {
+            rc = vb_epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, events, key)
+            if rc == -ENOENT { rc = vb_epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, events, key) }
+        } else {
+            rc = vb_epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, events, key)
+            if rc == -EEXIST { rc = vb_epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, events, key) }
+        }
+        if rc < 0 {
+            registered.remove(fd)
+            return rc
+        }
+        registered.insert(fd)
+        armed.insert(fd)
+        return 0
+    }
+}
+
+/// A queued disk operation for a worker. `@unchecked Sendable`: its pointers
+/// stay valid until the completion is delivered (`IOOperation`'s contract),
+/// and only one worker touches them.
+struct PoolJob: @unchecked Sendable {
+    let op: IOOperation
+    let tag: UInt64
+
+    /// Runs the blocking syscall; returns bytes transferred or -errno.
+    func execute() -> Int32 {
+        var result: Int
+        repeat {
+            switch op {
+            case let .readv(fd, iovecs, count, offset):
+                result = preadv(fd, iovecs, count, off_t(truncatingIfNeeded: offset))
+            case let .writev(fd, iovecs, count, offset):
+                result = pwritev(fd, iovecs, count, off_t(truncatingIfNeeded: offset))
+            case let .fdatasync(fd):
+                result = Int(Glibc.fdatasync(fd))
+            case let .fallocate(fd, mode, offset, length):
+                result = Int(Glibc.fallocate(fd, mode, off_t(truncatingIfNeeded: offset), off_t(truncatingIfNeeded: length)))
+            case let .read(fd, buffer, length):
+                result = Glibc.read(fd, buffer, length)
+            }
+        } while result < 0 && errno == EINTR
+        return result < 0 ? -errno : Int32(clamping: result)
+    }
+}
+
+struct PoolCompletion: Sendable {
+    let tag: UInt64
+    let result: Int32
+}
+
+/// FIFO of jobs; `stopping` tells idle workers to exit.
+struct JobQueue {
+    var items: [PoolJob] = []
+    var head = 0
+    var stopping = false
+
+    mutating func pop() -> PoolJob? {
+        guard head < items.count else { return nil }
+        let job = items[head]
+        head += 1
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return job
+    }
+}
+
+/// State shared by the engine thread and the workers, guarded by two
+/// `Mutex`es; `jobTokens` is a semaphore eventfd (one token per job, one per
+/// worker at shutdown) that idle workers block on.
+final class PoolShared: Sendable {
+    let jobs = Mutex(JobQueue())
+    let completions = Mutex([PoolCompletion]())
+    let jobTokens: EventFD
+    let completionEvent: EventFD
+
+    init() throws(Errno) {
+        let tokens = try retryingEINTR { eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_SEMAPHORE)) }
+        jobTokens = EventFD(adopting: FileDescriptor(tokens))
+        do {
+            completionEvent = try EventFD(nonBlocking: true)
+        } catch {
+            jobTokens.close()
+            throw error
+        }
+    }
+
+    func push(_ batch: [PoolJob]) {
+        jobs.withLock { $0.items.append(contentsOf: batch) }
+        post(UInt64(batch.count))
+    }
+
+    func stop(workers: Int) {
+        jobs.withLock { $0.stopping = true }
+        post(UInt64(max(workers, 0)))
+    }
+
+    func takeCompletions(into buffer: inout [PoolCompletion]) {
+        completions.withLock { queue in swap(&queue, &buffer) }
+    }
+
+    func close() {
+        jobTokens.close()
+        completionEvent.close()
+    }
+
+    private func post(_ count: UInt64) {
+        guard count > 0 else { return }
+        var value = count
+        _ = withUnsafeBytes(of: &value) { Glibc.write(jobTokens.fd.rawValue, $0.baseAddress, 8) }
+    }
+
+    /// A worker: take a token, run one job, queue its completion, signal.
+    func workerLoop() {
+        var token: UInt64 = 0
+        while true {
+            let n = withUnsafeMutableBytes(of: &token) { Glibc.read(jobTokens.fd.rawValue, $0.baseAddress, 8) }
+            if n < 0 && errno != EINTR && errno != EAGAIN { return }  // fd closed: give up
+            let (job, stopping) = jobs.withLock { queue in (queue.pop(), queue.stopping) }
+            guard let job else {
+                if stopping { return }
+                continue
+            }
+            let result = job.execute()
+            completions.withLock { $0.append(PoolCompletion(tag: job.tag, result: result)) }
+            completionEvent.signal()
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+enum MonotonicClock {
+    static var now: Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
+    }
+
+    /// `now + nanoseconds`, saturating (negative counts as 0).
+    static func deadline(after nanoseconds: Int64) -> Int64 {
+        let (sum, overflow) = now.addingReportingOverflow(max(nanoseconds, 0))
+        return overflow ? Int64.max : sum
+    }
+
+    /// Milliseconds until `deadline`, rounded up, clamped to 0...Int32.max.
+    static func millisecondsUntil(_ deadline: Int64) -> Int32 {
+        let remaining = deadline &- now
+        if remaining <= 0 { return 0 }
+        return Int32(clamping: (remaining &+ 999_999) / 1_000_000)
+    }
+}

@@ -1,0 +1,238 @@
+import Glibc
+import Logging
+import Posix
+internal import CLiburing
+internal import CShims
+
+/// An `IOEngine` on io_uring (liburing). Owns one ring: the `io_uring`
+/// struct lives behind an `UnsafeMutablePointer` that this class alone
+/// touches; `deinit` cancels and drains in-flight operations before
+/// `io_uring_queue_exit`.
+///
+/// Thread confinement: one thread (the owning reactor). The ring is created
+/// disabled and enabled by the first `submit`/`wait`, which binds it to that
+/// thread when the kernel accepts IORING_SETUP_SINGLE_ISSUER.
+/// The tag `UInt64.max` is reserved for internal operations.
+public final class URingEngine: IOEngine {
+    public let name = "io_uring"
+    /// SQ size: the SQ never fills and the CQ (twice as large) never overflows.
+    public let capacity: Int
+    public private(set) var inFlight = 0
+    public var freeSlots: Int { capacity - inFlight }
+    /// The io_uring setup flags the kernel accepted (for logs and tests).
+    public let setupFlags: UInt32
+
+    static let reservedTag = UInt64.max
+
+    private let ring: UnsafeMutablePointer<io_uring>
+    private let cqeBatch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
+    private let tagBatch: UnsafeMutablePointer<UInt64>
+    private let resultBatch: UnsafeMutablePointer<Int32>
+    private let batchSize: Int
+    private let deferTaskrun: Bool
+    private var enabled: Bool
+    private var delivering = false
+    private var loggedSubmitError = false
+    private let logger: Logger
+
+    /// Sets up a ring of `entries` submission slots, trying
+    /// SINGLE_ISSUER|DEFER_TASKRUN first, then COOP_TASKRUN, then no flags.
+    public init(entries: UInt32 = 256, logger: Logger = Logger(label: "vhost-blkd.blockio")) throws(Errno) {
+        let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
+        ring.initialize(to: io_uring())
+        let candidates: [UInt32] = [
+            UInt32(IORING_SETUP_SINGLE_ISSUER) | UInt32(IORING_SETUP_DEFER_TASKRUN) | UInt32(IORING_SETUP_R_DISABLED),
+            UInt32(IORING_SETUP_COOP_TASKRUN),
+            0,
+        ]
+        var accepted: UInt32?
+        var lastError: Int32 = EINVAL
+        for flags in candidates {
+            var params = io_uring_params()
+            params.flags = flags
+            let rc = io_uring_queue_init_params(entries, ring, &params)
+            if rc == 0 {
+                accepted = flags
+                break
+            }
+            lastError = -rc
+            if lastError != EINVAL { break }  // EPERM/ENOSYS/ENOMEM: other flags will not help
+        }
+        guard let flags = accepted else {
+            ring.deinitialize(count: 1)
+            ring.deallocate()
+            throw Errno(lastError)
+        }
+        self.ring = ring
+        self.setupFlags = flags
+        self.deferTaskrun = flags & UInt32(IORING_SETUP_DEFER_TASKRUN) != 0
+        self.enabled = flags & UInt32(IORING_SETUP_R_DISABLED) == 0
+        let sqEntries = Int(ring.pointee.sq.ring_entries)
+        let cqEntries = Int(ring.pointee.cq.ring_entries)
+        self.capacity = min(sqEntries, cqEntries)
+        self.batchSize = max(cqEntries, 1)
+        self.cqeBatch = .allocate(capacity: batchSize)
+        self.tagBatch = .allocate(capacity: batchSize)
+        self.resultBatch = .allocate(capacity: batchSize)
+        self.logger = logger
+        logger.debug("io_uring ready", metadata: [
+            "io_uring.flags": "0x\(String(flags, radix: 16))", "io_uring.entries": "\(sqEntries)",
+        ])
+    }
+
+    /// Whether an io_uring can be set up here: nil when it can, else the
+    /// reason (EPERM or ENOSYS when disabled by `kernel.io_uring_disabled` or seccomp).
+    public static func probe() -> Errno? {
+        let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
+        ring.initialize(to: io_uring())
+        defer {
+            ring.deinitialize(count: 1)
+            ring.deallocate()
+        }
+        var params = io_uring_params()
+        let rc = io_uring_queue_init_params(2, ring, &params)
+        if rc < 0 { return Errno(-rc) }
+        io_uring_queue_exit(ring)
+        return nil
+    }
+
+    deinit {
+        if enabled { drain() }
+        io_uring_queue_exit(ring)
+        ring.deinitialize(count: 1)
+        ring.deallocate()
+        cqeBatch.deallocate()
+        tagBatch.deallocate()
+        resultBatch.deallocate()
+    }
+
+    public func enqueue(_ op: IOOperation, tag: UInt64) -> Bool {
+        guard inFlight < capacity, let sqe = io_uring_get_sqe(ring) else { return false }
+        switch op {
+        case let .readv(fd, iovecs, count, offset):
+            io_uring_prep_readv(sqe, fd, iovecs, UInt32(bitPattern: count), offset)
+        case let .writev(fd, iovecs, count, offset):
+            io_uring_prep_writev(sqe, fd, iovecs, UInt32(bitPattern: count), offset)
+        case let .fdatasync(fd):
+            io_uring_prep_fsync(sqe, fd, UInt32(IORING_FSYNC_DATASYNC))
+        case let .fallocate(fd, mode, offset, length):
+            io_uring_prep_fallocate(sqe, fd, mode, off_t(truncatingIfNeeded: offset), off_t(truncatingIfNeeded: length))
+        case let .read(fd, buffer, length):
+            // Offset -1: the file position (eventfds, pipes, sockets).
+            io_uring_prep_read(sqe, fd, buffer, UInt32(clamping: max(length, 0)), UInt64.max)
+        }
+        io_uring_sqe_set_data64(sqe, tag)
+        inFlight += 1
+        return true
+    }
+
+    public func submit() { _ = flush() }
+
+    public func wait(timeoutNanoseconds: Int64?, _ handler: (UInt64, Int32) -> Void) -> Int {
+        guard !delivering else { return 0 }
+        _ = flush()
+        var delivered = reap(handler)
+        if delivered > 0 { return delivered }
+        if deferTaskrun && inFlight > 0 && enabled {
+            // Deferred completions are posted only when this thread enters the kernel.
+            _ = io_uring_get_events(ring)
+            delivered = reap(handler)
+            if delivered > 0 { return delivered }
+        }
+        var timeout = timeoutNanoseconds.map { max($0, 0) }
+        if timeout == 0 { return 0 }
+        if io_uring_sq_ready(ring) > 0 {
+            // The kernel pushed back (EAGAIN/EBUSY): retry the submission soon.
+            timeout = min(timeout ?? 1_000_000, 1_000_000)
+        }
+        _ = blockingWait(timeout)
+        return reap(handler)
+    }
+
+    // MARK: - Internals
+
+    /// Enables a ring created with IORING_SETUP_R_DISABLED on the calling (owning) thread.
+    private func enableIfNeeded() {
+        guard !enabled else { return }
+        let rc = vb_io_uring_enable_rings(ring.pointee.ring_fd)
+        if rc < 0 {
+            logger.error("io_uring_enable_rings failed", metadata: ["errno": "\(Errno(-rc))"])
+            return
+        }
+        enabled = true
+    }
+
+    /// Submits everything in the SQ; returns 0 or -errno. EAGAIN/EBUSY leave
+    /// the entries in the SQ for the next call (flow control).
+    private func flush() -> Int32 {
+        enableIfNeeded()
+        guard io_uring_sq_ready(ring) > 0 else { return 0 }
+        while true {
+            let rc = io_uring_submit(ring)
+            if rc >= 0 { return 0 }
+            if rc == -EINTR { continue }
+            if rc != -EAGAIN && rc != -EBUSY && !loggedSubmitError {
+                loggedSubmitError = true
+                logger.error("io_uring_submit failed", metadata: ["errno": "\(Errno(-rc))"])
+            }
+            return rc
+        }
+    }
+
+    /// Waits for one CQE without consuming it; returns 0 or -errno (-ETIME on timeout).
+    private func blockingWait(_ timeoutNanoseconds: Int64?) -> Int32 {
+        var cqe: UnsafeMutablePointer<io_uring_cqe>?
+        guard let ns = timeoutNanoseconds else { return io_uring_wait_cqe(ring, &cqe) }
+        var ts = __kernel_timespec(tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000)
+        return io_uring_wait_cqe_timeout(ring, &cqe, &ts)
+    }
+
+    /// Copies out every available CQE, advances the CQ once per batch, then
+    /// delivers (so a handler's `enqueue` already sees the freed slots).
+    private func reap(_ handler: (UInt64, Int32) -> Void) -> Int {
+        delivering = true
+        defer { delivering = false }
+        var total = 0
+        while true {
+            let got = Int(io_uring_peek_batch_cqe(ring, cqeBatch, UInt32(batchSize)))
+            if got == 0 { break }
+            var kept = 0
+            for index in 0..<got {
+                guard let cqe = cqeBatch[index] else { continue }
+                let tag = cqe.pointee.user_data
+                if tag == Self.reservedTag { continue }
+                tagBatch[kept] = tag
+                resultBatch[kept] = cqe.pointee.res
+                kept += 1
+            }
+            io_uring_cq_advance(ring, UInt32(got))
+            inFlight -= kept
+            for index in 0..<kept { handler(tagBatch[index], resultBatch[index]) }
+            total += kept
+            if got < batchSize { break }
+        }
+        return total
+    }
+
+    /// Cancels what can be cancelled (poll-driven reads) and waits, bounded,
+    /// for every in-flight operation so the kernel no longer touches caller memory.
+    private func drain() {
+        if flush() < 0 { return }
+        guard inFlight > 0 else { return }
+        if let sqe = io_uring_get_sqe(ring) {
+            io_uring_prep_cancel64(sqe, 0, Int32(IORING_ASYNC_CANCEL_ANY))
+            io_uring_sqe_set_data64(sqe, Self.reservedTag)
+            if flush() < 0 { return }
+        }
+        var rounds = 0
+        while inFlight > 0 && rounds < 50 {  // at most ~5 s
+            rounds += 1
+            let rc = blockingWait(100_000_000)
+            if rc < 0 && rc != -ETIME && rc != -EINTR { return }  // e.g. EEXIST: not the owning thread
+            _ = reap { _, _ in }
+        }
+        if inFlight > 0 {
+            logger.warning("io_uring closed with operations in flight", metadata: ["io_uring.inflight": "\(inFlight)"])
+        }
+    }
+}

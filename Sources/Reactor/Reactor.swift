@@ -1,0 +1,248 @@
+import BlockIO
+import Dispatch
+import Glibc
+import Logging
+import Posix
+import Synchronization
+
+/// A pinned thread serving virtqueues: one wait point per reactor, where guest
+/// kicks (eventfd reads), disk completions and cross-thread messages all
+/// arrive through the same engine (DESIGN.md, "The data path").
+///
+/// Thread confinement: every member except `post`, `postAndWait`, `load`,
+/// `stop` and the immutable `index`/`cpu` is used only on the reactor thread.
+public final class Reactor: @unchecked Sendable {
+    public let index: Int
+    public let cpu: Int
+    public let logger: Logger
+    /// The engine that waits: io_uring, or the thread pool when io_uring is unavailable.
+    let primary: IOEngine
+    /// The thread pool for thread-pool bdevs; it is the primary engine when io_uring is off.
+    private var pool: ThreadPoolEngine?
+    private let primaryIsPool: Bool
+
+    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private let inboxEvent: EventFD
+    /// 8-byte landing zones for the eventfd reads (owned; freed in deinit).
+    private let inboxBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+    private let poolBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+    private var poolArmed = false
+
+    private var tasks: [ReactorTask?] = [nil, nil]  // ids 0 and 1 are the reactor's own
+    private var freeIDs: [UInt32] = []
+    private var dirty: [ReactorTask] = []
+    private var dirtyIDs = Set<ObjectIdentifier>()
+    private var running = true
+    private var thread: pthread_t?
+    private let stopped = Atomic<Bool>(false)
+
+    /// Controllers placed here; the control plane reads it to pick the least loaded reactor.
+    public let load = Atomic<Int>(0)
+    /// Kernel thread id, once running.
+    public let threadID = Atomic<Int32>(0)
+    /// CPU time accounting for framework_get_reactors: ticks spent busy vs waiting.
+    public let busyNanoseconds = Atomic<UInt64>(0)
+    public let idleNanoseconds = Atomic<UInt64>(0)
+
+    static let inboxTaskID: UInt32 = 0
+    static let poolTaskID: UInt32 = 1
+
+    /// Creates the reactor's engine; `useURing` false forces the thread pool.
+    public init(index: Int, cpu: Int, useURing: Bool, logger: Logger) throws(Errno) {
+        self.index = index
+        self.cpu = cpu
+        var logger = logger
+        logger[metadataKey: "reactor"] = "\(index)"
+        self.logger = logger
+        inboxEvent = try EventFD()
+        if useURing {
+            primary = try URingEngine(entries: 512)
+            primaryIsPool = false
+        } else {
+            let pool = try ThreadPoolEngine(threads: 4, capacity: 512)
+            primary = pool
+            self.pool = pool
+            primaryIsPool = true
+        }
+    }
+
+    deinit {
+        inboxBuffer.deallocate()
+        poolBuffer.deallocate()
+        inboxEvent.close()
+    }
+
+    public var engineName: String { primary.name }
+
+    /// Starts the reactor thread, pinned to `cpu` and named `reactor_<index>`.
+    public func start() throws(Errno) {
+        thread = try PosixThread.start(name: "reactor_\(index)", cpu: cpu) { [self] in run() }
+    }
+
+    /// Stops the loop and joins the thread (call from a non-reactor thread).
+    public func stop() {
+        post { [self] in running = false }
+        if let thread { PosixThread.join(thread) }
+        thread = nil
+    }
+
+    // MARK: Cross-thread messages
+
+    /// Runs `work` on the reactor thread soon (any thread).
+    public func post(_ work: @escaping @Sendable () -> Void) {
+        inbox.withLock { $0.append(work) }
+        inboxEvent.signal()
+    }
+
+    /// Runs `work` on the reactor thread and waits for it to return (never call from the reactor itself).
+    public func postAndWait<T: Sendable>(_ work: @escaping @Sendable () -> T) -> T {
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        post {
+            box.value.withLock { $0 = work() }
+            done.signal()
+        }
+        done.wait()
+        return box.take()
+    }
+
+    // MARK: Tasks and operations (reactor thread only)
+
+    /// Registers a task; the id goes into the tag of every operation it queues.
+    public func register(_ task: ReactorTask) -> UInt32 {
+        if let id = freeIDs.popLast() {
+            tasks[Int(id)] = task
+            return id
+        }
+        tasks.append(task)
+        return UInt32(tasks.count - 1)
+    }
+
+    /// Forgets a task; the task must have nothing in flight.
+    public func unregister(_ id: UInt32) {
+        guard Int(id) < tasks.count, id > Self.poolTaskID else { return }
+        tasks[Int(id)] = nil
+        freeIDs.append(id)
+    }
+
+    /// Free slots in the engine that serves `choice`.
+    public func freeSlots(_ choice: EngineChoice) -> Int {
+        switch choice {
+        case .primary: return primary.freeSlots
+        case .threadPool: return ensurePool()?.freeSlots ?? 0
+        }
+    }
+
+    /// Queues `op` for task `id` with `slot`; false when that engine is full.
+    public func enqueue(_ op: IOOperation, task id: UInt32, slot: UInt32, on choice: EngineChoice = .primary) -> Bool {
+        let tag = UInt64(id) << 32 | UInt64(slot)
+        switch choice {
+        case .primary:
+            return primary.enqueue(op, tag: tag)
+        case .threadPool:
+            guard let pool = ensurePool() else { return false }
+            if !primaryIsPool && !poolArmed { armPool() }
+            return pool.enqueue(op, tag: tag)
+        }
+    }
+
+    /// Asks for `task.flush()` at the end of this iteration.
+    public func markDirty(_ task: ReactorTask) {
+        if dirtyIDs.insert(ObjectIdentifier(task)).inserted { dirty.append(task) }
+    }
+
+    private func ensurePool() -> ThreadPoolEngine? {
+        if let pool { return pool }
+        do {
+            let created = try ThreadPoolEngine(threads: 4, capacity: 256)
+            pool = created
+            logger.info("thread-pool engine started for thread-pool bdevs")
+            return created
+        } catch {
+            logger.error("cannot start the thread-pool engine: \(error)")
+            return nil
+        }
+    }
+
+    private func armPool() {
+        guard let pool else { return }
+        let fd = pool.completionEventFD
+        poolArmed = primary.enqueue(.read(fd: fd, buffer: poolBuffer, length: 8), tag: UInt64(Self.poolTaskID) << 32)
+    }
+
+    // MARK: The loop
+
+    private func run() {
+        threadID.store(PosixThread.currentTID, ordering: .relaxed)
+        logger.info("reactor started", metadata: ["cpu": "\(cpu)", "engine": "\(primary.name)"])
+        armInbox()
+        while running {
+            let before = Self.now()
+            let handled = primary.wait(timeoutNanoseconds: nil) { tag, result in dispatch(tag: tag, result: result) }
+            let woke = Self.now()
+            if handled > 0 {
+                runDirty()
+                primary.submit()
+            }
+            let after = Self.now()
+            idleNanoseconds.add(woke &- before, ordering: .relaxed)
+            busyNanoseconds.add(after &- woke, ordering: .relaxed)
+        }
+        logger.info("reactor stopped")
+    }
+
+    private func armInbox() {
+        let fd = inboxEvent.fd.rawValue
+        _ = primary.enqueue(.read(fd: fd, buffer: inboxBuffer, length: 8), tag: UInt64(Self.inboxTaskID) << 32)
+        primary.submit()
+    }
+
+    private func dispatch(tag: UInt64, result: Int32) {
+        let id = UInt32(truncatingIfNeeded: tag >> 32)
+        let slot = UInt32(truncatingIfNeeded: tag)
+        switch id {
+        case Self.inboxTaskID:
+            let work = inbox.withLock { queue -> [@Sendable () -> Void] in
+                let taken = queue
+                queue.removeAll(keepingCapacity: true)
+                return taken
+            }
+            for item in work { item() }
+            if running { armInbox() }
+        case Self.poolTaskID:
+            poolArmed = false
+            _ = pool?.reapCompletions { tag, result in dispatch(tag: tag, result: result) }
+            if running { armPool() }
+        default:
+            guard Int(id) < tasks.count, let task = tasks[Int(id)] else {
+                logger.warning("completion for an unknown task", metadata: ["task": "\(id)", "slot": "\(slot)"])
+                return
+            }
+            task.complete(slot: slot, result: result)
+        }
+    }
+
+    private func runDirty() {
+        while !dirty.isEmpty {
+            let batch = dirty
+            dirty.removeAll(keepingCapacity: true)
+            dirtyIDs.removeAll(keepingCapacity: true)
+            for task in batch { task.flush() }
+        }
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+}
+
+/// Carries a value from the reactor back to the thread waiting in `postAndWait`.
+private final class ResultBox<T: Sendable>: Sendable {
+    let value = Mutex<T?>(nil)
+    func take() -> T {
+        guard let v = value.withLock({ $0 }) else { preconditionFailure("postAndWait: work did not run") }
+        return v
+    }
+}

@@ -1,0 +1,88 @@
+import BlockIO
+import CShims
+import Glibc
+import Reactor
+
+/// A backing device (SPDK's bdev): a file or block device, RAM, or null.
+/// Owned by the control plane; queues see it only through `DeviceBackend`.
+final class Bdev {
+    enum Driver: String {
+        case uring, aio, malloc, null
+
+        /// SPDK's `product_name` for `bdev_get_bdevs`.
+        var productName: String {
+            switch self {
+            case .uring: return "URING bdev"
+            case .aio: return "AIO disk"
+            case .malloc: return "Malloc disk"
+            case .null: return "Null disk"
+            }
+        }
+    }
+
+    enum Backing {
+        case file(FileBacking)
+        case memory(MemoryBacking)
+        case null
+    }
+
+    let name: String
+    let driver: Driver
+    let uuid: String
+    let blockSize: UInt32
+    private(set) var numBlocks: UInt64
+    let backing: Backing
+    let readOnly: Bool
+    /// The controller that uses this bdev, if any (SPDK's claim).
+    var claimedBy: String?
+
+    init(name: String, driver: Driver, uuid: String?, blockSize: UInt32, numBlocks: UInt64, backing: Backing, readOnly: Bool = false) {
+        self.name = name
+        self.driver = driver
+        self.uuid = uuid ?? Bdev.randomUUID()
+        self.blockSize = blockSize
+        self.numBlocks = numBlocks
+        self.backing = backing
+        self.readOnly = readOnly
+    }
+
+    var sizeBytes: UInt64 { numBlocks &* UInt64(blockSize) }
+
+    /// The snapshot a virtqueue uses for I/O.
+    func deviceBackend(readOnly controllerReadOnly: Bool, serial: [UInt8]) -> DeviceBackend {
+        let storage: DeviceBackend.Storage
+        switch backing {
+        case .file(let file):
+            storage = .file(fd: file.fd, engine: driver == .aio ? .threadPool : .primary, isBlockDevice: file.isBlockDevice)
+        case .memory(let memory):
+            storage = .memory(memory)
+        case .null:
+            storage = .null
+        }
+        return DeviceBackend(
+            storage: storage, capacitySectors: sizeBytes / 512, readOnly: readOnly || controllerReadOnly,
+            blockSize: blockSize, serial: serial)
+    }
+
+    /// Releases the file descriptor or memory.
+    func close() {
+        switch backing {
+        case .file(let file): file.close()
+        case .memory(let memory): memory.release()
+        case .null: break
+        }
+    }
+
+    /// A random (version 4) UUID in its canonical text form.
+    static func randomUUID() -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        let got = bytes.withUnsafeMutableBytes { getrandom($0.baseAddress, 16, 0) }
+        if got != 16 {
+            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+        }
+        bytes[6] = (bytes[6] & 0x0F) | 0x40
+        bytes[8] = (bytes[8] & 0x3F) | 0x80
+        let hex = bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }
+        return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }.joined(separator: "-")
+    }
+}

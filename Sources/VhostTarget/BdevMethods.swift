@@ -1,0 +1,144 @@
+import BlockIO
+import Glibc
+import JSONRPC
+import VhostBlkAPI
+
+/// bdev_* methods (SPDK's names, parameters and results; PROTOCOL.md §4).
+extension VhostTarget {
+    func bdevUringCreate(_ p: BdevUringCreateParams) throws(RPCError) -> JSON {
+        try createFileBdev(name: p.name, filename: p.filename, blockSize: p.blockSize, readOnly: false, uuid: p.uuid, driver: .uring)
+    }
+
+    func bdevAioCreate(_ p: BdevAioCreateParams) throws(RPCError) -> JSON {
+        try createFileBdev(name: p.name, filename: p.filename, blockSize: p.blockSize, readOnly: p.readonly, uuid: p.uuid, driver: .aio)
+    }
+
+    private func createFileBdev(name: String, filename: String, blockSize: UInt32?, readOnly: Bool, uuid: String?, driver: Bdev.Driver) throws(RPCError) -> JSON {
+        try checkNewBdevName(name)
+        let file: FileBacking
+        do {
+            file = try FileBacking.open(path: filename, readOnly: readOnly, blockSize: blockSize)
+        } catch {
+            throw RPCError(code: -Int(error.errno), message: error.message)
+        }
+        let bdev = Bdev(name: name, driver: driver, uuid: uuid, blockSize: file.blockSize,
+                        numBlocks: file.sizeBytes / UInt64(file.blockSize), backing: .file(file), readOnly: readOnly)
+        add(bdev)
+        logger.info("bdev created", metadata: [
+            "bdev.name": "\(name)", "driver": "\(driver.rawValue)", "file": "\(filename)",
+            "direct": "\(file.isDirect)", "size": "\(file.sizeBytes)",
+        ])
+        return .string(name)
+    }
+
+    func bdevMallocCreate(_ p: BdevMallocCreateParams) throws(RPCError) -> JSON {
+        let name = p.name ?? nextName(prefix: "Malloc")
+        try checkNewBdevName(name)
+        let size = try sizeBytes(numBlocks: p.numBlocks, blockSize: p.blockSize)
+        let memory: MemoryBacking
+        do {
+            memory = try MemoryBacking(sizeBytes: size)
+        } catch {
+            throw RPCError(code: -Int(error.errno), message: error.message)
+        }
+        add(Bdev(name: name, driver: .malloc, uuid: p.uuid, blockSize: p.blockSize, numBlocks: p.numBlocks, backing: .memory(memory)))
+        return .string(name)
+    }
+
+    func bdevNullCreate(_ p: BdevNullCreateParams) throws(RPCError) -> JSON {
+        try checkNewBdevName(p.name)
+        _ = try sizeBytes(numBlocks: p.numBlocks, blockSize: p.blockSize)
+        add(Bdev(name: p.name, driver: .null, uuid: p.uuid, blockSize: p.blockSize, numBlocks: p.numBlocks, backing: .null))
+        return .string(p.name)
+    }
+
+    /// Deletes a bdev of `driver`; refuses one a controller uses (-16).
+    func bdevDelete(_ name: String, driver: Bdev.Driver) throws(RPCError) -> JSON {
+        guard let bdev = bdevs[name], bdev.driver == driver else { throw .errno(ENODEV) }
+        if let owner = bdev.claimedBy {
+            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(name) is used by controller \(owner)")
+        }
+        bdevs.removeValue(forKey: name)
+        bdevOrder.removeAll { $0 == name }
+        bdev.close()
+        logger.info("bdev deleted", metadata: ["bdev.name": "\(name)"])
+        return .bool(true)
+    }
+
+    func bdevGetBdevs(_ p: BdevGetBdevsParams) throws(RPCError) -> JSON {
+        if let name = p.name {
+            guard let bdev = bdevs[name] else { throw .errno(ENODEV) }
+            return .array([describe(bdev)])
+        }
+        return .array(bdevOrder.compactMap { bdevs[$0] }.map(describe))
+    }
+
+    // MARK: Helpers
+
+    private func checkNewBdevName(_ name: String) throws(RPCError) {
+        guard !name.isEmpty, name.utf8.count <= 255, !name.contains("/") else {
+            throw RPCError(code: -Int(EINVAL), message: "Invalid bdev name '\(name)'")
+        }
+        if bdevs[name] != nil { throw RPCError(code: -Int(EEXIST), message: "\(RPCError.errorText(EEXIST)): bdev \(name)") }
+    }
+
+    private func sizeBytes(numBlocks: UInt64, blockSize: UInt32) throws(RPCError) -> UInt64 {
+        guard blockSize >= 512, blockSize <= 65536, blockSize & (blockSize - 1) == 0 else {
+            throw RPCError(code: -Int(EINVAL), message: "Invalid block size \(blockSize): must be a power of two from 512 to 65536")
+        }
+        guard numBlocks > 0 else { throw RPCError(code: -Int(EINVAL), message: "num_blocks must be greater than 0") }
+        let (size, overflow) = numBlocks.multipliedReportingOverflow(by: UInt64(blockSize))
+        guard !overflow, size <= 1 << 50 else { throw RPCError(code: -Int(EINVAL), message: "Size \(numBlocks) x \(blockSize) is too large") }
+        return size
+    }
+
+    private func nextName(prefix: String) -> String {
+        var i = 0
+        while bdevs["\(prefix)\(i)"] != nil { i += 1 }
+        return "\(prefix)\(i)"
+    }
+
+    private func add(_ bdev: Bdev) {
+        bdevs[bdev.name] = bdev
+        bdevOrder.append(bdev.name)
+    }
+
+    /// One `bdev_get_bdevs` entry in SPDK's shape.
+    private func describe(_ bdev: Bdev) -> JSON {
+        var driverSpecific = JSONObject()
+        switch bdev.backing {
+        case .file(let file):
+            var info: JSONObject = ["filename": .string(file.path)]
+            if bdev.driver == .aio {
+                info["block_size_override"] = .bool(false)
+                info["readonly"] = .bool(bdev.readOnly)
+                info["fallocate"] = .bool(false)
+            }
+            info["direct"] = .bool(file.isDirect)
+            info["block_device"] = .bool(file.isBlockDevice)
+            driverSpecific[bdev.driver.rawValue] = .object(info)
+        case .memory, .null:
+            break
+        }
+        let ioTypes: JSONObject = [
+            "read": true, "write": .bool(!bdev.readOnly), "unmap": .bool(bdev.driver != .null),
+            "write_zeroes": true, "flush": true, "reset": false, "compare": false,
+            "compare_and_write": false, "abort": false, "nvme_admin": false, "nvme_io": false,
+        ]
+        return [
+            "name": .string(bdev.name),
+            "aliases": [],
+            "product_name": .string(bdev.driver.productName),
+            "block_size": .int(Int64(bdev.blockSize)),
+            "num_blocks": .int(Int64(clamping: bdev.numBlocks)),
+            "uuid": .string(bdev.uuid),
+            "assigned_rate_limits": [
+                "rw_ios_per_sec": 0, "rw_mbytes_per_sec": 0, "r_mbytes_per_sec": 0, "w_mbytes_per_sec": 0,
+            ],
+            "claimed": .bool(bdev.claimedBy != nil),
+            "zoned": false,
+            "supported_io_types": .object(ioTypes),
+            "driver_specific": .object(driverSpecific),
+        ]
+    }
+}

@@ -1,0 +1,86 @@
+import Glibc
+import Logging
+import Posix
+import Reactor
+import Virtio
+
+/// A vhost-blk controller (SPDK's `spdk_vhost_dev`): the device that RPC
+/// manages. It owns its listening socket and outlives frontend connections;
+/// at most one session (frontend connection) is active at a time.
+///
+/// Thread confinement: the control loop's thread.
+final class Controller {
+    let name: String
+    let socketPath: String
+    let cpumask: CPUSet
+    let readOnly: Bool
+    let reactor: Reactor
+    /// Most queues a frontend may use (GET_QUEUE_NUM).
+    let maxQueues: Int
+    /// GET_ID answer (virtio 1.2 §5.2.6): the controller name, cut to 20 bytes.
+    let serial: [UInt8]
+    private(set) var bdev: Bdev?
+    var session: VhostUserSession?
+    let listener: FileDescriptor
+    var listenToken: EventLoop.Token?
+    let logger: Logger
+
+    init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor,
+         maxQueues: Int, bdev: Bdev?, listener: FileDescriptor, logger: Logger) {
+        self.name = name
+        self.socketPath = socketPath
+        self.cpumask = cpumask
+        self.readOnly = readOnly
+        self.reactor = reactor
+        self.maxQueues = maxQueues
+        self.serial = Array(name.utf8.prefix(BlkGetID.serialLength))
+        self.bdev = bdev
+        self.listener = listener
+        var logger = logger
+        logger[metadataKey: "controller.name"] = "\(name)"
+        self.logger = logger
+    }
+
+    /// Block size the guest sees.
+    var blockSize: UInt32 { bdev?.blockSize ?? 512 }
+
+    /// What the queues use for I/O.
+    func deviceBackend() -> DeviceBackend {
+        guard let bdev else {
+            return DeviceBackend(storage: .none, capacitySectors: 0, readOnly: readOnly, blockSize: 512, serial: serial)
+        }
+        return bdev.deviceBackend(readOnly: readOnly, serial: serial)
+    }
+
+    /// Virtio features offered to the frontend (PROTOCOL.md §1, §2).
+    var offeredFeatures: VirtioFeatures {
+        var f: VirtioFeatures = [
+            .version1, .indirectDesc, .eventIdx, .sizeMax, .segMax, .blockSize, .topology,
+            .flush, .multiQueue, .discard, .writeZeroes, .protocolFeatures,
+        ]
+        if readOnly || (bdev?.readOnly ?? false) { f.insert(.readOnly) }
+        return f
+    }
+
+    /// The virtio-blk configuration space (virtio 1.2 §5.2.4).
+    var config: BlkConfig {
+        var c = BlkConfig()
+        let blockSize = self.blockSize
+        c.capacity = (bdev?.sizeBytes ?? 0) / 512
+        c.sizeMax = 1 << 20
+        c.segMax = UInt32(VirtqueueServer.iovecsPerSlot - 4)
+        c.blkSize = blockSize
+        c.physicalBlockExp = 0
+        c.minIOSize = 1
+        c.optIOSize = 0
+        c.numQueues = UInt16(clamping: maxQueues)
+        let alignment = max(1, blockSize / 512)
+        c.maxDiscardSectors = 1 << 22
+        c.maxDiscardSeg = 1
+        c.discardSectorAlignment = alignment
+        c.maxWriteZeroesSectors = 1 << 22
+        c.maxWriteZeroesSeg = 1
+        c.writeZeroesMayUnmap = 1
+        return c
+    }
+}

@@ -1,0 +1,25 @@
+import BlockIO
+import Reactor
+
+/// What a virtqueue needs to do I/O on a bdev, captured when the queue starts
+/// so the data path never touches the control plane's objects.
+struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handles; I/O on them is thread-safe
+    enum Storage {
+        /// A file or block device served by an engine (io_uring or the thread pool).
+        case file(fd: Int32, engine: EngineChoice, isBlockDevice: Bool)
+        /// RAM: served synchronously on the reactor.
+        case memory(MemoryBacking)
+        /// Reads and writes complete at once and touch nothing.
+        case null
+        /// No bdev attached: every data request fails with IOERR.
+        case none
+    }
+
+    var storage: Storage
+    /// Capacity in 512-byte sectors (virtio-blk's unit, virtio 1.2 §5.2.4).
+    var capacitySectors: UInt64
+    var readOnly: Bool
+    var blockSize: UInt32
+    /// GET_ID answer: at most 20 bytes (virtio 1.2 §5.2.6).
+    var serial: [UInt8]
+}

@@ -1,0 +1,169 @@
+import Glibc
+import JSONRPC
+import Logging
+import Posix
+
+/// The JSON-RPC socket (PROTOCOL.md §4): requests are JSON values back to
+/// back with no framing; each gets one response line, in order. Runs on the
+/// control loop; a client that sends garbage, too much, or never reads is dropped.
+final class RPCServer {
+    typealias Handler = (RPCRequest) -> Result<JSON, RPCError>
+
+    /// A client's unread responses may not exceed this; then it is dropped.
+    static let maxPendingOutput = 16 << 20
+
+    private let path: String
+    private let listener: FileDescriptor
+    private var listenToken: EventLoop.Token?
+    private let loop: EventLoop
+    private let logger: Logger
+    private let handler: Handler
+    private var clients: [Int32: Client] = [:]
+
+    /// One connection's buffers.
+    private final class Client {
+        let fd: FileDescriptor
+        var token: EventLoop.Token?
+        var decoder = JSONStreamDecoder()
+        var output: [UInt8] = []
+        var outputOffset = 0
+        /// Close once the output is written (after a parse error or an oversized request).
+        var closeAfterFlush = false
+        init(fd: FileDescriptor) { self.fd = fd }
+    }
+
+    init(path: String, loop: EventLoop, logger: Logger, handler: @escaping Handler) throws(TargetStartError) {
+        self.path = path
+        self.loop = loop
+        self.logger = logger
+        self.handler = handler
+        do {
+            listener = try UnixSocket.listen(path: path, mode: 0o600)
+        } catch {
+            throw TargetStartError("cannot listen on \(path): \(error)")
+        }
+        do {
+            listenToken = try loop.register(listener, events: .readable) { [unowned self] _ in acceptClients() }
+        } catch {
+            listener.close()
+            throw TargetStartError("cannot watch \(path): \(error)")
+        }
+    }
+
+    /// Stops accepting, drops every client and removes the socket file.
+    func close() {
+        if let listenToken { loop.unregister(listenToken) }
+        listenToken = nil
+        for client in clients.values { drop(client) }
+        listener.close()
+        unlink(path)
+    }
+
+    private func acceptClients() {
+        while true {
+            let fd: FileDescriptor?
+            do { fd = try UnixSocket.accept(listener) } catch {
+                logger.warning("RPC accept failed: \(error)")
+                return
+            }
+            guard let fd else { return }
+            do {
+                try fd.setNonBlocking()
+                let client = Client(fd: fd)
+                client.token = try loop.register(fd, events: .readable) { [unowned self, unowned client] events in
+                    if events.contains(.writable) { flush(client) }
+                    if events.contains(.readable) || events.contains(.hangup) || events.contains(.error) { read(client) }
+                }
+                clients[fd.rawValue] = client
+            } catch {
+                fd.close()
+            }
+        }
+    }
+
+    private func read(_ client: Client) {
+        guard clients[client.fd.rawValue] === client else { return }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(client.fd.rawValue, $0.baseAddress, $0.count) }
+        if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
+            drop(client)
+            return
+        }
+        guard n > 0 else { return }
+        if client.closeAfterFlush { return }  // ignore input after a fatal error
+        buffer.withUnsafeBytes { client.decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        decode(client)
+        flush(client)
+    }
+
+    private func decode(_ client: Client) {
+        while !client.closeAfterFlush {
+            switch client.decoder.next() {
+            case .needMoreInput:
+                return
+            case .parseError(let why):
+                logger.info("RPC client sent malformed JSON (\(why)); closing it")
+                send(RPCResponse.error(id: nil, RPCError(code: -32700, message: "Parse error: \(why)")), to: client)
+                client.closeAfterFlush = true
+            case .tooLarge:
+                logger.info("RPC request exceeds \(JSONStreamDecoder.defaultMaxBytes) bytes; closing the client")
+                send(RPCResponse.error(id: nil, RPCError(code: -32600, message: "Request exceeds \(JSONStreamDecoder.defaultMaxBytes) bytes")), to: client)
+                client.closeAfterFlush = true
+            case .value(let json):
+                let request: RPCRequest
+                do {
+                    request = try RPCRequest(json)
+                } catch {
+                    send(RPCResponse.error(id: RPCRequest.responseID(for: json), error), to: client)
+                    continue
+                }
+                let result = handler(request)
+                guard !request.isNotification else { continue }
+                switch result {
+                case .success(let value): send(RPCResponse.result(id: request.id, value), to: client)
+                case .failure(let error): send(RPCResponse.error(id: request.id, error), to: client)
+                }
+            }
+        }
+    }
+
+    private func send(_ text: String, to client: Client) {
+        client.output.append(contentsOf: Array(text.utf8))
+        if client.output.count - client.outputOffset > Self.maxPendingOutput {
+            logger.warning("RPC client does not read its responses; dropping it")
+            drop(client)
+        }
+    }
+
+    private func flush(_ client: Client) {
+        guard clients[client.fd.rawValue] === client else { return }
+        while client.outputOffset < client.output.count {
+            let n = client.output.withUnsafeBytes { raw in
+                Glibc.send(client.fd.rawValue, raw.baseAddress! + client.outputOffset, raw.count - client.outputOffset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR { break }
+                drop(client)
+                return
+            }
+            client.outputOffset += n
+        }
+        if client.outputOffset == client.output.count {
+            client.output.removeAll(keepingCapacity: true)
+            client.outputOffset = 0
+            if client.closeAfterFlush {
+                drop(client)
+                return
+            }
+            if let token = client.token { loop.modify(token, events: .readable) }
+        } else if let token = client.token {
+            loop.modify(token, events: [.readable, .writable])
+        }
+    }
+
+    private func drop(_ client: Client) {
+        guard clients.removeValue(forKey: client.fd.rawValue) != nil else { return }
+        if let token = client.token { loop.unregister(token) }
+        client.fd.close()
+    }
+}

@@ -1,0 +1,18 @@
+import Glibc
+import Virtio
+
+/// One request in flight on a virtqueue: where its status byte is, what to
+/// report as used length, and how to finish it when the engine answers.
+struct RequestSlot {
+    enum Kind: UInt8 {
+        case read, write, flush, discard, writeZeroes, writeZeroesPunch
+    }
+    var head: UInt16 = 0
+    var kind: Kind = .read
+    var status: UnsafeMutablePointer<UInt8>?
+    /// Bytes the device moves for reads/writes; checked against the engine's result.
+    var expectedBytes: UInt64 = 0
+    /// For the write-zeroes fallback (tmpfs has no ZERO_RANGE).
+    var offset: UInt64 = 0
+    var length: UInt64 = 0
+}

@@ -1,0 +1,202 @@
+import BlockIO
+import CShims
+import Glibc
+import JSONRPC
+import Logging
+import Posix
+import Reactor
+
+/// The daemon's core: reactors, bdevs, controllers and the control loop that
+/// serves the JSON-RPC socket and every vhost-user socket.
+///
+/// Thread confinement: bdevs, controllers and sessions are touched only on the
+/// control loop's thread (the one that calls `run()`); reactors get work by message.
+public final class VhostTarget: @unchecked Sendable {  // state confined to the control loop thread; `requestShutdown` is thread-safe
+    public let configuration: TargetConfiguration
+    let logger: Logger
+    let loop: EventLoop
+    private(set) var reactors: [Reactor] = []
+    var bdevs: [String: Bdev] = [:]
+    var bdevOrder: [String] = []
+    var controllers: [String: Controller] = [:]
+    var controllerOrder: [String] = []
+    private var rpcServer: RPCServer?
+    private var lock: PathLock?
+    private var createdSocketDirectory = false
+    /// Why the thread-pool engine serves every bdev, when it does.
+    private(set) var threadPoolReason: String?
+
+    public init(configuration: TargetConfiguration, logger: Logger) throws(Errno) {
+        self.configuration = configuration
+        self.logger = logger
+        loop = try EventLoop()
+    }
+
+    /// Takes the RPC socket's lock, starts reactors and listens for RPC clients.
+    /// Throws `TargetStartError` with a message for the operator.
+    public func start() throws(TargetStartError) {
+        let rpcPath = configuration.rpcSocketPath
+        do {
+            lock = try PathLock(path: rpcPath + ".lock")
+        } catch {
+            if error == Errno(EWOULDBLOCK) {
+                throw TargetStartError("another vhost-blkd is serving \(rpcPath) (lock \(rpcPath).lock is held); refusing to start")
+            }
+            throw TargetStartError("cannot lock \(rpcPath).lock: \(error)")
+        }
+        do {
+            try prepareSocketDirectory()
+            try startReactors()
+            rpcServer = try RPCServer(path: rpcPath, loop: loop, logger: logger) { [unowned self] request in
+                self.handle(request)
+            }
+        } catch {
+            stopEverything()
+            throw error
+        }
+        logger.info("vhost-blkd listening", metadata: [
+            "rpc.socket": "\(rpcPath)", "socket.dir": "\(configuration.socketDirectory)",
+            "cpumask": "\(configuration.cpumask.hexMask)", "engine": "\(reactors.first?.engineName ?? "?")",
+        ])
+    }
+
+    private func prepareSocketDirectory() throws(TargetStartError) {
+        let dir = configuration.socketDirectory
+        var st = stat()
+        if stat(dir, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw TargetStartError("socket directory \(dir) is not a directory") }
+            return
+        }
+        guard mkdir(dir, 0o755) == 0 else { throw TargetStartError("cannot create socket directory \(dir): \(Errno.current)") }
+        createdSocketDirectory = true
+    }
+
+    private func startReactors() throws(TargetStartError) {
+        var useURing = !configuration.forceThreadPool
+        if configuration.forceThreadPool {
+            threadPoolReason = "forced by configuration"
+            logger.notice("thread-pool engine forced: io_uring is not used")
+        } else if let error = URingEngine.probe() {
+            useURing = false
+            threadPoolReason = "io_uring unavailable: \(error)"
+            logger.warning("io_uring is unavailable (\(error)); falling back to the thread-pool engine for every bdev")
+        }
+        for (index, cpu) in configuration.cpumask.cpus.enumerated() {
+            do {
+                let reactor = try Reactor(index: index, cpu: cpu, useURing: useURing, logger: logger)
+                try reactor.start()
+                reactors.append(reactor)
+            } catch {
+                throw TargetStartError("cannot start reactor \(index) on CPU \(cpu): \(error)")
+            }
+        }
+    }
+
+    /// Serves until `requestShutdown()`; then closes everything (SIGINT/SIGTERM path).
+    public func run() {
+        loop.run()
+        stopEverything()
+    }
+
+    /// Stops the control loop (any thread): `run()` then shuts down cleanly.
+    public func requestShutdown() { loop.stop() }
+
+    /// Watches `signals` (already blocked by the caller) and shuts down on any of them.
+    public func shutdownOn(signals: [Int32]) throws(Errno) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in signals { sigaddset(&set, s) }
+        let fd = FileDescriptor(try retryingEINTR { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) })
+        _ = try loop.register(fd, events: .readable) { [unowned self] _ in
+            var info = signalfd_siginfo()
+            _ = withUnsafeMutableBytes(of: &info) { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
+            logger.notice("signal \(info.ssi_signo): shutting down")
+            loop.stop()
+        }
+    }
+
+    /// Stop accepting, end sessions (in-flight I/O completes), remove sockets, stop reactors.
+    private func stopEverything() {
+        rpcServer?.close()
+        rpcServer = nil
+        for name in controllerOrder {
+            if let controller = controllers[name] { destroy(controller) }
+        }
+        controllers.removeAll()
+        controllerOrder.removeAll()
+        for reactor in reactors { reactor.stop() }
+        reactors.removeAll()
+        for name in bdevOrder { bdevs[name]?.close() }
+        bdevs.removeAll()
+        bdevOrder.removeAll()
+        if createdSocketDirectory { rmdir(configuration.socketDirectory) }
+        lock?.release()
+        lock = nil
+        logger.info("vhost-blkd stopped")
+    }
+
+    // MARK: Controllers' sockets
+
+    func destroy(_ controller: Controller) {
+        if let session = controller.session { endSession(session) }
+        if let token = controller.listenToken { loop.unregister(token) }
+        controller.listener.close()
+        unlink(controller.socketPath)
+        controller.bdev?.claimedBy = nil
+        controller.reactor.load.subtract(1, ordering: .relaxed)
+    }
+
+    func acceptFrontend(_ controller: Controller) {
+        while true {
+            let fd: FileDescriptor?
+            do {
+                fd = try UnixSocket.accept(controller.listener)
+            } catch {
+                controller.logger.error("accept failed: \(error)")
+                return
+            }
+            guard let fd else { return }
+            if let existing = controller.session {
+                let pid = UnixSocket.peerPID(fd).map(String.init) ?? "?"
+                controller.logger.warning("refusing a second frontend (pid \(pid)): controller already serves pid \(existing.peerPID.map(String.init) ?? "?")")
+                fd.close()
+                continue
+            }
+            do {
+                try fd.setNonBlocking()
+            } catch {
+                fd.close()
+                continue
+            }
+            let session = VhostUserSession(controller: controller, socket: fd)
+            controller.session = session
+            controller.logger.info("frontend connected", metadata: ["frontend.pid": "\(session.peerPID.map(String.init) ?? "?")"])
+            do {
+                session.token = try loop.register(fd, events: .readable) { [unowned self, unowned session] events in
+                    if !session.readable() { self.endSession(session) }
+                }
+            } catch {
+                endSession(session)
+            }
+        }
+    }
+
+    func endSession(_ session: VhostUserSession) {
+        if let token = session.token { loop.unregister(token) }
+        session.token = nil
+        session.close()
+        if session.controller.session === session { session.controller.session = nil }
+        session.controller.logger.info("session ended")
+    }
+
+    /// Least loaded reactor among `cpus`.
+    func pickReactor(for cpus: CPUSet) -> Reactor? {
+        reactors.filter { cpus.cpus.contains($0.cpu) }.min { $0.load.load(ordering: .relaxed) < $1.load.load(ordering: .relaxed) }
+    }
+}
+
+/// Why the daemon could not start, in words for the operator.
+public struct TargetStartError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

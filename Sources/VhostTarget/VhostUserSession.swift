@@ -1,0 +1,354 @@
+import Dispatch
+import Glibc
+import Logging
+import Posix
+import Reactor
+import VhostUser
+import Virtio
+
+/// One frontend connection to a controller (SPDK's `spdk_vhost_session`):
+/// negotiated features, the guest memory map and the queues.
+///
+/// Messages are decoded on the control loop; anything that touches a running
+/// queue travels to the controller's reactor and completes there
+/// (vhost-user spec, "Communication"; PROTOCOL.md §1).
+final class VhostUserSession {
+    /// Per-queue state as the frontend has set it up.
+    struct Vring {
+        var size: UInt16 = 0
+        var base: UInt16 = 0
+        var address: VringAddress?
+        var kickFD: Int32 = -1
+        var callFD: Int32 = -1
+        var enabled = false
+        var server: VirtqueueServer?
+    }
+
+    unowned let controller: Controller
+    let socket: FileDescriptor
+    let peerPID: Int32?
+    var token: EventLoop.Token?
+    private var reader = VhostUserMessageReader()
+    private var logger: Logger
+
+    private(set) var features: VirtioFeatures = []
+    private(set) var protocolFeatures: VhostUserProtocolFeatures = []
+    private var mapping: GuestMemoryMapping?
+    private(set) var vrings: [Vring]
+    private var backendChannel: FileDescriptor?
+    /// Set when a message broke the protocol: the caller disconnects.
+    private(set) var failure: String?
+
+    /// Requests whose frontend waits for a reply whatever was negotiated (PROTOCOL.md §1).
+    static let alwaysReplied: Set<VhostUserRequest> = [
+        .getFeatures, .getProtocolFeatures, .getQueueNum, .getVringBase, .getConfig, .getInflightFD,
+        .getMaxMemSlots, .getStatus,
+    ]
+
+    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config, .slaveReq]
+
+    init(controller: Controller, socket: FileDescriptor) {
+        self.controller = controller
+        self.socket = socket
+        self.peerPID = UnixSocket.peerPID(socket)
+        var logger = controller.logger
+        logger[metadataKey: "frontend.pid"] = "\(peerPID.map(String.init) ?? "?")"
+        self.logger = logger
+        vrings = Array(repeating: Vring(), count: controller.maxQueues)
+    }
+
+    // MARK: Input
+
+    /// Reads what the socket has and handles every complete message.
+    /// Returns false when the session must end (peer closed or protocol error).
+    func readable() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let received: UnixSocket.Received
+        do throws(Errno) {
+            received = try buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) in try UnixSocket.receive(socket, into: raw, maxFDs: 8) }
+            }.get()
+        } catch {
+            if error == .EAGAIN { return true }
+            logger.info("frontend socket error: \(error)")
+            return false
+        }
+        if received.count == 0 {
+            for fd in received.fds { Glibc.close(fd) }
+            logger.info("frontend disconnected")
+            return false
+        }
+        if received.truncated {
+            for fd in received.fds { Glibc.close(fd) }
+            return fail("more file descriptors than any message carries")
+        }
+        buffer.withUnsafeBytes { raw in
+            reader.feed(UnsafeRawBufferPointer(rebasing: raw[0..<received.count]), fds: received.fds)
+        }
+        while true {
+            let message: VhostUserMessage?
+            do {
+                message = try reader.nextMessage()
+            } catch {
+                for fd in reader.takeRejectedFDs() { Glibc.close(fd) }
+                return fail("bad message: \(error)")
+            }
+            guard let message else { return true }
+            if !handle(message) { return false }
+        }
+    }
+
+    private func fail(_ why: String) -> Bool {
+        failure = why
+        logger.error("disconnecting frontend: \(why)")
+        return false
+    }
+
+    // MARK: Messages (vhost-user spec, "Front-end message types")
+
+    private func handle(_ message: VhostUserMessage) -> Bool {
+        let request = message.header.request
+        logger.trace("message \(request)")
+        var fds = message.fds
+        defer { for fd in fds { Glibc.close(fd) } }  // every fd not kept is closed
+        var ok = true
+
+        switch (request, message.payload) {
+        case (.getFeatures, _):
+            return reply(request, .u64(controller.offeredFeatures.rawValue))
+        case (.setFeatures, .u64(let value)):
+            let wanted = VirtioFeatures(rawValue: value)
+            guard controller.offeredFeatures.isSuperset(of: wanted) else {
+                return fail("SET_FEATURES asks for features not offered: \(VirtioFeatures(rawValue: value & ~controller.offeredFeatures.rawValue).names)")
+            }
+            features = wanted
+        case (.getProtocolFeatures, _):
+            return reply(request, .u64(Self.offeredProtocolFeatures.rawValue))
+        case (.setProtocolFeatures, .u64(let value)):
+            protocolFeatures = VhostUserProtocolFeatures(rawValue: value).intersection(Self.offeredProtocolFeatures)
+        case (.setOwner, _):
+            break
+        case (.resetOwner, _), (.resetDevice, _):
+            stopAllQueues()
+            features = []
+        case (.getQueueNum, _):
+            return reply(request, .u64(UInt64(controller.maxQueues)))
+        case (.getMaxMemSlots, _):
+            return reply(request, .u64(UInt64(VhostUserPayload.maxMemTableRegions)))
+        case (.setMemTable, .memoryTable(let regions)):
+            ok = setMemoryTable(regions, fds: fds)
+            fds = []  // the mapper owns them now
+        case (.setVringNum, .vringState(let index, let num)):
+            guard let i = queueIndex(index) else { return false }
+            guard num > 0, num <= 32768, num & (num - 1) == 0 else { return fail("SET_VRING_NUM \(num) for queue \(index) is not a power of two up to 32768") }
+            guard vrings[i].server == nil else { return fail("SET_VRING_NUM on running queue \(index)") }
+            vrings[i].size = UInt16(num)
+        case (.setVringBase, .vringState(let index, let num)):
+            guard let i = queueIndex(index) else { return false }
+            guard vrings[i].server == nil else { return fail("SET_VRING_BASE on running queue \(index)") }
+            vrings[i].base = UInt16(truncatingIfNeeded: num)
+        case (.setVringAddr, .vringAddress(let address)):
+            guard let i = queueIndex(address.index) else { return false }
+            guard vrings[i].server == nil else { return fail("SET_VRING_ADDR on running queue \(address.index)") }
+            vrings[i].address = address
+        case (.setVringKick, .u64(let value)):
+            let file = VringFile(value)
+            guard let i = queueIndex(file.index) else { return false }
+            if file.noFD { return fail("polling mode (NOFD kick) is not supported") }
+            guard let fd = fds.first else { return fail("SET_VRING_KICK without a descriptor") }
+            fds.removeFirst()
+            if vrings[i].server != nil { stopQueue(i) }
+            if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
+            vrings[i].kickFD = fd
+            if !protocolFeatures.isEmpty || features.contains(.protocolFeatures) {
+                // Rings start disabled until SET_VRING_ENABLE (vhost-user spec, "Ring states").
+                if vrings[i].enabled { ok = startQueue(i) }
+            } else {
+                vrings[i].enabled = true
+                ok = startQueue(i)
+            }
+        case (.setVringCall, .u64(let value)):
+            let file = VringFile(value)
+            guard let i = queueIndex(file.index) else { return false }
+            let fd: Int32 = file.noFD ? -1 : (fds.first ?? -1)
+            if !file.noFD {
+                guard !fds.isEmpty else { return fail("SET_VRING_CALL without a descriptor") }
+                fds.removeFirst()
+            }
+            let old: Int32
+            if let server = vrings[i].server {
+                old = controller.reactor.postAndWait { server.replaceCallFD(fd) }
+            } else {
+                old = vrings[i].callFD
+            }
+            if old >= 0 { Glibc.close(old) }
+            vrings[i].callFD = fd
+        case (.setVringErr, .u64(let value)):
+            guard queueIndex(VringFile(value).index) != nil else { return false }
+            // The error eventfd is not used: closed by the defer.
+        case (.setVringEnable, .vringState(let index, let num)):
+            guard let i = queueIndex(index) else { return false }
+            vrings[i].enabled = num != 0
+            if num != 0, vrings[i].server == nil, vrings[i].kickFD >= 0 {
+                ok = startQueue(i)
+            } else if num == 0, vrings[i].server != nil {
+                stopQueue(i)
+            }
+        case (.getVringBase, .vringState(let index, _)):
+            guard let i = queueIndex(index) else { return false }
+            if vrings[i].server != nil { stopQueue(i) }
+            if vrings[i].kickFD >= 0 {
+                Glibc.close(vrings[i].kickFD)
+                vrings[i].kickFD = -1
+            }
+            vrings[i].enabled = false
+            return reply(request, .vringState(index: index, num: UInt32(vrings[i].base)))
+        case (.getConfig, .config(let offset, let size, let flags, _)):
+            guard size <= UInt32(VhostUserPayload.maxConfigSize), offset <= 256 else { return fail("GET_CONFIG beyond the config space") }
+            let bytes = controller.config.bytes(offset: Int(offset), count: Int(size))
+            return reply(request, .config(offset: offset, size: size, flags: flags, payload: bytes))
+        case (.setConfig, .config(let offset, let size, _, _)):
+            // The config space is read-only except writeback, which is not offered (no CONFIG_WCE).
+            logger.warning("SET_CONFIG offset \(offset) size \(size) refused: config space is read-only")
+            ok = false
+        case (.setSlaveReqFD, _):
+            guard let fd = fds.first else { return fail("SET_SLAVE_REQ_FD without a descriptor") }
+            fds.removeFirst()
+            backendChannel?.close()
+            backendChannel = FileDescriptor(fd)
+        default:
+            if message.header.needsReply && protocolFeatures.contains(.replyAck) {
+                logger.warning("unsupported request \(request): failed")
+                return ack(request, success: false)
+            }
+            if Self.alwaysReplied.contains(request) {
+                return fail("unsupported request \(request) that expects a reply")
+            }
+            logger.warning("unsupported request \(request) ignored")
+            return true
+        }
+        if failure != nil { return false }
+        if message.header.needsReply && protocolFeatures.contains(.replyAck) {
+            return ack(request, success: ok)
+        }
+        return ok || failure == nil
+    }
+
+    private func queueIndex(_ index: UInt32) -> Int? {
+        guard index < UInt32(vrings.count) else {
+            _ = fail("queue index \(index) beyond the controller's \(vrings.count) queues")
+            return nil
+        }
+        return Int(index)
+    }
+
+    private func reply(_ request: VhostUserRequest, _ payload: VhostUserPayload) -> Bool {
+        do {
+            try UnixSocket.sendAll(socket, VhostUserReply.encode(request: request, payload: payload))
+            return true
+        } catch {
+            return fail("cannot reply to \(request): \(error)")
+        }
+    }
+
+    private func ack(_ request: VhostUserRequest, success: Bool) -> Bool {
+        reply(request, .u64(success ? 0 : 1))
+    }
+
+    // MARK: Memory
+
+    private func setMemoryTable(_ regions: [MemoryRegionDescriptor], fds: [Int32]) -> Bool {
+        let running = vrings.indices.filter { vrings[$0].server != nil }
+        for i in running { stopQueue(i) }
+        let newMapping: GuestMemoryMapping
+        do {
+            newMapping = try GuestMemoryMapping.map(regions, fds: fds)
+        } catch {
+            return fail("SET_MEM_TABLE refused: \(error)")
+        }
+        mapping?.unmapAll()
+        mapping = newMapping
+        logger.debug("memory table set", metadata: ["regions": "\(regions.count)"])
+        for i in running where !startQueue(i) { return false }
+        return true
+    }
+
+    // MARK: Queues
+
+    /// Starts serving queue `i` on the controller's reactor.
+    private func startQueue(_ i: Int) -> Bool {
+        let vring = vrings[i]
+        guard vring.server == nil else { return true }
+        guard let address = vring.address, vring.size > 0, vring.kickFD >= 0 else {
+            return fail("queue \(i) started before SET_VRING_NUM/ADDR/KICK")
+        }
+        guard let memory = mapping?.memory else { return fail("queue \(i) started before SET_MEM_TABLE") }
+        let sizes = SplitQueue.layoutSizes(size: vring.size)
+        guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
+              let avail = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.avail)),
+              let used = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.used)) else {
+            return fail("queue \(i) rings are outside guest memory")
+        }
+        let ring: SplitQueue
+        do {
+            ring = try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used,
+                                  eventIdx: features.contains(.eventIdx), lastAvailIdx: vring.base)
+        } catch {
+            return fail("queue \(i) refused: \(error)")
+        }
+        let server = VirtqueueServer(
+            queueIndex: i, ring: ring, memory: memory, kickFD: vring.kickFD, callFD: vring.callFD,
+            backend: controller.deviceBackend(), reactor: controller.reactor, logger: logger)
+        vrings[i].server = server
+        controller.reactor.post { server.start() }
+        logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
+        return true
+    }
+
+    /// Stops queue `i`: waits until every in-flight request has completed and
+    /// records the last avail index for GET_VRING_BASE.
+    private func stopQueue(_ i: Int) {
+        guard let server = vrings[i].server else { return }
+        let done = DispatchSemaphore(value: 0)
+        let base = LastAvail()
+        controller.reactor.post {
+            server.stop { last in
+                base.value = last
+                done.signal()
+            }
+        }
+        var waited = 0
+        while done.wait(timeout: .now() + .seconds(5)) == .timedOut {
+            waited += 5
+            logger.warning("queue \(i) still draining after \(waited) s")
+        }
+        vrings[i].base = base.value
+        vrings[i].server = nil
+    }
+
+    private func stopAllQueues() {
+        for i in vrings.indices where vrings[i].server != nil { stopQueue(i) }
+    }
+
+    /// Ends the session: stops the queues, unmaps memory, closes every descriptor.
+    func close() {
+        stopAllQueues()
+        for i in vrings.indices {
+            if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
+            if vrings[i].callFD >= 0 { Glibc.close(vrings[i].callFD) }
+            vrings[i] = Vring()
+        }
+        mapping?.unmapAll()
+        mapping = nil
+        for fd in reader.takeAllFDs() { Glibc.close(fd) }
+        backendChannel?.close()
+        backendChannel = nil
+        socket.close()
+    }
+}
+
+/// Carries the last avail index from the reactor to the waiting control thread
+/// (written before the semaphore is signalled, read after the wait).
+private final class LastAvail: @unchecked Sendable {
+    var value: UInt16 = 0
+}

@@ -1,0 +1,394 @@
+import BlockIO
+import CShims
+import Glibc
+import Logging
+import Posix
+import Reactor
+import Virtio
+
+/// Serves one virtio-blk virtqueue on its reactor (virtio 1.2 §2.7, §5.2.6).
+///
+/// A kick wakes it; it drains the avail ring while the engine has room (flow
+/// control), turns each chain into one engine operation whose iovecs point
+/// into guest memory, and on completion writes the status byte and a used
+/// element. Every popped head gets a used element, errors included.
+///
+/// Thread confinement: after `start()` posts it, everything runs on `reactor`.
+final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to `reactor` once started
+    static let iovecsPerSlot = 260
+    static let kickSlot = UInt32.max
+
+    let queueIndex: Int
+    let reactor: Reactor
+    private var ring: SplitQueue
+    private let memory: GuestMemory
+    private let kickFD: Int32
+    private var callFD: Int32
+    private let backend: DeviceBackend
+    private var logger: Logger
+
+    private var taskID: UInt32 = 0
+    private var slots: [RequestSlot]
+    private var freeSlots: [UInt32]
+    private let iovecs: UnsafeMutablePointer<iovec>
+    private let kickBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+    private var kickArmed = false
+    private var inFlight = 0
+    private var blocked = false
+    private var stopping = false
+    private var onStopped: ((UInt16) -> Void)?
+    private var lastCheckedUsed: UInt16
+    private var malformedLogged = 0
+
+    init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: Int32, callFD: Int32,
+         backend: DeviceBackend, reactor: Reactor, logger: Logger) {
+        self.queueIndex = queueIndex
+        self.ring = ring
+        self.memory = memory
+        self.kickFD = kickFD
+        self.callFD = callFD
+        self.backend = backend
+        self.reactor = reactor
+        var logger = logger
+        logger[metadataKey: "vq.index"] = "\(queueIndex)"
+        self.logger = logger
+        let count = Int(ring.size)
+        slots = Array(repeating: RequestSlot(), count: count)
+        freeSlots = (0..<UInt32(count)).reversed()
+        iovecs = .allocate(capacity: count * Self.iovecsPerSlot)
+        lastCheckedUsed = ring.usedIdx
+    }
+
+    deinit {
+        iovecs.deallocate()
+        kickBuffer.deallocate()
+    }
+
+    // MARK: Lifecycle (reactor thread)
+
+    /// Registers with the reactor, arms the kick and serves what is already pending.
+    func start() {
+        taskID = reactor.register(self)
+        armKick()
+        processAvail()
+        reactor.markDirty(self)
+    }
+
+    /// Replaces the call eventfd (SET_VRING_CALL while running). Returns the old one for the caller to close.
+    func replaceCallFD(_ fd: Int32) -> Int32 {
+        let old = callFD
+        callFD = fd
+        return old
+    }
+
+    /// Stops popping, lets every in-flight request complete, publishes, then calls
+    /// `done` with the last avail index (the GET_VRING_BASE answer).
+    func stop(_ done: @escaping (UInt16) -> Void) {
+        stopping = true
+        onStopped = done
+        if kickArmed {
+            // Complete our pending eventfd read so nothing stays in the engine.
+            var one: UInt64 = 1
+            _ = withUnsafeBytes(of: &one) { Glibc.write(kickFD, $0.baseAddress, 8) }
+        }
+        finishStopIfIdle()
+    }
+
+    private func finishStopIfIdle() {
+        guard stopping, inFlight == 0, !kickArmed, let done = onStopped else { return }
+        onStopped = nil
+        publishAndNotify()
+        reactor.unregister(taskID)
+        done(ring.lastAvailIdx)
+    }
+
+    private func armKick() {
+        kickArmed = reactor.enqueue(.read(fd: kickFD, buffer: kickBuffer, length: 8), task: taskID, slot: Self.kickSlot)
+        if !kickArmed { logger.error("cannot arm the kick eventfd read: engine full") }
+    }
+
+    // MARK: ReactorTask
+
+    func complete(slot: UInt32, result: Int32) {
+        if slot == Self.kickSlot {
+            kickArmed = false
+            if stopping {
+                finishStopIfIdle()
+                return
+            }
+            if result < 0 && result != -EAGAIN { logger.warning("kick read failed: \(Errno(-result))") }
+            armKick()
+            processAvail()
+            return
+        }
+        guard Int(slot) < slots.count else { return }
+        finishIO(slot: slot, result: result)
+    }
+
+    func flush() {
+        publishAndNotify()
+        if blocked && !stopping {
+            blocked = false
+            processAvail()
+            publishAndNotify()
+        }
+        finishStopIfIdle()
+    }
+
+    // MARK: Avail ring
+
+    /// Pops and dispatches requests until the ring is empty or the engine is full.
+    private func processAvail() {
+        guard !stopping else { return }
+        var popped = false
+        while true {
+            guard !freeSlots.isEmpty, engineHasRoom() else {
+                blocked = true
+                break
+            }
+            let pending: UInt16
+            do {
+                pending = try ring.pendingCount()
+            } catch {
+                logger.error("guest ring is broken, queue stopped: \(error)")
+                stopping = true  // the session is marked broken; nothing more is popped
+                break
+            }
+            if pending == 0 {
+                ring.enableNotifications()
+                if ring.hasPendingAfterEnable() { continue }
+                break
+            }
+            let head: UInt16
+            do {
+                guard let popped = try ring.popHead() else { break }
+                head = popped
+            } catch {
+                logger.error("guest ring is broken, queue stopped: \(error)")
+                stopping = true
+                break
+            }
+            popped = true
+            handle(head: head)
+        }
+        if popped { reactor.markDirty(self) }
+    }
+
+    private func engineHasRoom() -> Bool {
+        if case .file(_, let engine, _) = backend.storage { return reactor.freeSlots(engine) > 0 }
+        return true
+    }
+
+    private func handle(head: UInt16) {
+        guard let slot = freeSlots.popLast() else { return }
+        let iov = UnsafeMutableBufferPointer(start: iovecs + Int(slot) * Self.iovecsPerSlot, count: Self.iovecsPerSlot)
+        slots[Int(slot)] = RequestSlot(head: head)
+        inFlight += 1
+
+        let chain: ChainBuffers
+        do {
+            chain = try DescriptorChainWalker.walk(queue: ring, head: head, memory: memory, into: iov)
+        } catch {
+            logMalformed("malformed descriptor chain at head \(head): \(error)")
+            finish(slot: slot, statusByte: nil, status: .ioErr, usedLength: 0)
+            return
+        }
+        let request: BlkRequest
+        do {
+            request = try BlkRequestParser.parse(chain, iovecs: iov)
+        } catch {
+            logMalformed("malformed virtio-blk request at head \(head): \(error)")
+            finish(slot: slot, statusByte: lastWritableByte(chain, iov), status: .ioErr, usedLength: 1)
+            return
+        }
+        slots[Int(slot)].status = request.status
+        dispatch(request, slot: slot, iov: iov)
+    }
+
+    private func lastWritableByte(_ chain: ChainBuffers, _ iov: UnsafeMutableBufferPointer<iovec>) -> UnsafeMutablePointer<UInt8>? {
+        guard chain.writableCount > 0 else { return nil }
+        let last = iov[chain.readableCount + chain.writableCount - 1]
+        guard last.iov_len > 0, let base = last.iov_base else { return nil }
+        return base.assumingMemoryBound(to: UInt8.self) + (last.iov_len - 1)
+    }
+
+    private func dispatch(_ request: BlkRequest, slot: UInt32, iov: UnsafeMutableBufferPointer<iovec>) {
+        let data = UnsafePointer(iov.baseAddress! + request.dataRange.lowerBound)
+        let dataCount = request.dataRange.count
+        switch request.type {
+        case .in, .out:
+            let isWrite = request.type == .out
+            guard request.dataLength % 512 == 0,
+                  request.sector <= backend.capacitySectors,
+                  request.dataLength / 512 <= backend.capacitySectors - request.sector else {
+                return complete(slot, .ioErr, usedLength: 1)
+            }
+            if isWrite && backend.readOnly { return complete(slot, .ioErr, usedLength: 1) }
+            if request.dataLength == 0 { return complete(slot, .ok, usedLength: 1) }
+            let offset = request.sector &* 512
+            slots[Int(slot)].kind = isWrite ? .write : .read
+            slots[Int(slot)].expectedBytes = request.dataLength
+            switch backend.storage {
+            case .file(let fd, let engine, _):
+                let op: IOOperation = isWrite
+                    ? .writev(fd: fd, iovecs: data, count: Int32(dataCount), offset: offset)
+                    : .readv(fd: fd, iovecs: data, count: Int32(dataCount), offset: offset)
+                submit(op, slot: slot, engine: engine)
+            case .memory(let backing):
+                let result = isWrite
+                    ? backing.write(from: data, count: dataCount, offset: offset)
+                    : backing.read(into: data, count: dataCount, offset: offset)
+                finishIO(slot: slot, result: result)
+            case .null:
+                finishIO(slot: slot, result: Int32(clamping: request.dataLength))
+            case .none:
+                complete(slot, .ioErr, usedLength: 1)
+            }
+        case .flush:
+            slots[Int(slot)].kind = .flush
+            if case .file(let fd, let engine, _) = backend.storage {
+                submit(.fdatasync(fd: fd), slot: slot, engine: engine)
+            } else if case .none = backend.storage {
+                complete(slot, .ioErr, usedLength: 1)
+            } else {
+                complete(slot, .ok, usedLength: 1)
+            }
+        case .getID:
+            let written = copyIn(backend.serial, to: data, count: dataCount)
+            complete(slot, .ok, usedLength: UInt32(written) + 1)
+        case .discard, .writeZeroes:
+            dispatchRange(request, slot: slot, data: data, dataCount: dataCount)
+        default:
+            complete(slot, .unsupported, usedLength: 1)
+        }
+    }
+
+    /// DISCARD and WRITE_ZEROES with one segment (max_discard_seg = max_write_zeroes_seg = 1).
+    private func dispatchRange(_ request: BlkRequest, slot: UInt32, data: UnsafePointer<iovec>, dataCount: Int) {
+        let isDiscard = request.type == .discard
+        var raw = [UInt8](repeating: 0, count: 16)
+        guard request.dataLength == 16, copyOut(from: data, count: dataCount, into: &raw) == 16 else {
+            return complete(slot, request.dataLength == 0 ? .ioErr : .unsupported, usedLength: 1)
+        }
+        let sector = raw.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) }
+        let sectors = raw.withUnsafeBytes { UInt64(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self))) }
+        let flags = raw.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)) }
+        // virtio 1.2 §5.2.6.2: unknown flags, and unmap on discard, are unsupported.
+        if flags & ~UInt32(1) != 0 || (isDiscard && flags != 0) { return complete(slot, .unsupported, usedLength: 1) }
+        guard sector <= backend.capacitySectors, sectors <= backend.capacitySectors - sector else {
+            return complete(slot, .ioErr, usedLength: 1)
+        }
+        if backend.readOnly { return complete(slot, .ioErr, usedLength: 1) }
+        let offset = sector &* 512, length = sectors &* 512
+        if length == 0 { return complete(slot, .ok, usedLength: 1) }
+        slots[Int(slot)].kind = isDiscard ? .discard : .writeZeroes
+        slots[Int(slot)].offset = offset
+        slots[Int(slot)].length = length
+        switch backend.storage {
+        case .file(let fd, let engine, _):
+            let mode = isDiscard ? vb_falloc_punch_hole() : vb_falloc_zero_range()
+            submit(.fallocate(fd: fd, mode: mode, offset: offset, length: length), slot: slot, engine: engine)
+        case .memory(let backing):
+            backing.discard(offset: offset, length: length)
+            complete(slot, .ok, usedLength: 1)
+        case .null:
+            complete(slot, .ok, usedLength: 1)
+        case .none:
+            complete(slot, .ioErr, usedLength: 1)
+        }
+    }
+
+    private func submit(_ op: IOOperation, slot: UInt32, engine: EngineChoice) {
+        if !reactor.enqueue(op, task: taskID, slot: slot, on: engine) {
+            // engineHasRoom() said yes a moment ago; fail this one rather than leak it.
+            logger.error("engine refused an operation after reporting room")
+            complete(slot, .ioErr, usedLength: 1)
+        }
+    }
+
+    // MARK: Completion
+
+    private func finishIO(slot: UInt32, result: Int32) {
+        let s = slots[Int(slot)]
+        switch s.kind {
+        case .read:
+            if result >= 0 && UInt64(result) == s.expectedBytes {
+                complete(slot, .ok, usedLength: UInt32(clamping: s.expectedBytes &+ 1))
+            } else {
+                complete(slot, .ioErr, usedLength: 1)
+            }
+        case .write:
+            complete(slot, result >= 0 && UInt64(result) == s.expectedBytes ? .ok : .ioErr, usedLength: 1)
+        case .flush:
+            complete(slot, result == 0 ? .ok : .ioErr, usedLength: 1)
+        case .discard:
+            // Discard is a hint: a backend that cannot punch holes still succeeds.
+            complete(slot, result == 0 || result == -EOPNOTSUPP ? .ok : .ioErr, usedLength: 1)
+        case .writeZeroes:
+            if result == -EOPNOTSUPP || result == -EINVAL, case .file(let fd, let engine, false) = backend.storage {
+                // tmpfs has no ZERO_RANGE; a punched hole in a regular file reads back as zeroes.
+                slots[Int(slot)].kind = .writeZeroesPunch
+                submit(.fallocate(fd: fd, mode: vb_falloc_punch_hole(), offset: s.offset, length: s.length), slot: slot, engine: engine)
+                return
+            }
+            complete(slot, result == 0 ? .ok : .ioErr, usedLength: 1)
+        case .writeZeroesPunch:
+            complete(slot, result == 0 ? .ok : .ioErr, usedLength: 1)
+        }
+    }
+
+    private func complete(_ slot: UInt32, _ status: BlkStatus, usedLength: UInt32) {
+        finish(slot: slot, statusByte: slots[Int(slot)].status, status: status, usedLength: usedLength)
+    }
+
+    /// Writes the status (when the chain has a status byte) and the used element, and frees the slot.
+    private func finish(slot: UInt32, statusByte: UnsafeMutablePointer<UInt8>?, status: BlkStatus, usedLength: UInt32) {
+        if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
+        ring.addUsed(id: slots[Int(slot)].head, length: statusByte == nil ? 0 : usedLength)
+        freeSlots.append(slot)
+        inFlight -= 1
+        reactor.markDirty(self)
+    }
+
+    private func publishAndNotify() {
+        guard ring.usedIdx != lastCheckedUsed else { return }
+        ring.publishUsed()
+        let notify = ring.shouldNotify(oldUsedIdx: lastCheckedUsed)
+        lastCheckedUsed = ring.usedIdx
+        if notify && callFD >= 0 {
+            var one: UInt64 = 1
+            _ = withUnsafeBytes(of: &one) { Glibc.write(callFD, $0.baseAddress, 8) }
+        }
+    }
+
+    private func logMalformed(_ message: String) {
+        malformedLogged &+= 1
+        if malformedLogged <= 10 || malformedLogged % 1000 == 0 {
+            logger.warning("\(message) (completed with an error; \(malformedLogged) so far)")
+        }
+    }
+
+    // MARK: Copies between guest buffers and local bytes
+
+    private func copyIn(_ bytes: [UInt8], to iov: UnsafePointer<iovec>, count: Int) -> Int {
+        var done = 0
+        for i in 0..<count where done < bytes.count {
+            guard let base = iov[i].iov_base else { continue }
+            let n = min(iov[i].iov_len, bytes.count - done)
+            bytes.withUnsafeBytes { base.copyMemory(from: $0.baseAddress! + done, byteCount: n) }
+            done += n
+        }
+        return done
+    }
+
+    private func copyOut(from iov: UnsafePointer<iovec>, count: Int, into bytes: inout [UInt8]) -> Int {
+        var done = 0
+        for i in 0..<count where done < bytes.count {
+            guard let base = iov[i].iov_base else { continue }
+            let n = min(iov[i].iov_len, bytes.count - done)
+            bytes.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: done).copyMemory(from: base, byteCount: n) }
+            done += n
+        }
+        return done
+    }
+}

@@ -1,0 +1,31 @@
+import ArgumentParser
+
+/// `vhost-blkctl [-s SOCK] [-t TIMEOUT] <method> ...`: calls one JSON-RPC
+/// method of vhost-blkd, with rpc.py's arguments and output.
+struct VhostBlkctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vhost-blkctl",
+        abstract: "Manage vhost-blkd over its SPDK-compatible JSON-RPC socket.",
+        discussion: """
+            Global options go before the method name:
+              -s, --server SOCK     RPC socket (default \(GlobalOptions.defaultSocket))
+              -t, --timeout SECS    time to wait for a response (default 60)
+            """,
+        subcommands: [
+            BdevUringCreate.self, BdevUringDelete.self,
+            BdevAioCreate.self, BdevAioDelete.self,
+            BdevMallocCreate.self, BdevMallocDelete.self,
+            BdevNullCreate.self, BdevNullDelete.self,
+            BdevGetBdevs.self,
+            VhostCreateBlkController.self, VhostGetControllers.self, VhostDeleteController.self,
+            RpcGetMethods.self, SpdkGetVersion.self,
+        ])
+
+    /// Parses the process arguments (global options first) and runs.
+    static func runFromCommandLine() {
+        if let error = globalOptions.error {
+            exit(withError: ValidationError(error))
+        }
+        main(globalOptions.remaining)
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import VhostBlkAPI
+
+struct VhostCreateBlkController: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: VhostCreateBlkControllerParams.method, abstract: "Add a new vhost block controller")
+    @Argument(help: "Name of the vhost controller") var ctrlr: String
+    @Argument(help: "Name of the bdev to expose as the block device") var devName: String
+    @Option(help: "CPU mask for the controller's threads") var cpumask: String?
+    @Option(help: "virtio blk transport name (default: vhost_user_blk)") var transport: String?
+    @Flag(name: [.customShort("r"), .long], help: "Expose the block device as read-only") var readonly = false
+    @Flag(name: [.customShort("p"), .long], help: "Set controller as packed ring supported") var packedRing = false
+
+    func run() throws {
+        try invoke(
+            VhostCreateBlkControllerParams(
+                ctrlr: ctrlr, devName: devName, cpumask: cpumask, readonly: readonly, packedRing: packedRing,
+                transport: transport),
+            style: .none)
+    }
+}
+
+struct VhostGetControllers: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: VhostGetControllersParams.method, abstract: "List all or specific vhost controller(s)")
+    @Option(name: [.customShort("n"), .long], help: "Name of a specific vhost controller to query") var name: String?
+
+    func run() throws { try invoke(VhostGetControllersParams(name: name), style: .pretty) }
+}
+
+struct VhostDeleteController: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: VhostDeleteControllerParams.method, abstract: "Delete a vhost controller")
+    @Argument(help: "Name of the vhost controller") var ctrlr: String
+
+    func run() throws { try invoke(VhostDeleteControllerParams(ctrlr: ctrlr), style: .none) }
+}
+
+struct RpcGetMethods: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: RpcGetMethodsParams.method, abstract: "Get list of supported RPC methods")
+    @Flag(name: [.customShort("c"), .long], help: "Only methods callable in the current state") var current = false
+    @Flag(name: [.customShort("i"), .long], help: "Include deprecated method aliases") var includeAliases = false
+
+    func run() throws {
+        try invoke(RpcGetMethodsParams(current: current, includeAliases: includeAliases), style: .pretty)
+    }
+}
+
+struct SpdkGetVersion: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: SpdkGetVersionParams.method, abstract: "Get the daemon's version")
+
+    func run() throws { try invoke(SpdkGetVersionParams(), style: .plain) }
+}

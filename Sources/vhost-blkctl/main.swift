@@ -1,0 +1,2 @@
+/// Entry point: see `VhostBlkctl`.
+VhostBlkctl.runFromCommandLine()

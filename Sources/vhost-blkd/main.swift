@@ -1,0 +1,95 @@
+import ArgumentParser
+import Glibc
+import Logging
+import Posix
+import VhostTarget
+
+/// `vhost-blkd`: serves vhost-user-blk controllers, managed over an SPDK-compatible JSON-RPC socket.
+struct VhostBlkd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vhost-blkd",
+        abstract: "Serve files, block devices and RAM as virtio-blk disks to QEMU over vhost-user.",
+        discussion: """
+            Manage it with vhost-blkctl or SPDK's rpc.py (spdk-rpc -s RPC_SOCKET ...).
+            Set VHOST_BLKD_ENGINE=thread-pool (or pass --engine thread-pool) to serve every bdev \
+            with the thread-pool engine instead of io_uring.
+            """)
+
+    @Option(name: [.customShort("r"), .customLong("rpc-socket")], help: "JSON-RPC Unix socket path.")
+    var rpcSocket = "/var/tmp/vhost-blkd.sock"
+
+    @Option(name: [.customShort("S"), .customLong("socket-dir")], help: "Directory for controller sockets.")
+    var socketDir = "/var/tmp/vhost-blkd"
+
+    @Option(name: [.customShort("m"), .customLong("cpumask")], help: "Reactor CPUs as a hex mask (0x3) or a list ([0,2-3]); default: all allowed CPUs.")
+    var cpumask: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    @Option(name: .customLong("engine"), help: "I/O engine: io_uring (default, falls back to the thread pool when unavailable) or thread-pool.")
+    var engine: String?
+
+    @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM).")
+    var maxQueues = 32
+
+    mutating func run() throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown log level '\(logLevel)'")
+        }
+        var config = TargetConfiguration()
+        config.rpcSocketPath = rpcSocket
+        config.socketDirectory = socketDir
+        config.maxQueuesPerController = maxQueues
+        guard (1...256).contains(maxQueues) else { throw ValidationError("--max-queues must be 1...256") }
+        if let cpumask {
+            guard let mask = CPUSet(parsing: cpumask) else { throw ValidationError("invalid cpumask '\(cpumask)'") }
+            let allowed = CPUSet.allowed()
+            guard mask.isSubset(of: allowed) else {
+                throw ValidationError("cpumask \(mask.hexMask) includes CPUs this process may not use (allowed: \(allowed.hexMask))")
+            }
+            config.cpumask = mask
+        }
+        let engineChoice = engine ?? ProcessInfoLite.environment("VHOST_BLKD_ENGINE") ?? "io_uring"
+        switch engineChoice {
+        case "io_uring", "uring": config.forceThreadPool = false
+        case "thread-pool", "threadpool": config.forceThreadPool = true
+        default: throw ValidationError("unknown engine '\(engineChoice)' (io_uring or thread-pool)")
+        }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "vhost-blkd")
+
+        // Block the shutdown signals before any thread starts, so only the signalfd sees them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        signal(SIGPIPE, SIG_IGN)
+
+        let target = try VhostTarget(configuration: config, logger: logger)
+        do {
+            try target.shutdownOn(signals: [SIGINT, SIGTERM])
+            try target.start()
+        } catch let error as TargetStartError {
+            logger.critical("\(error.description)")
+            throw ExitCode(1)
+        }
+        target.run()
+    }
+}
+
+/// getenv without Foundation.
+enum ProcessInfoLite {
+    static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+}
+
+VhostBlkd.main()

@@ -1,0 +1,207 @@
+import Foundation
+
+/// A fio job run inside the guest against a virtio-blk disk.
+///
+/// The job is size-bounded: it writes `size` bytes' worth of random blocks
+/// at `offset` and, with `verify`, reads every written block back and checks
+/// its crc32c header. `runtimeSeconds` is only a safety bound; a job cut
+/// short by it cannot be replayed by a later `--verify_only` pass.
+struct FioJob: Sendable {
+    var name = "e2e"
+    var device = "/dev/vda"
+    var readWrite = "randrw"
+    var blockSizes = "4k-64k"
+    var size = "32M"
+    /// Leaves the first MiB free (the reboot marker lives in block 0).
+    var offset = "1M"
+    var ioDepth = 8
+    var numJobs = 1
+    var ioEngine = "libaio"
+    var verify: String? = "crc32c"
+    var runtimeSeconds = 120
+    /// Further `--option=value` arguments.
+    var extraArguments: [String] = []
+
+    /// fio's arguments. With `verifyOnly`, fio replays the same job (same
+    /// options, same default seed: `randrepeat=1`) without writing and checks
+    /// the data a previous run of this job left.
+    func arguments(verifyOnly: Bool = false) -> [String] {
+        var args = [
+            "--name=\(name)", "--filename=\(device)", "--rw=\(readWrite)", "--bsrange=\(blockSizes)",
+            "--size=\(size)", "--offset=\(offset)", "--ioengine=\(ioEngine)", "--direct=1",
+            "--iodepth=\(ioDepth)", "--numjobs=\(numJobs)", "--runtime=\(runtimeSeconds)",
+            "--group_reporting",
+        ]
+        if let verify {
+            args += ["--verify=\(verify)", "--do_verify=1", "--verify_fatal=1", "--verify_dump=0"]
+        }
+        if verifyOnly { args.append("--verify_only") }
+        return args + extraArguments
+    }
+
+    /// fio's arguments, shell-quoted, space-separated.
+    func quotedArguments(verifyOnly: Bool = false) -> String {
+        arguments(verifyOnly: verifyOnly).map(GuestScript.quote).joined(separator: " ")
+    }
+
+    /// The fio command line, shell-quoted.
+    func commandLine(verifyOnly: Bool = false) -> String {
+        "fio " + quotedArguments(verifyOnly: verifyOnly)
+    }
+}
+
+/// A `/test.sh` for the guest, built step by step:
+///
+///     let script = GuestScript()
+///         .waitForDisk("vda")
+///         .expectSectors(131072)
+///         .expectSerial("vhost_user_blk")
+///         .runFio(FioJob())
+///
+/// The guest's /init runs it with `sh` and prints `E2E-EXIT: <status>`. Each
+/// failed step prints `E2E-FAIL: <why>` and exits 1; passed checks print
+/// `E2E-OK: ...`.
+struct GuestScript: Sendable {
+    private(set) var lines: [String]
+
+    init() {
+        lines = [Self.prelude]
+    }
+
+    /// The script text.
+    var text: String { lines.joined(separator: "\n") + "\n" }
+
+    /// Appends raw shell.
+    func appending(_ shell: String) -> GuestScript {
+        var copy = self
+        copy.lines.append(shell)
+        return copy
+    }
+
+    /// Waits (bounded) for `/dev/<disk>` to appear.
+    func waitForDisk(_ disk: String = "vda", timeoutSeconds: Int = 20) -> GuestScript {
+        appending("wait_for_block \(Self.quote(disk)) \(timeoutSeconds)")
+    }
+
+    /// Checks `/sys/block/<disk>/size` (capacity in 512-byte sectors).
+    func expectSectors(_ sectors: UInt64, disk: String = "vda") -> GuestScript {
+        appending("expect_file \(Self.quote("/sys/block/\(disk)/size")) \(sectors)")
+    }
+
+    /// Checks `/sys/block/<disk>/serial` (the GET_ID string).
+    func expectSerial(_ serial: String, disk: String = "vda") -> GuestScript {
+        appending("expect_file \(Self.quote("/sys/block/\(disk)/serial")) \(Self.quote(serial))")
+    }
+
+    /// Checks any sysfs (or other) file's contents, e.g. `/sys/block/vda/ro`.
+    func expectFile(_ path: String, equals value: String) -> GuestScript {
+        appending("expect_file \(Self.quote(path)) \(Self.quote(value))")
+    }
+
+    /// Runs fio and fails the script if it fails; fio's summary goes to the console.
+    func runFio(_ job: FioJob, verifyOnly: Bool = false) -> GuestScript {
+        appending("run_fio \(job.quotedArguments(verifyOnly: verifyOnly))")
+    }
+
+    /// The reset path: on the first boot, runs `job` (write + verify), writes
+    /// `marker` into block 0 of the disk, and reboots the guest (`trigger`;
+    /// QEMU must run without `-no-reboot`). On the next boot, which runs the
+    /// same script, the marker is found: a `--verify_only` replay of `job`
+    /// checks the data survived, and the script ends. Steps before this one
+    /// run on both boots. Prints `E2E-PHASE: 1` / `E2E-PHASE: 2`.
+    ///
+    /// `job.offset` must leave block 0 (4 KiB) alone, and `job` must finish
+    /// by size (not by runtime) for the replay to match.
+    func rebootThenVerify(
+        _ job: FioJob, disk: String = "vda", marker: String = "E2E-MARK-\(UUID().uuidString)",
+        trigger: RebootTrigger = .sysrq
+    ) -> GuestScript {
+        let dev = Self.quote("/dev/\(disk)")
+        let mark = Self.quote(marker)
+        let reboot: String
+        switch trigger {
+        case .sysrq:
+            reboot = "echo \"E2E-REBOOT\"; sleep 0.5; echo b > /proc/sysrq-trigger"
+        case .external:
+            reboot = "echo \"\(Self.awaitingResetLine)\""
+        }
+        return appending(
+            """
+            marker=\(mark)
+            found=$(dd if=\(dev) bs=4096 count=1 iflag=direct 2>/dev/null | head -c ${#marker})
+            if [ "$found" = "$marker" ]; then
+                echo "E2E-PHASE: 2"
+                run_fio \(job.quotedArguments(verifyOnly: true))
+                echo "E2E-OK: data verified after reboot"
+            else
+                echo "E2E-PHASE: 1"
+                run_fio \(job.quotedArguments())
+                printf '%s' "$marker" | dd of=\(dev) bs=4096 conv=sync,fsync oflag=direct 2>/dev/null || fail "cannot write the marker"
+                \(reboot)
+                sleep 120
+                fail "the reboot did not happen"
+            fi
+            """)
+    }
+
+    /// How `rebootThenVerify` reboots the guest.
+    enum RebootTrigger: Sendable {
+        /// The guest reboots itself (`echo b > /proc/sysrq-trigger`).
+        case sysrq
+        /// The guest prints `awaitingResetLine` and waits; the test resets it
+        /// (QMP `system_reset`).
+        case external
+    }
+
+    /// Printed by a `.external` reboot step when the test should reset the guest.
+    static let awaitingResetLine = "E2E-AWAIT-RESET"
+
+    /// The standard disk check: waits for the disk, checks its size and
+    /// serial when given, and runs a verifying fio job when given.
+    static func diskCheck(
+        disk: String = "vda", sectors: UInt64? = nil, serial: String? = nil, fio: FioJob? = FioJob()
+    ) -> GuestScript {
+        var script = GuestScript().waitForDisk(disk)
+        if let sectors { script = script.expectSectors(sectors, disk: disk) }
+        if let serial { script = script.expectSerial(serial, disk: disk) }
+        if var fio {
+            fio.device = "/dev/\(disk)"
+            script = script.runFio(fio)
+        }
+        return script
+    }
+
+    /// Single-quotes `word` for sh.
+    static func quote(_ word: String) -> String {
+        if !word.isEmpty, word.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_=/.,:+@%".contains($0)) }) {
+            return word
+        }
+        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// Shell helpers every script starts with.
+    static let prelude = """
+        fail() { echo "E2E-FAIL: $*"; exit 1; }
+        wait_for_block() {
+            _n=0
+            while [ ! -b "/dev/$1" ]; do
+                _n=$((_n + 1))
+                [ "$_n" -gt $(($2 * 10)) ] && fail "no /dev/$1 after $2 s"
+                sleep 0.1
+            done
+            echo "E2E-OK: /dev/$1 present"
+        }
+        expect_file() {
+            _v=$(cat "$1" 2>/dev/null) || fail "cannot read $1"
+            [ "$_v" = "$2" ] || fail "$1 is '$_v', expected '$2'"
+            echo "E2E-OK: $1 = $_v"
+        }
+        run_fio() {
+            echo "E2E-FIO: fio $*"
+            fio "$@"
+            _s=$?
+            [ "$_s" -eq 0 ] || fail "fio exited with status $_s"
+            echo "E2E-OK: fio passed"
+        }
+        """
+}

@@ -1,0 +1,114 @@
+import Glibc
+import Posix
+import Testing
+import Virtio
+@testable import VhostUser
+
+@Suite struct MappingTests {
+    /// A memfd of `size` bytes whose byte i holds `UInt8(i / 4096)` at each page start.
+    func memfd(_ size: Int) throws -> Int32 {
+        let fd = try Memfd.create(name: "test", size: size)
+        let map = try SharedMapping(fd: fd, length: size)
+        for page in stride(from: 0, to: size, by: 4096) {
+            map.base.storeBytes(of: UInt8(truncatingIfNeeded: page / 4096), toByteOffset: page, as: UInt8.self)
+        }
+        map.unmap()
+        return fd.rawValue
+    }
+
+    func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) != -1 }
+
+    @Test func twoRegionsShareOneMemfdAtDifferentOffsets() throws {
+        let fd = try memfd(0x100000)
+        let dup = Glibc.dup(fd)
+        // As QEMU sends it: gpa 0 size 0xa0000, and gpa 0xc0000 at offset 0xc0000.
+        let table = [
+            MemoryRegionDescriptor(guestPhysAddr: 0, size: 0xa0000, userAddr: 0x7f00_0000_0000, mmapOffset: 0),
+            MemoryRegionDescriptor(guestPhysAddr: 0xc0000, size: 0x40000, userAddr: 0x7f00_000c_0000, mmapOffset: 0xc0000),
+        ]
+        let mapping = try GuestMemoryMapping.map(table, fds: [fd, dup])
+        defer { mapping.unmapAll() }
+        #expect(!isOpen(fd))
+        #expect(!isOpen(dup))
+        let mem = mapping.memory
+        #expect(mem.regions.count == 2)
+        let p = try #require(mem.hostPointer(gpa: 0xc0000, length: 1))
+        #expect(p.load(as: UInt8.self) == 0xc0)
+        let q = try #require(mem.hostPointer(gpa: 0x9f000, length: 4096))
+        #expect(q.load(as: UInt8.self) == 0x9f)
+        let u = try #require(mem.hostPointer(userAddr: 0x7f00_000d_0000, length: 16))
+        #expect(u.load(as: UInt8.self) == 0xd0)
+        #expect(mem.hostPointer(gpa: 0xa0000, length: 1) == nil)
+        // Both regions alias one file: gpa 0 and gpa 0xc0000 map offsets 0 and 0xc0000 of it.
+        p.storeBytes(of: 0x55, as: UInt8.self)
+        #expect(mem.hostPointer(gpa: 0, length: 1)?.load(as: UInt8.self) == 0x00)
+        #expect(mem.hostPointer(gpa: 0xc0000, length: 1)?.load(as: UInt8.self) == 0x55)
+    }
+
+    @Test func overlappingRegionsRejectedAndNothingLeaks() throws {
+        let a = try memfd(0x20000), b = try memfd(0x20000)
+        let table = [
+            MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x20000, userAddr: 0x1000_0000, mmapOffset: 0),
+            MemoryRegionDescriptor(guestPhysAddr: 0x10000, size: 0x10000, userAddr: 0x2000_0000, mmapOffset: 0x10000),
+        ]
+        #expect(throws: VhostUserError.invalidMemoryTable(.overlappingRegions(first: 0, second: 1))) {
+            try GuestMemoryMapping.map(table, fds: [a, b])
+        }
+        #expect(!isOpen(a))
+        #expect(!isOpen(b))
+    }
+
+    @Test func malformedRegionsRejected() throws {
+        let cases: [(MemoryRegionDescriptor, String)] = [
+            (MemoryRegionDescriptor(guestPhysAddr: 0, size: 0, userAddr: 0, mmapOffset: 0), "size is 0"),
+            (MemoryRegionDescriptor(guestPhysAddr: .max - 10, size: 0x1000, userAddr: 0, mmapOffset: 0), "guest_phys_addr + size overflows"),
+            (MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x1000, userAddr: .max, mmapOffset: 0), "userspace_addr + size overflows"),
+            (MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x1000, userAddr: 0, mmapOffset: .max), "mmap_offset + size overflows"),
+            (MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x20000, userAddr: 0, mmapOffset: 0x1000), "mmap_offset + size exceeds the file size 131072"),
+        ]
+        for (region, reason) in cases {
+            let fd = try memfd(0x20000)
+            #expect(throws: VhostUserError.badRegion(index: 0, reason: reason)) {
+                try GuestMemoryMapping.map([region], fds: [fd])
+            }
+            #expect(!isOpen(fd))
+        }
+        let fd = try memfd(0x1000)
+        #expect(throws: VhostUserError.wrongFDCount(request: .setMemTable, got: 1, expected: 0)) {
+            try GuestMemoryMapping.map([], fds: [fd])
+        }
+        #expect(!isOpen(fd))
+    }
+
+    @Test func addAndRemoveRegions() throws {
+        let r0 = MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x10000, userAddr: 0x1000_0000, mmapOffset: 0)
+        var mapping = try GuestMemoryMapping.map([r0], fds: [try memfd(0x10000)])
+        let r1 = MemoryRegionDescriptor(guestPhysAddr: 0x10000, size: 0x10000, userAddr: 0x2000_0000, mmapOffset: 0x10000)
+        let fd1 = try memfd(0x20000)
+        try mapping.add(r1, fd: fd1)
+        #expect(!isOpen(fd1))
+        #expect(mapping.memory.regions.count == 2)
+        #expect(mapping.memory.hostPointer(gpa: 0x10000, length: 1)?.load(as: UInt8.self) == 0x10)
+        #expect(mapping.memory.isMapped(gpa: 0xff00, length: 0x200))
+
+        // Overlapping add leaves the mapping unchanged.
+        let fd2 = try memfd(0x10000)
+        #expect(throws: VhostUserError.invalidMemoryTable(.overlappingRegions(first: 1, second: 2))) {
+            try mapping.add(MemoryRegionDescriptor(guestPhysAddr: 0x18000, size: 0x1000, userAddr: 0x3000_0000, mmapOffset: 0), fd: fd2)
+        }
+        #expect(!isOpen(fd2))
+        #expect(mapping.regions.count == 2)
+
+        // Remove ignores mmap_offset, needs a matching gpa/userAddr/size.
+        var lookup = r0
+        lookup.mmapOffset = 0x9999
+        let retired = try mapping.remove(lookup)
+        #expect(mapping.memory.regions.count == 1)
+        #expect(mapping.memory.hostPointer(gpa: 0, length: 1) == nil)
+        retired.unmap()
+        #expect(throws: VhostUserError.regionNotFound(guestPhysAddr: 0, size: 0x10000)) {
+            _ = try mapping.remove(r0)
+        }
+        mapping.unmapAll()
+    }
+}

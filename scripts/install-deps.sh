@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what vhost-blkd needs to build, test and demo on Debian 12 (run as root).
+set -euo pipefail
+packages=(liburing-dev libjansson-dev pkg-config qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v swift >/dev/null 2>&1; then
+    if [ -x /opt/swift/usr/bin/swift ]; then export PATH=/opt/swift/usr/bin:$PATH; else
+        echo "swift 6 is required (https://www.swift.org/install/linux/)"; exit 1; fi
+fi

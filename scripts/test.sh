@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: unit, integration (real daemon, real sockets)
+# and end-to-end (a Linux guest under QEMU TCG doing verified fio on our disks).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+scripts/install-deps.sh
+[ -d /opt/swift/usr/bin ] && export PATH=/opt/swift/usr/bin:$PATH
+scripts/build-guest.sh "$repo/.guest"
+export VHOST_BLKD_GUEST_DIR="$repo/.guest"
+export VHOST_BLKD_E2E=1
+swift build --build-tests
+set +e
+swift test --skip-build 2>&1 | tee /tmp/vhost-blkd-test.log
+status=${PIPESTATUS[0]}
+exit $status
