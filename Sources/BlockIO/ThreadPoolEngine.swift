@@ -1,7 +1,6 @@
 import Glibc
 import Logging
 import Posix
-import Synchronization
 internal import CShims
 
 /// An `IOEngine` that runs blocking syscalls (preadv, pwritev, fdatasync,
@@ -296,11 +295,11 @@ struct JobQueue {
 }
 
 /// State shared by the engine thread and the workers, guarded by two
-/// `Mutex`es; `jobTokens` is a semaphore eventfd (one token per job, one per
+/// locks; `jobTokens` is a semaphore eventfd (one token per job, one per
 /// worker at shutdown) that idle workers block on.
 final class PoolShared: Sendable {
-    let jobs = Mutex(JobQueue())
-    let completions = Mutex([PoolCompletion]())
+    let jobs = Locked(JobQueue())
+    let completions = Locked([PoolCompletion]())
     let jobTokens: EventFD
     let completionEvent: EventFD
 

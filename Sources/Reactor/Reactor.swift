@@ -176,12 +176,14 @@ public final class Reactor: @unchecked Sendable {
         threadID.store(PosixThread.currentTID, ordering: .relaxed)
         logger.info("reactor started", metadata: ["cpu": "\(cpu)", "engine": "\(primary.name)"])
         armInbox()
+        primary.submit()
         while running {
             let before = Self.now()
             let handled = primary.wait(timeoutNanoseconds: nil) { tag, result in dispatch(tag: tag, result: result) }
             let woke = Self.now()
             if handled > 0 {
                 runDirty()
+                if !primaryIsPool { pool?.submit() }
                 primary.submit()
             }
             let after = Self.now()
@@ -194,7 +196,6 @@ public final class Reactor: @unchecked Sendable {
     private func armInbox() {
         let fd = inboxEvent.fd.rawValue
         _ = primary.enqueue(.read(fd: fd, buffer: inboxBuffer, length: 8), tag: UInt64(Self.inboxTaskID) << 32)
-        primary.submit()
     }
 
     private func dispatch(tag: UInt64, result: Int32) {

@@ -53,9 +53,13 @@ final class Controller {
     }
 
     /// Virtio features offered to the frontend (PROTOCOL.md §1, §2).
+    ///
+    /// SIZE_MAX is left out: SeaBIOS 1.16 (QEMU 7.2's BIOS) then sends
+    /// zero-length data buffers and retries forever, and without it Linux
+    /// places no limit on segment size, which is what a real size_max buys.
     var offeredFeatures: VirtioFeatures {
         var f: VirtioFeatures = [
-            .version1, .indirectDesc, .eventIdx, .sizeMax, .segMax, .blockSize, .topology,
+            .version1, .indirectDesc, .eventIdx, .segMax, .blockSize, .topology,
             .flush, .multiQueue, .discard, .writeZeroes, .protocolFeatures,
         ]
         if readOnly || (bdev?.readOnly ?? false) { f.insert(.readOnly) }

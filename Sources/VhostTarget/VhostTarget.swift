@@ -163,7 +163,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
                 continue
             }
             do {
-                try fd.setNonBlocking()
+                try UnixSocket.setTimeouts(fd, milliseconds: 1000)
             } catch {
                 fd.close()
                 continue

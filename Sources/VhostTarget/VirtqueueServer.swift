@@ -202,6 +202,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             return
         }
         slots[Int(slot)].status = request.status
+        logger.trace("request \(request.type) sector \(request.sector) bytes \(request.dataLength) segments \(request.dataRange)")
         dispatch(request, slot: slot, iov: iov)
     }
 
@@ -343,6 +344,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
 
     /// Writes the status (when the chain has a status byte) and the used element, and frees the slot.
     private func finish(slot: UInt32, statusByte: UnsafeMutablePointer<UInt8>?, status: BlkStatus, usedLength: UInt32) {
+        logger.trace("completed head \(slots[Int(slot)].head) status \(status.rawValue) used \(usedLength)")
         if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
         ring.addUsed(id: slots[Int(slot)].head, length: statusByte == nil ? 0 : usedLength)
         freeSlots.append(slot)
@@ -355,6 +357,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         ring.publishUsed()
         let notify = ring.shouldNotify(oldUsedIdx: lastCheckedUsed)
         lastCheckedUsed = ring.usedIdx
+        logger.trace("published used \(ring.usedIdx) notify \(notify) call \(callFD)")
         if notify && callFD >= 0 {
             var one: UInt64 = 1
             _ = withUnsafeBytes(of: &one) { Glibc.write(callFD, $0.baseAddress, 8) }

@@ -1,9 +1,12 @@
 /// Incremental vhost-user framing: feed it what `recvmsg` returned, take out
 /// whole messages. Pure (no syscalls), never traps; a peer may dribble bytes.
 ///
-/// fds: SCM_RIGHTS descriptors ride on the first byte of the `sendmsg` that
-/// carried them, so a chunk's fds are pinned to that chunk's first stream
-/// offset and attached to the message whose bytes contain that offset.
+/// fds: a front end sends each message (header + payload) with one `sendmsg`
+/// and its fds attached. Linux's unix-stream `recvmsg` may glue fd-less
+/// messages *before* an fd-carrying one into the same read, and stops right
+/// after the fd-carrying one; so a chunk's fds belong to the last message
+/// that starts inside the chunk (or, if none starts there, to the message in
+/// progress). They are pinned to that message's first stream offset.
 ///
 /// fd ownership:
 /// - `feed` takes ownership of `fds`.
@@ -44,9 +47,12 @@ public struct VhostUserMessageReader: Sendable {
             rejectedFDs.append(contentsOf: fds)
             return
         }
-        let offset = bufferOrigin &+ UInt64(buffer.count)
-        for fd in fds { pendingFDs.append((offset, fd)) }
+        let chunkStart = buffer.count
         buffer.append(contentsOf: bytes)
+        if !fds.isEmpty {
+            let offset = bufferOrigin &+ UInt64(lastMessageStart(before: buffer.count, from: chunkStart))
+            for fd in fds { pendingFDs.append((offset, fd)) }
+        }
         if pendingFDs.count > Self.maxPendingFDs { failure = .tooManyFDs(count: pendingFDs.count) }
     }
 
@@ -105,6 +111,23 @@ public struct VhostUserMessageReader: Sendable {
             pendingFDs = []
         }
         return rejectedFDs + pendingFDs.map(\.fd)
+    }
+
+    /// Buffer index of the last message boundary in `[from, end)`, walking
+    /// headers from `start`; `from` if no boundary lies there (or one cannot
+    /// be found because a size is bogus: the reader will fail on it anyway).
+    private func lastMessageStart(before end: Int, from: Int) -> Int {
+        var pos = start
+        var last = from
+        while pos < end {
+            if pos >= from { last = pos }
+            let header = buffer.withUnsafeBytes { raw in
+                VhostUserHeader(parsing: UnsafeRawBufferPointer(rebasing: raw[pos..<end]))
+            }
+            guard let header, header.size <= UInt32(Self.maxPayloadSize) else { break }
+            pos += VhostUserHeader.byteSize + Int(header.size)
+        }
+        return last
     }
 
     private mutating func fail(_ error: VhostUserError) throws(VhostUserError) -> VhostUserMessage? {

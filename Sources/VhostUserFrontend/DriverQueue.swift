@@ -26,6 +26,11 @@ public struct ChainBuffer: Sendable, Equatable {
 public struct UsedElement: Sendable, Equatable {
     public var id: UInt32
     public var length: UInt32
+
+    public init(id: UInt32, length: UInt32) {
+        self.id = id
+        self.length = length
+    }
 }
 
 /// The driver side of one split virtqueue (virtio 1.2 §2.7), living in

@@ -16,11 +16,20 @@ import Virtio
         return fd.rawValue
     }
 
-    func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) != -1 }
+    /// `fd` still refers to the file whose inode was `ino` (fd numbers are
+    /// reused by tests running in parallel, so compare inodes).
+    func stillOpen(_ fd: Int32, _ ino: UInt) -> Bool { Self.inode(fd) == ino }
+
+    static func inode(_ fd: Int32) -> UInt {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? UInt(st.st_ino) : 0
+    }
 
     @Test func twoRegionsShareOneMemfdAtDifferentOffsets() throws {
         let fd = try memfd(0x100000)
+        let ino_fd = Self.inode(fd)
         let dup = Glibc.dup(fd)
+        let ino_dup = Self.inode(dup)
         // As QEMU sends it: gpa 0 size 0xa0000, and gpa 0xc0000 at offset 0xc0000.
         let table = [
             MemoryRegionDescriptor(guestPhysAddr: 0, size: 0xa0000, userAddr: 0x7f00_0000_0000, mmapOffset: 0),
@@ -28,8 +37,8 @@ import Virtio
         ]
         let mapping = try GuestMemoryMapping.map(table, fds: [fd, dup])
         defer { mapping.unmapAll() }
-        #expect(!isOpen(fd))
-        #expect(!isOpen(dup))
+        #expect(!stillOpen(fd, ino_fd))
+        #expect(!stillOpen(dup, ino_dup))
         let mem = mapping.memory
         #expect(mem.regions.count == 2)
         let p = try #require(mem.hostPointer(gpa: 0xc0000, length: 1))
@@ -47,6 +56,8 @@ import Virtio
 
     @Test func overlappingRegionsRejectedAndNothingLeaks() throws {
         let a = try memfd(0x20000), b = try memfd(0x20000)
+        let ino_a = Self.inode(a)
+        let ino_b = Self.inode(b)
         let table = [
             MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x20000, userAddr: 0x1000_0000, mmapOffset: 0),
             MemoryRegionDescriptor(guestPhysAddr: 0x10000, size: 0x10000, userAddr: 0x2000_0000, mmapOffset: 0x10000),
@@ -54,8 +65,8 @@ import Virtio
         #expect(throws: VhostUserError.invalidMemoryTable(.overlappingRegions(first: 0, second: 1))) {
             try GuestMemoryMapping.map(table, fds: [a, b])
         }
-        #expect(!isOpen(a))
-        #expect(!isOpen(b))
+        #expect(!stillOpen(a, ino_a))
+        #expect(!stillOpen(b, ino_b))
     }
 
     @Test func malformedRegionsRejected() throws {
@@ -68,16 +79,18 @@ import Virtio
         ]
         for (region, reason) in cases {
             let fd = try memfd(0x20000)
+            let ino_fd = Self.inode(fd)
             #expect(throws: VhostUserError.badRegion(index: 0, reason: reason)) {
                 try GuestMemoryMapping.map([region], fds: [fd])
             }
-            #expect(!isOpen(fd))
+            #expect(!stillOpen(fd, ino_fd))
         }
         let fd = try memfd(0x1000)
+        let ino_fd = Self.inode(fd)
         #expect(throws: VhostUserError.wrongFDCount(request: .setMemTable, got: 1, expected: 0)) {
             try GuestMemoryMapping.map([], fds: [fd])
         }
-        #expect(!isOpen(fd))
+        #expect(!stillOpen(fd, ino_fd))
     }
 
     @Test func addAndRemoveRegions() throws {
@@ -85,18 +98,20 @@ import Virtio
         var mapping = try GuestMemoryMapping.map([r0], fds: [try memfd(0x10000)])
         let r1 = MemoryRegionDescriptor(guestPhysAddr: 0x10000, size: 0x10000, userAddr: 0x2000_0000, mmapOffset: 0x10000)
         let fd1 = try memfd(0x20000)
+        let ino_fd1 = Self.inode(fd1)
         try mapping.add(r1, fd: fd1)
-        #expect(!isOpen(fd1))
+        #expect(!stillOpen(fd1, ino_fd1))
         #expect(mapping.memory.regions.count == 2)
         #expect(mapping.memory.hostPointer(gpa: 0x10000, length: 1)?.load(as: UInt8.self) == 0x10)
         #expect(mapping.memory.isMapped(gpa: 0xff00, length: 0x200))
 
         // Overlapping add leaves the mapping unchanged.
         let fd2 = try memfd(0x10000)
+        let ino_fd2 = Self.inode(fd2)
         #expect(throws: VhostUserError.invalidMemoryTable(.overlappingRegions(first: 1, second: 2))) {
             try mapping.add(MemoryRegionDescriptor(guestPhysAddr: 0x18000, size: 0x1000, userAddr: 0x3000_0000, mmapOffset: 0), fd: fd2)
         }
-        #expect(!isOpen(fd2))
+        #expect(!stillOpen(fd2, ino_fd2))
         #expect(mapping.regions.count == 2)
 
         // Remove ignores mmap_offset, needs a matching gpa/userAddr/size.

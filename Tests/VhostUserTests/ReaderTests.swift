@@ -38,9 +38,8 @@ import Testing
         let a = message(.getFeatures)
         let b = message(.setVringCall, .u64(0))
         var reader = VhostUserMessageReader()
-        // The fd rides on the second sendmsg's first byte: a separate chunk.
-        reader.feed(a + Array(b.prefix(0)))
-        reader.feed(b, fds: [7])
+        // Linux glues the fd-less message before the fd-carrying one into one read.
+        reader.feed(a + b, fds: [7])
         let first = try #require(try reader.nextMessage())
         #expect(first.request == .getFeatures)
         #expect(first.fds.isEmpty)
@@ -54,6 +53,25 @@ import Testing
         #expect(try one.nextMessage()?.request == .getFeatures)
         #expect(try one.nextMessage()?.request == .setOwner)
         #expect(try one.nextMessage() == nil)
+    }
+
+    @Test func fdsGoToTheLastMessageStartingInTheChunk() throws {
+        let a = message(.setFeatures, .u64(1))
+        let b = message(.setMemTable, .memoryTable([MemoryRegionDescriptor(guestPhysAddr: 0, size: 1, userAddr: 0, mmapOffset: 0)]))
+        let c = message(.setVringKick, .u64(0))
+        var reader = VhostUserMessageReader()
+        // Chunk 1: a and the first 20 bytes of b, with b's fd; chunk 2: rest of b and c's header start, with c's fd.
+        let stream = a + b + c
+        let cut1 = a.count + 20, cut2 = a.count + b.count + 5
+        reader.feed(Array(stream[..<cut1]), fds: [30])
+        reader.feed(Array(stream[cut1..<cut2]), fds: [31])
+        reader.feed(Array(stream[cut2...]))
+        let ma = try #require(try reader.nextMessage())
+        #expect(ma.fds.isEmpty)
+        let mb = try #require(try reader.nextMessage())
+        #expect(mb.fds == [30])
+        let mc = try #require(try reader.nextMessage())
+        #expect(mc.fds == [31])
     }
 
     @Test func oversizedBodyFailsTheStream() throws {
