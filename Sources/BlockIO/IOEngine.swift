@@ -48,4 +48,7 @@ public protocol IOEngine: AnyObject {
     /// delivers every available completion as `handler(tag, result)` where
     /// `result` is bytes transferred or -errno. Returns the number delivered.
     func wait(timeoutNanoseconds: Int64?, _ handler: (UInt64, Int32) -> Void) -> Int
+    /// Cancels and drains what is in flight and stops the engine; call on the
+    /// owning thread before releasing it (a later deinit then does nothing more).
+    func close()
 }

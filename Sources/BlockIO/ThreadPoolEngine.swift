@@ -80,6 +80,8 @@ public final class ThreadPoolEngine: IOEngine {
 
     /// Stops and joins the workers (operations already submitted still run);
     /// undelivered completions are dropped. Idempotent.
+    public func close() { shutdown() }
+
     public func shutdown() {
         guard !isShutDown else { return }
         isShutDown = true

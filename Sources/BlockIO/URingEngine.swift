@@ -31,6 +31,7 @@ public final class URingEngine: IOEngine {
     private let batchSize: Int
     private let deferTaskrun: Bool
     private var enabled: Bool
+    private var closed = false
     private var delivering = false
     private var loggedSubmitError = false
     private let logger: Logger
@@ -96,8 +97,16 @@ public final class URingEngine: IOEngine {
         return nil
     }
 
-    deinit {
+    /// Cancels and drains in-flight operations on the owning thread (with
+    /// SINGLE_ISSUER another thread may not submit the cancellations).
+    public func close() {
+        guard !closed else { return }
+        closed = true
         if enabled { drain() }
+    }
+
+    deinit {
+        if enabled && !closed { drain() }
         io_uring_queue_exit(ring)
         ring.deinitialize(count: 1)
         ring.deallocate()

@@ -190,6 +190,9 @@ public final class Reactor: @unchecked Sendable {
             idleNanoseconds.add(woke &- before, ordering: .relaxed)
             busyNanoseconds.add(after &- woke, ordering: .relaxed)
         }
+        // Cancel what is still armed (kick reads) from this thread: the ring is single-issuer.
+        if !primaryIsPool { pool?.close() }
+        primary.close()
         logger.info("reactor stopped")
     }
 

@@ -377,30 +377,3 @@ struct DataPathTests {
     }
 }
 
-extension DataPathTests {
-    @Test(arguments: ["discardFirst", "wzFirst", "readFirst", "writeFirst"])
-    func tmpProbe(order: String) throws {
-        let daemon = try Self.startDaemon(.ioUring)
-        defer { daemon.stop(); daemon.cleanUp() }
-        try Self.createBdev(daemon, .aio, name: "D0")
-        try Self.createController(daemon, "vhost.0", bdev: "D0")
-        let memory = try FrontendMemory(size: 16 << 20)
-        defer { memory.close() }
-        let f = try Self.attach(daemon, "vhost.0", memory: memory)
-        defer { f.close() }
-        var trace: [String] = []
-        func step(_ name: String, _ body: () throws -> BlkCompletion) {
-            do { trace.append("\(name)=\(try body().status)") } catch { trace.append("\(name)=\(error)") }
-        }
-        if order == "readFirst" { step("read") { try f.read(sector: 0, count: 1) } }
-        if order == "writeFirst" { step("write") { try f.write(sector: 0, data: Self.pattern(512, seed: 1)) } }
-        if order == "wzFirst" { step("wz") { try f.writeZeroes(segments: [BlkSegment(sector: 64, sectors: 16)]) } }
-        step("discard") { try f.discard(segments: [BlkSegment(sector: 1024, sectors: 64)]) }
-        step("discard2") { try f.discard(queue: 1, segments: [BlkSegment(sector: 0, sectors: 8)]) }
-        step("wz2") { try f.writeZeroes(segments: [BlkSegment(sector: 64, sectors: 16)]) }
-        step("read2") { try f.read(sector: 0, count: 1) }
-        let t0 = Date()
-        let st = daemon.stop()
-        Issue.record("PROBE \(order): \(trace) stop=\(st) in \(Date().timeIntervalSince(t0))s\n\(daemon.log.suffix(1500))")
-    }
-}
