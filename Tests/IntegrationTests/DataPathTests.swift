@@ -53,6 +53,20 @@ struct DataPathTests {
     }
 
     /// A front end connected to `ctrlr` with `queues` started.
+    /// A daemon with bdev `bdev` on `backend` served by controller `ctrlr`.
+    static func daemonServing(_ engine: Engine, _ backend: Backend, bdev: String, ctrlr: String = "vhost.0") throws -> DaemonProcess {
+        let daemon = try startDaemon(engine)
+        do {
+            try createBdev(daemon, backend, name: bdev)
+            try createController(daemon, ctrlr, bdev: bdev)
+        } catch {
+            daemon.stop()
+            daemon.cleanUp()
+            throw error
+        }
+        return daemon
+    }
+
     static func attach(
         _ daemon: DaemonProcess, _ ctrlr: String, memory: FrontendMemory, queues: Int = 2
     ) throws -> VhostUserFrontend {
@@ -285,10 +299,8 @@ struct DataPathTests {
 
     @Test(arguments: Engine.allCases)
     func stopReturnsBasesAndRestartServes(engine: Engine) throws {
-        let daemon = try Self.startDaemon(engine)
+        let daemon = try Self.daemonServing(engine, .malloc, bdev: "M0")
         defer { daemon.stop(); daemon.cleanUp() }
-        try Self.createBdev(daemon, .malloc, name: "M0")
-        try Self.createController(daemon, "vhost.0", bdev: "M0")
         let memory = try FrontendMemory(size: 8 << 20)
         defer { memory.close() }
         let f = try Self.attach(daemon, "vhost.0", memory: memory)
@@ -311,10 +323,8 @@ struct DataPathTests {
 
     @Test(arguments: Engine.allCases)
     func reconnectAndSecondFrontendRefused(engine: Engine) throws {
-        let daemon = try Self.startDaemon(engine)
+        let daemon = try Self.daemonServing(engine, .malloc, bdev: "M0")
         defer { daemon.stop(); daemon.cleanUp() }
-        try Self.createBdev(daemon, .malloc, name: "M0")
-        try Self.createController(daemon, "vhost.0", bdev: "M0")
         let memory = try FrontendMemory(size: 8 << 20)
         defer { memory.close() }
 
@@ -362,10 +372,8 @@ struct DataPathTests {
 
     @Test(arguments: Engine.allCases)
     func shutdownWithConnectedFrontendExitsZero(engine: Engine) throws {
-        let daemon = try Self.startDaemon(engine)
+        let daemon = try Self.daemonServing(engine, .uring, bdev: "F0")
         defer { daemon.cleanUp() }
-        try Self.createBdev(daemon, .uring, name: "F0")
-        try Self.createController(daemon, "vhost.0", bdev: "F0")
         let memory = try FrontendMemory(size: 8 << 20)
         defer { memory.close() }
         let f = try Self.attach(daemon, "vhost.0", memory: memory)
