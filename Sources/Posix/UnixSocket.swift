@@ -104,14 +104,3 @@ public enum UnixSocket {
         return pid > 0 ? pid : nil
     }
 }
-
-extension UnixSocket {
-    /// Bounds blocking sends and receives on `socket` (SO_RCVTIMEO/SO_SNDTIMEO);
-    /// a timed-out call fails with EAGAIN.
-    public static func setTimeouts(_ socket: FileDescriptor, milliseconds: Int) throws(Errno) {
-        var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
-        let size = socklen_t(MemoryLayout<timeval>.size)
-        _ = try retryingEINTR { setsockopt(socket.rawValue, SOL_SOCKET, SO_RCVTIMEO, &tv, size) }
-        _ = try retryingEINTR { setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDTIMEO, &tv, size) }
-    }
-}

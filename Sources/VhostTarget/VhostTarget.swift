@@ -163,7 +163,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
                 continue
             }
             do {
-                try UnixSocket.setTimeouts(fd, milliseconds: 1000)
+                try fd.setNonBlocking()
             } catch {
                 fd.close()
                 continue

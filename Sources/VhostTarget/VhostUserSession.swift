@@ -28,6 +28,7 @@ final class VhostUserSession {
     let socket: FileDescriptor
     let peerPID: Int32?
     var token: EventLoop.Token?
+    private var reader = VhostUserMessageReader()
     private var logger: Logger
 
     private(set) var features: VirtioFeatures = []
@@ -58,80 +59,49 @@ final class VhostUserSession {
 
     // MARK: Input
 
-    /// Reads one message and handles it. Returns false when the session must
-    /// end (peer closed or protocol error).
+    /// Reads what the (non-blocking) socket has and handles every complete
+    /// message. Returns false when the session must end (peer closed or
+    /// protocol error).
     ///
-    /// The header is read on its own, so the descriptors that ride with it
-    /// (SCM_RIGHTS arrive with the first byte of the sender's message) are
-    /// attributed to the right message; the socket has a receive timeout so a
-    /// peer that stops mid-message cannot hold the control loop.
+    /// `VhostUserMessageReader` buffers partial messages, so a peer that
+    /// dribbles bytes never holds the control loop, and attributes descriptors
+    /// to the message they were sent with (a `recvmsg` may return earlier
+    /// messages glued to the one that carries them).
     func readable() -> Bool {
-        var header = [UInt8](repeating: 0, count: VhostUserHeader.byteSize)
-        var fds: [Int32] = []
-        switch receiveExactly(&header, fds: &fds, allowEOF: true) {
-        case .closed:
-            for fd in fds { Glibc.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let received: UnixSocket.Received
+        do throws(Errno) {
+            received = try buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) in try UnixSocket.receive(socket, into: raw, maxFDs: 8) }
+            }.get()
+        } catch {
+            if error == .EAGAIN { return true }
+            logger.info("frontend socket error: \(error)")
+            return false
+        }
+        if received.count == 0 {
+            for fd in received.fds { Glibc.close(fd) }
             logger.info("frontend disconnected")
             return false
-        case .failed(let why):
-            for fd in fds { Glibc.close(fd) }
-            return fail(why)
-        case .complete:
-            break
         }
-        guard let parsed = VhostUserHeader(parsing: header) else {
-            for fd in fds { Glibc.close(fd) }
-            return fail("bad header")
+        if received.truncated {
+            for fd in received.fds { Glibc.close(fd) }
+            return fail("more file descriptors than any message carries")
         }
-        guard parsed.size <= UInt32(VhostUserMessageReader.maxPayloadSize) else {
-            for fd in fds { Glibc.close(fd) }
-            return fail("\(parsed.request) payload of \(parsed.size) bytes is too large")
+        buffer.withUnsafeBytes { raw in
+            reader.feed(UnsafeRawBufferPointer(rebasing: raw[0..<received.count]), fds: received.fds)
         }
-        var body = [UInt8](repeating: 0, count: Int(parsed.size))
-        if !body.isEmpty {
-            if case let result = receiveExactly(&body, fds: &fds, allowEOF: false), result != .complete {
-                for fd in fds { Glibc.close(fd) }
-                if case .failed(let why) = result { return fail(why) }
-                return fail("frontend closed mid-message")
-            }
-        }
-        let message: VhostUserMessage
-        do {
-            message = try VhostUserMessage.decode(header: parsed, body: body, fds: fds)
-        } catch {
-            for fd in fds { Glibc.close(fd) }
-            return fail("bad message: \(error)")
-        }
-        return handle(message)
-    }
-
-    private enum ReceiveResult: Equatable {
-        case complete, closed, failed(String)
-    }
-
-    private func receiveExactly(_ buffer: inout [UInt8], fds: inout [Int32], allowEOF: Bool) -> ReceiveResult {
-        var offset = 0
-        while offset < buffer.count {
-            let received: UnixSocket.Received
-            do throws(Errno) {
-                let start = offset
-                received = try buffer.withUnsafeMutableBytes { raw in
-                    Result { () throws(Errno) in
-                        try UnixSocket.receive(socket, into: UnsafeMutableRawBufferPointer(rebasing: raw[start...]), maxFDs: 8)
-                    }
-                }.get()
+        while true {
+            let message: VhostUserMessage?
+            do {
+                message = try reader.nextMessage()
             } catch {
-                if error == .EAGAIN {
-                    return offset == 0 && allowEOF ? .failed("spurious wake-up") : .failed("frontend stalled mid-message")
-                }
-                return .failed("socket error: \(error)")
+                for fd in reader.takeRejectedFDs() { Glibc.close(fd) }
+                return fail("bad message: \(error)")
             }
-            fds.append(contentsOf: received.fds)
-            if received.truncated || fds.count > 8 { return .failed("more file descriptors than any message carries") }
-            if received.count == 0 { return offset == 0 && allowEOF ? .closed : .failed("frontend closed mid-message") }
-            offset += received.count
+            guard let message else { return true }
+            if !handle(message) { return false }
         }
-        return .complete
     }
 
     private func fail(_ why: String) -> Bool {
@@ -376,6 +346,7 @@ final class VhostUserSession {
         }
         mapping?.unmapAll()
         mapping = nil
+        for fd in reader.takeAllFDs() { Glibc.close(fd) }
         backendChannel?.close()
         backendChannel = nil
         socket.close()
