@@ -1,0 +1,48 @@
+import DaemonTestSupport
+import Foundation
+import JSONRPC
+import Testing
+
+/// `vhost-blkctl` against the running daemon, with rpc.py's argument forms.
+@Suite("vhost-blkctl against the running daemon")
+struct CLITests {
+    @Test func subcommandsWithRPCPyForms() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        func ctl(_ args: String...) throws -> (status: Int32, output: String) {
+            try runCommand(DaemonProcess.ctlPath, ["-s", daemon.rpcSocket] + args)
+        }
+        let image = daemon.directory.appendingPathComponent("disk.img").path
+        try runCommand("/usr/bin/truncate", ["-s", "4M", image])
+
+        #expect(try ctl("bdev_malloc_create", "16", "512", "-b", "M0") == (0, "M0\n"))
+        #expect(try ctl("bdev_null_create", "N0", "8", "4096") == (0, "N0\n"))
+        #expect(try ctl("bdev_uring_create", image, "U0") == (0, "U0\n"))
+        #expect(try ctl("vhost_create_blk_controller", "vhost.0", "M0", "--cpumask", "0x1").status == 0)
+        #expect(try ctl("vhost_create_blk_controller", "vhost.1", "U0", "-r").status == 0)
+
+        let bdevs = try JSON.parse(try ctl("bdev_get_bdevs", "-b", "M0").output)
+        #expect(bdevs.arrayValue?.first?["num_blocks"] == .int(32768))
+        let controllers = try JSON.parse(try ctl("vhost_get_controllers", "-n", "vhost.1").output)
+        #expect(controllers.arrayValue?.first?["backend_specific"]?["block"]?["readonly"] == .bool(true))
+
+        // Errors: exit 1 with the JSON-RPC error, like rpc.py.
+        let busy = try ctl("bdev_malloc_delete", "M0")
+        #expect(busy.status == 1)
+        #expect(busy.output.contains("-16") && busy.output.contains("Device or resource busy"))
+        let missing = try ctl("bdev_uring_create", daemon.directory.appendingPathComponent("nope").path, "X")
+        #expect(missing.status == 1 && missing.output.contains("No such file or directory"))
+        // Bad arguments: a usage error, nothing sent.
+        #expect(try ctl("bdev_malloc_create", "many", "512").status == 64)
+        // No daemon at that socket.
+        let nowhere = try runCommand(DaemonProcess.ctlPath, ["-s", daemon.directory.appendingPathComponent("none.sock").path, "spdk_get_version"])
+        #expect(nowhere.status == 1)
+
+        #expect(try ctl("vhost_delete_controller", "vhost.0").status == 0)
+        #expect(try ctl("vhost_delete_controller", "vhost.1").status == 0)
+        for (method, name) in [("bdev_malloc_delete", "M0"), ("bdev_null_delete", "N0"), ("bdev_uring_delete", "U0")] {
+            #expect(try ctl(method, name).status == 0)
+        }
+        #expect(try JSON.parse(try ctl("bdev_get_bdevs").output).arrayValue?.isEmpty == true)
+    }
+}
