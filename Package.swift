@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "vhost-blkd", targets: ["vhost-blkd"]),
         .executable(name: "vhost-blkctl", targets: ["vhost-blkctl"]),
+        .executable(name: "vhost-blk-bench", targets: ["vhost-blk-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -71,6 +72,14 @@ let package = Package(
             name: "vhost-blkctl",
             dependencies: [
                 "VhostBlkAPI", "JSONRPC", "Posix",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            cSettings: gnuSource),
+
+        .executableTarget(
+            name: "vhost-blk-bench",
+            dependencies: [
+                "VhostUserFrontend", "Virtio", "VhostUser", "Posix", "CShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             cSettings: gnuSource),
