@@ -53,26 +53,31 @@ final class Controller {
     }
 
     /// Virtio features offered to the frontend (PROTOCOL.md §1, §2).
-    ///
-    /// SIZE_MAX is left out: SeaBIOS 1.16 (QEMU 7.2's BIOS) then sends
-    /// zero-length data buffers and retries forever, and without it Linux
-    /// places no limit on segment size, which is what a real size_max buys.
     var offeredFeatures: VirtioFeatures {
         var f: VirtioFeatures = [
-            .version1, .indirectDesc, .eventIdx, .segMax, .blockSize, .topology,
+            .version1, .indirectDesc, .eventIdx, .sizeMax, .segMax, .blockSize, .topology,
             .flush, .multiQueue, .discard, .writeZeroes, .protocolFeatures,
         ]
         if readOnly || (bdev?.readOnly ?? false) { f.insert(.readOnly) }
         return f
     }
 
+    /// Largest data segment (virtio 1.2 §5.2.4 size_max). SeaBIOS 1.16, QEMU
+    /// 7.2's BIOS, computes its largest request as size_max * seg_max / 512
+    /// in 16 bits: a product of 32 MiB or more wraps to zero-length reads
+    /// that it retries forever, so keep 64 KiB * 256 = 16 MiB.
+    static let sizeMax: UInt32 = 64 << 10
+    /// Most data segments per request (seg_max): what a request slot's iovecs
+    /// hold, less the header, the status byte and splits across regions.
+    static let segMax = UInt32(VirtqueueServer.iovecsPerSlot - 4)
+
     /// The virtio-blk configuration space (virtio 1.2 §5.2.4).
     var config: BlkConfig {
         var c = BlkConfig()
         let blockSize = self.blockSize
         c.capacity = (bdev?.sizeBytes ?? 0) / 512
-        c.sizeMax = 1 << 20
-        c.segMax = UInt32(VirtqueueServer.iovecsPerSlot - 4)
+        c.sizeMax = Self.sizeMax
+        c.segMax = Self.segMax
         c.blkSize = blockSize
         c.physicalBlockExp = 0
         c.minIOSize = 1

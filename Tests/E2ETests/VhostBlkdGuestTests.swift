@@ -57,6 +57,8 @@ struct VhostBlkdGuestTests {
         try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "disk0"])
         let script = GuestScript.diskCheck(sectors: UInt64(sizeMiB) * 2048, serial: "vhost.0", fio: FioJob())
             .expectFile("/sys/block/vda/mq/1/cpu_list", equals: "1")
+            .expectFile("/sys/block/vda/queue/max_segment_size", equals: "65536")
+            .expectFile("/sys/block/vda/queue/max_segments", equals: "256")
         let result = try boot(daemon, script: script, label: "\(backend.rawValue)-\(engine)")
         #expect(result.succeeded, "\(result.summary)\n--- daemon log ---\n\(daemon.log.suffix(3000))")
         #expect(result.console.contains("err=0") || result.console.contains("err= 0"), "fio reported errors")

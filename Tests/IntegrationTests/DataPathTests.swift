@@ -129,7 +129,8 @@ struct DataPathTests {
         let config = try f.getConfig(size: 24)
         #expect(Self.le(config, at: 0, as: UInt64.self) == Self.sectors)
         #expect(Self.le(config, at: 20, as: UInt32.self) == 512)
-        #expect(!f.ackedFeatures.contains(.sizeMax))
+        #expect(f.ackedFeatures.contains(.sizeMax))
+        #expect(Self.le(config, at: 8, as: UInt32.self) == 65536)
 
         // Several sizes and layouts on both queues.
         let cases: [(sector: UInt64, bytes: Int, layout: BlkLayout)] = [
