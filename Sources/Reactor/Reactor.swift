@@ -32,6 +32,8 @@ public final class Reactor: @unchecked Sendable {
     private var freeIDs: [UInt32] = []
     private var dirty: [ReactorTask] = []
     private var dirtyIDs = Set<ObjectIdentifier>()
+    private var waiting: [ReactorTask] = []
+    private var waitingIDs = Set<ObjectIdentifier>()
     private var running = true
     private var thread: pthread_t?
     private let stopped = Atomic<Bool>(false)
@@ -121,14 +123,20 @@ public final class Reactor: @unchecked Sendable {
     /// Forgets a task; the task must have nothing in flight.
     public func unregister(_ id: UInt32) {
         guard Int(id) < tasks.count, id > Self.poolTaskID else { return }
+        if let task = tasks[Int(id)], waitingIDs.remove(ObjectIdentifier(task)) != nil {
+            waiting.removeAll { $0 === task }
+        }
         tasks[Int(id)] = nil
         freeIDs.append(id)
     }
 
-    /// Free slots in the engine that serves `choice`.
+    /// Free slots for disk I/O in the engine that serves `choice`. On the
+    /// primary engine one slot per registered task (its kick read) and two
+    /// for the reactor's own reads stay reserved, so I/O can never fill the
+    /// engine so far that a queue cannot re-arm its kick and stalls.
     public func freeSlots(_ choice: EngineChoice) -> Int {
         switch choice {
-        case .primary: return primary.freeSlots
+        case .primary: return max(0, primary.freeSlots - (tasks.count - freeIDs.count))
         case .threadPool: return ensurePool()?.freeSlots ?? 0
         }
     }
@@ -144,6 +152,13 @@ public final class Reactor: @unchecked Sendable {
             if !primaryIsPool && !poolArmed { armPool() }
             return pool.enqueue(op, tag: tag)
         }
+    }
+
+    /// Asks for `task.flush()` after the next iteration that completes anything:
+    /// for a task that stopped popping because an engine was full, while the
+    /// slots are held by other tasks' operations.
+    public func waitForSlots(_ task: ReactorTask) {
+        if waitingIDs.insert(ObjectIdentifier(task)).inserted { waiting.append(task) }
     }
 
     /// Asks for `task.flush()` at the end of this iteration.
@@ -227,6 +242,11 @@ public final class Reactor: @unchecked Sendable {
     }
 
     private func runDirty() {
+        if !waiting.isEmpty {
+            for task in waiting { markDirty(task) }
+            waiting.removeAll(keepingCapacity: true)
+            waitingIDs.removeAll(keepingCapacity: true)
+        }
         while !dirty.isEmpty {
             let batch = dirty
             dirty.removeAll(keepingCapacity: true)

@@ -104,7 +104,11 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
 
     private func armKick() {
         kickArmed = reactor.enqueue(.read(fd: kickFD, buffer: kickBuffer, length: 8), task: taskID, slot: Self.kickSlot)
-        if !kickArmed { logger.error("cannot arm the kick eventfd read: engine full") }
+        if !kickArmed {
+            // Never expected (slots are reserved for kick reads); retried at the next flush.
+            logger.error("cannot arm the kick eventfd read: engine full; retrying")
+            reactor.markDirty(self)
+        }
     }
 
     // MARK: ReactorTask
@@ -126,6 +130,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     }
 
     func flush() {
+        if !kickArmed && !stopping { armKick() }
         publishAndNotify()
         if blocked && !stopping {
             blocked = false
@@ -143,7 +148,9 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         var popped = false
         while true {
             guard !freeSlots.isEmpty, engineHasRoom() else {
+                // Flow control: resume when any operation on this reactor completes.
                 blocked = true
+                reactor.waitForSlots(self)
                 break
             }
             let pending: UInt16

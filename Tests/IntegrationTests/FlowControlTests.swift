@@ -1,0 +1,32 @@
+import DaemonTestSupport
+import Foundation
+import JSONRPC
+import Testing
+
+/// More requests in flight than the engines hold: queues must stop popping,
+/// resume on completions, and never stall (the 2012 vhost-blk review's flow
+/// control lesson). Driven by `vhost-blk-bench`, which also smoke-tests it.
+@Suite("Flow control under a full engine")
+struct FlowControlTests {
+    @Test(arguments: [("io_uring", "bdev_uring_create"), ("io_uring", "bdev_aio_create"), ("thread-pool", "bdev_uring_create")])
+    func twoDeepQueuesOverfillTheEngine(engine: String, method: String) throws {
+        let daemon = try DaemonProcess(extraArguments: ["--engine", engine])
+        defer { daemon.stop(); daemon.cleanUp() }
+        let image = "/dev/shm/vbd-flow-\(UUID().uuidString.prefix(8)).img"
+        try runCommand("/usr/bin/truncate", ["-s", "256M", image])
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        try daemon.call(method, ["filename": .string(image), "name": "F0"])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "F0"])
+
+        // 2 x 400 in flight against engines of 512 (io_uring) and 256 (thread pool) slots.
+        let bench = DaemonProcess.binaryDirectory.appendingPathComponent("vhost-blk-bench").path
+        let (status, output) = try runCommand(bench, [
+            "--socket", daemon.socketDirectory + "/vhost.0", "--queues", "2", "--iodepth", "400",
+            "--queue-size", "2048", "--rw", "randrw", "--runtime", "1", "--warmup", "0",
+        ])
+        #expect(status == 0, "\(output)\n--- daemon log ---\n\(daemon.log.suffix(2000))")
+        #expect(output.contains("errors 0"), "\(output)")
+        #expect(!daemon.log.contains("error"), "\(daemon.log.suffix(2000))")
+        #expect(daemon.stop() == 0)
+    }
+}
