@@ -179,6 +179,20 @@ public final class FileBacking: @unchecked Sendable {
         return bytes
     }
 
+    /// Sets a regular file's length (bdev_resize); block devices refuse:
+    /// resize the device, then rescan. Callers shrink only once no request
+    /// beyond the new end is in flight.
+    public func resize(to newSize: UInt64) throws(BdevOpenError) {
+        if closed.load(ordering: .acquiring) { throw .system(EBADF, path) }
+        guard !isBlockDevice else {
+            throw .invalid("\(path) is a block device: resize the device itself, then rescan the bdev")
+        }
+        guard !isReadOnly else { throw .invalid("\(path) is open read-only") }
+        guard let length = off_t(exactly: newSize), newSize > 0 else { throw .invalid("Invalid size \(newSize)") }
+        if ftruncate(fd, length) != 0 { throw .system(errno, path) }
+        try refreshSize()
+    }
+
     /// Closes the descriptor (once; later calls do nothing). No I/O may be in flight.
     public func close() {
         let (exchanged, _) = closed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing)

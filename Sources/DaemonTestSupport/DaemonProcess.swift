@@ -26,22 +26,28 @@ public final class DaemonProcess: @unchecked Sendable {  // used from one test a
     public static var daemonPath: String { binaryDirectory.appendingPathComponent("vhost-blkd").path }
     public static var ctlPath: String { binaryDirectory.appendingPathComponent("vhost-blkctl").path }
 
-    /// Starts the daemon and waits until its RPC socket answers.
-    public init(cpumask: String = "0x1", extraArguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// Starts the daemon and waits until its RPC socket answers. `directory`
+    /// reuses a folder (a restart with the same sockets and files); nil makes
+    /// a fresh one under /tmp. The log is appended to.
+    public init(cpumask: String = "0x1", extraArguments: [String] = [], environment: [String: String] = [:],
+                directory reuse: URL? = nil) throws {
         // Unix socket paths must stay short: use /tmp directly.
-        let base = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
+        let base = reuse ?? URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         directory = base
         rpcSocket = base.appendingPathComponent("rpc.sock").path
         socketDirectory = base.appendingPathComponent("ctrl").path
         logPath = base.appendingPathComponent("daemon.log").path
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        if !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
         process.executableURL = URL(fileURLWithPath: Self.daemonPath)
         process.arguments = ["-r", rpcSocket, "-S", socketDirectory, "-m", cpumask, "--log-level", "debug"] + extraArguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        try log.seekToEnd()
         process.standardError = log
         process.standardOutput = log
         try process.run()

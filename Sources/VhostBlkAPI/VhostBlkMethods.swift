@@ -6,9 +6,12 @@ public enum VhostBlkMethods {
         BdevAioCreateParams.self, BdevAioDeleteParams.self,
         BdevMallocCreateParams.self, BdevMallocDeleteParams.self,
         BdevNullCreateParams.self, BdevNullDeleteParams.self,
+        BdevUringRescanParams.self, BdevAioRescanParams.self, BdevNullResizeParams.self, BdevResizeParams.self,
         BdevGetBdevsParams.self,
         VhostCreateBlkControllerParams.self, VhostGetControllersParams.self, VhostDeleteControllerParams.self,
+        VhostBlkAttachParams.self, VhostBlkDetachParams.self,
         RpcGetMethodsParams.self, SpdkGetVersionParams.self,
+        FrameworkGetSubsystemsParams.self, FrameworkGetConfigParams.self, FrameworkStartInitParams.self,
     ]
 
     /// The method names.

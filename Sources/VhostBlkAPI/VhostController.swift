@@ -1,24 +1,32 @@
 public import JSONRPC
 
-/// `vhost_create_blk_controller {ctrlr, dev_name, cpumask?, readonly?,
+/// `vhost_create_blk_controller {ctrlr, dev_name?, cpumask?, readonly?,
 /// packed_ring?, transport?}` -> true. rpc.py always sends `readonly` and
-/// `packed_ring`; the daemon refuses `packed_ring: true`.
+/// `packed_ring`; the daemon refuses `packed_ring: true`. Without `dev_name`
+/// (vhost-blkd's extension) the controller starts empty, capacity 0, until
+/// `vhost_blk_attach`. `socket_mode` (octal string or integer) and
+/// `socket_group` (name or gid) are vhost-blkd's extensions too.
 public struct VhostCreateBlkControllerParams: RPCMethodParams {
     public static let method = "vhost_create_blk_controller"
     /// Controller name; its socket is `<socket dir>/<ctrlr>`.
     public var ctrlr: String
-    /// The bdev to expose.
-    public var devName: String
+    /// The bdev to expose; nil creates an empty controller.
+    public var devName: String?
     /// Reactor CPUs, e.g. "0x2"; nil = all of the daemon's.
     public var cpumask: String?
     public var readonly: Bool
     public var packedRing: Bool
     /// SPDK transport name (default "vhost_user_blk").
     public var transport: String?
+    /// vhost-blkd's extension: the socket's permission bits (default 0600).
+    public var socketMode: SocketMode?
+    /// vhost-blkd's extension: the socket's group, so e.g. libvirt's QEMU user can connect.
+    public var socketGroup: SocketGroup?
 
     public init(
-        ctrlr: String, devName: String, cpumask: String? = nil, readonly: Bool = false,
-        packedRing: Bool = false, transport: String? = nil
+        ctrlr: String, devName: String?, cpumask: String? = nil, readonly: Bool = false,
+        packedRing: Bool = false, transport: String? = nil,
+        socketMode: SocketMode? = nil, socketGroup: SocketGroup? = nil
     ) {
         self.ctrlr = ctrlr
         self.devName = devName
@@ -26,16 +34,20 @@ public struct VhostCreateBlkControllerParams: RPCMethodParams {
         self.readonly = readonly
         self.packedRing = packedRing
         self.transport = transport
+        self.socketMode = socketMode
+        self.socketGroup = socketGroup
     }
 
     public init(params: JSON?) throws(RPCError) {
         self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in
             Self(
-                ctrlr: try p.required("ctrlr"), devName: try p.required("dev_name"),
+                ctrlr: try p.required("ctrlr"), devName: try p.optional("dev_name"),
                 cpumask: try p.optional("cpumask"),
                 readonly: try p.optional("readonly", default: false),
                 packedRing: try p.optional("packed_ring", default: false),
-                transport: try p.optional("transport"))
+                transport: try p.optional("transport"),
+                socketMode: try p.optional("socket_mode"),
+                socketGroup: try p.optional("socket_group"))
         }
     }
 
@@ -47,6 +59,8 @@ public struct VhostCreateBlkControllerParams: RPCMethodParams {
         w.set("transport", transport)
         w.set("readonly", readonly)
         w.set("packed_ring", packedRing)
+        w.set("socket_mode", socketMode)
+        w.set("socket_group", socketGroup)
         return w.json
     }
 }
@@ -70,16 +84,30 @@ public struct VhostGetControllersParams: RPCMethodParams {
     }
 }
 
-/// `vhost_delete_controller {ctrlr}` -> true.
+/// `vhost_delete_controller {ctrlr, force?}` -> true. A controller with a
+/// connected frontend is refused (-16) unless `force` (vhost-blkd's
+/// extension): then its queues stop, in-flight requests complete and the
+/// frontend is disconnected.
 public struct VhostDeleteControllerParams: RPCMethodParams {
     public static let method = "vhost_delete_controller"
     public var ctrlr: String
+    public var force: Bool
 
-    public init(ctrlr: String) { self.ctrlr = ctrlr }
-
-    public init(params: JSON?) throws(RPCError) {
-        self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in Self(ctrlr: try p.required("ctrlr")) }
+    public init(ctrlr: String, force: Bool = false) {
+        self.ctrlr = ctrlr
+        self.force = force
     }
 
-    public var json: JSON { ["ctrlr": .string(ctrlr)] }
+    public init(params: JSON?) throws(RPCError) {
+        self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in
+            Self(ctrlr: try p.required("ctrlr"), force: try p.optional("force", default: false))
+        }
+    }
+
+    public var json: JSON {
+        var w = ParamsWriter()
+        w.set("ctrlr", ctrlr)
+        if force { w.set("force", true) }
+        return w.json
+    }
 }

@@ -30,7 +30,8 @@ final class Bdev {
     let driver: Driver
     let uuid: String
     let blockSize: UInt32
-    private(set) var numBlocks: UInt64
+    /// Changed by rescan and resize (`BdevResizeMethods.swift`).
+    var numBlocks: UInt64
     let backing: Backing
     let readOnly: Bool
     /// The controller that uses this bdev, if any (SPDK's claim).

@@ -15,9 +15,10 @@ extension VhostTarget {
 
     private func createFileBdev(name: String, filename: String, blockSize: UInt32?, readOnly: Bool, uuid: String?, driver: Bdev.Driver) throws(RPCError) -> JSON {
         try checkNewBdevName(name)
+        let path = try configuration.backingPathPolicy.pathToOpen(filename)
         let file: FileBacking
         do {
-            file = try FileBacking.open(path: filename, readOnly: readOnly, blockSize: blockSize)
+            file = try FileBacking.open(path: path, readOnly: readOnly, blockSize: blockSize)
         } catch {
             throw RPCError(code: -Int(error.errno), message: error.message)
         }

@@ -19,11 +19,14 @@ final class Controller {
     let maxQueues: Int
     /// GET_ID answer (virtio 1.2 §5.2.6): the controller name, cut to 20 bytes.
     let serial: [UInt8]
-    private(set) var bdev: Bdev?
+    /// The backing device; nil while empty or detached (capacity 0, I/O fails).
+    var bdev: Bdev?
     var session: VhostUserSession?
     let listener: FileDescriptor
     var listenToken: EventLoop.Token?
     let logger: Logger
+    /// `socket_mode`/`socket_group` as requested, kept for `framework_get_config`.
+    var socketPermissions = SocketPermissions()
 
     init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor,
          maxQueues: Int, bdev: Bdev?, listener: FileDescriptor, logger: Logger) {

@@ -15,17 +15,29 @@ extension VhostTarget {
         (BdevMallocDeleteParams.method, { t, p throws(RPCError) in try t.bdevDelete(BdevMallocDeleteParams(params: p).name, driver: .malloc) }),
         (BdevNullCreateParams.method, { t, p throws(RPCError) in try t.bdevNullCreate(BdevNullCreateParams(params: p)) }),
         (BdevNullDeleteParams.method, { t, p throws(RPCError) in try t.bdevDelete(BdevNullDeleteParams(params: p).name, driver: .null) }),
+        (BdevUringRescanParams.method, { t, p throws(RPCError) in try t.bdevRescan(BdevUringRescanParams(params: p).name, driver: .uring) }),
+        (BdevAioRescanParams.method, { t, p throws(RPCError) in try t.bdevRescan(BdevAioRescanParams(params: p).name, driver: .aio) }),
+        (BdevNullResizeParams.method, { t, p throws(RPCError) in try t.bdevNullResize(BdevNullResizeParams(params: p)) }),
+        (BdevResizeParams.method, { t, p throws(RPCError) in try t.bdevResize(BdevResizeParams(params: p)) }),
         (BdevGetBdevsParams.method, { t, p throws(RPCError) in try t.bdevGetBdevs(BdevGetBdevsParams(params: p)) }),
         (VhostCreateBlkControllerParams.method, { t, p throws(RPCError) in try t.vhostCreateBlkController(VhostCreateBlkControllerParams(params: p)) }),
         (VhostGetControllersParams.method, { t, p throws(RPCError) in try t.vhostGetControllers(VhostGetControllersParams(params: p)) }),
         (VhostDeleteControllerParams.method, { t, p throws(RPCError) in try t.vhostDeleteController(VhostDeleteControllerParams(params: p)) }),
-        (RpcGetMethodsParams.method, { t, p throws(RPCError) in
-            _ = try RpcGetMethodsParams(params: p)
-            return .array(VhostTarget.methods.map { .string($0.name) })
-        }),
+        (VhostBlkAttachParams.method, { t, p throws(RPCError) in try t.vhostBlkAttach(VhostBlkAttachParams(params: p)) }),
+        (VhostBlkDetachParams.method, { t, p throws(RPCError) in try t.vhostBlkDetach(VhostBlkDetachParams(params: p)) }),
+        (RpcGetMethodsParams.method, { t, p throws(RPCError) in try t.rpcGetMethods(RpcGetMethodsParams(params: p)) }),
         (SpdkGetVersionParams.method, { _, p throws(RPCError) in
             _ = try SpdkGetVersionParams(params: p)
             return VhostTarget.versionJSON
+        }),
+        (FrameworkGetSubsystemsParams.method, { t, p throws(RPCError) in
+            _ = try FrameworkGetSubsystemsParams(params: p)
+            return t.frameworkGetSubsystems()
+        }),
+        (FrameworkGetConfigParams.method, { t, p throws(RPCError) in try t.frameworkGetConfig(FrameworkGetConfigParams(params: p)) }),
+        (FrameworkStartInitParams.method, { _, p throws(RPCError) in
+            _ = try FrameworkStartInitParams(params: p)
+            return .bool(true)
         }),
     ]
 
@@ -46,7 +58,9 @@ extension VhostTarget {
             return .failure(.methodNotFound(request.method))
         }
         do {
-            return .success(try handler(self, request.params))
+            let result = try handler(self, request.params)
+            persistAfter(method: request.method)
+            return .success(result)
         } catch {
             logger.debug("RPC \(request.method) failed: \(error.message)")
             return .failure(error)

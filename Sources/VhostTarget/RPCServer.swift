@@ -32,15 +32,26 @@ final class RPCServer {
         init(fd: FileDescriptor) { self.fd = fd }
     }
 
-    init(path: String, loop: EventLoop, logger: Logger, handler: @escaping Handler) throws(TargetStartError) {
+    /// Listens on `path` with permission bits `mode` and, when given, group `group`.
+    init(path: String, mode: mode_t = 0o600, group: gid_t? = nil, loop: EventLoop, logger: Logger,
+         handler: @escaping Handler) throws(TargetStartError) {
         self.path = path
         self.loop = loop
         self.logger = logger
         self.handler = handler
         do {
-            listener = try UnixSocket.listen(path: path, mode: 0o600)
+            listener = try UnixSocket.listen(path: path, mode: mode)
         } catch {
             throw TargetStartError("cannot listen on \(path): \(error)")
+        }
+        if let group {
+            do {
+                try SocketAccess.setGroup(path: path, gid: group)
+            } catch {
+                listener.close()
+                unlink(path)
+                throw TargetStartError("cannot give \(path) to group \(group): \(error)")
+            }
         }
         do {
             listenToken = try loop.register(listener, events: .readable) { [unowned self] _ in acceptClients() }

@@ -12,7 +12,10 @@ struct RequestSlot {
     var status: UnsafeMutablePointer<UInt8>?
     /// Bytes the device moves for reads/writes; checked against the engine's result.
     var expectedBytes: UInt64 = 0
-    /// For the write-zeroes fallback (tmpfs has no ZERO_RANGE).
+    /// Byte range on the disk: checked at completion against a capacity that
+    /// shrank meanwhile, and reused by the write-zeroes fallback.
     var offset: UInt64 = 0
     var length: UInt64 = 0
+    /// `VirtqueueServer.backendGeneration` when the request was dispatched.
+    var generation: UInt32 = 0
 }

@@ -1,3 +1,4 @@
+import Glibc
 import Posix
 
 /// How the daemon runs: where its sockets go and which CPUs it serves from.
@@ -12,6 +13,17 @@ public struct TargetConfiguration: Sendable {
     public var forceThreadPool = false
     /// Queues a controller offers (GET_QUEUE_NUM); QEMU defaults to one per vCPU.
     public var maxQueuesPerController = 32
+    /// Permission bits of the RPC socket (`--rpc-socket-mode`).
+    public var rpcSocketMode: mode_t = 0o600
+    /// Group of the RPC socket (`--rpc-socket-group`); nil keeps the daemon's.
+    public var rpcSocketGroup: gid_t?
+    /// Which files `bdev_uring_create`/`bdev_aio_create` may open (`--allowed-dir`).
+    public var backingPathPolicy = BackingPathPolicy()
+    /// SPDK `save_config` file replayed at start (`--config`).
+    public var configFile: String?
+    /// Rewrite `configFile` after every successful change (`--persist`); a
+    /// missing file then means a first boot and the daemon starts empty.
+    public var persistConfig = false
 
     public init() {}
 }

@@ -21,10 +21,7 @@ extension VhostTarget {
         if let transport = p.transport, transport != "vhost_user_blk" {
             throw .invalidParams("Unsupported transport '\(transport)'")
         }
-        guard let bdev = bdevs[p.devName] else { throw .invalidParams("\(RPCError.errorText(ENODEV)): bdev \(p.devName)") }
-        if let owner = bdev.claimedBy {
-            throw .invalidParams("\(RPCError.errorText(EBUSY)): bdev \(p.devName) is already used by controller \(owner)")
-        }
+        let bdev = try p.devName.map { name throws(RPCError) in try unclaimedBdev(name) }
         let mask: CPUSet
         if let text = p.cpumask {
             guard let parsed = CPUSet(parsing: text) else { throw .invalidParams("Invalid cpumask '\(text)'") }
@@ -36,15 +33,12 @@ extension VhostTarget {
             mask = configuration.cpumask
         }
         guard let reactor = pickReactor(for: mask) else { throw .internalError("No reactor for cpumask \(mask.hexMask)") }
-        let listener: FileDescriptor
-        do {
-            listener = try UnixSocket.listen(path: socketPath, mode: 0o600)
-        } catch {
-            throw .invalidParams("\(error.message): cannot listen on \(socketPath)")
-        }
+        let permissions = SocketPermissions(mode: p.socketMode, group: p.socketGroup)
+        let listener = try listenControllerSocket(path: socketPath, permissions: permissions)
         let controller = Controller(
             name: name, socketPath: socketPath, cpumask: mask, readOnly: p.readonly, reactor: reactor,
             maxQueues: configuration.maxQueuesPerController, bdev: bdev, listener: listener, logger: logger)
+        controller.socketPermissions = permissions
         do {
             controller.listenToken = try loop.register(listener, events: .readable) { [unowned self, unowned controller] _ in
                 acceptFrontend(controller)
@@ -54,12 +48,12 @@ extension VhostTarget {
             unlink(socketPath)
             throw .internalError("cannot watch \(socketPath): \(error)")
         }
-        bdev.claimedBy = name
+        bdev?.claimedBy = name
         reactor.load.add(1, ordering: .relaxed)
         controllers[name] = controller
         controllerOrder.append(name)
         controller.logger.info("controller created", metadata: [
-            "bdev.name": "\(bdev.name)", "socket": "\(socketPath)", "reactor": "\(reactor.index)",
+            "bdev.name": "\(bdev?.name ?? "(none)")", "socket": "\(socketPath)", "reactor": "\(reactor.index)",
         ])
         return .bool(true)
     }
@@ -76,15 +70,69 @@ extension VhostTarget {
         guard let controller = controllers[p.ctrlr] else {
             throw .invalidParams("\(RPCError.errorText(ENODEV)): controller \(p.ctrlr)")
         }
-        if let session = controller.session {
+        if let session = controller.session, !p.force {
             let pid = session.peerPID.map { "pid \($0)" } ?? "unknown pid"
-            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): controller \(p.ctrlr) has a connected frontend (\(pid))")
+            throw RPCError(
+                code: -Int(EBUSY),
+                message: "\(RPCError.errorText(EBUSY)): controller \(p.ctrlr) has a connected frontend (\(pid)); stop it first or pass force")
+        }
+        if let session = controller.session {
+            controller.logger.notice("force delete: disconnecting frontend pid \(session.peerPID.map(String.init) ?? "?")")
         }
         destroy(controller)
         controllers.removeValue(forKey: p.ctrlr)
         controllerOrder.removeAll { $0 == p.ctrlr }
         controller.logger.info("controller deleted")
         return .bool(true)
+    }
+
+    func vhostBlkAttach(_ p: VhostBlkAttachParams) throws(RPCError) -> JSON {
+        let controller = try controller(named: p.ctrlr)
+        if let current = controller.bdev {
+            throw RPCError(
+                code: -Int(EBUSY),
+                message: "\(RPCError.errorText(EBUSY)): controller \(p.ctrlr) already has bdev \(current.name); detach it first")
+        }
+        let bdev = try unclaimedBdev(p.devName)
+        if controller.session != nil, bdev.blockSize != controller.blockSize {
+            throw .invalidParams(
+                "bdev \(bdev.name) has \(bdev.blockSize)-byte blocks but the connected guest uses \(controller.blockSize): "
+                    + "a guest cannot change block size while running")
+        }
+        controller.bdev = bdev
+        bdev.claimedBy = controller.name
+        controller.session?.backendChanged(waitForPreviousRequests: false)
+        controller.logger.info("bdev attached", metadata: ["bdev.name": "\(bdev.name)", "capacity": "\(bdev.sizeBytes / 512)"])
+        return .bool(true)
+    }
+
+    func vhostBlkDetach(_ p: VhostBlkDetachParams) throws(RPCError) -> JSON {
+        let controller = try controller(named: p.ctrlr)
+        guard let bdev = controller.bdev else {
+            throw RPCError(code: -Int(ENODEV), message: "\(RPCError.errorText(ENODEV)): controller \(p.ctrlr) has no bdev attached")
+        }
+        controller.bdev = nil
+        // New requests fail from here on; the bdev is released once the old ones completed.
+        controller.session?.backendChanged(waitForPreviousRequests: true)
+        bdev.claimedBy = nil
+        controller.logger.info("bdev detached", metadata: ["bdev.name": "\(bdev.name)"])
+        return .bool(true)
+    }
+
+    private func controller(named name: String) throws(RPCError) -> Controller {
+        guard let controller = controllers[name] else {
+            throw .invalidParams("\(RPCError.errorText(ENODEV)): controller \(name)")
+        }
+        return controller
+    }
+
+    /// The bdev `name`, which no controller may use yet.
+    private func unclaimedBdev(_ name: String) throws(RPCError) -> Bdev {
+        guard let bdev = bdevs[name] else { throw .invalidParams("\(RPCError.errorText(ENODEV)): bdev \(name)") }
+        if let owner = bdev.claimedBy {
+            throw .invalidParams("\(RPCError.errorText(EBUSY)): bdev \(name) is already used by controller \(owner)")
+        }
+        return bdev
     }
 
     /// One `vhost_get_controllers` entry in SPDK's shape.

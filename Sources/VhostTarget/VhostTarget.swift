@@ -47,7 +47,11 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         do {
             try prepareSocketDirectory()
             try startReactors()
-            rpcServer = try RPCServer(path: rpcPath, loop: loop, logger: logger) { [unowned self] request in
+            try loadConfigFile()  // before the RPC socket exists: a bad config never half-starts
+            rpcServer = try RPCServer(
+                path: rpcPath, mode: configuration.rpcSocketMode, group: configuration.rpcSocketGroup,
+                loop: loop, logger: logger
+            ) { [unowned self] request in
                 self.handle(request)
             }
         } catch {

@@ -221,7 +221,10 @@ final class VhostUserSession {
             guard let fd = fds.first else { return fail("SET_SLAVE_REQ_FD without a descriptor") }
             fds.removeFirst()
             backendChannel?.close()
-            backendChannel = FileDescriptor(fd)
+            let channel = FileDescriptor(fd)
+            // Never block the control loop on a front-end that does not read.
+            try? channel.setNonBlocking()
+            backendChannel = channel
         default:
             if message.header.needsReply && protocolFeatures.contains(.replyAck) {
                 logger.warning("unsupported request \(request): failed")
@@ -330,6 +333,49 @@ final class VhostUserSession {
         }
         vrings[i].base = base.value
         vrings[i].server = nil
+    }
+
+    // MARK: Backend changes (resize, attach, detach)
+
+    /// Hands every running queue the controller's current backend and tells
+    /// the front-end its config changed. With `waitForPreviousRequests`, it
+    /// returns once no request dispatched on the old backend is in flight
+    /// (detach, shrink), so the old backend may be released or cut.
+    func backendChanged(waitForPreviousRequests: Bool) {
+        let backend = controller.deviceBackend()
+        let reactor = controller.reactor
+        let servers = vrings.compactMap(\.server)
+        if waitForPreviousRequests {
+            let drained = DispatchGroup()
+            for server in servers {
+                drained.enter()
+                reactor.post { server.updateBackend(backend) { drained.leave() } }
+            }
+            var waited = 0
+            while drained.wait(timeout: .now() + .seconds(5)) == .timedOut {
+                waited += 5
+                logger.warning("requests on the previous backend still in flight after \(waited) s")
+            }
+        } else {
+            for server in servers { reactor.post { server.updateBackend(backend) } }
+        }
+        notifyConfigChanged()
+    }
+
+    /// Sends CONFIG_CHANGE_MSG on the backend channel (PROTOCOL.md §1, "Live
+    /// resize") without asking for a reply: QEMU answers it only after a
+    /// GET_CONFIG on the main socket, which this same thread serves.
+    func notifyConfigChanged() {
+        guard protocolFeatures.contains(.config), protocolFeatures.contains(.slaveReq), let channel = backendChannel else {
+            logger.info("config changed; the front-end reads it on its next GET_CONFIG (no backend channel)")
+            return
+        }
+        do {
+            try UnixSocket.sendAll(channel, VhostUserBackendMessage.configChange())
+            logger.info("config change sent to the front-end", metadata: ["capacity": "\(controller.config.capacity)"])
+        } catch {
+            logger.warning("cannot send the config change to the front-end: \(error)")
+        }
     }
 
     private func stopAllQueues() {

@@ -24,7 +24,12 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private let memory: GuestMemory
     private let kickFD: Int32
     private var callFD: Int32
-    private let backend: DeviceBackend
+    private var backend: DeviceBackend
+    /// Bumped by every `updateBackend`; slots remember the one they used.
+    private var backendGeneration: UInt32 = 0
+    /// Requests dispatched before the latest `updateBackend` still in flight.
+    private var previousBackendInFlight = 0
+    private var onPreviousBackendDrained: [() -> Void] = []
     private var logger: Logger
 
     private var taskID: UInt32 = 0
@@ -79,6 +84,29 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         let old = callFD
         callFD = fd
         return old
+    }
+
+    /// Switches to `newBackend` (resize, attach, detach): requests popped from
+    /// now on use it; those in flight finish on the old one, but a read or
+    /// write that ends beyond the new capacity completes with IOERR. `drained`
+    /// runs once no request dispatched on an earlier backend is in flight.
+    func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
+        backend = newBackend
+        backendGeneration &+= 1
+        previousBackendInFlight = inFlight
+        if let drained { onPreviousBackendDrained.append(drained) }
+        reportPreviousBackendDrainedIfIdle()
+        if blocked && !stopping {
+            // A queue blocked on a full engine of the old backend re-checks now.
+            reactor.markDirty(self)
+        }
+    }
+
+    private func reportPreviousBackendDrainedIfIdle() {
+        guard previousBackendInFlight == 0, !onPreviousBackendDrained.isEmpty else { return }
+        let waiters = onPreviousBackendDrained
+        onPreviousBackendDrained = []
+        for waiter in waiters { waiter() }
     }
 
     /// Stops popping, lets every in-flight request complete, publishes, then calls
@@ -189,7 +217,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private func handle(head: UInt16) {
         guard let slot = freeSlots.popLast() else { return }
         let iov = UnsafeMutableBufferPointer(start: iovecs + Int(slot) * Self.iovecsPerSlot, count: Self.iovecsPerSlot)
-        slots[Int(slot)] = RequestSlot(head: head)
+        slots[Int(slot)] = RequestSlot(head: head, generation: backendGeneration)
         inFlight += 1
 
         let chain: ChainBuffers
@@ -236,6 +264,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             let offset = request.sector &* 512
             slots[Int(slot)].kind = isWrite ? .write : .read
             slots[Int(slot)].expectedBytes = request.dataLength
+            slots[Int(slot)].offset = offset
             switch backend.storage {
             case .file(let fd, let engine, _):
                 let op: IOOperation = isWrite
@@ -297,8 +326,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             let mode = isDiscard ? vb_falloc_punch_hole() : vb_falloc_zero_range()
             submit(.fallocate(fd: fd, mode: mode, offset: offset, length: length), slot: slot, engine: engine)
         case .memory(let backing):
-            backing.discard(offset: offset, length: length)
-            complete(slot, .ok, usedLength: 1)
+            complete(slot, backing.discard(offset: offset, length: length) == 0 ? .ok : .ioErr, usedLength: 1)
         case .null:
             complete(slot, .ok, usedLength: 1)
         case .none:
@@ -320,13 +348,13 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         let s = slots[Int(slot)]
         switch s.kind {
         case .read:
-            if result >= 0 && UInt64(result) == s.expectedBytes {
+            if result >= 0 && UInt64(result) == s.expectedBytes && withinCapacity(s) {
                 complete(slot, .ok, usedLength: UInt32(clamping: s.expectedBytes &+ 1))
             } else {
                 complete(slot, .ioErr, usedLength: 1)
             }
         case .write:
-            complete(slot, result >= 0 && UInt64(result) == s.expectedBytes ? .ok : .ioErr, usedLength: 1)
+            complete(slot, result >= 0 && UInt64(result) == s.expectedBytes && withinCapacity(s) ? .ok : .ioErr, usedLength: 1)
         case .flush:
             complete(slot, result == 0 ? .ok : .ioErr, usedLength: 1)
         case .discard:
@@ -345,6 +373,13 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         }
     }
 
+    /// A read or write still inside the disk: the capacity may have shrunk
+    /// while it was in flight (`bdev_resize` with `allow_shrink`).
+    private func withinCapacity(_ s: RequestSlot) -> Bool {
+        let (end, overflow) = s.offset.addingReportingOverflow(s.expectedBytes)
+        return !overflow && end <= backend.capacitySectors &* 512
+    }
+
     private func complete(_ slot: UInt32, _ status: BlkStatus, usedLength: UInt32) {
         finish(slot: slot, statusByte: slots[Int(slot)].status, status: status, usedLength: usedLength)
     }
@@ -356,6 +391,10 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         ring.addUsed(id: slots[Int(slot)].head, length: statusByte == nil ? 0 : usedLength)
         freeSlots.append(slot)
         inFlight -= 1
+        if slots[Int(slot)].generation != backendGeneration {
+            previousBackendInFlight -= 1
+            reportPreviousBackendDrainedIfIdle()
+        }
         reactor.markDirty(self)
     }
 

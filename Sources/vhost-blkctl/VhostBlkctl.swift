@@ -16,8 +16,10 @@ struct VhostBlkctl: ParsableCommand {
             BdevAioCreate.self, BdevAioDelete.self,
             BdevMallocCreate.self, BdevMallocDelete.self,
             BdevNullCreate.self, BdevNullDelete.self,
+            BdevUringRescan.self, BdevAioRescan.self, BdevNullResize.self, BdevResize.self,
             BdevGetBdevs.self,
             VhostCreateBlkController.self, VhostGetControllers.self, VhostDeleteController.self,
+            VhostBlkAttach.self, VhostBlkDetach.self,
             RpcGetMethods.self, SpdkGetVersion.self,
         ])
 

@@ -5,7 +5,7 @@ struct VhostCreateBlkController: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: VhostCreateBlkControllerParams.method, abstract: "Add a new vhost block controller")
     @Argument(help: "Name of the vhost controller") var ctrlr: String
-    @Argument(help: "Name of the bdev to expose as the block device") var devName: String
+    @Argument(help: "Name of the bdev to expose as the block device (omit for an empty controller)") var devName: String?
     @Option(help: "CPU mask for the controller's threads") var cpumask: String?
     @Option(help: "virtio blk transport name (default: vhost_user_blk)") var transport: String?
     @Flag(name: [.customShort("r"), .long], help: "Expose the block device as read-only") var readonly = false
@@ -32,8 +32,10 @@ struct VhostDeleteController: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: VhostDeleteControllerParams.method, abstract: "Delete a vhost controller")
     @Argument(help: "Name of the vhost controller") var ctrlr: String
+    @Flag(name: [.customShort("f"), .long], help: "Also when a frontend is connected: stop its queues and disconnect it")
+    var force = false
 
-    func run() throws { try invoke(VhostDeleteControllerParams(ctrlr: ctrlr), style: .none) }
+    func run() throws { try invoke(VhostDeleteControllerParams(ctrlr: ctrlr, force: force), style: .none) }
 }
 
 struct RpcGetMethods: ParsableCommand {

@@ -33,6 +33,21 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM).")
     var maxQueues = 32
 
+    @Option(name: .customLong("config"), help: "SPDK save_config JSON file replayed at start; the first failing entry stops the start.")
+    var configFile: String?
+
+    @Flag(name: .customLong("persist"), help: "Rewrite the --config file atomically after every successful change (a missing file is a first boot: start empty).")
+    var persist = false
+
+    @Option(name: .customLong("rpc-socket-mode"), help: "Permission bits of the RPC socket, octal.")
+    var rpcSocketMode = "0600"
+
+    @Option(name: .customLong("rpc-socket-group"), help: "Group (name or gid) of the RPC socket.")
+    var rpcSocketGroup: String?
+
+    @Option(name: .customLong("allowed-dir"), help: "Directory bdev_uring_create/bdev_aio_create may open files in (repeatable); default: any absolute path.")
+    var allowedDirs: [String] = []
+
     mutating func run() throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("unknown log level '\(logLevel)'")
@@ -56,6 +71,7 @@ struct VhostBlkd: ParsableCommand {
         case "thread-pool", "threadpool": config.forceThreadPool = true
         default: throw ValidationError("unknown engine '\(engineChoice)' (io_uring or thread-pool)")
         }
+        try applyAccessOptions(to: &config)
 
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -81,6 +97,30 @@ struct VhostBlkd: ParsableCommand {
             throw ExitCode(1)
         }
         target.run()
+    }
+}
+
+extension VhostBlkd {
+    /// --config/--persist, --rpc-socket-mode/--rpc-socket-group and --allowed-dir.
+    func applyAccessOptions(to config: inout TargetConfiguration) throws {
+        if persist && configFile == nil { throw ValidationError("--persist needs --config FILE") }
+        config.configFile = configFile
+        config.persistConfig = persist
+        guard let mode = mode_t(rpcSocketMode.hasPrefix("0o") ? String(rpcSocketMode.dropFirst(2)) : rpcSocketMode, radix: 8),
+              mode <= 0o777
+        else { throw ValidationError("--rpc-socket-mode '\(rpcSocketMode)' is not an octal mode 0...0777") }
+        config.rpcSocketMode = mode
+        if let rpcSocketGroup {
+            guard let gid = SocketAccess.gid(named: rpcSocketGroup) else {
+                throw ValidationError("--rpc-socket-group '\(rpcSocketGroup)': no such group")
+            }
+            config.rpcSocketGroup = gid
+        }
+        do {
+            config.backingPathPolicy = try BackingPathPolicy(allowedDirectories: allowedDirs)
+        } catch {
+            throw ValidationError(error.description)
+        }
     }
 }
 

@@ -88,6 +88,18 @@ struct GuestScript: Sendable {
         appending("expect_file \(Self.quote("/sys/block/\(disk)/size")) \(sectors)")
     }
 
+    /// Waits (bounded, polling every 50 ms) until `/sys/block/<disk>/size`
+    /// is `sectors`: a live resize reached the guest. Prints
+    /// `E2E-OK: /sys/block/<disk>/size = <sectors>`.
+    func waitForSectors(_ sectors: UInt64, disk: String = "vda", timeoutSeconds: Int = 30) -> GuestScript {
+        appending("wait_for_sectors \(Self.quote(disk)) \(sectors) \(timeoutSeconds)")
+    }
+
+    /// Prints `E2E-READY: <step>`: the test acts when it sees the line.
+    func ready(_ step: String) -> GuestScript {
+        appending("echo \"E2E-READY: \(step)\"")
+    }
+
     /// Checks `/sys/block/<disk>/serial` (the GET_ID string).
     func expectSerial(_ serial: String, disk: String = "vda") -> GuestScript {
         appending("expect_file \(Self.quote("/sys/block/\(disk)/serial")) \(Self.quote(serial))")
@@ -195,6 +207,15 @@ struct GuestScript: Sendable {
             _v=$(cat "$1" 2>/dev/null) || fail "cannot read $1"
             [ "$_v" = "$2" ] || fail "$1 is '$_v', expected '$2'"
             echo "E2E-OK: $1 = $_v"
+        }
+        wait_for_sectors() {
+            _n=0
+            while [ "$(cat "/sys/block/$1/size")" != "$2" ]; do
+                _n=$((_n + 1))
+                [ "$_n" -gt $(($3 * 20)) ] && fail "/sys/block/$1/size is $(cat "/sys/block/$1/size"), expected $2"
+                sleep 0.05
+            done
+            echo "E2E-OK: /sys/block/$1/size = $2"
         }
         run_fio() {
             echo "E2E-FIO: fio $*"

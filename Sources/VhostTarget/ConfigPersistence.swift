@@ -1,0 +1,153 @@
+import Glibc
+import JSONRPC
+import Posix
+import VhostBlkAPI
+
+/// `--config FILE` and `--persist` (issue 5, "config persistence"): the
+/// file is SPDK's `save_config` format. At start every entry is dispatched
+/// through the same handlers as RPC, in order; the first failure stops the
+/// start. With `--persist`, every successful state-changing request rewrites
+/// the file atomically.
+extension VhostTarget {
+    /// Methods that never change state: no rewrite after them.
+    static func isReadOnly(method: String) -> Bool {
+        method.contains("_get_") || method.hasPrefix("framework_")
+    }
+
+    /// Replays `configuration.configFile` (before the RPC socket exists).
+    /// A missing file with `--persist` is a first boot: the daemon starts
+    /// empty and writes the file. Throws naming the subsystem, the entry
+    /// index, the method and the reason.
+    func loadConfigFile() throws(TargetStartError) {
+        guard let path = configuration.configFile else { return }
+        let bytes: [UInt8]
+        do {
+            bytes = try AtomicFile.read(path: path, limit: 64 << 20)
+        } catch {
+            if error == Errno.ENOENT, configuration.persistConfig {
+                logger.notice("config file \(path) does not exist: first boot, starting empty")
+                try persistAtStart(path)
+                return
+            }
+            throw TargetStartError("cannot read config file \(path): \(error)")
+        }
+        let config: SavedConfig
+        do {
+            config = try SavedConfig(json: JSON.parse(bytes))
+        } catch let error as JSONParseError {
+            throw TargetStartError("config file \(path) is not valid JSON: \(error)")
+        } catch {
+            throw TargetStartError("config file \(path): \(error)")
+        }
+        var replayed = 0
+        for subsystem in config.subsystems {
+            for (index, entry) in subsystem.entries.enumerated() {
+                let place = "config file \(path): subsystem \(subsystem.name) entry \(index) (\(entry.method))"
+                guard let handler = Self.handlerTable[entry.method] else {
+                    throw TargetStartError("\(place): unknown method")
+                }
+                do {
+                    _ = try handler(self, entry.params)
+                } catch {
+                    throw TargetStartError("\(place) failed: \(error.message) (code \(error.code))")
+                }
+                replayed += 1
+            }
+        }
+        logger.info("config loaded", metadata: ["config.file": "\(path)", "entries": "\(replayed)"])
+        try persistAtStart(path)
+    }
+
+    /// With `--persist`, writes the file once at start, so an unwritable
+    /// location is found now rather than after the first change.
+    private func persistAtStart(_ path: String) throws(TargetStartError) {
+        guard configuration.persistConfig else { return }
+        do {
+            try writeConfig(to: path)
+        } catch {
+            throw TargetStartError("cannot write config file \(path): \(error)")
+        }
+    }
+
+    /// The persistence hook: after a successful request that may have
+    /// changed state. A failed write is logged; the change itself stands.
+    func persistAfter(method: String) {
+        guard configuration.persistConfig, let path = configuration.configFile, !Self.isReadOnly(method: method) else { return }
+        do {
+            try writeConfig(to: path)
+        } catch {
+            logger.error("\(method) succeeded but config file \(path) could not be rewritten: \(error)")
+        }
+    }
+
+    private func writeConfig(to path: String) throws(Errno) {
+        let text = currentConfig().json.encoded(pretty: true) + "\n"
+        try AtomicFile.write(path: path, bytes: Array(text.utf8))
+    }
+}
+
+/// Whole-file reads and crash-safe replacement.
+enum AtomicFile {
+    /// Reads a regular file of at most `limit` bytes.
+    static func read(path: String, limit: Int) throws(Errno) -> [UInt8] {
+        let fd = try retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var st = stat()
+        _ = try retryingEINTR { fstat(fd, &st) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw Errno.EINVAL }
+        guard st.st_size <= limit else { throw Errno(EFBIG) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = try retryingEINTR { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+            if n == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<n])
+            guard bytes.count <= limit else { throw Errno(EFBIG) }
+        }
+    }
+
+    /// Replaces `path` with `bytes`: writes `<path>.tmp.<pid>` in the same
+    /// directory, fsyncs it, renames it over `path`, fsyncs the directory.
+    /// Keeps an existing file's permission bits (new files get 0600). The
+    /// temporary file never survives a failure.
+    static func write(path: String, bytes: [UInt8]) throws(Errno) {
+        let temp = "\(path).tmp.\(getpid())"
+        var mode: mode_t = 0o600
+        var st = stat()
+        if stat(path, &st) == 0 { mode = st.st_mode & 0o7777 }
+        unlink(temp)
+        let fd = try retryingEINTR { open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode) }
+        var isOpen = true
+        do throws(Errno) {
+            _ = try retryingEINTR { fchmod(fd, mode) }
+            var offset = 0
+            while offset < bytes.count {
+                let n = try retryingEINTR {
+                    bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress.map { base in base + offset }, raw.count - offset) }
+                }
+                offset += n
+            }
+            _ = try retryingEINTR { fsync(fd) }
+            isOpen = false
+            guard close(fd) == 0 else { throw Errno.current }  // never retried: the fd is gone either way
+            _ = try retryingEINTR { rename(temp, path) }
+        } catch {
+            if isOpen { close(fd) }
+            unlink(temp)
+            throw error
+        }
+        try syncDirectory(of: path)
+    }
+
+    private static func syncDirectory(of path: String) throws(Errno) {
+        let dir: String
+        if let slash = path.lastIndex(of: "/") {
+            dir = slash == path.startIndex ? "/" : String(path[..<slash])
+        } else {
+            dir = "."
+        }
+        let fd = try retryingEINTR { open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        _ = try retryingEINTR { fsync(fd) }
+    }
+}

@@ -1,0 +1,74 @@
+import JSONRPC
+import VhostBlkAPI
+
+/// framework_* and rpc_get_methods: what SPDK's `save_config` and
+/// `load_config` (rpc/config.py) call (PROTOCOL.md §4).
+extension VhostTarget {
+    /// The subsystems, in the order their configs replay.
+    static let subsystems: [(name: String, dependsOn: [String])] = [("bdev", []), ("vhost_blk", ["bdev"])]
+
+    /// Methods callable only before initialization; the daemon is always
+    /// initialized, so `rpc_get_methods {current: true}` leaves them out (as
+    /// SPDK does after init; `load_config` would otherwise call them forever).
+    static let startupOnlyMethods: Set<String> = [FrameworkStartInitParams.method]
+
+    func rpcGetMethods(_ p: RpcGetMethodsParams) -> JSON {
+        let names = Self.methods.map(\.name).filter { !p.current || !Self.startupOnlyMethods.contains($0) }
+        return .array(names.map { .string($0) })
+    }
+
+    func frameworkGetSubsystems() -> JSON {
+        .array(Self.subsystems.map { ["subsystem": .string($0.name), "depends_on": .array($0.dependsOn.map { .string($0) })] })
+    }
+
+    /// -32602 for an unknown subsystem, as SPDK answers.
+    func frameworkGetConfig(_ p: FrameworkGetConfigParams) throws(RPCError) -> JSON {
+        guard let subsystem = currentConfig().subsystems.first(where: { $0.name == p.name }) else {
+            throw .invalidParams("Subsystem '\(p.name)' not found")
+        }
+        return .array(subsystem.entries.map(\.json))
+    }
+
+    /// The calls that rebuild the current state: bdev creates with their
+    /// current sizes, then controller creates (SPDK's `save_config` shape).
+    func currentConfig() -> SavedConfig {
+        let bdevEntries = bdevOrder.compactMap { bdevs[$0] }.map(createEntry)
+        let controllerEntries = controllerOrder.compactMap { controllers[$0] }.map(createEntry)
+        return SavedConfig(subsystems: [
+            .init(name: "bdev", entries: bdevEntries),
+            .init(name: "vhost_blk", entries: controllerEntries),
+        ])
+    }
+
+    private func createEntry(_ bdev: Bdev) -> SavedConfig.Entry {
+        var params: JSONObject = ["name": .string(bdev.name)]
+        let method: String
+        switch bdev.backing {
+        case .file(let file):
+            params["filename"] = .string(file.path)
+            params["block_size"] = .int(Int64(bdev.blockSize))
+            if bdev.driver == .aio {
+                method = BdevAioCreateParams.method
+                params["readonly"] = .bool(bdev.readOnly)
+            } else {
+                method = BdevUringCreateParams.method
+            }
+        case .memory, .null:
+            method = bdev.driver == .null ? BdevNullCreateParams.method : BdevMallocCreateParams.method
+            params["num_blocks"] = .int(Int64(clamping: bdev.numBlocks))
+            params["block_size"] = .int(Int64(bdev.blockSize))
+        }
+        params["uuid"] = .string(bdev.uuid)
+        return SavedConfig.Entry(method: method, params: .object(params))
+    }
+
+    private func createEntry(_ controller: Controller) -> SavedConfig.Entry {
+        var params: JSONObject = ["ctrlr": .string(controller.name)]
+        if let bdev = controller.bdev { params["dev_name"] = .string(bdev.name) }
+        params["cpumask"] = .string(controller.cpumask.hexMask)
+        params["readonly"] = .bool(controller.readOnly)
+        if let mode = controller.socketPermissions.mode { params["socket_mode"] = mode.rpcJSON }
+        if let group = controller.socketPermissions.group { params["socket_group"] = group.rpcJSON }
+        return SavedConfig.Entry(method: VhostCreateBlkControllerParams.method, params: .object(params))
+    }
+}
