@@ -9,6 +9,7 @@ scripts/install-deps.sh
 scripts/build-guest.sh "$repo/.guest"
 export VHOST_BLKD_GUEST_DIR="$repo/.guest"
 export VHOST_BLKD_E2E=1
+scripts/fuzz.sh 15  # bounded fuzzing of the decoders, ~2 min with the build (fuzz/README.md)
 swift build --build-tests
 set +e
 swift test --skip-build 2>&1 | tee /tmp/vhost-blkd-test.log

@@ -104,6 +104,16 @@ public final class DaemonProcess: @unchecked Sendable {  // used from one test a
         return process.terminationStatus
     }
 
+    /// SIGKILL, then reaps it: a crash, with no cleanup by the daemon.
+    public func crash() {
+        guard !stopped else { return }
+        stopped = true
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
     /// Removes the temporary directory (after `stop()`).
     public func cleanUp() {
         try? FileManager.default.removeItem(at: directory)

@@ -45,6 +45,10 @@ public final class Reactor: @unchecked Sendable {
     /// CPU time accounting for framework_get_reactors: ticks spent busy vs waiting.
     public let busyNanoseconds = Atomic<UInt64>(0)
     public let idleNanoseconds = Atomic<UInt64>(0)
+    /// CLOCK_MONOTONIC nanoseconds when this iteration's wait returned (reactor
+    /// thread only). Per-request latency stamps use it, so the data path reads
+    /// no clock of its own: the error is at most one iteration's busy time.
+    public private(set) var loopTime: UInt64 = 0
 
     static let inboxTaskID: UInt32 = 0
     static let poolTaskID: UInt32 = 1
@@ -192,10 +196,22 @@ public final class Reactor: @unchecked Sendable {
         logger.info("reactor started", metadata: ["cpu": "\(cpu)", "engine": "\(primary.name)"])
         armInbox()
         primary.submit()
+        loopTime = Self.now()
         while running {
             let before = Self.now()
-            let handled = primary.wait(timeoutNanoseconds: nil) { tag, result in dispatch(tag: tag, result: result) }
-            let woke = Self.now()
+            var woke: UInt64 = 0
+            let handled = primary.wait(timeoutNanoseconds: nil) { tag, result in
+                // Completions are handled inside the wait: stamp the wake-up before the first one.
+                if woke == 0 {
+                    woke = Self.now()
+                    loopTime = woke
+                }
+                dispatch(tag: tag, result: result)
+            }
+            if woke == 0 {
+                woke = Self.now()
+                loopTime = woke
+            }
             if handled > 0 {
                 runDirty()
                 if !primaryIsPool { pool?.submit() }

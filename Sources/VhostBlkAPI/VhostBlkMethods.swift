@@ -7,11 +7,12 @@ public enum VhostBlkMethods {
         BdevMallocCreateParams.self, BdevMallocDeleteParams.self,
         BdevNullCreateParams.self, BdevNullDeleteParams.self,
         BdevUringRescanParams.self, BdevAioRescanParams.self, BdevNullResizeParams.self, BdevResizeParams.self,
-        BdevGetBdevsParams.self,
+        BdevGetBdevsParams.self, BdevGetIostatParams.self, BdevResetIostatParams.self, BdevGetLatencyParams.self,
         VhostCreateBlkControllerParams.self, VhostGetControllersParams.self, VhostDeleteControllerParams.self,
         VhostBlkAttachParams.self, VhostBlkDetachParams.self,
         RpcGetMethodsParams.self, SpdkGetVersionParams.self,
         FrameworkGetSubsystemsParams.self, FrameworkGetConfigParams.self, FrameworkStartInitParams.self,
+        FrameworkGetReactorsParams.self, ThreadGetStatsParams.self,
     ]
 
     /// The method names.

@@ -36,6 +36,8 @@ final class Bdev {
     let readOnly: Bool
     /// The controller that uses this bdev, if any (SPDK's claim).
     var claimedBy: String?
+    /// I/O counted by queues that have stopped since (StatsCollection.swift).
+    var retiredStats = IOStats()
 
     init(name: String, driver: Driver, uuid: String?, blockSize: UInt32, numBlocks: UInt64, backing: Backing, readOnly: Bool = false) {
         self.name = name

@@ -22,6 +22,9 @@ final class Controller {
     /// The backing device; nil while empty or detached (capacity 0, I/O fails).
     var bdev: Bdev?
     var session: VhostUserSession?
+    /// The guest turned the write cache off (CONFIG_WCE `writeback` = 0):
+    /// every write is made durable before it completes.
+    var writeThrough = false
     let listener: FileDescriptor
     var listenToken: EventLoop.Token?
     let logger: Logger
@@ -52,14 +55,16 @@ final class Controller {
         guard let bdev else {
             return DeviceBackend(storage: .none, capacitySectors: 0, readOnly: readOnly, blockSize: 512, serial: serial)
         }
-        return bdev.deviceBackend(readOnly: readOnly, serial: serial)
+        var backend = bdev.deviceBackend(readOnly: readOnly, serial: serial)
+        backend.writeThrough = writeThrough
+        return backend
     }
 
     /// Virtio features offered to the frontend (PROTOCOL.md §1, §2).
     var offeredFeatures: VirtioFeatures {
         var f: VirtioFeatures = [
             .version1, .indirectDesc, .eventIdx, .sizeMax, .segMax, .blockSize, .topology,
-            .flush, .multiQueue, .discard, .writeZeroes, .protocolFeatures,
+            .flush, .configWCE, .multiQueue, .discard, .writeZeroes, .protocolFeatures,
         ]
         if readOnly || (bdev?.readOnly ?? false) { f.insert(.readOnly) }
         return f
@@ -86,6 +91,7 @@ final class Controller {
         c.minIOSize = 1
         c.optIOSize = 0
         c.numQueues = UInt16(clamping: maxQueues)
+        c.writeback = writeThrough ? 0 : 1
         let alignment = max(1, blockSize / 512)
         c.maxDiscardSectors = 1 << 22
         c.maxDiscardSeg = 1

@@ -22,4 +22,6 @@ struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handl
     var blockSize: UInt32
     /// GET_ID answer: at most 20 bytes (virtio 1.2 §5.2.6).
     var serial: [UInt8]
+    /// Write-through (CONFIG_WCE off): a write completes once fdatasync made it durable.
+    var writeThrough = false
 }

@@ -20,6 +20,9 @@ extension VhostTarget {
         (BdevNullResizeParams.method, { t, p throws(RPCError) in try t.bdevNullResize(BdevNullResizeParams(params: p)) }),
         (BdevResizeParams.method, { t, p throws(RPCError) in try t.bdevResize(BdevResizeParams(params: p)) }),
         (BdevGetBdevsParams.method, { t, p throws(RPCError) in try t.bdevGetBdevs(BdevGetBdevsParams(params: p)) }),
+        (BdevGetIostatParams.method, { t, p throws(RPCError) in try t.bdevGetIostat(BdevGetIostatParams(params: p)) }),
+        (BdevResetIostatParams.method, { t, p throws(RPCError) in try t.bdevResetIostat(BdevResetIostatParams(params: p)) }),
+        (BdevGetLatencyParams.method, { t, p throws(RPCError) in try t.bdevGetLatency(BdevGetLatencyParams(params: p)) }),
         (VhostCreateBlkControllerParams.method, { t, p throws(RPCError) in try t.vhostCreateBlkController(VhostCreateBlkControllerParams(params: p)) }),
         (VhostGetControllersParams.method, { t, p throws(RPCError) in try t.vhostGetControllers(VhostGetControllersParams(params: p)) }),
         (VhostDeleteControllerParams.method, { t, p throws(RPCError) in try t.vhostDeleteController(VhostDeleteControllerParams(params: p)) }),
@@ -38,6 +41,14 @@ extension VhostTarget {
         (FrameworkStartInitParams.method, { _, p throws(RPCError) in
             _ = try FrameworkStartInitParams(params: p)
             return .bool(true)
+        }),
+        (FrameworkGetReactorsParams.method, { t, p throws(RPCError) in
+            _ = try FrameworkGetReactorsParams(params: p)
+            return t.frameworkGetReactors()
+        }),
+        (ThreadGetStatsParams.method, { t, p throws(RPCError) in
+            _ = try ThreadGetStatsParams(params: p)
+            return t.threadGetStats()
         }),
     ]
 

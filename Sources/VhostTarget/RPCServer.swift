@@ -11,6 +11,8 @@ final class RPCServer {
 
     /// A client's unread responses may not exceed this; then it is dropped.
     static let maxPendingOutput = 16 << 20
+    /// Most connected clients; a connection beyond this is closed at once.
+    static let maxClients = 1024
 
     private let path: String
     private let listener: FileDescriptor
@@ -19,6 +21,10 @@ final class RPCServer {
     private let logger: Logger
     private let handler: Handler
     private var clients: [Int32: Client] = [:]
+    /// A descriptor held in reserve: when accept fails for lack of
+    /// descriptors (EMFILE/ENFILE), it is closed to accept and close the
+    /// waiting connection, so the level-triggered listener does not spin.
+    private var spareFD: Int32 = Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC)
 
     /// One connection's buffers.
     private final class Client {
@@ -67,6 +73,8 @@ final class RPCServer {
         listenToken = nil
         for client in clients.values { drop(client) }
         listener.close()
+        if spareFD >= 0 { Glibc.close(spareFD) }
+        spareFD = -1
         unlink(path)
     }
 
@@ -75,9 +83,15 @@ final class RPCServer {
             let fd: FileDescriptor?
             do { fd = try UnixSocket.accept(listener) } catch {
                 logger.warning("RPC accept failed: \(error)")
+                if error.rawValue == EMFILE || error.rawValue == ENFILE { shedOneConnection() }
                 return
             }
             guard let fd else { return }
+            guard clients.count < Self.maxClients else {
+                logger.warning("RPC client limit (\(Self.maxClients)) reached; closing a new connection")
+                fd.close()
+                continue
+            }
             do {
                 try fd.setNonBlocking()
                 let client = Client(fd: fd)
@@ -90,6 +104,16 @@ final class RPCServer {
                 fd.close()
             }
         }
+    }
+
+    /// Out of descriptors: uses the spare one to take the waiting
+    /// connection off the listen queue and close it.
+    private func shedOneConnection() {
+        guard spareFD >= 0 else { return }
+        Glibc.close(spareFD)
+        spareFD = -1
+        if let fd = try? UnixSocket.accept(listener) { fd.close() }
+        spareFD = Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC)
     }
 
     private func read(_ client: Client) {
@@ -142,6 +166,7 @@ final class RPCServer {
         client.output.append(contentsOf: Array(text.utf8))
         if client.output.count - client.outputOffset > Self.maxPendingOutput {
             logger.warning("RPC client does not read its responses; dropping it")
+            client.closeAfterFlush = true  // stops the decode loop
             drop(client)
         }
     }
@@ -150,7 +175,8 @@ final class RPCServer {
         guard clients[client.fd.rawValue] === client else { return }
         while client.outputOffset < client.output.count {
             let n = client.output.withUnsafeBytes { raw in
-                Glibc.send(client.fd.rawValue, raw.baseAddress! + client.outputOffset, raw.count - client.outputOffset, Int32(MSG_NOSIGNAL))
+                guard let base = raw.baseAddress else { return 0 }
+                return Glibc.send(client.fd.rawValue, base + client.outputOffset, raw.count - client.outputOffset, Int32(MSG_NOSIGNAL))
             }
             if n < 0 {
                 if errno == EAGAIN || errno == EINTR { break }

@@ -6,6 +6,8 @@ import Virtio
 struct RequestSlot {
     enum Kind: UInt8 {
         case read, write, flush, discard, writeZeroes, writeZeroesPunch
+        /// The fdatasync that follows a write in write-through mode.
+        case writeSync
     }
     var head: UInt16 = 0
     var kind: Kind = .read
@@ -18,4 +20,8 @@ struct RequestSlot {
     var length: UInt64 = 0
     /// `VirtqueueServer.backendGeneration` when the request was dispatched.
     var generation: UInt32 = 0
+    /// What the request counts as in the stats (`QueueStats.swift`), and the
+    /// reactor's `loopTime` when it was popped.
+    var op: IOStatOp = .other
+    var started: UInt64 = 0
 }

@@ -24,6 +24,8 @@ public struct TargetConfiguration: Sendable {
     /// Rewrite `configFile` after every successful change (`--persist`); a
     /// missing file then means a first boot and the daemon starts empty.
     public var persistConfig = false
+    /// Prometheus text endpoint (`--metrics`); nil: off.
+    public var metricsAddress: MetricsAddress?
 
     public init() {}
 }

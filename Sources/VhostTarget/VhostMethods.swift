@@ -99,6 +99,7 @@ extension VhostTarget {
                 "bdev \(bdev.name) has \(bdev.blockSize)-byte blocks but the connected guest uses \(controller.blockSize): "
                     + "a guest cannot change block size while running")
         }
+        controller.settleStatsBeforeBackendChange()
         controller.bdev = bdev
         bdev.claimedBy = controller.name
         controller.session?.backendChanged(waitForPreviousRequests: false)
@@ -111,6 +112,7 @@ extension VhostTarget {
         guard let bdev = controller.bdev else {
             throw RPCError(code: -Int(ENODEV), message: "\(RPCError.errorText(ENODEV)): controller \(p.ctrlr) has no bdev attached")
         }
+        controller.settleStatsBeforeBackendChange()
         controller.bdev = nil
         // New requests fail from here on; the bdev is released once the old ones completed.
         controller.session?.backendChanged(waitForPreviousRequests: true)
@@ -139,10 +141,7 @@ extension VhostTarget {
     private func describe(_ controller: Controller) -> JSON {
         var sessions: [JSON] = []
         if let session = controller.session {
-            let queues: [JSON] = session.vrings.enumerated().compactMap { index, vring in
-                guard vring.server != nil else { return nil }
-                return ["index": .int(Int64(index)), "size": .int(Int64(vring.size)), "reactor": .int(Int64(controller.reactor.index))]
-            }
+            let queues = queueDetail(controller)  // ReactorStatsMethods.swift
             sessions.append([
                 "frontend_pid": session.peerPID.map { .int(Int64($0)) } ?? .null,
                 "features": .array(session.features.names.map { .string($0) }),

@@ -21,6 +21,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     var controllers: [String: Controller] = [:]
     var controllerOrder: [String] = []
     private var rpcServer: RPCServer?
+    var metricsEndpoint: MetricsEndpoint?
     private var lock: PathLock?
     private var createdSocketDirectory = false
     /// Why the thread-pool engine serves every bdev, when it does.
@@ -54,6 +55,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             ) { [unowned self] request in
                 self.handle(request)
             }
+            try startMetrics()  // MetricsEndpoint.swift
         } catch {
             stopEverything()
             throw error
@@ -123,6 +125,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     private func stopEverything() {
         rpcServer?.close()
         rpcServer = nil
+        metricsEndpoint?.close()
+        metricsEndpoint = nil
         for name in controllerOrder {
             if let controller = controllers[name] { destroy(controller) }
         }

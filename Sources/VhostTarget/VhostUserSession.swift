@@ -36,6 +36,8 @@ final class VhostUserSession {
     private var mapping: GuestMemoryMapping?
     private(set) var vrings: [Vring]
     private var backendChannel: FileDescriptor?
+    /// The inflight-tracking region (INFLIGHT_SHMFD), once GET/SET_INFLIGHT_FD set it up.
+    private var inflight: InflightRegion?
     /// Set when a message broke the protocol: the caller disconnects.
     private(set) var failure: String?
 
@@ -45,7 +47,7 @@ final class VhostUserSession {
         .getMaxMemSlots, .getStatus,
     ]
 
-    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config, .slaveReq]
+    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config, .slaveReq, .inflightSHMFD]
 
     init(controller: Controller, socket: FileDescriptor) {
         self.controller = controller
@@ -213,10 +215,34 @@ final class VhostUserSession {
             guard size <= UInt32(VhostUserPayload.maxConfigSize), offset <= 256 else { return fail("GET_CONFIG beyond the config space") }
             let bytes = controller.config.bytes(offset: Int(offset), count: Int(size))
             return reply(request, .config(offset: offset, size: size, flags: flags, payload: bytes))
-        case (.setConfig, .config(let offset, let size, _, _)):
-            // The config space is read-only except writeback, which is not offered (no CONFIG_WCE).
-            logger.warning("SET_CONFIG offset \(offset) size \(size) refused: config space is read-only")
-            ok = false
+        case (.setConfig, .config(let offset, let size, _, let payload)):
+            // Only `writeback` is writable (CONFIG_WCE, virtio 1.2 §5.2.5.1): 0 = write-through.
+            var config = controller.config
+            guard features.contains(.configWCE), config.applyWrite(offset: Int(offset), bytes: payload) else {
+                logger.warning("SET_CONFIG offset \(offset) size \(size) refused: only the writeback byte is writable")
+                ok = false
+                break
+            }
+            let writeThrough = config.writeback == 0
+            if writeThrough != controller.writeThrough {
+                controller.writeThrough = writeThrough
+                logger.notice("guest switched the write cache to \(writeThrough ? "write-through" : "write-back")")
+                backendChanged(waitForPreviousRequests: false, notifyFrontend: false)
+            }
+        case (.getInflightFD, .inflight(_, _, let numQueues, let queueSize)):
+            return sendNewInflightRegion(numQueues: numQueues, queueSize: queueSize)
+        case (.setInflightFD, .inflight(let size, let offset, let numQueues, let queueSize)):
+            guard let fd = fds.first else { return fail("SET_INFLIGHT_FD without a descriptor") }
+            guard !vrings.contains(where: { $0.server != nil }) else { return fail("SET_INFLIGHT_FD while queues run") }
+            do {
+                let region = try InflightRegion.map(
+                    fd: FileDescriptor(fd), size: size, offset: offset, numQueues: numQueues, queueSize: queueSize)
+                inflight?.unmap()
+                inflight = region
+                logger.debug("inflight region set", metadata: ["queues": "\(numQueues)", "queue.size": "\(queueSize)"])
+            } catch {
+                return fail("SET_INFLIGHT_FD refused: \(error)")
+            }
         case (.setSlaveReqFD, _):
             guard let fd = fds.first else { return fail("SET_SLAVE_REQ_FD without a descriptor") }
             fds.removeFirst()
@@ -241,6 +267,32 @@ final class VhostUserSession {
             return ack(request, success: ok)
         }
         return ok || failure == nil
+    }
+
+    /// GET_INFLIGHT_FD: a new zeroed region, its fd sent with the reply.
+    private func sendNewInflightRegion(numQueues: UInt16, queueSize: UInt16) -> Bool {
+        let region: InflightRegion, fd: FileDescriptor
+        do {
+            (region, fd) = try InflightRegion.create(numQueues: numQueues, queueSize: queueSize)
+        } catch {
+            return fail("GET_INFLIGHT_FD refused: \(error)")
+        }
+        defer { fd.close() }
+        guard !vrings.contains(where: { $0.server != nil }) else {
+            region.unmap()
+            return fail("GET_INFLIGHT_FD while queues run")
+        }
+        let bytes = VhostUserReply.inflight(
+            mmapSize: UInt64(region.mapping.length), mmapOffset: 0, numQueues: numQueues, queueSize: queueSize)
+        do {
+            try UnixSocket.sendAll(socket, bytes, fds: [fd.rawValue])
+        } catch {
+            region.unmap()
+            return fail("cannot reply to GET_INFLIGHT_FD: \(error)")
+        }
+        inflight?.unmap()
+        inflight = region
+        return true
     }
 
     private func queueIndex(_ index: UInt32) -> Int? {
@@ -298,20 +350,59 @@ final class VhostUserSession {
               let used = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.used)) else {
             return fail("queue \(i) rings are outside guest memory")
         }
-        let ring: SplitQueue
+        var ring: SplitQueue
         do {
             ring = try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used,
                                   eventIdx: features.contains(.eventIdx), lastAvailIdx: vring.base)
         } catch {
             return fail("queue \(i) refused: \(error)")
         }
+        let tracking = inflightState(queue: i, ring: ring, base: vring.base)
+        if tracking.lastAvailIdx != vring.base {
+            do {
+                ring = try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used,
+                                      eventIdx: features.contains(.eventIdx), lastAvailIdx: tracking.lastAvailIdx)
+            } catch {
+                return fail("queue \(i) refused: \(error)")
+            }
+        }
         let server = VirtqueueServer(
             queueIndex: i, ring: ring, memory: memory, kickFD: vring.kickFD, callFD: vring.callFD,
-            backend: controller.deviceBackend(), reactor: controller.reactor, logger: logger)
+            backend: controller.deviceBackend(), reactor: controller.reactor, logger: logger,
+            inflight: tracking.area, resubmit: tracking.resubmit)
         vrings[i].server = server
         controller.reactor.post { server.start() }
         logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
         return true
+    }
+
+    /// Inflight tracking for queue `i` (PROTOCOL.md §1 "Inflight tracking"):
+    /// the area to keep up to date, the heads a restarted daemon serves again
+    /// (requests the last one popped but never completed), and the avail
+    /// index to start from: the used ring's index plus those heads, as
+    /// libvhost-user does, since QEMU's base after a crash is its own guess.
+    private func inflightState(queue i: Int, ring: SplitQueue, base: UInt16) -> (area: InflightQueue?, resubmit: [UInt16], lastAvailIdx: UInt16) {
+        guard let region = inflight else { return (nil, [], base) }
+        guard var area = region.queue(i, queueSize: ring.size) else {
+            logger.warning("queue \(i) of size \(ring.size) has no area in the inflight region (\(region.numQueues) queues of \(region.queueSize)): not tracked")
+            return (nil, [], base)
+        }
+        guard area.isInitialized else {
+            area.initialize(usedIdx: ring.usedIdx)
+            return (area, [], base)
+        }
+        guard let recovery = area.recover(ringUsedIdx: ring.usedIdx, usedID: { ring.usedElementID(slot: $0) }) else {
+            // Not the ring the region describes (new rings without a new region): nothing is in flight.
+            logger.info("queue \(i): the inflight region does not match the ring; starting it afresh")
+            area.initialize(usedIdx: ring.usedIdx)
+            return (area, [], base)
+        }
+        if recovery.lastAvailIdx != base || !recovery.resubmit.isEmpty {
+            logger.notice("queue \(i) recovered from the inflight region", metadata: [
+                "resubmit": "\(recovery.resubmit.count)", "last_avail": "\(recovery.lastAvailIdx)", "frontend_base": "\(base)",
+            ])
+        }
+        return (area, recovery.resubmit, recovery.lastAvailIdx)
     }
 
     /// Stops queue `i`: waits until every in-flight request has completed and
@@ -332,6 +423,7 @@ final class VhostUserSession {
             logger.warning("queue \(i) still draining after \(waited) s")
         }
         vrings[i].base = base.value
+        controller.retireStats(of: server)
         vrings[i].server = nil
     }
 
@@ -341,7 +433,7 @@ final class VhostUserSession {
     /// the front-end its config changed. With `waitForPreviousRequests`, it
     /// returns once no request dispatched on the old backend is in flight
     /// (detach, shrink), so the old backend may be released or cut.
-    func backendChanged(waitForPreviousRequests: Bool) {
+    func backendChanged(waitForPreviousRequests: Bool, notifyFrontend: Bool = true) {
         let backend = controller.deviceBackend()
         let reactor = controller.reactor
         let servers = vrings.compactMap(\.server)
@@ -359,7 +451,7 @@ final class VhostUserSession {
         } else {
             for server in servers { reactor.post { server.updateBackend(backend) } }
         }
-        notifyConfigChanged()
+        if notifyFrontend { notifyConfigChanged() }
     }
 
     /// Sends CONFIG_CHANGE_MSG on the backend channel (PROTOCOL.md §1, "Live
@@ -395,6 +487,8 @@ final class VhostUserSession {
         for fd in reader.takeAllFDs() { Glibc.close(fd) }
         backendChannel?.close()
         backendChannel = nil
+        inflight?.unmap()
+        inflight = nil
         socket.close()
     }
 }

@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import Posix
 import Reactor
+import VhostUser
 import Virtio
 
 /// Serves one virtio-blk virtqueue on its reactor (virtio 1.2 §2.7, §5.2.6).
@@ -44,9 +45,21 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private var onStopped: ((UInt16) -> Void)?
     private var lastCheckedUsed: UInt16
     private var malformedLogged = 0
+    /// Counters for bdev_get_iostat and vhost_get_controllers (QueueStats.swift); reactor thread only.
+    var stats = QueueStats()
+    /// Inflight tracking (INFLIGHT_SHMFD), when the front-end set it up.
+    private var inflight: InflightQueue?
+    /// Heads a restarted daemon serves again before popping the ring (reversed: popped from the end).
+    private var resubmit: [UInt16]
+    /// Heads whose used elements await the next publish (inflight tracking only).
+    private let unpublishedHeads: UnsafeMutablePointer<UInt16>
+    private var unpublishedCount = 0
 
+    /// `inflight` and `resubmit` come from inflight recovery (PROTOCOL.md §1):
+    /// `resubmit` heads, oldest first, are served before the avail ring.
     init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: Int32, callFD: Int32,
-         backend: DeviceBackend, reactor: Reactor, logger: Logger) {
+         backend: DeviceBackend, reactor: Reactor, logger: Logger,
+         inflight: InflightQueue? = nil, resubmit: [UInt16] = []) {
         self.queueIndex = queueIndex
         self.ring = ring
         self.memory = memory
@@ -62,11 +75,23 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         freeSlots = (0..<UInt32(count)).reversed()
         iovecs = .allocate(capacity: count * Self.iovecsPerSlot)
         lastCheckedUsed = ring.usedIdx
+        self.inflight = inflight
+        self.resubmit = resubmit.reversed()
+        unpublishedHeads = .allocate(capacity: inflight == nil ? 1 : count)
     }
 
     deinit {
+        unpublishedHeads.deallocate()
         iovecs.deallocate()
         kickBuffer.deallocate()
+    }
+
+    /// A copy of the counters with the current in-flight count (reactor thread).
+    func statsSnapshot() -> QueueStats {
+        var copy = stats
+        copy.inFlight = inFlight
+        copy.size = ring.size
+        return copy
     }
 
     // MARK: Lifecycle (reactor thread)
@@ -149,6 +174,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
                 return
             }
             if result < 0 && result != -EAGAIN { logger.warning("kick read failed: \(Errno(-result))") }
+            stats.kicks &+= 1
             armKick()
             processAvail()
             return
@@ -181,6 +207,11 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
                 reactor.waitForSlots(self)
                 break
             }
+            if let head = resubmit.popLast() {
+                popped = true
+                handle(head: head)
+                continue
+            }
             let pending: UInt16
             do {
                 pending = try ring.pendingCount()
@@ -206,7 +237,10 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             popped = true
             handle(head: head)
         }
-        if popped { reactor.markDirty(self) }
+        if popped {
+            stats.batches &+= 1
+            reactor.markDirty(self)
+        }
     }
 
     private func engineHasRoom() -> Bool {
@@ -217,8 +251,10 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private func handle(head: UInt16) {
         guard let slot = freeSlots.popLast() else { return }
         let iov = UnsafeMutableBufferPointer(start: iovecs + Int(slot) * Self.iovecsPerSlot, count: Self.iovecsPerSlot)
-        slots[Int(slot)] = RequestSlot(head: head, generation: backendGeneration)
+        slots[Int(slot)] = RequestSlot(head: head, generation: backendGeneration, started: reactor.loopTime)
         inFlight += 1
+        stats.requests &+= 1
+        inflight?.markInFlight(head)
 
         let chain: ChainBuffers
         do {
@@ -237,6 +273,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             return
         }
         slots[Int(slot)].status = request.status
+        slots[Int(slot)].op = IOStatOp(request.type)
         logger.trace("request \(request.type) sector \(request.sector) bytes \(request.dataLength) segments \(request.dataRange)")
         dispatch(request, slot: slot, iov: iov)
     }
@@ -354,7 +391,15 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
                 complete(slot, .ioErr, usedLength: 1)
             }
         case .write:
-            complete(slot, result >= 0 && UInt64(result) == s.expectedBytes && withinCapacity(s) ? .ok : .ioErr, usedLength: 1)
+            let written = result >= 0 && UInt64(result) == s.expectedBytes && withinCapacity(s)
+            if written, backend.writeThrough, case .file(let fd, let engine, _) = backend.storage {
+                slots[Int(slot)].kind = .writeSync
+                submit(.fdatasync(fd: fd), slot: slot, engine: engine)
+                return
+            }
+            complete(slot, written ? .ok : .ioErr, usedLength: 1)
+        case .writeSync:
+            complete(slot, result == 0 ? .ok : .ioErr, usedLength: 1)
         case .flush:
             complete(slot, result == 0 ? .ok : .ioErr, usedLength: 1)
         case .discard:
@@ -389,6 +434,15 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         logger.trace("completed head \(slots[Int(slot)].head) status \(status.rawValue) used \(usedLength)")
         if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
         ring.addUsed(id: slots[Int(slot)].head, length: statusByte == nil ? 0 : usedLength)
+        recordCompletion(slots[Int(slot)], status)
+        if inflight != nil {
+            let head = slots[Int(slot)].head
+            inflight?.noteUsed(head)
+            // A driver that reuses heads it has not got back could exceed a ring.
+            if unpublishedCount == Int(ring.size) { publishAndNotify() }
+            unpublishedHeads[unpublishedCount] = head
+            unpublishedCount += 1
+        }
         freeSlots.append(slot)
         inFlight -= 1
         if slots[Int(slot)].generation != backendGeneration {
@@ -401,9 +455,14 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private func publishAndNotify() {
         guard ring.usedIdx != lastCheckedUsed else { return }
         ring.publishUsed()
+        if let inflight, unpublishedCount > 0 {
+            inflight.published(UnsafeBufferPointer(start: unpublishedHeads, count: unpublishedCount), usedIdx: ring.usedIdx)
+            unpublishedCount = 0
+        }
         let notify = ring.shouldNotify(oldUsedIdx: lastCheckedUsed)
         lastCheckedUsed = ring.usedIdx
         logger.trace("published used \(ring.usedIdx) notify \(notify) call \(callFD)")
+        stats.countNotification(sent: notify && callFD >= 0)
         if notify && callFD >= 0 {
             var one: UInt64 = 1
             _ = withUnsafeBytes(of: &one) { Glibc.write(callFD, $0.baseAddress, 8) }

@@ -27,6 +27,8 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
     case unknownRequest(UInt32)
     /// More descriptors arrived than any message could carry.
     case tooManyFDs(count: Int)
+    /// GET_INFLIGHT_FD / SET_INFLIGHT_FD asked for a region that cannot be served.
+    case invalidInflight(String)
 
     public var description: String {
         switch self {
@@ -54,6 +56,8 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
             return "unknown vhost-user request \(n)"
         case .tooManyFDs(let n):
             return "\(n) file descriptors pending without a message to carry them"
+        case .invalidInflight(let why):
+            return "inflight region refused: \(why)"
         }
     }
 }

@@ -143,6 +143,26 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
         for q in queues { try setVringEnable(q.index, true) }
     }
 
+    /// Resumes after a back-end restart as QEMU 7.2 does with `reconnect=N`:
+    /// SET_FEATURES, SET_INFLIGHT_FD with the region kept from `previous`
+    /// (no GET_INFLIGHT_FD), SET_MEM_TABLE, then the same rings (`previous`'s
+    /// queues) with `bases` and SET_VRING_ENABLE 1. Call after `connect()`.
+    /// `previous` keeps owning the queues and the region.
+    public func resume(from previous: VhostUserFrontend, bases: [UInt16]) throws(FrontendError) {
+        guard bases.count == previous.queues.count else { throw .invalidArgument("\(bases.count) bases for \(previous.queues.count) queues") }
+        ackedFeatures = previous.ackedFeatures
+        try setFeatures(ackedFeatures)
+        if let fd = previous.inflightFD, protocolFeatures.contains(.inflightSHMFD) {
+            inflightSize = previous.inflightSize
+            try sendInflight(
+                fd: fd, queueCount: previous.queues.count,
+                queueSize: previous.queues.first?.size ?? 128)
+        }
+        try setMemTable()
+        for (q, base) in zip(previous.queues, bases) { try setUp(q, base: base) }
+        for q in previous.queues { try setVringEnable(q.index, true) }
+    }
+
     /// SET_FEATURES.
     public func setFeatures(_ features: VirtioFeatures) throws(FrontendError) {
         try channel.send(VhostUserMessage(request: .setFeatures, payload: .u64(features.rawValue)))

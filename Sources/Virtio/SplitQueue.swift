@@ -106,6 +106,13 @@ public struct SplitQueue: @unchecked Sendable {
         usedIdx &+= 1
     }
 
+    /// The id of the used element in ring slot `slot` (masked to the ring):
+    /// what inflight recovery reads to finish a half-recorded batch.
+    public func usedElementID(slot: UInt16) -> UInt32 {
+        let offset = 4 + 8 * Int(slot & (size &- 1))
+        return UInt32(littleEndian: used.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
     /// Release barrier, then stores `used->idx = usedIdx`.
     public mutating func publishUsed() {
         atomicMemoryFence(ordering: .releasing)

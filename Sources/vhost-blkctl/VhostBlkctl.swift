@@ -17,10 +17,11 @@ struct VhostBlkctl: ParsableCommand {
             BdevMallocCreate.self, BdevMallocDelete.self,
             BdevNullCreate.self, BdevNullDelete.self,
             BdevUringRescan.self, BdevAioRescan.self, BdevNullResize.self, BdevResize.self,
-            BdevGetBdevs.self,
+            BdevGetBdevs.self, BdevGetIostat.self, BdevResetIostat.self, BdevGetLatency.self,
             VhostCreateBlkController.self, VhostGetControllers.self, VhostDeleteController.self,
             VhostBlkAttach.self, VhostBlkDetach.self,
-            RpcGetMethods.self, SpdkGetVersion.self,
+            RpcGetMethods.self, SpdkGetVersion.self, FrameworkGetReactors.self, ThreadGetStats.self,
+            Iostat.self,
         ])
 
     /// Parses the process arguments (global options first) and runs.

@@ -30,6 +30,8 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("engine"), help: "I/O engine: io_uring (default, falls back to the thread pool when unavailable) or thread-pool.")
     var engine: String?
 
+    @Option(name: .customLong("metrics"), help: "Serve Prometheus metrics (GET /metrics) on unix:PATH or 127.0.0.1:PORT; off by default.")
+    var metrics: String?
     @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM).")
     var maxQueues = 32
 
@@ -72,6 +74,12 @@ struct VhostBlkd: ParsableCommand {
         default: throw ValidationError("unknown engine '\(engineChoice)' (io_uring or thread-pool)")
         }
         try applyAccessOptions(to: &config)
+        if let metrics {
+            guard let address = MetricsAddress(parsing: metrics) else {
+                throw ValidationError("--metrics takes unix:PATH or an IPv4 HOST:PORT such as 127.0.0.1:9500, not '\(metrics)'")
+            }
+            config.metricsAddress = address
+        }
 
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

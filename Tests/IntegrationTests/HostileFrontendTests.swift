@@ -4,6 +4,9 @@ import Glibc
 import JSONRPC
 import Posix
 import Testing
+import VhostUser
+import VhostUserFrontend
+import Virtio
 
 /// Raw vhost-user bytes from a frontend that does not play by the rules.
 @Suite("Hostile frontends against the running daemon")
@@ -78,5 +81,299 @@ struct HostileFrontendTests {
         defer { again.close() }
         try UnixSocket.sendAll(again, Self.header(request: 17, size: 0))  // GET_QUEUE_NUM
         #expect(Self.read(again, count: 20).count == 20)
+    }
+
+    // MARK: Hostile sessions while another controller does verified I/O
+
+    /// A daemon with two malloc controllers: `vhost.0` for the hostile
+    /// frontend, `vhost.1` for a bystander doing verified I/O throughout.
+    final class Bystander {
+        let daemon: DaemonProcess
+        let memory: FrontendMemory
+        let frontend: VhostUserFrontend
+        let load: VerifiedIOLoad
+
+        init() throws {
+            daemon = try DaemonProcess()
+            try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": "M0"])
+            try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": "M1"])
+            try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0"])
+            try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.1", "dev_name": "M1"])
+            memory = try FrontendMemory(size: 8 << 20)
+            frontend = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.1", memory: memory)
+            try frontend.connect()
+            try frontend.start(queueCount: 1, queueSize: 128)
+            load = try VerifiedIOLoad(frontend: frontend)
+            #expect(load.waitForRounds(20), "the bystander's I/O does not run")
+        }
+
+        /// The daemon lives, logged `reason`, and the bystander saw no error.
+        func finish(_ label: String, reason: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(load.waitForRounds(20), "\(label): bystander stalled", sourceLocation: sourceLocation)
+            let outcome = load.stop()
+            #expect(outcome.errors == 0, "\(label): bystander saw \(outcome.firstError ?? "")", sourceLocation: sourceLocation)
+            #expect(daemon.isRunning, "\(label): daemon died", sourceLocation: sourceLocation)
+            let log = daemon.log
+            // Requests that are well formed but out of range fail with IOERR
+            // and no log line (reason ""): not a protocol error.
+            #expect(reason.isEmpty || log.contains(reason), "\(label): log lacks '\(reason)':\n\(log.suffix(3000))", sourceLocation: sourceLocation)
+            #expect((try? daemon.call("spdk_get_version"))?["version"] != nil, sourceLocation: sourceLocation)
+        }
+
+        deinit {
+            load.stop()
+            frontend.close()
+            daemon.stop()
+            memory.close()
+            daemon.cleanUp()
+        }
+    }
+
+    static func message(_ request: VhostUserRequest, _ payload: VhostUserPayload = .none, fds: [Int32] = []) -> VhostUserMessage {
+        VhostUserMessage(request: request, payload: payload, fds: fds)
+    }
+
+    /// Control-path abuse: each case is a list of messages sent on a fresh
+    /// connection to vhost.0 (after GET_FEATURES, SET_OWNER), which must end
+    /// in a disconnect whose log line contains the reason.
+    enum ControlCase: String, CaseIterable, CustomTestStringConvertible {
+        case truncatedHeaderThenClose, truncatedPayloadThenClose
+        case wrongSizeVringAddr, configTooLarge, tooManyRegions
+        case memTableWithoutFD, kickWithTwoFDs, featuresWithFD, tenFDs
+        case queueSizeZero, queueSizeNotPowerOfTwo, queueSizeHuge, queueIndexHuge, kickIndexBeyond
+        case overlappingRegions, regionBeyondFile, regionSizeZero, regionAddressOverflow, mmapOffsetOverflow
+        case ringsOutsideMemory
+        var testDescription: String { rawValue }
+    }
+
+    static func region(gpa: UInt64, size: UInt64, user: UInt64 = 0x7000_0000_0000, offset: UInt64 = 0) -> MemoryRegionDescriptor {
+        MemoryRegionDescriptor(guestPhysAddr: gpa, size: size, userAddr: user, mmapOffset: offset)
+    }
+
+    /// Sends `messages`, then `raw` with `fds`; nil if all went or the peer hung up, else why not.
+    static func send(_ messages: [VhostUserMessage], raw: [UInt8], fds: [Int32], on channel: VhostUserChannel) -> String? {
+        do throws(FrontendError) {
+            for message in messages { try channel.send(message) }
+            if !raw.isEmpty { try channel.sendRaw(raw, fds: fds) }
+            return nil
+        } catch {
+            if case .peerClosed = error { return nil }
+            return "\(error)"
+        }
+    }
+
+    @Test(arguments: ControlCase.allCases)
+    func controlPathAbuseDisconnectsOnlyThatFrontend(_ kind: ControlCase) throws {
+        let world = try Bystander()
+        let channel = try VhostUserChannel(path: world.daemon.socketDirectory + "/vhost.0")
+        defer { channel.close() }
+        _ = try channel.requestU64(.getFeatures)
+        try channel.send(Self.message(.setOwner))
+        let memfd = try Memfd.create(name: "hostile", size: 1 << 20)
+        defer { memfd.close() }
+        let event = try EventFD()
+        defer { event.close() }
+        let m = memfd.rawValue
+
+        var reason = "disconnecting frontend"
+        var raw: [UInt8] = []
+        var rawFDs: [Int32] = []
+        var messages: [VhostUserMessage] = []
+        switch kind {
+        case .truncatedHeaderThenClose:
+            raw = Array(Self.header(request: 8, size: 8).prefix(7))
+            reason = "frontend disconnected"
+        case .truncatedPayloadThenClose:
+            raw = Self.header(request: 9, size: 40) + [UInt8](repeating: 0, count: 10)
+            reason = "frontend disconnected"
+        case .wrongSizeVringAddr:
+            raw = Self.header(request: 9, size: 39) + [UInt8](repeating: 0, count: 39)
+            reason = "payload is 39 bytes, expected 40"
+        case .configTooLarge:
+            raw = Self.header(request: 24, size: 12 + 300) + [0, 0, 0, 0, 0x2c, 1, 0, 0] + [UInt8](repeating: 0, count: 304)
+            reason = "config size 300 exceeds"
+        case .tooManyRegions:
+            raw = Self.header(request: 5, size: 8 + 9 * 32) + [9, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 9 * 32)
+            reason = "memory table has 9 regions"
+        case .memTableWithoutFD:
+            messages = [Self.message(.setMemTable, .memoryTable([Self.region(gpa: 0, size: 1 << 20)]))]
+            reason = "received 0 file descriptors, expected 1"
+        case .kickWithTwoFDs:
+            messages = [Self.message(.setVringKick, .u64(0), fds: [event.fd.rawValue, event.fd.rawValue])]
+            reason = "received 2 file descriptors, expected 1"
+        case .featuresWithFD:
+            messages = [Self.message(.getFeatures, fds: [m])]
+            reason = "received 1 file descriptors, expected 0"
+        case .tenFDs:
+            raw = Self.header(request: 1, size: 0)
+            rawFDs = [Int32](repeating: m, count: 10)
+            reason = "more file descriptors than any message carries"
+        case .queueSizeZero:
+            messages = [Self.message(.setVringNum, .vringState(index: 0, num: 0))]
+            reason = "SET_VRING_NUM 0"
+        case .queueSizeNotPowerOfTwo:
+            messages = [Self.message(.setVringNum, .vringState(index: 0, num: 100))]
+            reason = "SET_VRING_NUM 100"
+        case .queueSizeHuge:
+            messages = [Self.message(.setVringNum, .vringState(index: 0, num: 0xffff_ffff))]
+            reason = "SET_VRING_NUM 4294967295"
+        case .queueIndexHuge:
+            messages = [Self.message(.setVringAddr, .vringAddress(VringAddress(index: 0xffff_ffff, desc: 0, used: 0, avail: 0)))]
+            reason = "queue index 4294967295 beyond"
+        case .kickIndexBeyond:
+            messages = [Self.message(.setVringKick, .u64(0xff), fds: [event.fd.rawValue])]
+            reason = "queue index 255 beyond"
+        case .overlappingRegions:
+            messages = [Self.message(.setMemTable, .memoryTable([
+                Self.region(gpa: 0, size: 1 << 19), Self.region(gpa: 1 << 18, size: 1 << 19, offset: 1 << 19),
+            ]), fds: [m, m])]
+            reason = "overlap"
+        case .regionBeyondFile:
+            messages = [Self.message(.setMemTable, .memoryTable([Self.region(gpa: 0, size: 4 << 20)]), fds: [m])]
+            reason = "exceeds the file size"
+        case .regionSizeZero:
+            messages = [Self.message(.setMemTable, .memoryTable([Self.region(gpa: 0, size: 0)]), fds: [m])]
+            reason = "size is 0"
+        case .regionAddressOverflow:
+            messages = [Self.message(.setMemTable, .memoryTable([Self.region(gpa: UInt64.max - 4095, size: 1 << 20)]), fds: [m])]
+            reason = "guest_phys_addr + size overflows"
+        case .mmapOffsetOverflow:
+            messages = [Self.message(.setMemTable, .memoryTable([Self.region(gpa: 0, size: 1 << 20, offset: UInt64.max - 10)]), fds: [m])]
+            reason = "mmap_offset + size overflows"
+        case .ringsOutsideMemory:
+            messages = [
+                Self.message(.setMemTable, .memoryTable([Self.region(gpa: 0, size: 1 << 20)]), fds: [m]),
+                Self.message(.setVringNum, .vringState(index: 0, num: 128)),
+                Self.message(.setVringBase, .vringState(index: 0, num: 0)),
+                Self.message(.setVringAddr, .vringAddress(VringAddress(
+                    index: 0, desc: 0x7000_0000_0000 + (1 << 20) - 64, used: 0x1000, avail: 0x7000_0000_2000))),
+                Self.message(.setVringKick, .u64(0), fds: [event.fd.rawValue]),
+            ]
+            reason = "rings are outside guest memory"
+        }
+        // The daemon may hang up before the last message is sent.
+        var sent = Self.send(messages, raw: raw.count > 0 && rawFDs.count > 8 ? [] : raw, fds: rawFDs, on: channel)
+        if rawFDs.count > 8 {
+            do { _ = try ManyFDSender.send(channel.socket, raw, fds: rawFDs) } catch { sent = "\(error)" }
+        }
+        #expect(sent == nil, "\(kind): \(sent ?? "")")
+        if reason == "frontend disconnected" {
+            _ = shutdown(channel.socket.rawValue, Int32(SHUT_RDWR))
+        } else {
+            #expect(channel.waitForClose(timeout: .seconds(5)), "\(kind): the daemon kept the connection")
+        }
+        // The log line may land a moment after the close.
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !reason.isEmpty && !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
+        world.finish(kind.rawValue, reason: reason)
+    }
+
+    /// Data-path abuse through a started frontend on vhost.0: each case is
+    /// a hand-built chain or ring state; the bad request fails (or the ring
+    /// stops) with a log line, the bystander sees nothing.
+    enum RingCase: String, CaseIterable, CustomTestStringConvertible {
+        case addressLengthOverflow, indirectAddressOverflow, indirectBadLength, indirectTooLong
+        case indirectLoop, headOutOfRange, availIndexFarAhead
+        case sectorBeyondDisk, sectorTimesSizeOverflows, readCrossingTheEnd, discardBeyondDisk
+        var testDescription: String { rawValue }
+    }
+
+    @Test(arguments: RingCase.allCases)
+    func dataPathAbuseFailsOnlyThatRequest(_ kind: RingCase) throws {
+        let world = try Bystander()
+        let memory = try FrontendMemory(size: 8 << 20)
+        defer { memory.close() }
+        let f = try VhostUserFrontend(socketPath: world.daemon.socketDirectory + "/vhost.0", memory: memory)
+        defer { f.close() }
+        try f.connect()
+        try f.start(queueCount: 1, queueSize: 128)
+        let q = try f.driverQueue(0)
+        let header = try memory.allocate(16, alignment: 16)
+        header.write(BlkWire.header(type: BlkWire.typeIn, sector: 0))
+        let data = try memory.allocate(512, alignment: 512)
+        let status = try memory.allocate(1, alignment: 1)
+        status.pointer.storeBytes(of: 0xff, as: UInt8.self)
+        let owned = [header, data, status]
+        let sectors: UInt64 = 4096
+
+        func submit(_ head: UInt16) throws -> UsedElement {
+            q.pushAvail(head: head)
+            q.publishAndKick(force: true)
+            return try q.waitUsed(timeout: .seconds(5))
+        }
+        func indirect(_ entries: [Descriptor], length: UInt32? = nil, addr: UInt64? = nil) throws -> UsedElement {
+            let table = try memory.allocate(max(1, entries.count) * Descriptor.byteSize, alignment: 16)
+            for (i, e) in entries.enumerated() { e.store(to: table.pointer + i * Descriptor.byteSize) }
+            let d = try q.takeDescriptors(1)
+            q.writeDescriptor(Descriptor(addr: addr ?? table.gpa, len: length ?? UInt32(table.length), flags: Descriptor.flagIndirect, next: 0), at: d[0])
+            q.track(head: d[0], descriptors: d, owning: owned + [table])
+            return try submit(d[0])
+        }
+
+        var reason = "malformed descriptor chain"
+        switch kind {
+        case .addressLengthOverflow:
+            let d = try q.takeDescriptors(3)
+            q.writeDescriptor(Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: d[1]), at: d[0])
+            q.writeDescriptor(Descriptor(addr: UInt64.max - 100, len: 512, flags: Descriptor.flagNext | Descriptor.flagWrite, next: d[2]), at: d[1])
+            q.writeDescriptor(Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagWrite, next: 0), at: d[2])
+            q.track(head: d[0], descriptors: d, owning: owned)
+            let used = try submit(d[0])
+            #expect(used.length == 0)
+            reason = "overflows"
+        case .indirectAddressOverflow:
+            #expect(try indirect([], length: 64, addr: UInt64.max - 16).length == 0)
+            reason = "overflows"
+        case .indirectBadLength:
+            #expect(try indirect([Descriptor(addr: header.gpa, len: 16, flags: 0, next: 0)], length: 15).length == 0)
+            reason = "not a multiple of 16"
+        case .indirectTooLong:
+            #expect(try indirect([], length: 16 * 2048, addr: header.gpa).length == 0)
+            reason = "indirect table too long"
+        case .indirectLoop:
+            let used = try indirect([
+                Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: 1),
+                Descriptor(addr: data.gpa, len: 512, flags: Descriptor.flagNext | Descriptor.flagWrite, next: 2),
+                Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagNext | Descriptor.flagWrite, next: 0),
+            ])
+            #expect(used.length == 0)
+            reason = "loop"
+        case .headOutOfRange:
+            q.pushAvail(head: 4000)
+            q.publishAndKick(force: true)
+            reason = "guest ring is broken"
+        case .availIndexFarAhead:
+            q.setAvailIdx(q.availIdx &+ 1000)
+            q.kickFD.signal()
+            reason = "guest ring is broken"
+        case .sectorBeyondDisk:
+            #expect(try f.read(sector: sectors, count: 1).status == BlkWire.statusIOErr)
+            #expect(try f.write(sector: sectors + 1, data: [UInt8](repeating: 1, count: 512)).status == BlkWire.statusIOErr)
+            reason = ""
+        case .sectorTimesSizeOverflows:
+            #expect(try f.read(sector: UInt64.max / 256, count: 1).status == BlkWire.statusIOErr)
+            #expect(try f.write(sector: UInt64.max, data: [UInt8](repeating: 1, count: 512)).status == BlkWire.statusIOErr)
+            reason = ""
+        case .readCrossingTheEnd:
+            #expect(try f.read(sector: sectors - 1, count: 2).status == BlkWire.statusIOErr)
+            #expect(try f.write(sector: sectors - 2, data: [UInt8](repeating: 1, count: 2048)).status == BlkWire.statusIOErr)
+            reason = ""
+        case .discardBeyondDisk:
+            #expect(try f.discard(segments: [BlkSegment(sector: sectors, sectors: 8)]).status != BlkWire.statusOK)
+            #expect(try f.writeZeroes(segments: [BlkSegment(sector: UInt64.max - 2, sectors: 8)]).status != BlkWire.statusOK)
+            reason = ""
+        }
+        if kind == .headOutOfRange || kind == .availIndexFarAhead {
+            // The queue is stopped, not the session: no used entry comes.
+            #expect(throws: FrontendError.self) { try q.waitUsed(timeout: .milliseconds(500)) }
+        } else {
+            // The session goes on serving after a failed request.
+            let sample = [UInt8](repeating: 0x5a, count: 512)
+            #expect(try f.write(sector: 3, data: sample).status == BlkWire.statusOK)
+            #expect(try f.read(sector: 3, count: 1).data == sample)
+        }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !reason.isEmpty && !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
+        world.finish(kind.rawValue, reason: reason)
     }
 }

@@ -141,10 +141,11 @@ struct SPDKClientTests {
         "vhost_create_blk_controller", "vhost_get_controllers", "vhost_delete_controller",
         "rpc_get_methods", "spdk_get_version",
         "bdev_uring_rescan", "bdev_aio_rescan", "bdev_null_resize",
+        "bdev_get_iostat", "bdev_reset_iostat", "framework_get_reactors", "thread_get_stats",
     ]
 
     /// vhost-blkd's own methods, which rpc.py does not know.
-    static let extensions: Set<String> = ["bdev_resize", "vhost_blk_attach", "vhost_blk_detach"]
+    static let extensions: Set<String> = ["bdev_resize", "vhost_blk_attach", "vhost_blk_detach", "bdev_get_latency"]
 
     /// Runs spdk-rpc, expects exit 0, and returns its output.
     @discardableResult

@@ -1,0 +1,256 @@
+import Histogram
+import Virtio
+
+/// The operation classes counted apart (SPDK's io types read, write and
+/// unmap; flush and write-zeroes are vhost-blkd's additions). `other` is
+/// GET_ID, unknown types and malformed chains: counted as requests and, when
+/// they fail, as errors, never as I/O.
+enum IOStatOp: UInt8, CaseIterable, Sendable {
+    case read, write, unmap, flush, writeZeroes, other
+
+    /// Counted ops, in the order results list them.
+    static let counted: [IOStatOp] = [.read, .write, .unmap, .flush, .writeZeroes]
+
+    init(_ type: BlkRequestType) {
+        switch type {
+        case .in: self = .read
+        case .out: self = .write
+        case .discard: self = .unmap
+        case .flush: self = .flush
+        case .writeZeroes: self = .writeZeroes
+        default: self = .other
+        }
+    }
+
+    /// The name used in `bdev_get_latency` and the metrics labels.
+    var name: String {
+        switch self {
+        case .read: return "read"
+        case .write: return "write"
+        case .unmap: return "unmap"
+        case .flush: return "flush"
+        case .writeZeroes: return "write_zeroes"
+        case .other: return "other"
+        }
+    }
+}
+
+/// Count, bytes and latency of one operation class (SPDK's
+/// `spdk_bdev_io_stat` fields for one io type). Latency is in nanoseconds,
+/// which are this daemon's ticks (`tick_rate` 1e9).
+struct OpStats: Sendable, Equatable {
+    var ops: UInt64 = 0
+    var bytes: UInt64 = 0
+    var latencySum: UInt64 = 0
+    /// UInt64.max while nothing was counted (reported as 0, as SPDK does).
+    var latencyMin: UInt64 = .max
+    var latencyMax: UInt64 = 0
+
+    @inline(__always)
+    mutating func record(bytes: UInt64, latency: UInt64) {
+        ops &+= 1
+        self.bytes &+= bytes
+        latencySum &+= latency
+        if latency < latencyMin { latencyMin = latency }
+        if latency > latencyMax { latencyMax = latency }
+    }
+
+    mutating func add(_ other: OpStats) {
+        ops &+= other.ops
+        bytes &+= other.bytes
+        latencySum &+= other.latencySum
+        latencyMin = min(latencyMin, other.latencyMin)
+        latencyMax = max(latencyMax, other.latencyMax)
+    }
+
+    mutating func resetMinMax() {
+        latencyMin = .max
+        latencyMax = 0
+    }
+}
+
+/// Latency histograms per operation class, one HdrHistogram each (two
+/// significant digits: 1 % resolution, 1 ns to 60 s; ~37 KiB each).
+struct LatencyHistograms: Sendable {
+    /// Latencies beyond this are recorded as this (the histogram's top).
+    static let highestTrackable: UInt64 = 60_000_000_000
+
+    static func make() -> Histogram<UInt64> {
+        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: highestTrackable, numberOfSignificantValueDigits: .two)
+    }
+
+    var read = make()
+    var write = make()
+    var unmap = make()
+    var flush = make()
+    var writeZeroes = make()
+
+    @inline(__always)
+    mutating func record(_ op: IOStatOp, _ latency: UInt64) {
+        let value = latency < Self.highestTrackable ? latency : Self.highestTrackable
+        switch op {
+        case .read: read.record(value)
+        case .write: write.record(value)
+        case .unmap: unmap.record(value)
+        case .flush: flush.record(value)
+        case .writeZeroes: writeZeroes.record(value)
+        case .other: break
+        }
+    }
+
+    subscript(op: IOStatOp) -> Histogram<UInt64>? {
+        switch op {
+        case .read: return read
+        case .write: return write
+        case .unmap: return unmap
+        case .flush: return flush
+        case .writeZeroes: return writeZeroes
+        case .other: return nil
+        }
+    }
+
+    /// Folds `other` in. Every histogram here has the same layout and no
+    /// value beyond `highestTrackable`, so HdrHistogram's merge never traps.
+    mutating func add(_ other: LatencyHistograms) {
+        read.add(other.read)
+        write.add(other.write)
+        unmap.add(other.unmap)
+        flush.add(other.flush)
+        writeZeroes.add(other.writeZeroes)
+    }
+}
+
+/// I/O counters of a bdev or one virtqueue: what `bdev_get_iostat` reports.
+struct IOStats: Sendable {
+    var read = OpStats(), write = OpStats(), unmap = OpStats(), flush = OpStats(), writeZeroes = OpStats()
+    /// Requests completed with VIRTIO_BLK_S_IOERR (SPDK's "failed") and VIRTIO_BLK_S_UNSUPP.
+    var failed: UInt64 = 0
+    var unsupported: UInt64 = 0
+    var histograms = LatencyHistograms()
+
+    /// Counts one completed request: a successful one as I/O of its class
+    /// (SPDK counts only successes), a failed one as an error.
+    @inline(__always)
+    mutating func record(_ op: IOStatOp, status: BlkStatus, bytes: UInt64, latency: UInt64) {
+        guard status == .ok else {
+            if status == .unsupported { unsupported &+= 1 } else { failed &+= 1 }
+            return
+        }
+        switch op {
+        case .read: read.record(bytes: bytes, latency: latency)
+        case .write: write.record(bytes: bytes, latency: latency)
+        case .unmap: unmap.record(bytes: bytes, latency: latency)
+        case .flush: flush.record(bytes: 0, latency: latency)
+        case .writeZeroes: writeZeroes.record(bytes: bytes, latency: latency)
+        case .other: return
+        }
+        histograms.record(op, latency)
+    }
+
+    subscript(op: IOStatOp) -> OpStats {
+        switch op {
+        case .read: return read
+        case .write: return write
+        case .unmap: return unmap
+        case .flush: return flush
+        case .writeZeroes: return writeZeroes
+        case .other: return OpStats()
+        }
+    }
+
+    mutating func add(_ other: IOStats) {
+        read.add(other.read)
+        write.add(other.write)
+        unmap.add(other.unmap)
+        flush.add(other.flush)
+        writeZeroes.add(other.writeZeroes)
+        failed &+= other.failed
+        unsupported &+= other.unsupported
+        histograms.add(other.histograms)
+    }
+
+    /// SPDK's reset modes: `all` zeroes everything, `maxmin` only the
+    /// latency extremes, `error` only the error counts.
+    mutating func reset(_ mode: IOStatResetMode) {
+        switch mode {
+        case .none:
+            return
+        case .all, .ioOnly:
+            self = IOStats()
+        case .maxmin:
+            read.resetMinMax(); write.resetMinMax(); unmap.resetMinMax(); flush.resetMinMax(); writeZeroes.resetMinMax()
+        case .error:
+            failed = 0
+            unsupported = 0
+        }
+    }
+}
+
+/// `reset_mode` of `bdev_get_iostat` / `mode` of `bdev_reset_iostat`;
+/// `ioOnly` (internal) zeroes a queue's I/O counters but not its request,
+/// kick and interrupt counts.
+enum IOStatResetMode: Sendable {
+    case all, maxmin, error, none, ioOnly
+}
+
+/// Everything one virtqueue counts. Kept by its `VirtqueueServer` on the
+/// reactor thread with plain stores (no atomics, no lock): the reactor is
+/// the only writer, and the control thread reads a copy taken on the reactor
+/// (`Reactor.postAndWait`), so there is no shared mutable memory at all and
+/// the data path pays nothing for readers. A copy is cheap: the histograms'
+/// arrays are copy-on-write (the reactor's next record copies ~190 KiB once).
+struct QueueStats: Sendable {
+    var io = IOStats()
+    /// Heads popped from the avail ring.
+    var requests: UInt64 = 0
+    /// Kick eventfd reads that completed.
+    var kicks: UInt64 = 0
+    /// Used-ring publications that signalled the call eventfd, and those that did not (EVENT_IDX, NO_INTERRUPT).
+    var interruptsSent: UInt64 = 0
+    var interruptsSuppressed: UInt64 = 0
+    /// Runs of the avail ring that popped at least one head (requests / batches = mean batch size).
+    var batches: UInt64 = 0
+    /// Filled in by the snapshot: requests popped and not yet completed, and the ring size.
+    var inFlight: Int = 0
+    var size: UInt16 = 0
+
+    var meanBatchSize: Double { batches == 0 ? 0 : Double(requests) / Double(batches) }
+
+    mutating func add(_ other: QueueStats) {
+        io.add(other.io)
+        requests &+= other.requests
+        kicks &+= other.kicks
+        interruptsSent &+= other.interruptsSent
+        interruptsSuppressed &+= other.interruptsSuppressed
+        batches &+= other.batches
+    }
+}
+
+extension QueueStats {
+    @inline(__always)
+    mutating func countNotification(sent: Bool) {
+        if sent { interruptsSent &+= 1 } else { interruptsSuppressed &+= 1 }
+    }
+
+    /// SPDK's reset modes applied to one queue; `all` also zeroes the queue counters.
+    mutating func reset(_ mode: IOStatResetMode) {
+        io.reset(mode)
+        if mode == .all {
+            requests = 0
+            kicks = 0
+            interruptsSent = 0
+            interruptsSuppressed = 0
+            batches = 0
+        }
+    }
+}
+
+extension VirtqueueServer {
+    /// Counts a completed request (reactor thread, from `finish`): latency
+    /// is the reactor's loop time now minus when it was popped.
+    @inline(__always)
+    func recordCompletion(_ slot: RequestSlot, _ status: BlkStatus) {
+        let bytes = slot.op == .read || slot.op == .write ? slot.expectedBytes : slot.length
+        stats.io.record(slot.op, status: status, bytes: bytes, latency: reactor.loopTime &- slot.started)
+    }
+}

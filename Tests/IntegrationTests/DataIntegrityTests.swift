@@ -1,0 +1,94 @@
+import DaemonTestSupport
+import Foundation
+import JSONRPC
+import Testing
+import VhostUser
+import VhostUserFrontend
+import Virtio
+
+/// What the guest was told is durable stays so: flushes, the write-cache
+/// switch (CONFIG_WCE, virtio 1.2 §5.2.5.1) and data across a daemon crash.
+@Suite("Data integrity against the running daemon")
+struct DataIntegrityTests {
+    typealias D = DataPathTests
+
+    @Test func guestSwitchesTheWriteCache() throws {
+        let daemon = try D.daemonServing(.ioUring, .uring, bdev: "D0")
+        defer { daemon.stop(); daemon.cleanUp() }
+        try D.withLogOnError(daemon) { () throws in
+            let memory = try FrontendMemory(size: 16 << 20)
+            defer { memory.close() }
+            let f = try D.attach(daemon, "vhost.0", memory: memory)
+            defer { f.close() }
+            #expect(f.ackedFeatures.contains(.configWCE))
+            // Write-back by default: the guest must flush.
+            #expect(try f.getConfig(offset: 32, size: 1) == [1])
+
+            try f.setConfig(offset: 32, bytes: [0])
+            #expect(try f.getConfig(offset: 32, size: 1) == [0])
+            #expect(try D.roundTrip(f, queue: 0, sector: 9, seed: 1))
+            #expect(try D.roundTrip(f, queue: 1, sector: 10, seed: 2))
+            #expect(daemon.log.contains("write cache to write-through"))
+
+            // Anything but the writeback byte is refused, and changes nothing.
+            #expect(throws: FrontendError.self) { try f.setConfig(offset: 0, bytes: [1, 2, 3, 4, 5, 6, 7, 8]) }
+            #expect(D.le(try f.getConfig(size: 8), at: 0, as: UInt64.self) == D.sectors)
+
+            try f.setConfig(offset: 32, bytes: [1])
+            #expect(try f.getConfig(offset: 32, size: 1) == [1])
+            #expect(daemon.log.contains("write cache to write-back"))
+            #expect(try D.roundTrip(f, sector: 11, seed: 3))
+        }
+    }
+
+    /// A front-end that did not negotiate CONFIG_WCE cannot write the config.
+    @Test func writebackIsReadOnlyWithoutConfigWCE() throws {
+        let daemon = try D.daemonServing(.ioUring, .malloc, bdev: "M0")
+        defer { daemon.stop(); daemon.cleanUp() }
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        var options = VhostUserFrontend.Options()
+        options.wantedFeatures.remove(.configWCE)
+        let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory, options: options)
+        defer { f.close() }
+        try f.connect()
+        try f.start(queueCount: 1)
+        #expect(throws: FrontendError.self) { try f.setConfig(offset: 32, bytes: [0]) }
+        #expect(try f.getConfig(offset: 32, size: 1) == [1])
+        #expect(try D.roundTrip(f, sector: 1, seed: 1))
+    }
+
+    /// Data written and flushed before `kill -9` reads back after a restart
+    /// from the persisted config, in both cache modes.
+    @Test(arguments: [false, true])
+    func flushedDataSurvivesACrash(writeThrough: Bool) throws {
+        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let arguments = ["--config", directory.appendingPathComponent("config.json").path, "--persist"]
+        var daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        defer { daemon.stop() }
+        try D.createBdev(daemon, .uring, name: "D0")
+        try D.createController(daemon, "vhost.0", bdev: "D0")
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let data = (0..<64).map { D.pattern(4096, seed: $0) }
+        do {
+            let f = try D.attach(daemon, "vhost.0", memory: memory)
+            defer { f.close() }
+            if writeThrough { try f.setConfig(offset: 32, bytes: [0]) }
+            for (i, block) in data.enumerated() {
+                #expect(try f.write(queue: i % 2, sector: UInt64(i) * 8, data: block).status == BlkWire.statusOK)
+            }
+            #expect(try f.flush().status == BlkWire.statusOK)
+            daemon.crash()
+        }
+        daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        let f = try D.attach(daemon, "vhost.0", memory: memory)
+        defer { f.close() }
+        for (i, block) in data.enumerated() {
+            let r = try f.read(queue: i % 2, sector: UInt64(i) * 8, count: 8)
+            #expect(r.status == BlkWire.statusOK)
+            #expect(r.data == block, "block \(i) after the crash")
+        }
+    }
+}

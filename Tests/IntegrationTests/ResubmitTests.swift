@@ -1,0 +1,99 @@
+import DaemonTestSupport
+import Foundation
+import Glibc
+import JSONRPC
+import Posix
+import Testing
+import VhostUser
+import VhostUserFrontend
+import Virtio
+
+/// A daemon killed with requests popped but not completed: its successor
+/// serves them again from the inflight region, each exactly once, and then
+/// goes on with the ring (PROTOCOL.md §1 "Inflight tracking").
+@Suite("Inflight resubmission across a daemon crash")
+struct ResubmitTests {
+    typealias D = DataPathTests
+
+    @Test func crashedRequestsAreServedOnceByTheNextDaemon() throws {
+        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let arguments = ["--config", directory.appendingPathComponent("config.json").path, "--persist"]
+        var daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        defer { daemon.stop() }
+        try D.createBdev(daemon, .uring, name: "D0")
+        try D.createController(daemon, "vhost.0", bdev: "D0")
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let first = try D.attach(daemon, "vhost.0", memory: memory, queues: 1)
+        defer { first.close() }
+        #expect(try D.roundTrip(first, sector: 0, seed: 1))
+        let q = try first.driverQueue(0)
+        let usedBefore = q.lastUsedIdx
+
+        // The daemon "pops" three writes and dies before completing them: it is
+        // stopped, the heads go into the avail ring and are marked in flight in
+        // the region as the daemon would have, then it is killed.
+        kill(daemon.pid, SIGSTOP)
+        var statuses: [GuestBuffer] = []
+        var heads: [UInt16] = []
+        for i in 0..<3 {
+            let header = try memory.allocate(16, alignment: 16)
+            header.write(BlkWire.header(type: BlkWire.typeOut, sector: UInt64(100 + 8 * i)))
+            let data = try memory.allocate(4096, alignment: 512)
+            data.write(D.pattern(4096, seed: 40 + i))
+            let status = try memory.allocate(1, alignment: 1)
+            status.pointer.storeBytes(of: 0xFF, as: UInt8.self)
+            statuses.append(status)
+            heads.append(try q.addChain([
+                ChainBuffer(header, writable: false), ChainBuffer(data, writable: false), ChainBuffer(status, writable: true),
+            ]))
+        }
+        q.publish()
+        let inflightFD = try #require(first.inflightFD)
+        let region = try SharedMapping(fd: inflightFD, length: Int(first.inflightSize))
+        defer { region.unmap() }
+        var area = InflightQueue(base: region.base, queueSize: q.size)
+        #expect(area.isInitialized)
+        for head in heads { area.markInFlight(head) }
+        daemon.crash()
+
+        daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        let second = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory)
+        defer { second.close() }
+        try second.connect()
+        // QEMU's guess of the base after a crash is the used index.
+        try second.resume(from: first, bases: [usedBefore])
+
+        var completed: [UInt32] = []
+        for _ in 0..<3 { completed.append(try q.waitUsed(timeout: .seconds(5)).id) }
+        #expect(Set(completed) == Set(heads.map(UInt32.init)))
+        #expect(statuses.allSatisfy { $0.pointer.load(as: UInt8.self) == BlkWire.statusOK })
+        usleep(200_000)
+        #expect(q.popUsed() == nil, "a resubmitted request completed twice")
+        #expect(daemon.log.contains("resubmit=3"))
+
+        // The ring goes on from after the resubmitted heads, and the data landed.
+        let queues = first.queues
+        for i in 0..<3 {
+            let r = try readAgain(q: queues[0], memory: memory, sector: UInt64(100 + 8 * i))
+            #expect(r == D.pattern(4096, seed: 40 + i), "write \(i)")
+        }
+    }
+
+    /// One 4 KiB read through `q` by hand (the old frontend object owns the queue).
+    func readAgain(q: DriverQueue, memory: FrontendMemory, sector: UInt64) throws -> [UInt8] {
+        let header = try memory.allocate(16, alignment: 16)
+        header.write(BlkWire.header(type: BlkWire.typeIn, sector: sector))
+        let data = try memory.allocate(4096, alignment: 512)
+        let status = try memory.allocate(1, alignment: 1)
+        defer { [header, data, status].forEach(memory.release) }
+        _ = try q.addChain([
+            ChainBuffer(header, writable: false), ChainBuffer(data, writable: true), ChainBuffer(status, writable: true),
+        ])
+        _ = q.publishAndKick()
+        _ = try q.waitUsed(timeout: .seconds(5))
+        #expect(status.pointer.load(as: UInt8.self) == BlkWire.statusOK)
+        return data.read(count: 4096)
+    }
+}
