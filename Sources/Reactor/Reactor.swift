@@ -45,10 +45,12 @@ public final class Reactor: @unchecked Sendable {
     /// CPU time accounting for framework_get_reactors: ticks spent busy vs waiting.
     public let busyNanoseconds = Atomic<UInt64>(0)
     public let idleNanoseconds = Atomic<UInt64>(0)
-    /// CLOCK_MONOTONIC nanoseconds when this iteration's wait returned (reactor
-    /// thread only). Per-request latency stamps use it, so the data path reads
-    /// no clock of its own: the error is at most one iteration's busy time.
-    public private(set) var loopTime: UInt64 = 0
+    /// CLOCK_MONOTONIC nanoseconds when this iteration's wait returned.
+    /// Per-request latency stamps use it, so the data path reads no clock of
+    /// its own: the error is at most one iteration's busy time. An atomic only
+    /// to avoid a class property's exclusivity check: written and read
+    /// (relaxed, a plain load) on the reactor thread.
+    public let loopTime = Atomic<UInt64>(0)
 
     static let inboxTaskID: UInt32 = 0
     static let poolTaskID: UInt32 = 1
@@ -196,7 +198,7 @@ public final class Reactor: @unchecked Sendable {
         logger.info("reactor started", metadata: ["cpu": "\(cpu)", "engine": "\(primary.name)"])
         armInbox()
         primary.submit()
-        loopTime = Self.now()
+        loopTime.store(Self.now(), ordering: .relaxed)
         while running {
             let before = Self.now()
             var woke: UInt64 = 0
@@ -204,13 +206,13 @@ public final class Reactor: @unchecked Sendable {
                 // Completions are handled inside the wait: stamp the wake-up before the first one.
                 if woke == 0 {
                     woke = Self.now()
-                    loopTime = woke
+                    loopTime.store(woke, ordering: .relaxed)
                 }
                 dispatch(tag: tag, result: result)
             }
             if woke == 0 {
                 woke = Self.now()
-                loopTime = woke
+                loopTime.store(woke, ordering: .relaxed)
             }
             if handled > 0 {
                 runDirty()

@@ -65,6 +65,7 @@ final class Controller {
         var f: VirtioFeatures = [
             .version1, .indirectDesc, .eventIdx, .sizeMax, .segMax, .blockSize, .topology,
             .flush, .configWCE, .multiQueue, .discard, .writeZeroes, .protocolFeatures,
+            .logAll,  // live migration: dirty logging (vhost-user spec, "Migration")
         ]
         if readOnly || (bdev?.readOnly ?? false) { f.insert(.readOnly) }
         return f

@@ -20,8 +20,8 @@ struct RequestSlot {
     var length: UInt64 = 0
     /// `VirtqueueServer.backendGeneration` when the request was dispatched.
     var generation: UInt32 = 0
-    /// What the request counts as in the stats (`QueueStats.swift`), and the
-    /// reactor's `loopTime` when it was popped.
-    var op: IOStatOp = .other
-    var started: UInt64 = 0
+    /// The chain's device-writable iovecs (dirty logging): the slot's iovecs
+    /// `writableFirst ..< writableFirst + writableCount`.
+    var writableFirst: UInt16 = 0
+    var writableCount: UInt16 = 0
 }

@@ -36,6 +36,8 @@ final class VhostUserSession {
     private var mapping: GuestMemoryMapping?
     private(set) var vrings: [Vring]
     private var backendChannel: FileDescriptor?
+    /// The dirty-page log (SET_LOG_BASE), used while LOG_ALL is negotiated.
+    private var dirtyLog: DirtyLog?
     /// The inflight-tracking region (INFLIGHT_SHMFD), once GET/SET_INFLIGHT_FD set it up.
     private var inflight: InflightRegion?
     /// Set when a message broke the protocol: the caller disconnects.
@@ -47,7 +49,9 @@ final class VhostUserSession {
         .getMaxMemSlots, .getStatus,
     ]
 
-    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config, .slaveReq, .inflightSHMFD]
+    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [
+        .multiQueue, .logSHMFD, .replyAck, .config, .slaveReq, .inflightSHMFD,
+    ]
 
     init(controller: Controller, socket: FileDescriptor) {
         self.controller = controller
@@ -129,7 +133,13 @@ final class VhostUserSession {
             guard controller.offeredFeatures.isSuperset(of: wanted) else {
                 return fail("SET_FEATURES asks for features not offered: \(VirtioFeatures(rawValue: value & ~controller.offeredFeatures.rawValue).names)")
             }
+            let wasLogging = features.contains(.logAll)
             features = wanted
+            // QEMU turns LOG_ALL on and off while the queues run (live migration).
+            if wanted.contains(.logAll) != wasLogging {
+                logger.notice("dirty logging \(wanted.contains(.logAll) ? "on" : "off")")
+                applyDirtyLog()
+            }
         case (.getProtocolFeatures, _):
             return reply(request, .u64(Self.offeredProtocolFeatures.rawValue))
         case (.setProtocolFeatures, .u64(let value)):
@@ -157,8 +167,17 @@ final class VhostUserSession {
             vrings[i].base = UInt16(truncatingIfNeeded: num)
         case (.setVringAddr, .vringAddress(let address)):
             guard let i = queueIndex(address.index) else { return false }
-            guard vrings[i].server == nil else { return fail("SET_VRING_ADDR on running queue \(address.index)") }
-            vrings[i].address = address
+            if vrings[i].server != nil {
+                // Only the log flag and address may change while running (QEMU at migration start).
+                guard let current = vrings[i].address, current.desc == address.desc, current.avail == address.avail,
+                      current.used == address.used else {
+                    return fail("SET_VRING_ADDR moves the rings of running queue \(address.index)")
+                }
+                vrings[i].address = address
+                applyDirtyLog()
+            } else {
+                vrings[i].address = address
+            }
         case (.setVringKick, .u64(let value)):
             let file = VringFile(value)
             guard let i = queueIndex(file.index) else { return false }
@@ -229,6 +248,19 @@ final class VhostUserSession {
                 logger.notice("guest switched the write cache to \(writeThrough ? "write-through" : "write-back")")
                 backendChanged(waitForPreviousRequests: false, notifyFrontend: false)
             }
+        case (.setLogBase, .log(let size, let offset)):
+            guard let fd = fds.first else { return fail("SET_LOG_BASE without a descriptor") }
+            do {
+                dirtyLog = try DirtyLog(fd: FileDescriptor(fd), size: size, offset: offset)
+            } catch {
+                return fail("SET_LOG_BASE refused: \(error)")
+            }
+            logger.info("dirty log set", metadata: ["log.bytes": "\(size)"])
+            applyDirtyLog()
+            // With LOG_SHMFD QEMU waits for this reply (vhost-user spec, "SET_LOG_BASE").
+            if protocolFeatures.contains(.logSHMFD) { return reply(request, .u64(0)) }
+        case (.setLogFD, _):
+            break  // QEMU does not use it for vhost-user; the fd is closed by the defer.
         case (.getInflightFD, .inflight(_, _, let numQueues, let queueSize)):
             return sendNewInflightRegion(numQueues: numQueues, queueSize: queueSize)
         case (.setInflightFD, .inflight(let size, let offset, let numQueues, let queueSize)):
@@ -371,7 +403,11 @@ final class VhostUserSession {
             backend: controller.deviceBackend(), reactor: controller.reactor, logger: logger,
             inflight: tracking.area, resubmit: tracking.resubmit)
         vrings[i].server = server
-        controller.reactor.post { server.start() }
+        let log = activeDirtyLog, gpa = usedRingGPA(i)
+        controller.reactor.post {
+            if log != nil { server.setDirtyLog(log, usedRingGPA: gpa) }
+            server.start()
+        }
         logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
         return true
     }
@@ -425,6 +461,28 @@ final class VhostUserSession {
         vrings[i].base = base.value
         controller.retireStats(of: server)
         vrings[i].server = nil
+    }
+
+    // MARK: Dirty logging (live migration)
+
+    /// The log a queue writes to: only while LOG_ALL is negotiated and a log is set.
+    private var activeDirtyLog: DirtyLog? { features.contains(.logAll) ? dirtyLog : nil }
+
+    /// The used ring's guest-physical address when SET_VRING_ADDR asked for its logging.
+    private func usedRingGPA(_ i: Int) -> UInt64? {
+        guard let address = vrings[i].address, address.flags & VringAddress.flagLog != 0 else { return nil }
+        return address.log
+    }
+
+    /// Hands every running queue the current log, and waits until they use
+    /// it: from the reply on, every write the device makes is logged.
+    private func applyDirtyLog() {
+        let log = activeDirtyLog
+        for i in vrings.indices {
+            guard let server = vrings[i].server else { continue }
+            let gpa = usedRingGPA(i)
+            controller.reactor.postAndWait { server.setDirtyLog(log, usedRingGPA: gpa) }
+        }
     }
 
     // MARK: Backend changes (resize, attach, detach)
@@ -489,6 +547,7 @@ final class VhostUserSession {
         backendChannel = nil
         inflight?.unmap()
         inflight = nil
+        dirtyLog = nil
         socket.close()
     }
 }

@@ -46,7 +46,12 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private var lastCheckedUsed: UInt16
     private var malformedLogged = 0
     /// Counters for bdev_get_iostat and vhost_get_controllers (QueueStats.swift); reactor thread only.
-    var stats = QueueStats()
+    let stats: QueueStatsBlock
+    /// Dirty-page logging during live migration (LOG_ALL with a log base):
+    /// nil when off, so the data path pays one branch.
+    private var dirtyLog: DirtyLog?
+    /// The used ring's guest-physical address (SET_VRING_ADDR's `log`), logged with it.
+    private var usedRingGPA: UInt64?
     /// Inflight tracking (INFLIGHT_SHMFD), when the front-end set it up.
     private var inflight: InflightQueue?
     /// Heads a restarted daemon serves again before popping the ring (reversed: popped from the end).
@@ -72,6 +77,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         self.logger = logger
         let count = Int(ring.size)
         slots = Array(repeating: RequestSlot(), count: count)
+        stats = QueueStatsBlock(slotCount: count)
         freeSlots = (0..<UInt32(count)).reversed()
         iovecs = .allocate(capacity: count * Self.iovecsPerSlot)
         lastCheckedUsed = ring.usedIdx
@@ -88,7 +94,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
 
     /// A copy of the counters with the current in-flight count (reactor thread).
     func statsSnapshot() -> QueueStats {
-        var copy = stats
+        var copy = stats.snapshot()
         copy.inFlight = inFlight
         copy.size = ring.size
         return copy
@@ -109,6 +115,32 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         let old = callFD
         callFD = fd
         return old
+    }
+
+    /// Starts or stops dirty logging (vhost-user spec, "Migration"): with a
+    /// log, every guest page the device writes from now on is marked: data
+    /// read into device-writable buffers, status bytes and the used ring.
+    func setDirtyLog(_ log: DirtyLog?, usedRingGPA: UInt64?) {
+        dirtyLog = log
+        self.usedRingGPA = usedRingGPA
+        logUsedRing()
+    }
+
+    /// Marks the writable buffers of `slot`'s chain (data in, status byte).
+    private func logWrites(slot: UInt32, log: DirtyLog) {
+        let s = slots[Int(slot)]
+        let first = Int(slot) * Self.iovecsPerSlot + Int(s.writableFirst)
+        for i in first..<(first + Int(s.writableCount)) {
+            let vec = iovecs[i]
+            guard vec.iov_len > 0, let base = vec.iov_base, let gpa = memory.guestPhysAddr(ofHost: base) else { continue }
+            log.mark(gpa: gpa, length: UInt64(vec.iov_len))
+        }
+    }
+
+    /// Marks the whole used ring (elements, index, avail_event): a page or two.
+    private func logUsedRing() {
+        guard let log = dirtyLog, let gpa = usedRingGPA else { return }
+        log.mark(gpa: gpa, length: UInt64(SplitQueue.layoutSizes(size: ring.size).used))
     }
 
     /// Switches to `newBackend` (resize, attach, detach): requests popped from
@@ -174,7 +206,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
                 return
             }
             if result < 0 && result != -EAGAIN { logger.warning("kick read failed: \(Errno(-result))") }
-            stats.kicks &+= 1
+            stats.countKick()
             armKick()
             processAvail()
             return
@@ -222,6 +254,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             }
             if pending == 0 {
                 ring.enableNotifications()
+                if dirtyLog != nil { logUsedRing() }  // avail_event lives in the used ring
                 if ring.hasPendingAfterEnable() { continue }
                 break
             }
@@ -238,7 +271,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             handle(head: head)
         }
         if popped {
-            stats.batches &+= 1
+            stats.countBatch()
             reactor.markDirty(self)
         }
     }
@@ -251,14 +284,15 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private func handle(head: UInt16) {
         guard let slot = freeSlots.popLast() else { return }
         let iov = UnsafeMutableBufferPointer(start: iovecs + Int(slot) * Self.iovecsPerSlot, count: Self.iovecsPerSlot)
-        slots[Int(slot)] = RequestSlot(head: head, generation: backendGeneration, started: reactor.loopTime)
+        slots[Int(slot)] = RequestSlot(head: head, generation: backendGeneration)
         inFlight += 1
-        stats.requests &+= 1
         inflight?.markInFlight(head)
 
         let chain: ChainBuffers
         do {
             chain = try DescriptorChainWalker.walk(queue: ring, head: head, memory: memory, into: iov)
+            slots[Int(slot)].writableFirst = UInt16(truncatingIfNeeded: chain.readableCount)
+            slots[Int(slot)].writableCount = UInt16(truncatingIfNeeded: chain.writableCount)
         } catch {
             logMalformed("malformed descriptor chain at head \(head): \(error)")
             finish(slot: slot, statusByte: nil, status: .ioErr, usedLength: 0)
@@ -273,7 +307,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             return
         }
         slots[Int(slot)].status = request.status
-        slots[Int(slot)].op = IOStatOp(request.type)
+        stats.begin(slot, IOStatOp(request.type), bytes: request.dataLength, at: reactor.loopTime.load(ordering: .relaxed))
         logger.trace("request \(request.type) sector \(request.sector) bytes \(request.dataLength) segments \(request.dataRange)")
         dispatch(request, slot: slot, iov: iov)
     }
@@ -358,6 +392,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         slots[Int(slot)].kind = isDiscard ? .discard : .writeZeroes
         slots[Int(slot)].offset = offset
         slots[Int(slot)].length = length
+        stats.setBytes(slot, length)
         switch backend.storage {
         case .file(let fd, let engine, _):
             let mode = isDiscard ? vb_falloc_punch_hole() : vb_falloc_zero_range()
@@ -434,7 +469,12 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         logger.trace("completed head \(slots[Int(slot)].head) status \(status.rawValue) used \(usedLength)")
         if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
         ring.addUsed(id: slots[Int(slot)].head, length: statusByte == nil ? 0 : usedLength)
-        recordCompletion(slots[Int(slot)], status)
+        if let log = dirtyLog {
+            logWrites(slot: slot, log: log)
+            // The parser trims the status byte off its iovec: mark it on its own.
+            if let statusByte, let gpa = memory.guestPhysAddr(ofHost: statusByte) { log.mark(gpa: gpa, length: 1) }
+        }
+        stats.complete(slot, status, at: reactor.loopTime.load(ordering: .relaxed))
         if inflight != nil {
             let head = slots[Int(slot)].head
             inflight?.noteUsed(head)
@@ -455,6 +495,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private func publishAndNotify() {
         guard ring.usedIdx != lastCheckedUsed else { return }
         ring.publishUsed()
+        if dirtyLog != nil { logUsedRing() }
         if let inflight, unpublishedCount > 0 {
             inflight.published(UnsafeBufferPointer(start: unpublishedHeads, count: unpublishedCount), usedIdx: ring.usedIdx)
             unpublishedCount = 0

@@ -29,6 +29,8 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
     case tooManyFDs(count: Int)
     /// GET_INFLIGHT_FD / SET_INFLIGHT_FD asked for a region that cannot be served.
     case invalidInflight(String)
+    /// SET_LOG_BASE described a log that cannot be mapped.
+    case invalidLog(String)
 
     public var description: String {
         switch self {
@@ -58,6 +60,8 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
             return "\(n) file descriptors pending without a message to carry them"
         case .invalidInflight(let why):
             return "inflight region refused: \(why)"
+        case .invalidLog(let why):
+            return "dirty log refused: \(why)"
         }
     }
 }

@@ -93,6 +93,19 @@ public struct GuestMemory: @unchecked Sendable {
         return nil
     }
 
+    /// The guest-physical address of `host`, a pointer into a region (dirty
+    /// logging maps the iovecs the device wrote back to guest pages).
+    public func guestPhysAddr(ofHost host: UnsafeRawPointer) -> UInt64? {
+        let address = UInt(bitPattern: host)
+        for region in regions {
+            let start = UInt(bitPattern: region.host)
+            guard address >= start else { continue }
+            let offset = UInt64(address - start)
+            if offset < region.size { return region.guestPhysAddr &+ offset }
+        }
+        return nil
+    }
+
     /// Whether every byte of `[gpa, gpa + length)` is mapped (possibly across regions).
     public func isMapped(gpa: UInt64, length: UInt64) -> Bool {
         var cur = gpa

@@ -21,6 +21,8 @@ struct VhostBlkctl: ParsableCommand {
             VhostCreateBlkController.self, VhostGetControllers.self, VhostDeleteController.self,
             VhostBlkAttach.self, VhostBlkDetach.self,
             RpcGetMethods.self, SpdkGetVersion.self, FrameworkGetReactors.self, ThreadGetStats.self,
+            FrameworkGetSubsystems.self, FrameworkGetConfig.self, FrameworkStartInit.self,
+            SaveConfig.self, LoadConfig.self,
             Iostat.self,
         ])
 

@@ -1,6 +1,14 @@
 import ArgumentParser
 import VhostBlkAPI
 
+extension SocketMode: ExpressibleByArgument {
+    public init?(argument: String) { self.init(octal: argument) }
+}
+
+extension SocketGroup: ExpressibleByArgument {
+    public init?(argument: String) { self.init(text: argument) }
+}
+
 struct VhostCreateBlkController: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: VhostCreateBlkControllerParams.method, abstract: "Add a new vhost block controller")
@@ -10,12 +18,16 @@ struct VhostCreateBlkController: ParsableCommand {
     @Option(help: "virtio blk transport name (default: vhost_user_blk)") var transport: String?
     @Flag(name: [.customShort("r"), .long], help: "Expose the block device as read-only") var readonly = false
     @Flag(name: [.customShort("p"), .long], help: "Set controller as packed ring supported") var packedRing = false
+    @Option(help: "Permission bits of the controller's socket, octal (default 0600; 0660 for libvirt's QEMU)")
+    var socketMode: SocketMode?
+    @Option(help: "Group (name or gid) of the controller's socket, e.g. kvm")
+    var socketGroup: SocketGroup?
 
     func run() throws {
         try invoke(
             VhostCreateBlkControllerParams(
                 ctrlr: ctrlr, devName: devName, cpumask: cpumask, readonly: readonly, packedRing: packedRing,
-                transport: transport),
+                transport: transport, socketMode: socketMode, socketGroup: socketGroup),
             style: .none)
     }
 }

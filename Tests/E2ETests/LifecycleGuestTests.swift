@@ -34,7 +34,7 @@ struct LifecycleGuestTests {
         replaced.offset = "0"
         replaced.size = "48M"
         let load = "fio --name=load --filename=/dev/vda --rw=randread --bs=4k --iodepth=8 --direct=1 "
-            + "--ioengine=libaio --time_based --runtime=6 --continue_on_error=all"
+            + "--ioengine=libaio --time_based --runtime=120 --continue_on_error=all"
 
         let script = GuestScript()
             .waitForDisk("vda")
@@ -50,10 +50,20 @@ struct LifecycleGuestTests {
                 grep -E 'err=|verify' /tmp/during.log | head -5
                 """)
             .runFio(newRegion)
-            .appending("\(load) > /tmp/load.log 2>&1 &\nloadpid=$!\nsleep 1")
+            .appending("""
+                \(load) > /tmp/load.log 2>&1 &
+                loadpid=$!
+                _n=0
+                while [ "$(awk '{print $9}' /sys/block/vda/stat)" = 0 ]; do
+                    _n=$((_n + 1)); [ "$_n" -gt 3000 ] && fail "the load never started"; sleep 0.01
+                done
+                """)
             .ready("detach")
             .waitForSectors(0)
             .appending("""
+                # The load ran across the detach; stop it now that the disk is empty.
+                sleep 0.5
+                kill -INT $loadpid
                 wait $loadpid
                 echo "E2E-LOAD: $(grep -o 'err=[ ]*[0-9]*' /tmp/load.log | head -1)"
                 dmesg | grep -c 'I/O error' | sed 's/^/E2E-IOERRORS: /'

@@ -72,6 +72,10 @@ static inline void vb_smp_rmb(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void vb_smp_wmb(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void vb_smp_mb(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
+/* Dirty-page logging for live migration: QEMU clears the log's words with
+ * atomic exchanges while back-ends set bits, so every set is an atomic OR. */
+static inline void vb_atomic_or_u8(uint8_t *p, uint8_t bits) { __atomic_fetch_or(p, bits, __ATOMIC_RELAXED); }
+
 /* ---- io_uring (liburing 2.3 declares io_uring_enable_rings but its .so does not export it) ---- */
 /** IORING_REGISTER_ENABLE_RINGS on a ring created with IORING_SETUP_R_DISABLED. 0 or -errno. */
 int vb_io_uring_enable_rings(int ring_fd);
