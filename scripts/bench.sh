@@ -1,33 +1,105 @@
 #!/usr/bin/env bash
-# Host-side comparison of vhost-blkd with qemu-storage-daemon (issue 9, first
-# step): vhost-blk-bench plays the vhost-user front end, pinned to CPU 1,
-# against each server pinned to CPU 0, for 4K random reads at QD32 and QD1,
-# with interrupts and with busy-polling. Prints one table with ours/qsd ratios.
+# The standard benchmark of issue 9: vhost-blkd against qemu-storage-daemon in
+# one run, on the same backends, driven by vhost-blk-bench (the in-repo
+# vhost-user front end: memfd guest memory, split rings, EVENT_IDX), with each
+# server on CPU 0 and the client on CPU 1. Prints one table with ours/qsd
+# ratios and, for a full run, writes it to bench-results/.
 #
-#   RUNTIME=5 WARMUP=1 scripts/bench.sh
+#   scripts/bench.sh                        the full matrix, 5 s per row
+#   RUNTIME=1 scripts/bench.sh              the full matrix in about 2 minutes
+#   ROWS='^ram/rr' scripts/bench.sh         rows whose id matches an ERE (ids: ROWS=list)
+#   QUICK=1 RUNTIME=1 BUILD=debug scripts/bench.sh   the CI smoke test (no timings asserted)
 #
-# Ours: `vhost-blkd -m 0x1` (under `taskset -c 0`), a 1 GiB malloc bdev.
-# qsd: qemu-storage-daemon (taskset -c 0), a 1 GiB null-co node (no
-# read-zeroes, so it never touches the data buffer) on one iothread.
-# Each case starts a fresh server, so an idle server never competes with the
-# one under test, and the two servers alternate case by case.
+# Knobs: RUNTIME (measured seconds per run, default 5), WARMUP (default
+# min(1, RUNTIME/2)), SIZE (MiB of each disk, default 1024), ROWS (ERE over row
+# ids, or "list"), QUICK=1 (one row per backend and workload), BUILD
+# (release|debug), BENCH_SCRATCH (SwiftPM scratch path), DIRECT_DIR (where the
+# O_DIRECT file goes, default /var/tmp: the root filesystem), SAVE (1: write
+# bench-results/latest.txt and a dated copy; default 1 only for a full release
+# run), SERVER_CPU, BENCH_CPU.
+#
+# Backends (same data for both servers):
+#   ram     ours: bdev_malloc_create SIZE        qsd: null-co (no read-zeroes: reads never touch the buffer)
+#   shm     a SIZE file on tmpfs /dev/shm, fully written first
+#           ours: bdev_uring_create (buffered: tmpfs refuses O_DIRECT)
+#           qsd:  driver=file, aio=io_uring
+#   direct  a SIZE file in DIRECT_DIR, fully written first
+#           ours: bdev_uring_create (opens O_DIRECT itself)
+#           qsd:  driver=file, aio=io_uring, cache.direct=on
+# Servers: `vhost-blkd -m 0x1` under `taskset -c 0`; qemu-storage-daemon under
+# `taskset -c 0` with one iothread and num-queues = the row's queue count.
+# Each run starts a fresh server, so an idle one never competes with the one
+# under test; ours and qsd alternate run by run.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 [ -d /opt/swift/usr/bin ] && export PATH=/opt/swift/usr/bin:$PATH
+started=$(date +%s)
 runtime=${RUNTIME:-5}
-warmup=${WARMUP:-1}
+warmup=${WARMUP:-$(awk -v r="$runtime" 'BEGIN { w = r / 2; if (w > 1) w = 1; print w }')}
+size_mib=${SIZE:-1024}
+quick=${QUICK:-0}
+rows_filter=${ROWS:-}
+build=${BUILD:-release}
 server_cpu=${SERVER_CPU:-0}
-bench_cpu=${BENCH_CPU:-1}
-scratch=${BENCH_SCRATCH:-.build-bench}
+bench_cpu=${BENCH_CPU:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
+direct_dir=${DIRECT_DIR:-/var/tmp}
+case "$size_mib" in *[!0-9]* | "" | 0) echo "SIZE must be a positive number of MiB" >&2; exit 2 ;; esac
+case "$build" in
+    release) scratch=${BENCH_SCRATCH:-.build-bench}; build_args=(-c release) ;;
+    debug) scratch=${BENCH_SCRATCH:-.build}; build_args=() ;;
+    *) echo "BUILD must be release or debug" >&2; exit 2 ;;
+esac
+
+# --- The matrix -------------------------------------------------------------
+# Row id: backend/workload/mode. Client modes: int (sleep on the call eventfd),
+# poll (busy-poll the used ring). Both modes for the RAM 4K randread rows; the
+# other rows use the interrupt-driven client only, to keep the run short.
+all_rows=(
+    ram/rr1/int ram/rr1/poll ram/rr32/int ram/rr32/poll ram/rw32/int ram/seq64k/int ram/rr32x2/int ram/rr32x2/poll
+    shm/rr1/int shm/rr32/int shm/rw32/int shm/seq64k/int shm/rr32x2/int
+    direct/rr1/int direct/rr32/int direct/rw32/int direct/seq64k/int direct/rr32x2/int
+)
+quick_rows=(ram/rr32/poll ram/rr1/int shm/rw32/int shm/rr32x2/int direct/seq64k/int)
+
+# workload_args WORKLOAD: sets rw bs qd queues label.
+workload_args() {
+    case "$1" in
+        rr1) rw=randread bs=4096 qd=1 queues=1 label="4K randread QD1" ;;
+        rr32) rw=randread bs=4096 qd=32 queues=1 label="4K randread QD32" ;;
+        rw32) rw=randwrite bs=4096 qd=32 queues=1 label="4K randwrite QD32" ;;
+        seq64k) rw=read bs=65536 qd=8 queues=1 label="64K seq read QD8" ;;
+        rr32x2) rw=randread bs=4096 qd=32 queues=2 label="4K randread 2q QD32" ;;
+        *) return 1 ;;
+    esac
+}
+
+if [ "$rows_filter" = list ]; then printf '%s\n' "${all_rows[@]}"; exit 0; fi
+if [ "$quick" = 1 ]; then candidates=("${quick_rows[@]}"); else candidates=("${all_rows[@]}"); fi
+rows=()
+for r in "${candidates[@]}"; do
+    if [ -z "$rows_filter" ] || grep -Eq -- "$rows_filter" <<<"$r"; then rows+=("$r"); fi
+done
+[ ${#rows[@]} -gt 0 ] || { echo "no row matches ROWS='$rows_filter' (ROWS=list shows them)" >&2; exit 2; }
+full=0
+[ "$quick" != 1 ] && [ -z "$rows_filter" ] && [ "$build" = release ] && full=1
+save=${SAVE:-$full}
+need_shm=0 need_direct=0
+for r in "${rows[@]}"; do
+    case "$r" in shm/*) need_shm=1 ;; direct/*) need_direct=1 ;; esac
+done
+
 command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon is not installed" >&2; exit 1; }
 
+# --- Build ------------------------------------------------------------------
 for product in vhost-blkd vhost-blkctl vhost-blk-bench; do
-    swift build --scratch-path "$scratch" -c release --product "$product" >&2
+    swift build --scratch-path "$scratch" "${build_args[@]}" --product "$product" >&2
 done
-bin="$(swift build --scratch-path "$scratch" -c release --show-bin-path)"
+bin="$(swift build --scratch-path "$scratch" "${build_args[@]}" --show-bin-path)"
 
 work=$(mktemp -d /tmp/vhost-blk-bench.XXXXXX)
+shm_file=/dev/shm/vhost-blk-bench.$$.img
+direct_file=$direct_dir/vhost-blk-bench.$$.img
 server_pid=""
 stop_server() {
     if [ -n "$server_pid" ]; then
@@ -38,79 +110,149 @@ stop_server() {
         server_pid=""
     fi
 }
-cleanup() { stop_server; rm -rf "$work"; }
+cleanup() { stop_server; rm -rf "$work"; rm -f "$shm_file" "$direct_file"; }
 trap cleanup EXIT
 
+# --- Backing files, fully written (random data: nothing sparse or compressible)
+size_bytes=$((size_mib * 1048576))
+if [ $need_shm = 1 ] || [ $need_direct = 1 ]; then
+    echo "writing the ${size_mib} MiB backing file(s)..." >&2
+    dd if=/dev/urandom of="$shm_file" bs=1M count="$size_mib" status=none
+fi
+if [ $need_direct = 1 ]; then
+    dd if="$shm_file" of="$direct_file" bs=4M oflag=direct conv=fsync status=none
+    [ $need_shm = 1 ] || rm -f "$shm_file"
+fi
+
 wait_socket() {
-    for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done
+    for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
     echo "socket $1 did not appear" >&2
     return 1
 }
 
-# Starts a server; sets server_pid and prints its vhost-user socket.
+# start_ours BACKEND / start_qsd BACKEND QUEUES: set server_pid and socket.
 start_ours() {
     rm -rf "$work/ours"; mkdir -p "$work/ours"
+    local ctl=("$bin/vhost-blkctl" -s "$work/ours/rpc.sock")
     taskset -c "$server_cpu" "$bin/vhost-blkd" -r "$work/ours/rpc.sock" -S "$work/ours" -m "0x$(printf %x $((1 << server_cpu)))" \
         --log-level warning 2>>"$work/ours.log" &
     server_pid=$!
-    wait_socket "$work/ours/rpc.sock"
-    "$bin/vhost-blkctl" -s "$work/ours/rpc.sock" bdev_malloc_create 1024 512 -b Malloc0 >/dev/null
-    "$bin/vhost-blkctl" -s "$work/ours/rpc.sock" vhost_create_blk_controller vhost.0 Malloc0 >/dev/null
-    wait_socket "$work/ours/vhost.0"
+    wait_socket "$work/ours/rpc.sock" || return 1
+    case "$1" in
+        ram) "${ctl[@]}" bdev_malloc_create "$size_mib" 512 -b Disk0 >/dev/null ;;
+        shm) "${ctl[@]}" bdev_uring_create "$shm_file" Disk0 >/dev/null ;;
+        direct) "${ctl[@]}" bdev_uring_create "$direct_file" Disk0 >/dev/null ;;
+    esac || return 1
+    "${ctl[@]}" vhost_create_blk_controller vhost.0 Disk0 >/dev/null || return 1
+    wait_socket "$work/ours/vhost.0" || return 1
     socket="$work/ours/vhost.0"
 }
 start_qsd() {
     rm -f "$work/qsd.sock"
+    local node
+    case "$1" in
+        ram) node="driver=null-co,node-name=n0,size=$size_bytes" ;;
+        shm) node="driver=file,node-name=n0,filename=$shm_file,aio=io_uring" ;;
+        direct) node="driver=file,node-name=n0,filename=$direct_file,aio=io_uring,cache.direct=on" ;;
+    esac
     taskset -c "$server_cpu" qemu-storage-daemon \
-        --blockdev driver=null-co,node-name=n0,size=1073741824 \
+        --blockdev "$node" \
         --object iothread,id=io0 \
-        --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path="$work/qsd.sock",writable=on,iothread=io0,num-queues=1 \
+        --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path="$work/qsd.sock",writable=on,iothread=io0,num-queues="$2" \
         2>>"$work/qsd.log" &
     server_pid=$!
-    wait_socket "$work/qsd.sock"
+    wait_socket "$work/qsd.sock" || return 1
     socket="$work/qsd.sock"
 }
 
 field() { sed -n "s/.*\"$2\":\\([^,}]*\\).*/\\1/p" <<<"$1"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+num() { awk -v a="$1" -v f="$2" 'BEGIN { if (a == "") print "-"; else printf f, a }'; }
+bench_timeout=$(awk -v r="$runtime" -v w="$warmup" 'BEGIN { printf "%d", r + w + 30.999 }')
 
-# run_case SERVER MODE QD: sets $result to the bench's JSON line.
+# run_case SERVER BACKEND MODE: sets $result to the bench's JSON line ("" on failure).
 run_case() {
-    "start_$1"
-    local rc=0
-    result=$(timeout $((${runtime%.*} + ${warmup%.*} + 30)) "$bin/vhost-blk-bench" --socket "$socket" --rw randread --bs 4096 \
-        --iodepth "$3" --mode "$2" --runtime "$runtime" --warmup "$warmup" --cpu "$bench_cpu" \
-        --server-pid "$server_pid" --json) || rc=$?
+    local rc=0 mode=interrupt
+    [ "$3" = poll ] && mode=poll
+    result=""
+    : >"$work/bench.log"
+    if "start_$1" "$2" "$queues"; then
+        result=$(timeout "$bench_timeout" "$bin/vhost-blk-bench" --socket "$socket" --rw "$rw" --bs "$bs" \
+            --iodepth "$qd" --queues "$queues" --mode "$mode" --runtime "$runtime" --warmup "$warmup" \
+            --cpu "$bench_cpu" --server-pid "$server_pid" --json 2>>"$work/bench.log") || rc=$?
+    else
+        rc=1
+        echo "$1 did not start for backend $2" >&2
+    fi
     stop_server
-    if [ $rc -ne 0 ]; then echo "vhost-blk-bench against $1 ($2, QD$3) failed with status $rc" >&2; status=1; fi
+    if [ $rc -ne 0 ] || [ "$(field "$result" errors)" != 0 ]; then
+        echo "FAILED: vhost-blk-bench against $1 ($2, $label, $mode) exited with status $rc" >&2
+        tail -n 5 "$work/bench.log" "$work/$1.log" >&2 2>/dev/null || true
+        failed+=("$1 $2 $label $mode")
+        result=""
+    fi
     return 0
 }
 
-status=0
-echo "load before: $(uptime)"
-echo "runtime ${runtime}s (+${warmup}s warm-up), server on CPU $server_cpu, bench on CPU $bench_cpu, 4 KiB randread, 1 queue"
-rows=()
-for mode in interrupt poll; do
-    for qd in 32 1; do
-        run_case ours "$mode" "$qd"; ours=$result
-        run_case qsd "$mode" "$qd"; qsd=$result
-        oi=$(field "$ours" iops); qi=$(field "$qsd" iops)
-        o50=$(field "$ours" lat_p50_us); q50=$(field "$qsd" lat_p50_us)
-        o99=$(field "$ours" lat_p99_us); q99=$(field "$qsd" lat_p99_us)
-        oc=$(field "$ours" server_cpu_us_per_io); qc=$(field "$qsd" server_cpu_us_per_io)
-        rows+=("$(printf '%-9s %3s | %9.0f %9.0f %5s | %7.1f %7.1f %5s | %7.1f %7.1f %5s | %6.2f %6.2f %5s' \
-            "$mode" "$qd" "${oi:-0}" "${qi:-0}" "$(ratio "${oi:-0}" "${qi:-0}")" \
-            "${o50:-0}" "${q50:-0}" "$(ratio "${o50:-0}" "${q50:-0}")" \
-            "${o99:-0}" "${q99:-0}" "$(ratio "${o99:-0}" "${q99:-0}")" \
-            "${oc:-0}" "${qc:-0}" "$(ratio "${oc:-0}" "${qc:-0}")")")
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+qsd_version=$(qemu-storage-daemon --version | head -n 1)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git status --porcelain -- Sources 2>/dev/null)" ] && commit="$commit+uncommitted"
+cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib"
+[ "$quick" = 1 ] && cmd="$cmd QUICK=1"
+[ -n "$rows_filter" ] && cmd="$cmd ROWS='$rows_filter'"
+[ "$build" != release ] && cmd="$cmd BUILD=$build"
+cmd="$cmd scripts/bench.sh"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+failed=()
+lines=()
+for row in "${rows[@]}"; do
+    IFS=/ read -r backend workload cmode <<<"$row"
+    workload_args "$workload"
+    echo "[$row] $label, $cmode" >&2
+    run_case ours "$backend" "$cmode"; ours=$result
+    run_case qsd "$backend" "$cmode"; qsd=$result
+    line=$(printf '%-6s %-19s %-4s' "$backend" "$label" "$cmode")
+    for f in iops mbps lat_p50_us lat_p99_us server_cpu_us_per_io; do
+        o=$(field "$ours" $f); q=$(field "$qsd" $f)
+        case $f in iops) fmt='%.0f' w=9 ;; mbps) fmt='%.1f' w=7 ;; server_cpu*) fmt='%.2f' w=6 ;; *) fmt='%.1f' w=7 ;; esac
+        line+=$(printf ' | %*s %*s %5s' $w "$(num "$o" "$fmt")" $w "$(num "$q" "$fmt")" "$(ratio "$o" "$q")")
     done
+    lines+=("$line")
 done
-echo
-printf '%-13s | %-25s | %-21s | %-21s | %-19s\n' "" "IOPS" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
-printf '%-9s %3s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
-    mode QD ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio
-for r in "${rows[@]}"; do echo "$r"; done
-echo
-echo "ratio = ours/qsd (IOPS: higher is better; latency and CPU/IO: lower is better)"
-echo "load after: $(uptime)"
-exit $status
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+elapsed=$(($(date +%s) - started))
+
+{
+    echo "vhost-blkd vs qemu-storage-daemon, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
+    echo "command: $cmd   ($elapsed s in all, builds included)"
+    echo "machine: $(nproc) CPUs, $cpu_model, $(uname -sr); peer: $qsd_version"
+    echo "servers on CPU $server_cpu (ours: -m 0x$(printf %x $((1 << server_cpu))), qsd: one iothread), vhost-blk-bench on CPU $bench_cpu;" \
+        "${runtime} s measured after ${warmup} s warm-up per run; ${size_mib} MiB disks; load average before $load_before, after $load_after"
+    echo "backends: ram = our malloc vs qsd null-co; shm = file on tmpfs /dev/shm (ours bdev_uring_create, qsd file aio=io_uring);"
+    echo "          direct = O_DIRECT file in $direct_dir (ours bdev_uring_create, qsd file aio=io_uring cache.direct=on)"
+    echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM 4K randread rows only; the rest are int)"
+    echo
+    printf '%-31s | %-25s | %-21s | %-21s | %-21s | %-19s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
+    printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
+        disk workload mode ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio
+    printf -- '-%.0s' $(seq 153); echo
+    for l in "${lines[@]}"; do echo "$l"; done
+    echo
+    echo "ratio = ours/qsd (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
+    if [ ${#failed[@]} -gt 0 ]; then for f in "${failed[@]}"; do echo "FAILED: $f"; done; fi
+} >"$work/table.txt"
+cat "$work/table.txt"
+
+if [ "$save" = 1 ]; then
+    mkdir -p bench-results
+    stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+    cp "$work/table.txt" "bench-results/$stamp.txt"
+    cp "$work/table.txt" bench-results/latest.txt
+    echo "written: bench-results/latest.txt, bench-results/$stamp.txt" >&2
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "${#failed[@]} run(s) failed" >&2
+    exit 1
+fi

@@ -14,4 +14,5 @@ swift build --build-tests
 set +e
 swift test --skip-build 2>&1 | tee /tmp/vhost-blkd-test.log
 status=${PIPESTATUS[0]}
+{ RUNTIME=1 QUICK=1 scripts/bench.sh >/tmp/vhost-blkd-bench.log 2>&1 || status=1; tail -n 15 /tmp/vhost-blkd-bench.log; }  # benchmark smoke test: every row must complete; no timing is asserted
 exit $status

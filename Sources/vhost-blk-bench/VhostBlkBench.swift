@@ -55,8 +55,10 @@ struct VhostBlkBench: ParsableCommand {
             socketPath: socket, queues: queues, iodepth: iodepth, blockSize: bs, pattern: rw,
             runtimeNanos: UInt64(runtime * 1e9), warmupNanos: UInt64(warmup * 1e9), mode: mode, cpu: cpu,
             serverPID: serverPid, queueSize: queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 128, seed: seed)
-        if let cpu, vb_pin_current_thread(Int32(cpu)) != 0 {
-            throw ValidationError("cannot pin to CPU \(cpu): \(Errno.current)")
+        if let cpu {
+            // Returns the error number itself (pthread_setaffinity_np does not set errno).
+            let rc = vb_pin_current_thread(Int32(cpu))
+            if rc != 0 { throw ValidationError("cannot pin to CPU \(cpu): \(Errno(rc))") }
         }
         let report: BenchReport
         do {

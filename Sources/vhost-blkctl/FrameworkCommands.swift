@@ -37,7 +37,7 @@ struct SaveConfig: ParsableCommand {
             The output is the file `vhost-blkd --config FILE` replays at start and \
             `load_config` replays into a running daemon (the same as `spdk-rpc save_config`).
             """)
-    @Option(name: [.customShort("i"), .long], help: "Indent level. Value less than 0 mean compact mode.")
+    @Option(name: [.customShort("i"), .long], parsing: .unconditional, help: "Indent level. Value less than 0 mean compact mode.")
     var indent = 2
 
     func run() throws {
