@@ -30,10 +30,14 @@ public final class Reactor: @unchecked Sendable {
 
     private var tasks: [ReactorTask?] = [nil, nil]  // ids 0 and 1 are the reactor's own
     private var freeIDs: [UInt32] = []
-    private var dirty: [ReactorTask] = []
-    private var dirtyIDs = Set<ObjectIdentifier>()
-    private var waiting: [ReactorTask] = []
-    private var waitingIDs = Set<ObjectIdentifier>()
+    /// Tasks to flush at the end of this iteration, by id, with a flag per id
+    /// so marking twice costs a load and a compare (no hashing on the data path).
+    private var dirty: [UInt32] = []
+    private var flushing: [UInt32] = []
+    private var isDirty: [Bool] = [false, false]
+    /// Tasks waiting for engine slots (flushed after any completion).
+    private var waiting: [UInt32] = []
+    private var isWaiting: [Bool] = [false, false]
     private var running = true
     private var thread: pthread_t?
     private let stopped = Atomic<Bool>(false)
@@ -123,16 +127,19 @@ public final class Reactor: @unchecked Sendable {
             return id
         }
         tasks.append(task)
+        isDirty.append(false)
+        isWaiting.append(false)
         return UInt32(tasks.count - 1)
     }
 
     /// Forgets a task; the task must have nothing in flight.
     public func unregister(_ id: UInt32) {
         guard Int(id) < tasks.count, id > Self.poolTaskID else { return }
-        if let task = tasks[Int(id)], waitingIDs.remove(ObjectIdentifier(task)) != nil {
-            waiting.removeAll { $0 === task }
+        if isWaiting[Int(id)] {
+            isWaiting[Int(id)] = false
+            waiting.removeAll { $0 == id }
         }
-        tasks[Int(id)] = nil
+        tasks[Int(id)] = nil  // a pending flush of this id finds nothing
         freeIDs.append(id)
     }
 
@@ -163,13 +170,18 @@ public final class Reactor: @unchecked Sendable {
     /// Asks for `task.flush()` after the next iteration that completes anything:
     /// for a task that stopped popping because an engine was full, while the
     /// slots are held by other tasks' operations.
-    public func waitForSlots(_ task: ReactorTask) {
-        if waitingIDs.insert(ObjectIdentifier(task)).inserted { waiting.append(task) }
+    public func waitForSlots(_ id: UInt32) {
+        guard Int(id) < isWaiting.count, !isWaiting[Int(id)] else { return }
+        isWaiting[Int(id)] = true
+        waiting.append(id)
     }
 
-    /// Asks for `task.flush()` at the end of this iteration.
-    public func markDirty(_ task: ReactorTask) {
-        if dirtyIDs.insert(ObjectIdentifier(task)).inserted { dirty.append(task) }
+    /// Asks for the flush of task `id` (its `register` answer) at the end of this iteration.
+    @inline(__always)
+    public func markDirty(_ id: UInt32) {
+        guard Int(id) < isDirty.count, !isDirty[Int(id)] else { return }
+        isDirty[Int(id)] = true
+        dirty.append(id)
     }
 
     private func ensurePool() -> ThreadPoolEngine? {
@@ -261,15 +273,17 @@ public final class Reactor: @unchecked Sendable {
 
     private func runDirty() {
         if !waiting.isEmpty {
-            for task in waiting { markDirty(task) }
+            for id in waiting {
+                isWaiting[Int(id)] = false
+                markDirty(id)
+            }
             waiting.removeAll(keepingCapacity: true)
-            waitingIDs.removeAll(keepingCapacity: true)
         }
         while !dirty.isEmpty {
-            let batch = dirty
-            dirty.removeAll(keepingCapacity: true)
-            dirtyIDs.removeAll(keepingCapacity: true)
-            for task in batch { task.flush() }
+            swap(&dirty, &flushing)
+            for id in flushing { isDirty[Int(id)] = false }  // a flush may mark itself again
+            for id in flushing { tasks[Int(id)]?.flush() }
+            flushing.removeAll(keepingCapacity: true)
         }
     }
 

@@ -32,10 +32,18 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     private var previousBackendInFlight = 0
     private var onPreviousBackendDrained: [() -> Void] = []
     private var logger: Logger
+    /// Trace logging, decided once: asking the log handler per request costs
+    /// an existential copy of it.
+    private let tracing: Bool
 
     private var taskID: UInt32 = 0
-    private var slots: [RequestSlot]
-    private var freeSlots: [UInt32]
+    /// One per descriptor-table entry, and a stack of the free ones: raw
+    /// memory the server owns, so the hot path has no array uniqueness or
+    /// bounds checks (slot numbers come from the stack, never from the guest).
+    private let slots: UnsafeMutablePointer<RequestSlot>
+    private let slotCount: Int
+    private let freeSlots: UnsafeMutablePointer<UInt32>
+    private var freeSlotCount: Int
     private let iovecs: UnsafeMutablePointer<iovec>
     private let kickBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     private var kickArmed = false
@@ -75,10 +83,15 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         var logger = logger
         logger[metadataKey: "vq.index"] = "\(queueIndex)"
         self.logger = logger
+        tracing = logger.logLevel <= .trace
         let count = Int(ring.size)
-        slots = Array(repeating: RequestSlot(), count: count)
+        slotCount = count
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: RequestSlot(), count: count)
         stats = QueueStatsBlock(slotCount: count)
-        freeSlots = (0..<UInt32(count)).reversed()
+        freeSlots = .allocate(capacity: count)
+        for i in 0..<count { freeSlots[i] = UInt32(count - 1 - i) }
+        freeSlotCount = count
         iovecs = .allocate(capacity: count * Self.iovecsPerSlot)
         lastCheckedUsed = ring.usedIdx
         self.inflight = inflight
@@ -87,6 +100,9 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     }
 
     deinit {
+        slots.deinitialize(count: slotCount)
+        slots.deallocate()
+        freeSlots.deallocate()
         unpublishedHeads.deallocate()
         iovecs.deallocate()
         kickBuffer.deallocate()
@@ -107,7 +123,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         taskID = reactor.register(self)
         armKick()
         processAvail()
-        reactor.markDirty(self)
+        reactor.markDirty(taskID)
     }
 
     /// Replaces the call eventfd (SET_VRING_CALL while running). Returns the old one for the caller to close.
@@ -155,7 +171,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         reportPreviousBackendDrainedIfIdle()
         if blocked && !stopping {
             // A queue blocked on a full engine of the old backend re-checks now.
-            reactor.markDirty(self)
+            reactor.markDirty(taskID)
         }
     }
 
@@ -192,7 +208,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         if !kickArmed {
             // Never expected (slots are reserved for kick reads); retried at the next flush.
             logger.error("cannot arm the kick eventfd read: engine full; retrying")
-            reactor.markDirty(self)
+            reactor.markDirty(taskID)
         }
     }
 
@@ -211,7 +227,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             processAvail()
             return
         }
-        guard Int(slot) < slots.count else { return }
+        guard Int(slot) < slotCount else { return }
         finishIO(slot: slot, result: result)
     }
 
@@ -233,10 +249,10 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         guard !stopping else { return }
         var popped = false
         while true {
-            guard !freeSlots.isEmpty, engineHasRoom() else {
+            guard freeSlotCount > 0, engineHasRoom() else {
                 // Flow control: resume when any operation on this reactor completes.
                 blocked = true
-                reactor.waitForSlots(self)
+                reactor.waitForSlots(taskID)
                 break
             }
             if let head = resubmit.popLast() {
@@ -272,7 +288,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         }
         if popped {
             stats.countBatch()
-            reactor.markDirty(self)
+            reactor.markDirty(taskID)
         }
     }
 
@@ -282,7 +298,9 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     }
 
     private func handle(head: UInt16) {
-        guard let slot = freeSlots.popLast() else { return }
+        guard freeSlotCount > 0 else { return }
+        freeSlotCount -= 1
+        let slot = freeSlots[freeSlotCount]
         let iov = UnsafeMutableBufferPointer(start: iovecs + Int(slot) * Self.iovecsPerSlot, count: Self.iovecsPerSlot)
         slots[Int(slot)] = RequestSlot(head: head, generation: backendGeneration)
         inFlight += 1
@@ -308,7 +326,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         }
         slots[Int(slot)].status = request.status
         stats.begin(slot, IOStatOp(request.type), bytes: request.dataLength, at: reactor.loopTime.load(ordering: .relaxed))
-        logger.trace("request \(request.type) sector \(request.sector) bytes \(request.dataLength) segments \(request.dataRange)")
+        if tracing { logger.trace("request \(request.type) sector \(request.sector) bytes \(request.dataLength) segments \(request.dataRange)") }
         dispatch(request, slot: slot, iov: iov)
     }
 
@@ -466,7 +484,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
 
     /// Writes the status (when the chain has a status byte) and the used element, and frees the slot.
     private func finish(slot: UInt32, statusByte: UnsafeMutablePointer<UInt8>?, status: BlkStatus, usedLength: UInt32) {
-        logger.trace("completed head \(slots[Int(slot)].head) status \(status.rawValue) used \(usedLength)")
+        if tracing { logger.trace("completed head \(slots[Int(slot)].head) status \(status.rawValue) used \(usedLength)") }
         if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
         ring.addUsed(id: slots[Int(slot)].head, length: statusByte == nil ? 0 : usedLength)
         if let log = dirtyLog {
@@ -483,13 +501,16 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             unpublishedHeads[unpublishedCount] = head
             unpublishedCount += 1
         }
-        freeSlots.append(slot)
+        if freeSlotCount < slotCount {
+            freeSlots[freeSlotCount] = slot
+            freeSlotCount += 1
+        }
         inFlight -= 1
         if slots[Int(slot)].generation != backendGeneration {
             previousBackendInFlight -= 1
             reportPreviousBackendDrainedIfIdle()
         }
-        reactor.markDirty(self)
+        reactor.markDirty(taskID)
     }
 
     private func publishAndNotify() {
@@ -502,7 +523,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         }
         let notify = ring.shouldNotify(oldUsedIdx: lastCheckedUsed)
         lastCheckedUsed = ring.usedIdx
-        logger.trace("published used \(ring.usedIdx) notify \(notify) call \(callFD)")
+        if tracing { logger.trace("published used \(ring.usedIdx) notify \(notify) call \(callFD)") }
         stats.countNotification(sent: notify && callFD >= 0)
         if notify && callFD >= 0 {
             var one: UInt64 = 1
