@@ -25,8 +25,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        // Latency percentiles per queue (issue 4): HdrHistogram's layout, recorded on the reactor.
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // C libraries and macro shims.
@@ -59,7 +57,6 @@ let package = Package(
             dependencies: [
                 "Virtio", "VhostUser", "BlockIO", "Reactor", "JSONRPC", "VhostBlkAPI", "Posix", "CShims",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             cSettings: gnuSource, swiftSettings: dataPath),
         .target(
@@ -99,6 +96,7 @@ let package = Package(
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "Virtio", "Posix"], cSettings: gnuSource),
         .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "Posix"], cSettings: gnuSource),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC", "VhostBlkAPI"], cSettings: gnuSource),
+        .testTarget(name: "VhostTargetTests", dependencies: ["VhostTarget"], cSettings: gnuSource),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["VhostUserFrontend", "Virtio", "VhostUser", "JSONRPC", "Posix", "DaemonTestSupport"],

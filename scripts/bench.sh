@@ -187,6 +187,7 @@ run_case() {
     stop_server
     if [ $rc -ne 0 ] || [ "$(field "$result" errors)" != 0 ]; then
         echo "FAILED: vhost-blk-bench against $1 ($2, $label, $mode) exited with status $rc" >&2
+        [ -z "$result" ] || echo "$result" >&2
         tail -n 5 "$work/bench.log" "$work/$1.log" >&2 2>/dev/null || true
         failed+=("$1 $2 $label $mode")
         result=""
@@ -234,7 +235,7 @@ elapsed=$(($(date +%s) - started))
     echo "          direct = O_DIRECT file in $direct_dir (ours bdev_uring_create, qsd file aio=io_uring cache.direct=on)"
     echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM 4K randread rows only; the rest are int)"
     echo
-    printf '%-31s | %-25s | %-21s | %-21s | %-21s | %-19s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
+    printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
     printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
         disk workload mode ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio
     printf -- '-%.0s' $(seq 153); echo

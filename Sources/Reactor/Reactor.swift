@@ -60,9 +60,25 @@ public final class Reactor: @unchecked Sendable {
     static let poolTaskID: UInt32 = 1
 
     /// Creates the reactor's engine; `useURing` false forces the thread pool.
-    public init(index: Int, cpu: Int, useURing: Bool, logger: Logger) throws(Errno) {
+    /// Adaptive polling (QEMU's aio_poll rule): after a wake-up that came
+    /// within `pollMaxNanoseconds`, the next wait first spins for `pollNanoseconds`
+    /// (4 µs, doubling up to the maximum) looking at pollable tasks and the
+    /// engine; a wake-up that came later than the maximum stops polling. An
+    /// idle reactor therefore sleeps, and a busy one skips the sleep and
+    /// wake-up (and, for virtqueues, the guest's kicks).
+    public let pollMaxNanoseconds: UInt64
+    private var pollNanoseconds: UInt64 = 0
+    /// True during a polling phase (tasks skip re-arming notifications).
+    public private(set) var isPolling = false
+    private var pollable: [UInt32] = []
+    private var isPollable: [Bool] = [false, false]
+    /// Time spent spinning (part of busy time): for framework_get_reactors.
+    public let pollNanosecondsSpent = Atomic<UInt64>(0)
+
+    public init(index: Int, cpu: Int, useURing: Bool, pollMaxMicroseconds: UInt64 = 32, logger: Logger) throws(Errno) {
         self.index = index
         self.cpu = cpu
+        pollMaxNanoseconds = pollMaxMicroseconds &* 1000
         var logger = logger
         logger[metadataKey: "reactor"] = "\(index)"
         self.logger = logger
@@ -129,6 +145,7 @@ public final class Reactor: @unchecked Sendable {
         tasks.append(task)
         isDirty.append(false)
         isWaiting.append(false)
+        isPollable.append(false)
         return UInt32(tasks.count - 1)
     }
 
@@ -139,6 +156,7 @@ public final class Reactor: @unchecked Sendable {
             isWaiting[Int(id)] = false
             waiting.removeAll { $0 == id }
         }
+        setPollable(id, false)
         tasks[Int(id)] = nil  // a pending flush of this id finds nothing
         freeIDs.append(id)
     }
@@ -174,6 +192,13 @@ public final class Reactor: @unchecked Sendable {
         guard Int(id) < isWaiting.count, !isWaiting[Int(id)] else { return }
         isWaiting[Int(id)] = true
         waiting.append(id)
+    }
+
+    /// Includes task `id` in polling phases (`ReactorTask.poll`), or not.
+    public func setPollable(_ id: UInt32, _ on: Bool) {
+        guard Int(id) < isPollable.count, isPollable[Int(id)] != on else { return }
+        isPollable[Int(id)] = on
+        if on { pollable.append(id) } else { pollable.removeAll { $0 == id } }
     }
 
     /// Asks for the flush of task `id` (its `register` answer) at the end of this iteration.
@@ -212,6 +237,8 @@ public final class Reactor: @unchecked Sendable {
         primary.submit()
         loopTime.store(Self.now(), ordering: .relaxed)
         while running {
+            if pollNanoseconds > 0 && !pollable.isEmpty { pollPhase() }
+            guard running else { break }
             let before = Self.now()
             var woke: UInt64 = 0
             let handled = primary.wait(timeoutNanoseconds: nil) { tag, result in
@@ -234,11 +261,62 @@ public final class Reactor: @unchecked Sendable {
             let after = Self.now()
             idleNanoseconds.add(woke &- before, ordering: .relaxed)
             busyNanoseconds.add(after &- woke, ordering: .relaxed)
+            adaptPolling(blocked: woke &- before)
         }
         // Cancel what is still armed (kick reads) from this thread: the ring is single-issuer.
         if !primaryIsPool { pool?.close() }
         primary.close()
         logger.info("reactor stopped")
+    }
+
+    /// QEMU's rule: a sleep no longer than the current window means polling
+    /// would have caught it; a longer one within the maximum grows the window;
+    /// beyond the maximum polling would not pay, so it stops.
+    private func adaptPolling(blocked: UInt64) {
+        guard pollMaxNanoseconds > 0 else { return }
+        if blocked <= pollNanoseconds { return }
+        if blocked > pollMaxNanoseconds {
+            pollNanoseconds = 0
+        } else {
+            pollNanoseconds = min(pollMaxNanoseconds, pollNanoseconds == 0 ? 4_000 : pollNanoseconds &* 2)
+        }
+    }
+
+    /// A polling phase: spins over the pollable tasks and, every few rounds,
+    /// the engine (a syscall with DEFER_TASKRUN), handling what it finds,
+    /// until `pollNanoseconds` pass without work. Then tasks ask for wake-ups
+    /// again and the loop goes to sleep.
+    private func pollPhase() {
+        let start = Self.now()
+        var deadline = start &+ pollNanoseconds
+        isPolling = true
+        for id in pollable { tasks[Int(id)]?.beginPoll() }
+        var round = 0
+        while running {
+            var found = false
+            loopTime.store(Self.now(), ordering: .relaxed)
+            for id in pollable where tasks[Int(id)]?.poll() == true { found = true }
+            if found || round & 3 == 3 {
+                if primary.wait(timeoutNanoseconds: 0, { tag, result in dispatch(tag: tag, result: result) }) > 0 { found = true }
+            }
+            round &+= 1
+            let now = Self.now()
+            if found {
+                runDirty()
+                if !primaryIsPool { pool?.submit() }
+                primary.submit()
+                deadline = now &+ pollNanoseconds
+            } else if now >= deadline {
+                break
+            }
+        }
+        isPolling = false
+        for id in pollable { tasks[Int(id)]?.endPoll() }
+        runDirty()
+        primary.submit()
+        let spent = Self.now() &- start
+        busyNanoseconds.add(spent, ordering: .relaxed)
+        pollNanosecondsSpent.add(spent, ordering: .relaxed)
     }
 
     private func armInbox() {

@@ -6,6 +6,20 @@ public protocol ReactorTask: AnyObject {
     /// Called once per reactor iteration after the completions, for tasks that asked
     /// (`Reactor.markDirty`): publish used entries, signal the guest, resume popping.
     func flush()
+    /// The reactor starts an adaptive-polling phase (`Reactor.setPollable`):
+    /// wake-ups are not needed while it lasts (a virtqueue stops asking for kicks).
+    func beginPoll()
+    /// Looks for work without a wake-up (a virtqueue reads its avail index);
+    /// true when some was found.
+    func poll() -> Bool
+    /// The polling phase ends: ask for wake-ups again, and take work that raced in.
+    func endPoll()
+}
+
+extension ReactorTask {
+    public func beginPoll() {}
+    public func poll() -> Bool { false }
+    public func endPoll() {}
 }
 
 /// Which engine an operation goes to: the reactor's primary engine (io_uring

@@ -96,7 +96,7 @@ public struct BdevResetIostatParams: RPCMethodParams {
 
 /// `bdev_get_latency {name?}` (vhost-blkd's extension) -> `{unit: "ns",
 /// bdevs:[{name, read:{count, min, mean, p50, p90, p99, p99_9, max}, write,
-/// unmap, flush, write_zeroes}]}` from per-queue HdrHistograms (1 % resolution).
+/// unmap, flush, write_zeroes}]}` from per-queue log-linear histograms (about 3 % resolution).
 public struct BdevGetLatencyParams: RPCMethodParams {
     public static let method = "bdev_get_latency"
     public var name: String?

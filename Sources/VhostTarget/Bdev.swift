@@ -38,6 +38,8 @@ final class Bdev {
     var claimedBy: String?
     /// I/O counted by queues that have stopped since (StatsCollection.swift).
     var retiredStats = IOStats()
+    /// `bdev_set_qos_limit`'s limits (QoSMethods.swift).
+    var qosLimits = QoSLimits()
 
     init(name: String, driver: Driver, uuid: String?, blockSize: UInt32, numBlocks: UInt64, backing: Backing, readOnly: Bool = false) {
         self.name = name

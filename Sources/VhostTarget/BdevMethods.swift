@@ -133,9 +133,7 @@ extension VhostTarget {
             "block_size": .int(Int64(bdev.blockSize)),
             "num_blocks": .int(Int64(clamping: bdev.numBlocks)),
             "uuid": .string(bdev.uuid),
-            "assigned_rate_limits": [
-                "rw_ios_per_sec": 0, "rw_mbytes_per_sec": 0, "r_mbytes_per_sec": 0, "w_mbytes_per_sec": 0,
-            ],
+            "assigned_rate_limits": Self.assignedRateLimits(bdev),  // QoSMethods.swift
             "claimed": .bool(bdev.claimedBy != nil),
             "zoned": false,
             "supported_io_types": .object(ioTypes),

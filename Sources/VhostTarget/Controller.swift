@@ -30,6 +30,8 @@ final class Controller {
     let logger: Logger
     /// `socket_mode`/`socket_group` as requested, kept for `framework_get_config`.
     var socketPermissions = SocketPermissions()
+    /// Enforces the bdev's QoS limits on `reactor` (QoSMethods.swift); nil until it has any.
+    var qosLimiter: QoSLimiter?
 
     init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor,
          maxQueues: Int, bdev: Bdev?, listener: FileDescriptor, logger: Logger) {
@@ -57,6 +59,7 @@ final class Controller {
         }
         var backend = bdev.deviceBackend(readOnly: readOnly, serial: serial)
         backend.writeThrough = writeThrough
+        backend.qos = qosLimiter(for: bdev)
         return backend
     }
 

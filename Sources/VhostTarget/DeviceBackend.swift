@@ -24,4 +24,6 @@ struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handl
     var serial: [UInt8]
     /// Write-through (CONFIG_WCE off): a write completes once fdatasync made it durable.
     var writeThrough = false
+    /// The bdev's rate limiter on this reactor, when it has limits (QoSLimiter.swift).
+    var qos: QoSLimiter?
 }

@@ -1,8 +1,7 @@
-import Histogram
 
 /// The Prometheus text exposition format (version 0.0.4) of the daemon's
 /// counters: the numbers of bdev_get_iostat, bdev_get_latency (as a
-/// histogram with fixed buckets read off the HdrHistograms),
+/// histogram with fixed buckets read off the latency histograms),
 /// vhost_get_controllers' queue detail and framework_get_reactors.
 ///
 /// Hand-written rather than through swift-prometheus: that library's
@@ -54,8 +53,8 @@ struct MetricsText {
         String(Double(nanoseconds) / 1e9)
     }
 
-    /// A histogram family member from an HdrHistogram of nanoseconds.
-    mutating func histogram(_ name: String, _ labels: [(String, String)], _ h: Histogram<UInt64>, sumNanoseconds: UInt64) {
+    /// A histogram family member from a latency histogram of nanoseconds.
+    mutating func histogram(_ name: String, _ labels: [(String, String)], _ h: LatencyHistogram, sumNanoseconds: UInt64) {
         for bound in Self.bucketBounds {
             let limit = UInt64(bound * 1e9)
             sample(name + "_bucket", labels + [("le", String(bound))], h.count(within: 0...limit))

@@ -1,4 +1,3 @@
-import Histogram
 import Virtio
 
 /// The operation classes counted apart (SPDK's io types read, write and
@@ -72,36 +71,30 @@ struct OpStats: Sendable, Equatable {
     }
 }
 
-/// Latency histograms per operation class, one HdrHistogram each (two
-/// significant digits: 1 % resolution, 1 ns to 60 s; ~37 KiB each).
+/// Latency histograms per operation class (`LatencyHistogram`: about 3 %
+/// resolution; 15 KiB each, allocated on the first latency of their class,
+/// so an idle bdev or queue holds none).
 struct LatencyHistograms: Sendable {
-    /// Latencies beyond this are recorded as this (the histogram's top).
-    static let highestTrackable: UInt64 = 60_000_000_000
-
-    static func make() -> Histogram<UInt64> {
-        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: highestTrackable, numberOfSignificantValueDigits: .two)
-    }
-
-    var read = make()
-    var write = make()
-    var unmap = make()
-    var flush = make()
-    var writeZeroes = make()
+    var read = LatencyHistogram()
+    var write = LatencyHistogram()
+    var unmap = LatencyHistogram()
+    var flush = LatencyHistogram()
+    var writeZeroes = LatencyHistogram()
 
     @inline(__always)
     mutating func record(_ op: IOStatOp, _ latency: UInt64) {
-        let value = latency < Self.highestTrackable ? latency : Self.highestTrackable
         switch op {
-        case .read: read.record(value)
-        case .write: write.record(value)
-        case .unmap: unmap.record(value)
-        case .flush: flush.record(value)
-        case .writeZeroes: writeZeroes.record(value)
+        case .read: read.record(latency)
+        case .write: write.record(latency)
+        case .unmap: unmap.record(latency)
+        case .flush: flush.record(latency)
+        case .writeZeroes: writeZeroes.record(latency)
         case .other: break
         }
     }
 
-    subscript(op: IOStatOp) -> Histogram<UInt64>? {
+    /// The class's histogram; nil for `.other`.
+    subscript(op: IOStatOp) -> LatencyHistogram? {
         switch op {
         case .read: return read
         case .write: return write
@@ -112,8 +105,6 @@ struct LatencyHistograms: Sendable {
         }
     }
 
-    /// Folds `other` in. Every histogram here has the same layout and no
-    /// value beyond `highestTrackable`, so HdrHistogram's merge never traps.
     mutating func add(_ other: LatencyHistograms) {
         read.add(other.read)
         write.add(other.write)

@@ -23,6 +23,7 @@ extension VhostTarget {
         (BdevGetIostatParams.method, { t, p throws(RPCError) in try t.bdevGetIostat(BdevGetIostatParams(params: p)) }),
         (BdevResetIostatParams.method, { t, p throws(RPCError) in try t.bdevResetIostat(BdevResetIostatParams(params: p)) }),
         (BdevGetLatencyParams.method, { t, p throws(RPCError) in try t.bdevGetLatency(BdevGetLatencyParams(params: p)) }),
+        (BdevSetQosLimitParams.method, { t, p throws(RPCError) in try t.bdevSetQosLimit(BdevSetQosLimitParams(params: p)) }),
         (VhostCreateBlkControllerParams.method, { t, p throws(RPCError) in try t.vhostCreateBlkController(VhostCreateBlkControllerParams(params: p)) }),
         (VhostGetControllersParams.method, { t, p throws(RPCError) in try t.vhostGetControllers(VhostGetControllersParams(params: p)) }),
         (VhostDeleteControllerParams.method, { t, p throws(RPCError) in try t.vhostDeleteController(VhostDeleteControllerParams(params: p)) }),

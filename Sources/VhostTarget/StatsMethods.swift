@@ -1,5 +1,4 @@
 import Glibc
-import Histogram
 import JSONRPC
 import VhostBlkAPI
 
@@ -109,8 +108,8 @@ extension VhostTarget {
         o["min_\(op)_latency_ticks"] = int(s.ops == 0 ? 0 : s.latencyMin)
     }
 
-    /// Percentiles from the histogram (1 % resolution), capped by the exact extremes.
-    static func latencyJSON(_ s: OpStats, _ histogram: Histogram<UInt64>?) -> JSON {
+    /// Percentiles from the histogram (about 3 % resolution), capped by the exact extremes.
+    static func latencyJSON(_ s: OpStats, _ histogram: LatencyHistogram?) -> JSON {
         guard s.ops > 0, let histogram else {
             return ["count": 0, "min": 0, "mean": 0, "p50": 0, "p90": 0, "p99": 0, "p99_9": 0, "max": 0]
         }

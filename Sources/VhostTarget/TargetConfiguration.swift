@@ -27,5 +27,9 @@ public struct TargetConfiguration: Sendable {
     /// Prometheus text endpoint (`--metrics`); nil: off.
     public var metricsAddress: MetricsAddress?
 
+    /// Adaptive polling: the longest a reactor spins after activity before
+    /// sleeping, in microseconds (QEMU's poll-max-ns); 0 turns polling off.
+    public var pollMaxMicroseconds: UInt64 = 32
+
     public init() {}
 }

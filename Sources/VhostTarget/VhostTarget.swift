@@ -89,7 +89,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         }
         for (index, cpu) in configuration.cpumask.cpus.enumerated() {
             do {
-                let reactor = try Reactor(index: index, cpu: cpu, useURing: useURing, logger: logger)
+                let reactor = try Reactor(
+                    index: index, cpu: cpu, useURing: useURing, pollMaxMicroseconds: configuration.pollMaxMicroseconds, logger: logger)
                 try reactor.start()
                 reactors.append(reactor)
             } catch {
@@ -151,6 +152,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         controller.listener.close()
         unlink(controller.socketPath)
         controller.bdev?.claimedBy = nil
+        controller.closeQoS()
         controller.reactor.load.subtract(1, ordering: .relaxed)
     }
 

@@ -507,7 +507,10 @@ final class VhostUserSession {
                 logger.warning("requests on the previous backend still in flight after \(waited) s")
             }
         } else {
-            for server in servers { reactor.post { server.updateBackend(backend) } }
+            // Applied before the RPC answers: a request the client sends after the
+            // answer must see the new backend, even if the reactor polls the ring
+            // before it reads its inbox.
+            for server in servers { reactor.postAndWait { server.updateBackend(backend) } }
         }
         if notifyFrontend { notifyConfigChanged() }
     }

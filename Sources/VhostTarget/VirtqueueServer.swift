@@ -15,7 +15,7 @@ import Virtio
 /// element. Every popped head gets a used element, errors included.
 ///
 /// Thread confinement: after `start()` posts it, everything runs on `reactor`.
-final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to `reactor` once started
+final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // confined to `reactor` once started
     static let iovecsPerSlot = 260
     static let kickSlot = UInt32.max
 
@@ -67,6 +67,9 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     /// Heads whose used elements await the next publish (inflight tracking only).
     private let unpublishedHeads: UnsafeMutablePointer<UInt16>
     private var unpublishedCount = 0
+    /// A popped request its bdev's QoS limit holds back (QoSLimiter.swift):
+    /// nothing more is popped until the limiter resumes this queue.
+    private var qosHeld: (request: BlkRequest, slot: UInt32)?
 
     /// `inflight` and `resubmit` come from inflight recovery (PROTOCOL.md §1):
     /// `resubmit` heads, oldest first, are served before the avail ring.
@@ -121,6 +124,7 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     /// Registers with the reactor, arms the kick and serves what is already pending.
     func start() {
         taskID = reactor.register(self)
+        reactor.setPollable(taskID, true)
         armKick()
         processAvail()
         reactor.markDirty(taskID)
@@ -187,6 +191,10 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     func stop(_ done: @escaping (UInt16) -> Void) {
         stopping = true
         onStopped = done
+        if qosHeld != nil {
+            backend.qos?.forget(self)
+            qosResume()  // a stopping queue does not wait for its QoS budget
+        }
         if kickArmed {
             // Complete our pending eventfd read so nothing stays in the engine.
             var one: UInt64 = 1
@@ -245,10 +253,12 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
     // MARK: Avail ring
 
     /// Pops and dispatches requests until the ring is empty or the engine is full.
-    private func processAvail() {
-        guard !stopping else { return }
+    @discardableResult
+    private func processAvail() -> Bool {
+        guard !stopping else { return false }
         var popped = false
         while true {
+            if qosHeld != nil { break }  // throttled: the QoS timer resumes popping
             guard freeSlotCount > 0, engineHasRoom() else {
                 // Flow control: resume when any operation on this reactor completes.
                 blocked = true
@@ -269,6 +279,8 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
                 break
             }
             if pending == 0 {
+                // While the reactor polls, the guest need not kick: it finds the work itself.
+                if reactor.isPolling { break }
                 ring.enableNotifications()
                 if dirtyLog != nil { logUsedRing() }  // avail_event lives in the used ring
                 if ring.hasPendingAfterEnable() { continue }
@@ -290,6 +302,25 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
             stats.countBatch()
             reactor.markDirty(taskID)
         }
+        return popped
+    }
+
+    // MARK: Adaptive polling (Reactor.pollPhase)
+
+    func beginPoll() {
+        ring.disableNotifications()  // NO_NOTIFY without EVENT_IDX; with it, avail_event just stays behind
+    }
+
+    func poll() -> Bool {
+        guard !stopping, !blocked else { return false }
+        return processAvail()
+    }
+
+    func endPoll() {
+        guard !stopping else { return }
+        ring.enableNotifications()
+        if dirtyLog != nil { logUsedRing() }
+        if ring.hasPendingAfterEnable() { processAvail() }
     }
 
     private func engineHasRoom() -> Bool {
@@ -327,7 +358,24 @@ final class VirtqueueServer: ReactorTask, @unchecked Sendable {  // confined to 
         slots[Int(slot)].status = request.status
         stats.begin(slot, IOStatOp(request.type), bytes: request.dataLength, at: reactor.loopTime.load(ordering: .relaxed))
         if tracing { logger.trace("request \(request.type) sector \(request.sector) bytes \(request.dataLength) segments \(request.dataRange)") }
+        if let qos = backend.qos, !qos.admit(QoSCost(request), waiter: self) {
+            qosHeld = (request, slot)
+            return
+        }
         dispatch(request, slot: slot, iov: iov)
+    }
+
+    /// QoSWaiter: the held request's cost.
+    var qosPendingCost: QoSCost { qosHeld.map { QoSCost($0.request) } ?? QoSCost() }
+
+    /// QoSWaiter: the limiter let the held request go: dispatch it, pop on.
+    func qosResume() {
+        guard let held = qosHeld else { return }
+        qosHeld = nil
+        let iov = UnsafeMutableBufferPointer(start: iovecs + Int(held.slot) * Self.iovecsPerSlot, count: Self.iovecsPerSlot)
+        dispatch(held.request, slot: held.slot, iov: iov)
+        processAvail()
+        reactor.markDirty(taskID)
     }
 
     private func lastWritableByte(_ chain: ChainBuffers, _ iov: UnsafeMutableBufferPointer<iovec>) -> UnsafeMutablePointer<UInt8>? {

@@ -18,6 +18,7 @@ struct VhostBlkctl: ParsableCommand {
             BdevNullCreate.self, BdevNullDelete.self,
             BdevUringRescan.self, BdevAioRescan.self, BdevNullResize.self, BdevResize.self,
             BdevGetBdevs.self, BdevGetIostat.self, BdevResetIostat.self, BdevGetLatency.self,
+            BdevSetQosLimit.self,
             VhostCreateBlkController.self, VhostGetControllers.self, VhostDeleteController.self,
             VhostBlkAttach.self, VhostBlkDetach.self,
             RpcGetMethods.self, SpdkGetVersion.self, FrameworkGetReactors.self, ThreadGetStats.self,

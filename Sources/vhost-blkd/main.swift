@@ -35,6 +35,9 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM).")
     var maxQueues = 32
 
+    @Option(name: .customLong("poll-max-us"), help: "Adaptive polling: the longest a reactor spins after activity before it sleeps, in microseconds (0: never poll).")
+    var pollMaxUs: UInt64 = 32
+
     @Option(name: .customLong("config"), help: "SPDK save_config JSON file replayed at start; the first failing entry stops the start.")
     var configFile: String?
 
@@ -58,6 +61,8 @@ struct VhostBlkd: ParsableCommand {
         config.rpcSocketPath = rpcSocket
         config.socketDirectory = socketDir
         config.maxQueuesPerController = maxQueues
+        guard pollMaxUs <= 10_000 else { throw ValidationError("--poll-max-us must be 0...10000") }
+        config.pollMaxMicroseconds = pollMaxUs
         guard (1...256).contains(maxQueues) else { throw ValidationError("--max-queues must be 1...256") }
         if let cpumask {
             guard let mask = CPUSet(parsing: cpumask) else { throw ValidationError("invalid cpumask '\(cpumask)'") }

@@ -142,6 +142,7 @@ struct SPDKClientTests {
         "rpc_get_methods", "spdk_get_version",
         "bdev_uring_rescan", "bdev_aio_rescan", "bdev_null_resize",
         "bdev_get_iostat", "bdev_reset_iostat", "framework_get_reactors", "thread_get_stats",
+        "bdev_set_qos_limit",
     ]
 
     /// vhost-blkd's own methods, which rpc.py does not know.

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/random.h>

@@ -1,0 +1,69 @@
+/// Latencies in nanoseconds, counted in log-linear buckets: exact below 32,
+/// then 32 buckets per power of two (each within 1/32, about 3 %, of its
+/// values). Non-generic and flat, so recording is a bit count, a shift and
+/// one add on the reactor; the counts are allocated on the first record, so
+/// an idle queue or bdev holds none.
+struct LatencyHistogram: Sendable, Equatable {
+    static let subBucketBits = 5
+    static let subBuckets = 1 << subBucketBits
+    /// Values 0..<32, then 59 octaves (2^5 ... 2^63) of 32.
+    static let bucketCount = subBuckets + (64 - subBucketBits) * subBuckets
+
+    private(set) var counts: [UInt64] = []
+    private(set) var totalCount: UInt64 = 0
+
+    @inline(__always)
+    static func index(of value: UInt64) -> Int {
+        guard value >= UInt64(subBuckets) else { return Int(value) }
+        let shift = (63 - value.leadingZeroBitCount) - subBucketBits
+        return subBuckets + shift * subBuckets + Int((value >> UInt64(shift)) & UInt64(subBuckets - 1))
+    }
+
+    /// The largest value bucket `index` holds.
+    static func highestValue(at index: Int) -> UInt64 {
+        guard index >= subBuckets else { return UInt64(index) }
+        let shift = (index - subBuckets) / subBuckets
+        let sub = UInt64((index - subBuckets) % subBuckets)
+        let low = (UInt64(subBuckets) | sub) << UInt64(shift)
+        return low &+ ((1 << UInt64(shift)) &- 1)
+    }
+
+    @inline(__always)
+    mutating func record(_ value: UInt64) {
+        if counts.isEmpty { counts = Array(repeating: 0, count: Self.bucketCount) }
+        counts[Self.index(of: value)] &+= 1
+        totalCount &+= 1
+    }
+
+    /// The smallest bucket top at or below which `percentile` % of the values lie (0 when empty).
+    func valueAtPercentile(_ percentile: Double) -> UInt64 {
+        guard totalCount > 0 else { return 0 }
+        let wanted = max(1, UInt64((min(max(percentile, 0), 100) / 100 * Double(totalCount)).rounded(.up)))
+        var seen: UInt64 = 0
+        for (index, count) in counts.enumerated() where count > 0 {
+            seen &+= count
+            if seen >= wanted { return Self.highestValue(at: index) }
+        }
+        return Self.highestValue(at: counts.count - 1)
+    }
+
+    /// Values in buckets whose top lies in `range` (Prometheus `le` buckets).
+    func count(within range: ClosedRange<UInt64>) -> UInt64 {
+        var total: UInt64 = 0
+        for (index, count) in counts.enumerated() where count > 0 {
+            let top = Self.highestValue(at: index)
+            if range.contains(top) { total &+= count }
+        }
+        return total
+    }
+
+    mutating func add(_ other: LatencyHistogram) {
+        guard other.totalCount > 0 else { return }
+        if counts.isEmpty {
+            self = other
+            return
+        }
+        for index in 0..<min(counts.count, other.counts.count) { counts[index] &+= other.counts[index] }
+        totalCount &+= other.totalCount
+    }
+}
