@@ -72,6 +72,12 @@ public final class Reactor: @unchecked Sendable {
     public private(set) var isPolling = false
     private var pollable: [UInt32] = []
     private var isPollable: [Bool] = [false, false]
+    /// Tasks to poll at the next iteration (a queue that used up its batch:
+    /// the others on this reactor get their turn first). While any wait, the
+    /// engine wait does not block.
+    private var pollNext: [UInt32] = []
+    private var polling: [UInt32] = []
+    private var isPollNext: [Bool] = [false, false]
     /// Time spent spinning (part of busy time): for framework_get_reactors.
     public let pollNanosecondsSpent = Atomic<UInt64>(0)
 
@@ -146,6 +152,7 @@ public final class Reactor: @unchecked Sendable {
         isDirty.append(false)
         isWaiting.append(false)
         isPollable.append(false)
+        isPollNext.append(false)
         return UInt32(tasks.count - 1)
     }
 
@@ -192,6 +199,24 @@ public final class Reactor: @unchecked Sendable {
         guard Int(id) < isWaiting.count, !isWaiting[Int(id)] else { return }
         isWaiting[Int(id)] = true
         waiting.append(id)
+    }
+
+    /// Asks for `ReactorTask.poll()` of task `id` at the next iteration, after
+    /// the engine's completions: round-robin between busy tasks.
+    public func pollNextIteration(_ id: UInt32) {
+        guard Int(id) < isPollNext.count, !isPollNext[Int(id)] else { return }
+        isPollNext[Int(id)] = true
+        pollNext.append(id)
+    }
+
+    /// Polls the tasks that asked for the next iteration; true if any did.
+    private func pollDeferred() -> Bool {
+        guard !pollNext.isEmpty else { return false }
+        swap(&pollNext, &polling)
+        for id in polling { isPollNext[Int(id)] = false }
+        for id in polling { _ = tasks[Int(id)]?.poll() }
+        polling.removeAll(keepingCapacity: true)
+        return true
     }
 
     /// Includes task `id` in polling phases (`ReactorTask.poll`), or not.
@@ -241,7 +266,7 @@ public final class Reactor: @unchecked Sendable {
             guard running else { break }
             let before = Self.now()
             var woke: UInt64 = 0
-            let handled = primary.wait(timeoutNanoseconds: nil) { tag, result in
+            let handled = primary.wait(timeoutNanoseconds: pollNext.isEmpty ? nil : 0) { tag, result in
                 // Completions are handled inside the wait: stamp the wake-up before the first one.
                 if woke == 0 {
                     woke = Self.now()
@@ -253,7 +278,8 @@ public final class Reactor: @unchecked Sendable {
                 woke = Self.now()
                 loopTime.store(woke, ordering: .relaxed)
             }
-            if handled > 0 {
+            let resumed = pollDeferred()
+            if handled > 0 || resumed {
                 runDirty()
                 if !primaryIsPool { pool?.submit() }
                 primary.submit()
@@ -295,6 +321,7 @@ public final class Reactor: @unchecked Sendable {
         while running {
             var found = false
             loopTime.store(Self.now(), ordering: .relaxed)
+            if pollDeferred() { found = true }
             for id in pollable where tasks[Int(id)]?.poll() == true { found = true }
             if found || round & 3 == 3 {
                 if primary.wait(timeoutNanoseconds: 0, { tag, result in dispatch(tag: tag, result: result) }) > 0 { found = true }

@@ -253,11 +253,20 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     // MARK: Avail ring
 
     /// Pops and dispatches requests until the ring is empty or the engine is full.
+    /// Most heads one call pops: a busy queue then lets the others on its
+    /// reactor have their turn, and goes on at the next iteration.
+    static let batchCap = 64
+
     @discardableResult
     private func processAvail() -> Bool {
         guard !stopping else { return false }
         var popped = false
+        var count = 0
         while true {
+            if count == Self.batchCap {
+                reactor.pollNextIteration(taskID)
+                break
+            }
             if qosHeld != nil { break }  // throttled: the QoS timer resumes popping
             guard freeSlotCount > 0, engineHasRoom() else {
                 // Flow control: resume when any operation on this reactor completes.
@@ -296,6 +305,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
                 break
             }
             popped = true
+            count += 1
             handle(head: head)
         }
         if popped {
