@@ -244,6 +244,30 @@ struct SPDKClientTests {
         try fails(daemon, code: -19, "bdev_uring_rescan", "nope")
     }
 
+    /// rpc.py parses our stats and sets QoS limits (issue 4's shapes, issue 8's method).
+    @Test func statsAndQoSThroughRpcPy() throws {
+        let daemon = try startDaemon()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try createBdevs(daemon)
+        let iostat = try json(daemon, "bdev_get_iostat", "--names", "Malloc0,Null0")
+        #expect(iostat["tick_rate"]?.intValue == 1_000_000_000)
+        let names = Set(iostat["bdevs"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? [])
+        #expect(names == ["Malloc0", "Null0"])
+        #expect(iostat["bdevs"]?.arrayValue?.first?["num_read_ops"]?.intValue == 0)
+        let reset = try json(daemon, "bdev_get_iostat", "--reset-mode", "all")
+        #expect(reset["bdevs"]?.arrayValue?.count == 4)
+        let reactors = try json(daemon, "framework_get_reactors")
+        #expect(reactors["reactors"]?.arrayValue?.count == 1)
+        #expect(reactors["reactors"]?.arrayValue?.first?["lcore"]?.intValue == 0)
+        let threads = try json(daemon, "thread_get_stats")
+        #expect(threads["threads"]?.arrayValue?.isEmpty == false)
+        try ok(daemon, "bdev_set_qos_limit", "Malloc0", "--rw-ios-per-sec", "20000", "--rw-mbytes-per-sec", "100")
+        let limits = try json(daemon, "bdev_get_bdevs", "-b", "Malloc0").arrayValue?.first?["assigned_rate_limits"]
+        #expect(limits?["rw_ios_per_sec"]?.intValue == 20000)
+        #expect(limits?["rw_mbytes_per_sec"]?.intValue == 100)
+        try fails(daemon, code: -22, "bdev_set_qos_limit", "Malloc0", "--rw-ios-per-sec", "1500")
+    }
+
     @Test func bdevCreateListAndDelete() throws {
         let daemon = try startDaemon()
         defer { daemon.stop(); daemon.cleanUp() }
