@@ -7,15 +7,18 @@ public struct BdevGetBdevsParams: RPCMethodParams {
     public var name: String?
     /// Milliseconds to wait for `name` to appear (default 0).
     public var timeout: UInt64?
+    /// vhost-blkd's extension: `offset`/`limit` over all bdevs.
+    public var page: ListPage?
 
-    public init(name: String? = nil, timeout: UInt64? = nil) {
+    public init(name: String? = nil, timeout: UInt64? = nil, page: ListPage? = nil) {
         self.name = name
         self.timeout = timeout
+        self.page = page
     }
 
     public init(params: JSON?) throws(RPCError) {
         self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in
-            Self(name: try p.optional("name"), timeout: try p.optional("timeout"))
+            Self(name: try p.optional("name"), timeout: try p.optional("timeout"), page: try ListPage.decode(&p))
         }
     }
 
@@ -23,6 +26,7 @@ public struct BdevGetBdevsParams: RPCMethodParams {
         var w = ParamsWriter()
         w.set("name", name)
         w.set("timeout", timeout)
+        page?.write(into: &w)
         return w.json
     }
 }

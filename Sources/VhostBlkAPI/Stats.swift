@@ -41,12 +41,18 @@ public struct BdevGetIostatParams: RPCMethodParams {
     public var names: [String]?
     public var perChannel: Bool
     public var resetMode: IOStatResetModeName?
+    /// vhost-blkd's extension: `offset`/`limit` over the selected bdevs.
+    public var page: ListPage?
 
-    public init(name: String? = nil, names: [String]? = nil, perChannel: Bool = false, resetMode: IOStatResetModeName? = nil) {
+    public init(
+        name: String? = nil, names: [String]? = nil, perChannel: Bool = false, resetMode: IOStatResetModeName? = nil,
+        page: ListPage? = nil
+    ) {
         self.name = name
         self.names = names
         self.perChannel = perChannel
         self.resetMode = resetMode
+        self.page = page
     }
 
     public init(params: JSON?) throws(RPCError) {
@@ -55,7 +61,7 @@ public struct BdevGetIostatParams: RPCMethodParams {
             return Self(
                 name: try p.optional("name"), names: list?.names,
                 perChannel: try p.optional("per_channel", default: false),
-                resetMode: try p.optional("reset_mode"))
+                resetMode: try p.optional("reset_mode"), page: try ListPage.decode(&p))
         }
     }
 
@@ -65,6 +71,7 @@ public struct BdevGetIostatParams: RPCMethodParams {
         w.set("names", names.map(BdevNameList.init))
         w.set("per_channel", perChannel)
         w.set("reset_mode", resetMode)
+        page?.write(into: &w)
         return w.json
     }
 }

@@ -70,16 +70,24 @@ public struct VhostGetControllersParams: RPCMethodParams {
     public static let method = "vhost_get_controllers"
     /// Only this controller (unknown: -32602 "No such device").
     public var name: String?
+    /// vhost-blkd's extension: `offset`/`limit` over all controllers.
+    public var page: ListPage?
 
-    public init(name: String? = nil) { self.name = name }
+    public init(name: String? = nil, page: ListPage? = nil) {
+        self.name = name
+        self.page = page
+    }
 
     public init(params: JSON?) throws(RPCError) {
-        self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in Self(name: try p.optional("name")) }
+        self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in
+            Self(name: try p.optional("name"), page: try ListPage.decode(&p))
+        }
     }
 
     public var json: JSON {
         var w = ParamsWriter()
         w.set("name", name)
+        page?.write(into: &w)
         return w.json
     }
 }

@@ -71,7 +71,8 @@ extension VhostTarget {
             guard let bdev = bdevs[name] else { throw .errno(ENODEV) }
             return .array([describe(bdev)])
         }
-        return .array(bdevOrder.compactMap { bdevs[$0] }.map(describe))
+        let names = p.page.map { Array($0.slice(bdevOrder)) } ?? bdevOrder
+        return .array(names.compactMap { bdevs[$0] }.map(describe))
     }
 
     // MARK: Helpers

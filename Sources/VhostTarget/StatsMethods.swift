@@ -9,7 +9,8 @@ extension VhostTarget {
     static let tickRate: Int64 = 1_000_000_000
 
     func bdevGetIostat(_ p: BdevGetIostatParams) throws(RPCError) -> JSON {
-        let selected = try selectBdevs(name: p.name, names: p.names)
+        let all = try selectBdevs(name: p.name, names: p.names)
+        let selected = p.page.map { Array($0.slice(all)) } ?? all
         let reset = IOStatResetMode(p.resetMode)
         var result: JSONObject = ["tick_rate": .int(Self.tickRate), "ticks": .int(Self.ticksNow())]
         if p.perChannel {

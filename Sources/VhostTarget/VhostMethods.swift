@@ -63,7 +63,8 @@ extension VhostTarget {
             guard let controller = controllers[name] else { throw .invalidParams("\(RPCError.errorText(ENODEV)): controller \(name)") }
             return .array([describe(controller)])
         }
-        return .array(controllerOrder.compactMap { controllers[$0] }.map(describe))
+        let names = p.page.map { Array($0.slice(controllerOrder)) } ?? controllerOrder
+        return .array(names.compactMap { controllers[$0] }.map(describe))
     }
 
     func vhostDeleteController(_ p: VhostDeleteControllerParams) throws(RPCError) -> JSON {

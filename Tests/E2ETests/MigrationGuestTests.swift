@@ -29,9 +29,9 @@ struct MigrationGuestTests {
             try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "disk0"])
         }
 
-        // fio with verification, again and again, across the migration and the restart.
+        // fio with verification, round after round, across the migration and the restart.
         var lines: [String] = []
-        for i in 1...8 {
+        for i in 1...Self.rounds {
             var job = FioJob()
             job.name = "round\(i)"
             job.size = "24M"
@@ -73,7 +73,11 @@ struct MigrationGuestTests {
         }
 
         let qmp = try QMPClient(socketPath: try #require(sourceVM.qmpSocketPath))
-        try qmp.execute("migrate-set-parameters", arguments: ["max-bandwidth": 4 << 30, "downtime-limit": 300])
+        // QEMU's default migration parameters. With max-bandwidth 4 GiB/s and downtime-limit
+        // 300 ms, QEMU 7.2 under TCG corrupts the destination guest's memory about one run
+        // in two even when the guest does no disk I/O at all (kernel oopses in timers and
+        // stack-protector panics right after the switch-over): a QEMU/TCG problem, not the
+        // backend's.
         let start = ContinuousClock.now
         try qmp.execute("migrate", arguments: ["uri": "unix:\(incoming)"])
         var status = ""
@@ -91,9 +95,21 @@ struct MigrationGuestTests {
         #expect(source.log.contains("dirty logging on"))
         sourceVM.kill()
 
-        // The destination's daemon restarts under the running guest (QEMU reconnects).
-        let roundsBefore = Self.count("E2E-ROUND:", in: destinationVM.console())
-        try destinationVM.waitForConsole("E2E-ROUND: \(max(roundsBefore + 1, 3))", timeout: .seconds(180))
+        // The destination's daemon restarts under the running guest (QEMU reconnects),
+        // once the guest has finished a round on the destination.
+        let lastSourceRound = Self.lastRound(in: sourceVM.console())
+        do {
+            try destinationVM.waitForConsole("E2E-ROUND: \(lastSourceRound + 1)", timeout: .seconds(180))
+        } catch {
+            Issue.record("""
+                \(error)
+                --- destination QEMU ---
+                \(destinationVM.qemuLog().suffix(3000))
+                --- destination daemon ---
+                \(destination.log.suffix(3000))
+                """)
+            throw error
+        }
         #expect(destination.stop() == 0)
         destination = try DaemonProcess(cpumask: "0x2", extraArguments: destinationArguments, directory: destinationDirectory)
 
@@ -102,8 +118,19 @@ struct MigrationGuestTests {
         print(console.split(whereSeparator: \.isNewline).filter { $0.contains("err=") }.suffix(8).joined(separator: "\n"))
         #expect(result.succeeded, "\(result.summary)\n--- destination daemon ---\n\(destination.log.suffix(3000))")
         #expect(!console.contains("E2E-FAIL"))
-        #expect(console.contains("E2E-ROUND: 8"))
-        #expect(Self.count("E2E-OK: fio passed", in: console) == 8)
+        #expect(console.contains("E2E-ROUND: \(Self.rounds)"))
+        #expect(Self.count("E2E-OK: fio passed", in: console) == Self.rounds)
+    }
+
+    /// Enough fio rounds that the guest is still busy after the migration and the restart.
+    static let rounds = 20
+
+    /// The highest `E2E-ROUND: N` in `console` (0 if none).
+    static func lastRound(in console: String) -> Int {
+        console.split(whereSeparator: \.isNewline).compactMap { line -> Int? in
+            guard let range = line.range(of: "E2E-ROUND: ") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }.max() ?? 0
     }
 
     static func count(_ needle: String, in text: String) -> Int {

@@ -79,6 +79,19 @@ struct DensityTests {
             #expect(r.arrayValue?.count == n)
         }
         let one = try Self.latencies(200) { _ = try client.call("vhost_get_controllers", params: ["name": "d0"]) }
+        // Pages of 100 (vhost-blkd's offset/limit): what an operator's tool asks for at this size.
+        var pageStart = 0
+        let pagedListing = try Self.latencies(100) {
+            let r = try client.call("vhost_get_controllers", params: ["offset": .int(Int64(pageStart)), "limit": 100])
+            #expect(r.arrayValue?.count == min(100, n - pageStart))
+            pageStart = (pageStart + 100) % n
+        }
+        pageStart = 0
+        let pagedIostat = try Self.latencies(100) {
+            let r = try client.call("bdev_get_iostat", params: ["offset": .int(Int64(pageStart)), "limit": 100])
+            #expect(r["bdevs"]?.arrayValue?.count == min(100, n - pageStart))
+            pageStart = (pageStart + 100) % n
+        }
 
         for f in frontends { f.close() }
         frontends.removeAll()
@@ -104,7 +117,8 @@ struct DensityTests {
               delete (ms): controller \(Self.meanMax(ctrlrDelete)), bdev \(Self.meanMax(bdevDelete))
               RPC p50/p99 (ms): spdk_get_version \(Self.percentiles(version)), bdev_get_iostat \(Self.percentiles(iostat)), \
             vhost_get_controllers \(Self.percentiles(listing)), bdev_get_bdevs \(Self.percentiles(bdevs)), \
-            vhost_get_controllers(name) \(Self.percentiles(one))
+            vhost_get_controllers(name) \(Self.percentiles(one)), \
+            vhost_get_controllers(limit 100) \(Self.percentiles(pagedListing)), bdev_get_iostat(limit 100) \(Self.percentiles(pagedIostat))
             """)
         #expect(idleCPU < 0.05, "idle CPU \(idleCPU * 100) % of a core")
         #expect(rssPerController < 1024 * 1024, "RSS per idle controller \(rssPerController) bytes")

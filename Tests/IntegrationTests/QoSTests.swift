@@ -23,8 +23,11 @@ struct QoSTests {
     }
 
     /// Runs the benchmark against `ctrlr`; returns its JSON report.
+    /// Seconds per accuracy run: 3 in CI, `VHOST_BLKD_QOS_SECONDS=10` for the 10 s runs.
+    static let accuracySeconds = ProcessInfo.processInfo.environment["VHOST_BLKD_QOS_SECONDS"].flatMap(Double.init) ?? 3
+
     static func runBench(_ daemon: DaemonProcess, _ ctrlr: String, bs: Int = 4096, iodepth: Int = 16,
-                         runtime: Double = 3) throws -> JSON {
+                         runtime: Double = accuracySeconds) throws -> JSON {
         let (status, output) = try runCommand(bench, [
             "--socket", daemon.socketDirectory + "/" + ctrlr, "--queues", "1", "--iodepth", "\(iodepth)",
             "--bs", "\(bs)", "--rw", "randrw", "--runtime", "\(runtime)", "--warmup", "0.5", "--json",
