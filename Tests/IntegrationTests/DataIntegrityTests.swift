@@ -62,10 +62,9 @@ struct DataIntegrityTests {
     /// from the persisted config, in both cache modes.
     @Test(arguments: [false, true])
     func flushedDataSurvivesACrash(writeThrough: Bool) throws {
-        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let arguments = ["--config", directory.appendingPathComponent("config.json").path, "--persist"]
-        var daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        let folder = PersistentDaemonFolder()
+        defer { folder.remove() }
+        var daemon = try folder.start()
         defer { daemon.stop() }
         try D.createBdev(daemon, .uring, name: "D0")
         try D.createController(daemon, "vhost.0", bdev: "D0")
@@ -82,7 +81,7 @@ struct DataIntegrityTests {
             #expect(try f.flush().status == BlkWire.statusOK)
             daemon.crash()
         }
-        daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        daemon = try folder.start()
         let f = try D.attach(daemon, "vhost.0", memory: memory)
         defer { f.close() }
         for (i, block) in data.enumerated() {

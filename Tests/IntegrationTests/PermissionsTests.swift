@@ -29,20 +29,6 @@ struct PermissionsTests {
         return String(cString: entry.pointee.gr_name)
     }
 
-    /// Expects a JSON-RPC error with `code`; returns its message.
-    @discardableResult
-    static func expectError(_ code: Int, _ body: () throws -> JSON, sourceLocation: SourceLocation = #_sourceLocation) -> String {
-        do {
-            let result = try body()
-            Issue.record("expected error \(code), got \(result)", sourceLocation: sourceLocation)
-        } catch RPCClientError.rpc(let error) {
-            #expect(error.code == code, "message: \(error.message)", sourceLocation: sourceLocation)
-            return error.message
-        } catch {
-            Issue.record("expected RPC error \(code), got \(error)", sourceLocation: sourceLocation)
-        }
-        return ""
-    }
 
     static func makeFile(_ path: String, size: UInt64 = 1 << 20) throws {
         #expect(FileManager.default.createFile(atPath: path, contents: nil))
@@ -112,7 +98,7 @@ struct PermissionsTests {
             ["ctrlr": "vhost.3", "dev_name": "N3", "socket_mode": "04755"],
             ["ctrlr": "vhost.3", "dev_name": "N3", "socket_group": "no-such-group-vbd"],
         ] {
-            Self.expectError(-32602) { try daemon.call("vhost_create_blk_controller", params) }
+            expectRPCError(-32602) { try daemon.call("vhost_create_blk_controller", params) }
             #expect(!FileManager.default.fileExists(atPath: daemon.socketDirectory + "/vhost.3"))
         }
         #expect(try daemon.call("bdev_get_bdevs", ["name": "N3"]).arrayValue?.first?["claimed"] == false)
@@ -128,13 +114,13 @@ struct PermissionsTests {
         let image = daemon.directory.appendingPathComponent("ok.img").path
         try Self.makeFile(image)
         for method in ["bdev_uring_create", "bdev_aio_create"] {
-            var message = Self.expectError(-22) { try daemon.call(method, ["name": "X", "filename": "ok.img"]) }
+            var message = expectRPCError(-22) { try daemon.call(method, ["name": "X", "filename": "ok.img"]) }
             #expect(message.contains("relative path"))
-            message = Self.expectError(-21) { try daemon.call(method, ["name": "X", "filename": .string(daemon.directory.path)]) }
+            message = expectRPCError(-21) { try daemon.call(method, ["name": "X", "filename": .string(daemon.directory.path)]) }
             #expect(message.contains("is a directory"))
-            message = Self.expectError(-22) { try daemon.call(method, ["name": "X", "filename": "/dev/null"]) }
+            message = expectRPCError(-22) { try daemon.call(method, ["name": "X", "filename": "/dev/null"]) }
             #expect(message.contains("character device"))
-            Self.expectError(-2) { try daemon.call(method, ["name": "X", "filename": "/nonexistent/vbd.img"]) }
+            expectRPCError(-2) { try daemon.call(method, ["name": "X", "filename": "/nonexistent/vbd.img"]) }
         }
         // Without --allowed-dir any absolute path to a file works.
         #expect(try daemon.call("bdev_uring_create", ["name": "U0", "filename": .string(image)]) == "U0")
@@ -158,12 +144,12 @@ struct PermissionsTests {
         defer { daemon.stop(); daemon.cleanUp() }
         for (method, name) in [("bdev_uring_create", "U"), ("bdev_aio_create", "A")] {
             for escape in [outside + "/other.img", allowed + "/escape.img", allowed + "/../secret/other.img", "/etc/passwd"] {
-                let message = Self.expectError(-1) { try daemon.call(method, ["name": "X", "filename": .string(escape)]) }
+                let message = expectRPCError(-1) { try daemon.call(method, ["name": "X", "filename": .string(escape)]) }
                 #expect(message.contains("outside the allowed directories"), "\(escape): \(message)")
             }
-            Self.expectError(-22) { try daemon.call(method, ["name": "X", "filename": "images/vm1.img"]) }
-            Self.expectError(-21) { try daemon.call(method, ["name": "X", "filename": .string(allowed)]) }
-            Self.expectError(-22) { try daemon.call(method, ["name": "X", "filename": "/dev/null"]) }
+            expectRPCError(-22) { try daemon.call(method, ["name": "X", "filename": "images/vm1.img"]) }
+            expectRPCError(-21) { try daemon.call(method, ["name": "X", "filename": .string(allowed)]) }
+            expectRPCError(-22) { try daemon.call(method, ["name": "X", "filename": "/dev/null"]) }
             // Inside, directly, through a symlink inside, or through a symlinked parent.
             #expect(try daemon.call(method, ["name": .string(name + "0"), "filename": .string(allowed + "/vm1.img")]) == .string(name + "0"))
             #expect(try daemon.call(method, ["name": .string(name + "1"), "filename": .string(allowed + "/alias.img")]) == .string(name + "1"))

@@ -6,21 +6,6 @@ import Testing
 /// The JSON-RPC socket of the real daemon: framing, errors, methods (PROTOCOL.md §4).
 @Suite("JSON-RPC against the running daemon")
 struct RPCTests {
-    /// Expects `body` to fail with a JSON-RPC error of `code`; returns its message.
-    @discardableResult
-    func expectRPCError(_ code: Int, _ body: () throws -> JSON, sourceLocation: SourceLocation = #_sourceLocation) -> String {
-        do {
-            let result = try body()
-            Issue.record("expected error \(code), got result \(result)", sourceLocation: sourceLocation)
-        } catch RPCClientError.rpc(let error) {
-            #expect(error.code == code, "message: \(error.message)", sourceLocation: sourceLocation)
-            return error.message
-        } catch {
-            Issue.record("expected RPC error \(code), got \(error)", sourceLocation: sourceLocation)
-        }
-        return ""
-    }
-
     @Test func versionMethodsAndSocketMode() throws {
         let daemon = try DaemonProcess()
         defer { daemon.stop(); daemon.cleanUp() }

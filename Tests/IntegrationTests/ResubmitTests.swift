@@ -16,10 +16,9 @@ struct ResubmitTests {
     typealias D = DataPathTests
 
     @Test func crashedRequestsAreServedOnceByTheNextDaemon() throws {
-        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let arguments = ["--config", directory.appendingPathComponent("config.json").path, "--persist"]
-        var daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        let folder = PersistentDaemonFolder()
+        defer { folder.remove() }
+        var daemon = try folder.start()
         defer { daemon.stop() }
         try D.createBdev(daemon, .uring, name: "D0")
         try D.createController(daemon, "vhost.0", bdev: "D0")
@@ -58,7 +57,7 @@ struct ResubmitTests {
         for head in heads { area.markInFlight(head) }
         daemon.crash()
 
-        daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        daemon = try folder.start()
         let second = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory)
         defer { second.close() }
         try second.connect()
