@@ -16,7 +16,7 @@
 # (release|debug), BENCH_SCRATCH (SwiftPM scratch path), DIRECT_DIR (where the
 # O_DIRECT file goes, default /var/tmp: the root filesystem), SAVE (1: write
 # bench-results/latest.txt and a dated copy; default 1 only for a full release
-# run), SERVER_CPU, BENCH_CPU.
+# run), SERVER_CPU, BENCH_CPU, BIN (a folder of prebuilt binaries: no build).
 #
 # Backends (same data for both servers):
 #   ram     ours: bdev_malloc_create SIZE        qsd: null-co (no read-zeroes: reads never touch the buffer)
@@ -92,10 +92,14 @@ done
 command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon is not installed" >&2; exit 1; }
 
 # --- Build ------------------------------------------------------------------
-for product in vhost-blkd vhost-blkctl vhost-blk-bench; do
-    swift build --scratch-path "$scratch" "${build_args[@]}" --product "$product" >&2
-done
-bin="$(swift build --scratch-path "$scratch" "${build_args[@]}" --show-bin-path)"
+if [ -n "${BIN:-}" ]; then  # prebuilt binaries (another machine without a toolchain)
+    bin=$BIN
+else
+    for product in vhost-blkd vhost-blkctl vhost-blk-bench; do
+        swift build --scratch-path "$scratch" "${build_args[@]}" --product "$product" >&2
+    done
+    bin="$(swift build --scratch-path "$scratch" "${build_args[@]}" --show-bin-path)"
+fi
 
 work=$(mktemp -d /tmp/vhost-blk-bench.XXXXXX)
 shm_file=/dev/shm/vhost-blk-bench.$$.img

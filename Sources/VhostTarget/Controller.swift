@@ -14,7 +14,13 @@ final class Controller {
     let socketPath: String
     let cpumask: CPUSet
     let readOnly: Bool
+    /// The home reactor: chosen least loaded within `cpumask`; it serves
+    /// queue 0 and the QoS timer.
     let reactor: Reactor
+    /// The reactors of `cpumask`, starting at the home one: queue `i` runs on
+    /// `queueReactors[i % count]`, so a multi-queue guest's queues spread
+    /// over the controller's CPUs (a one-CPU cpumask keeps them together).
+    let queueReactors: [Reactor]
     /// Most queues a frontend may use (GET_QUEUE_NUM).
     let maxQueues: Int
     /// GET_ID answer (virtio 1.2 §5.2.6): the controller name, cut to 20 bytes.
@@ -33,13 +39,14 @@ final class Controller {
     /// Enforces the bdev's QoS limits on `reactor` (QoSMethods.swift); nil until it has any.
     var qosLimiter: QoSLimiter?
 
-    init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor,
+    init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor, queueReactors: [Reactor],
          maxQueues: Int, bdev: Bdev?, listener: FileDescriptor, logger: Logger) {
         self.name = name
         self.socketPath = socketPath
         self.cpumask = cpumask
         self.readOnly = readOnly
         self.reactor = reactor
+        self.queueReactors = queueReactors.isEmpty ? [reactor] : queueReactors
         self.maxQueues = maxQueues
         self.serial = Array(name.utf8.prefix(BlkGetID.serialLength))
         self.bdev = bdev
@@ -47,6 +54,11 @@ final class Controller {
         var logger = logger
         logger[metadataKey: "controller.name"] = "\(name)"
         self.logger = logger
+    }
+
+    /// The reactor serving queue `index`.
+    func reactor(forQueue index: Int) -> Reactor {
+        queueReactors[index % queueReactors.count]
     }
 
     /// Block size the guest sees.

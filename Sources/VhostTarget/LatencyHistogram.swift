@@ -1,22 +1,25 @@
 /// Latencies in nanoseconds, counted in log-linear buckets: exact below 32,
 /// then 32 buckets per power of two (each within 1/32, about 3 %, of its
-/// values). Non-generic and flat, so recording is a bit count, a shift and
-/// one add on the reactor; the counts are allocated on the first record, so
-/// an idle queue or bdev holds none.
+/// values). The reactor counts into raw buckets (`QueueStatsBlock`); this
+/// value is what snapshots, bdev totals and reports use. Its counts are
+/// allocated only when something was counted, so an idle bdev holds none.
 struct LatencyHistogram: Sendable, Equatable {
-    static let subBucketBits = 5
-    static let subBuckets = 1 << subBucketBits
+    // Computed, so the hot path sees constants rather than lazy globals.
+    static var subBucketBits: Int { 5 }
+    static var subBuckets: Int { 1 << subBucketBits }
     /// Values 0..<32, then 59 octaves (2^5 ... 2^63) of 32.
-    static let bucketCount = subBuckets + (64 - subBucketBits) * subBuckets
+    static var bucketCount: Int { subBuckets + (64 - subBucketBits) * subBuckets }
 
     private(set) var counts: [UInt64] = []
     private(set) var totalCount: UInt64 = 0
 
+    /// Branch-free: with `shift` = (highest set bit) - 5, clamped at 0 by
+    /// or-ing in 32, the bucket is `shift * 32 + value >> shift` (the shifted
+    /// value lies in 32..<64 above the exact range, in 0..<32 within it).
     @inline(__always)
     static func index(of value: UInt64) -> Int {
-        guard value >= UInt64(subBuckets) else { return Int(value) }
-        let shift = (63 - value.leadingZeroBitCount) - subBucketBits
-        return subBuckets + shift * subBuckets + Int((value >> UInt64(shift)) & UInt64(subBuckets - 1))
+        let shift = (63 &- subBucketBits) &- (value | UInt64(subBuckets)).leadingZeroBitCount
+        return shift &<< subBucketBits &+ Int(truncatingIfNeeded: value &>> UInt64(truncatingIfNeeded: shift))
     }
 
     /// The largest value bucket `index` holds.
@@ -28,7 +31,19 @@ struct LatencyHistogram: Sendable, Equatable {
         return low &+ ((1 << UInt64(shift)) &- 1)
     }
 
-    @inline(__always)
+    init() {}
+
+    /// A copy of `bucketCount` raw counts (fewer are padded with zeros);
+    /// empty when they are all zero.
+    init(buckets: UnsafeBufferPointer<UInt64>) {
+        var total: UInt64 = 0
+        for count in buckets.prefix(Self.bucketCount) { total &+= count }
+        guard total > 0 else { return }
+        counts = Array(buckets.prefix(Self.bucketCount))
+        if counts.count < Self.bucketCount { counts += repeatElement(0, count: Self.bucketCount - counts.count) }
+        totalCount = total
+    }
+
     mutating func record(_ value: UInt64) {
         if counts.isEmpty { counts = Array(repeating: 0, count: Self.bucketCount) }
         counts[Self.index(of: value)] &+= 1

@@ -1,4 +1,5 @@
 import Reactor
+import Synchronization
 import Virtio
 
 /// A bdev's rate limits (`bdev_set_qos_limit`), in units per second; 0 is
@@ -20,109 +21,194 @@ struct QoSCost: Sendable {
     var bytes: UInt64 = 0
 }
 
-/// A queue holding a request back until the limiter lets it go (reactor thread).
-protocol QoSWaiter: AnyObject {
-    /// The cost of the held request.
-    var qosPendingCost: QoSCost { get }
+/// A queue holding a request back until the limiter lets it go.
+protocol QoSWaiter: AnyObject, Sendable {
+    /// The reactor that serves the queue: `qosResume` runs there.
+    var qosReactor: Reactor { get }
     /// The limiter charged the held request: dispatch it and resume popping.
     func qosResume()
 }
 
-/// Token buckets for one bdev's limits on the reactor that serves its
-/// controller (all of a controller's queues live on one reactor, so no
-/// locks): refilled from the reactor's loop clock, with SPDK's rule that a
-/// request goes when every bucket it draws from is positive and may
-/// overdraw it (so requests larger than a bucket still pass, paid back
-/// later). A queue whose request is held stops popping its avail ring;
-/// held queues are released in the order they were held, on a one-shot
-/// timer armed only while something waits.
+/// Token buckets for one bdev's limits, shared by the controller's queues,
+/// which may run on several reactors: the buckets sit behind a mutex that
+/// only limited bdevs ever take (an unlimited bdev has no limiter). Refilled
+/// from the calling reactor's loop clock (all read CLOCK_MONOTONIC), with
+/// SPDK's rule that a request goes when every bucket it draws from is
+/// positive and may overdraw it (so requests larger than a bucket still
+/// pass, paid back later). A queue whose request is held stops popping its
+/// avail ring; held queues are released in the order they were held, on a
+/// one-shot timer on the limiter's home reactor, armed only while something
+/// waits; a released queue resumes on its own reactor.
 ///
-/// Thread confinement: `controlLimits` on the control loop; the rest on `reactor`
-/// (the initial limits are set before the limiter is handed over).
-final class QoSLimiter: @unchecked Sendable {  // reactor-confined after construction; control-side state is separate
+/// Thread confinement: `controlLimits` on the control loop; `timer` on
+/// `reactor`; the buckets and waiters under `state`'s mutex.
+final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; timer: home reactor; the rest locked
     /// How much credit a bucket keeps while nobody draws from it.
     static let burstNanoseconds: UInt64 = 10_000_000
     /// Shortest and longest timer sleeps (SPDK's timeslice is 1 ms).
     static let minimumWaitNanoseconds: UInt64 = 1_000_000
     static let maximumWaitNanoseconds: UInt64 = 100_000_000
 
+    /// The home reactor: it owns the timer and applies limit changes.
     let reactor: Reactor
     /// The limits last sent to the reactor (control loop only).
     var controlLimits: QoSLimits
 
-    private var limits: QoSLimits
-    /// Per bucket (I/Os, rw bytes, read bytes, write bytes): the rate per
-    /// second (0: no limit) and the tokens left.
-    private var rates: [Double] = [0, 0, 0, 0]
-    private var tokens: [Double] = [0, 0, 0, 0]
-    private var lastRefill: UInt64 = 0
-    private var waiters: [QoSWaiter] = []
+    private let state: Mutex<QoSBuckets>
     private var timer: ReactorTimer?
-    private var closed = false
 
     init(reactor: Reactor, limits: QoSLimits) {
         self.reactor = reactor
-        self.limits = limits
         controlLimits = limits
-        rates = Self.rates(limits)
-        tokens = rates.map { $0 * Self.burstSeconds }
+        state = Mutex(QoSBuckets(limits: limits))
     }
 
-    private static var burstSeconds: Double { Double(burstNanoseconds) / 1e9 }
-
-    private static func rates(_ limits: QoSLimits) -> [Double] {
-        [Double(limits.rwIOsPerSec), Double(limits.rwBytesPerSec), Double(limits.rBytesPerSec), Double(limits.wBytesPerSec)]
-    }
-
-    // MARK: Data path (reactor thread)
+    // MARK: Data path (the waiter's reactor)
 
     /// True when the request may go now (its cost is charged); false when
     /// it must wait: `waiter` is queued and gets `qosResume` in turn.
     func admit(_ cost: QoSCost, waiter: QoSWaiter) -> Bool {
-        if limits.isUnlimited || closed { return true }
-        if waiters.isEmpty {
-            refill()
-            if hasBudget(cost) {
-                charge(cost)
-                return true
+        let now = waiter.qosReactor.loopTime.load(ordering: .relaxed)
+        let admitted = state.withLock { buckets in buckets.admit(cost, waiter: waiter, now: now) }
+        if !admitted {
+            if waiter.qosReactor === reactor {
+                armTimer()
+            } else {
+                reactor.post { self.armTimer() }
             }
         }
-        waiters.append(waiter)
-        armTimer()
-        return false
+        return admitted
     }
 
     /// Drops `waiter` (its queue is stopping and sends its request anyway).
     func forget(_ waiter: QoSWaiter) {
-        waiters.removeAll { $0 === waiter }
+        state.withLock { buckets in buckets.waiters.removeAll { $0.waiter === waiter } }
     }
+
+    // MARK: Home reactor
 
     /// New limits, live: the buckets keep their credit up to the new burst,
     /// and waiting queues are re-examined at once.
     func setLimits(_ newLimits: QoSLimits) {
-        refill()
-        limits = newLimits
-        rates = Self.rates(newLimits)
-        for i in tokens.indices { tokens[i] = min(tokens[i], rates[i] * Self.burstSeconds) }
+        let now = reactor.loopTime.load(ordering: .relaxed)
+        state.withLock { buckets in buckets.setLimits(newLimits, now: now) }
         release()
     }
 
     /// The controller is going away: nothing is held any more, the timer closes.
     func close() {
-        closed = true
+        state.withLock { buckets in buckets.closed = true }
         release()
         timer?.close()
         timer = nil
     }
 
-    // MARK: Buckets
-
-    private func refill() {
+    /// Lets held queues go, oldest first, while the buckets allow; each
+    /// resumes on its own reactor.
+    private func release() {
         let now = reactor.loopTime.load(ordering: .relaxed)
+        let (released, nextWait) = state.withLock { buckets in buckets.release(now: now) }
+        for waiter in released {
+            if waiter.qosReactor === reactor {
+                waiter.qosResume()
+            } else {
+                waiter.qosReactor.post { waiter.qosResume() }
+            }
+        }
+        if nextWait != nil { armTimer() }
+    }
+
+    private func armTimer() {
+        guard let wait = state.withLock({ buckets in buckets.nextWait() }) else { return }
+        if timer == nil {
+            do {
+                timer = try ReactorTimer(reactor: reactor) { [weak self] in self?.release() }
+            } catch {
+                // No descriptor for a timer: fail open rather than hold requests forever.
+                reactor.logger.error("QoS timer unavailable (\(error)); limits are not enforced")
+                state.withLock { buckets in buckets.closed = true }
+                release()
+                return
+            }
+        }
+        guard let timer, !timer.isArmed else { return }
+        timer.arm(afterNanoseconds: wait)
+    }
+}
+
+/// The token buckets and the queue of held requests (under the limiter's mutex).
+struct QoSBuckets {
+    struct Held {
+        let waiter: QoSWaiter
+        let cost: QoSCost
+    }
+
+    var limits: QoSLimits
+    /// Per bucket (I/Os, rw bytes, read bytes, write bytes): the rate per
+    /// second (0: no limit) and the tokens left.
+    var rates: [Double]
+    var tokens: [Double]
+    var lastRefill: UInt64 = 0
+    var waiters: [Held] = []
+    var closed = false
+
+    init(limits: QoSLimits) {
+        self.limits = limits
+        rates = Self.rates(limits)
+        tokens = rates.map { $0 * Self.burstSeconds }
+    }
+
+    private static var burstSeconds: Double { Double(QoSLimiter.burstNanoseconds) / 1e9 }
+
+    private static func rates(_ limits: QoSLimits) -> [Double] {
+        [Double(limits.rwIOsPerSec), Double(limits.rwBytesPerSec), Double(limits.rBytesPerSec), Double(limits.wBytesPerSec)]
+    }
+
+    mutating func admit(_ cost: QoSCost, waiter: QoSWaiter, now: UInt64) -> Bool {
+        if limits.isUnlimited || closed { return true }
+        if waiters.isEmpty {
+            refill(now: now)
+            if hasBudget(cost) {
+                charge(cost)
+                return true
+            }
+        }
+        waiters.append(Held(waiter: waiter, cost: cost))
+        return false
+    }
+
+    mutating func setLimits(_ newLimits: QoSLimits, now: UInt64) {
+        refill(now: now)
+        limits = newLimits
+        rates = Self.rates(newLimits)
+        for i in tokens.indices { tokens[i] = min(tokens[i], rates[i] * Self.burstSeconds) }
+    }
+
+    /// The waiters that may go now (charged), and the wait for the next one, if any.
+    mutating func release(now: UInt64) -> ([QoSWaiter], UInt64?) {
+        refill(now: now)
+        var released: [QoSWaiter] = []
+        while let first = waiters.first {
+            let free = limits.isUnlimited || closed
+            guard free || hasBudget(first.cost) else { break }
+            waiters.removeFirst()
+            if !free { charge(first.cost) }
+            released.append(first.waiter)
+        }
+        return (released, nextWait())
+    }
+
+    /// How long until the oldest held request may go; nil when nothing waits.
+    func nextWait() -> UInt64? {
+        guard !closed, let first = waiters.first else { return nil }
+        return wait(for: first.cost)
+    }
+
+    private mutating func refill(now: UInt64) {
         let elapsed = now > lastRefill ? now - lastRefill : 0
         lastRefill = max(now, lastRefill)
         guard elapsed > 0 else { return }
-        let seconds = Double(min(elapsed, Self.burstNanoseconds)) / 1e9
+        let seconds = Double(min(elapsed, QoSLimiter.burstNanoseconds)) / 1e9
         for i in 0..<4 where rates[i] > 0 {
             tokens[i] = min(tokens[i] + rates[i] * seconds, rates[i] * Self.burstSeconds)
         }
@@ -145,7 +231,7 @@ final class QoSLimiter: @unchecked Sendable {  // reactor-confined after constru
         return true
     }
 
-    private func charge(_ cost: QoSCost) {
+    private mutating func charge(_ cost: QoSCost) {
         for i in 0..<4 where draws(cost, from: i) { tokens[i] -= i == 0 ? 1 : Double(cost.bytes) }
     }
 
@@ -155,42 +241,8 @@ final class QoSLimiter: @unchecked Sendable {  // reactor-confined after constru
         for i in 0..<4 where draws(cost, from: i) && tokens[i] <= 0 {
             longest = max(longest, (1 - tokens[i]) / rates[i])
         }
-        let nanoseconds = UInt64(exactly: (min(longest, 1) * 1e9).rounded(.up)) ?? Self.maximumWaitNanoseconds
-        return min(max(nanoseconds, Self.minimumWaitNanoseconds), Self.maximumWaitNanoseconds)
-    }
-
-    // MARK: Releasing held queues
-
-    /// Lets held queues go, oldest first, while the buckets allow; a resumed
-    /// queue that is held again goes to the back (round robin among queues).
-    private func release() {
-        refill()
-        while let first = waiters.first {
-            let cost = first.qosPendingCost
-            let free = limits.isUnlimited || closed
-            guard free || hasBudget(cost) else { break }
-            waiters.removeFirst()
-            if !free { charge(cost) }
-            first.qosResume()
-        }
-        if !waiters.isEmpty { armTimer() }
-    }
-
-    private func armTimer() {
-        guard !closed, let first = waiters.first else { return }
-        if timer == nil {
-            do {
-                timer = try ReactorTimer(reactor: reactor) { [weak self] in self?.release() }
-            } catch {
-                // No descriptor for a timer: fail open rather than hold requests forever.
-                reactor.logger.error("QoS timer unavailable (\(error)); limits are not enforced")
-                closed = true
-                release()
-                return
-            }
-        }
-        guard let timer, !timer.isArmed else { return }
-        timer.arm(afterNanoseconds: wait(for: first.qosPendingCost))
+        let nanoseconds = UInt64(exactly: (min(longest, 1) * 1e9).rounded(.up)) ?? QoSLimiter.maximumWaitNanoseconds
+        return min(max(nanoseconds, QoSLimiter.minimumWaitNanoseconds), QoSLimiter.maximumWaitNanoseconds)
     }
 }
 

@@ -10,17 +10,15 @@ enum IOStatOp: UInt8, CaseIterable, Sendable {
     /// Counted ops, in the order results list them.
     static let counted: [IOStatOp] = [.read, .write, .unmap, .flush, .writeZeroes]
 
-    /// From the request type's raw value (virtio 1.2 §5.2.6): an integer
-    /// switch, not calls to the types' static accessors.
-    @inline(__always)
-    init(_ type: BlkRequestType) {
-        switch type.rawValue {
-        case 0: self = .read  // VIRTIO_BLK_T_IN
-        case 1: self = .write  // VIRTIO_BLK_T_OUT
-        case 4: self = .flush
-        case 11: self = .unmap  // DISCARD
-        case 13: self = .writeZeroes
-        default: self = .other
+    /// The request type counted as this class (virtio 1.2 §5.2.6); nil for `other`.
+    var requestType: BlkRequestType? {
+        switch self {
+        case .read: return .in  // VIRTIO_BLK_T_IN
+        case .write: return .out  // VIRTIO_BLK_T_OUT
+        case .unmap: return .discard
+        case .flush: return .flush
+        case .writeZeroes: return .writeZeroes
+        case .other: return nil
         }
     }
 
@@ -48,15 +46,6 @@ struct OpStats: Sendable, Equatable {
     var latencyMin: UInt64 = .max
     var latencyMax: UInt64 = 0
 
-    @inline(__always)
-    mutating func record(bytes: UInt64, latency: UInt64) {
-        ops &+= 1
-        self.bytes &+= bytes
-        latencySum &+= latency
-        if latency < latencyMin { latencyMin = latency }
-        if latency > latencyMax { latencyMax = latency }
-    }
-
     mutating func add(_ other: OpStats) {
         ops &+= other.ops
         bytes &+= other.bytes
@@ -81,27 +70,28 @@ struct LatencyHistograms: Sendable {
     var flush = LatencyHistogram()
     var writeZeroes = LatencyHistogram()
 
-    @inline(__always)
-    mutating func record(_ op: IOStatOp, _ latency: UInt64) {
-        switch op {
-        case .read: read.record(latency)
-        case .write: write.record(latency)
-        case .unmap: unmap.record(latency)
-        case .flush: flush.record(latency)
-        case .writeZeroes: writeZeroes.record(latency)
-        case .other: break
-        }
-    }
-
-    /// The class's histogram; nil for `.other`.
+    /// The class's histogram; nil for `.other` (setting it is ignored).
     subscript(op: IOStatOp) -> LatencyHistogram? {
-        switch op {
-        case .read: return read
-        case .write: return write
-        case .unmap: return unmap
-        case .flush: return flush
-        case .writeZeroes: return writeZeroes
-        case .other: return nil
+        get {
+            switch op {
+            case .read: return read
+            case .write: return write
+            case .unmap: return unmap
+            case .flush: return flush
+            case .writeZeroes: return writeZeroes
+            case .other: return nil
+            }
+        }
+        set {
+            let value = newValue ?? LatencyHistogram()
+            switch op {
+            case .read: read = value
+            case .write: write = value
+            case .unmap: unmap = value
+            case .flush: flush = value
+            case .writeZeroes: writeZeroes = value
+            case .other: break
+            }
         }
     }
 
@@ -122,33 +112,27 @@ struct IOStats: Sendable {
     var unsupported: UInt64 = 0
     var histograms = LatencyHistograms()
 
-    /// Counts one completed request: a successful one as I/O of its class
-    /// (SPDK counts only successes), a failed one as an error.
-    @inline(__always)
-    mutating func record(_ op: IOStatOp, status: BlkStatus, bytes: UInt64, latency: UInt64) {
-        guard status.rawValue == 0 else {  // VIRTIO_BLK_S_OK
-            if status.rawValue == 2 { unsupported &+= 1 } else { failed &+= 1 }  // UNSUPP, else IOERR
-            return
-        }
-        switch op {
-        case .read: read.record(bytes: bytes, latency: latency)
-        case .write: write.record(bytes: bytes, latency: latency)
-        case .unmap: unmap.record(bytes: bytes, latency: latency)
-        case .flush: flush.record(bytes: 0, latency: latency)
-        case .writeZeroes: writeZeroes.record(bytes: bytes, latency: latency)
-        case .other: return
-        }
-        histograms.record(op, latency)
-    }
-
+    /// The class's counters; `.other` reads as empty (setting it is ignored).
     subscript(op: IOStatOp) -> OpStats {
-        switch op {
-        case .read: return read
-        case .write: return write
-        case .unmap: return unmap
-        case .flush: return flush
-        case .writeZeroes: return writeZeroes
-        case .other: return OpStats()
+        get {
+            switch op {
+            case .read: return read
+            case .write: return write
+            case .unmap: return unmap
+            case .flush: return flush
+            case .writeZeroes: return writeZeroes
+            case .other: return OpStats()
+            }
+        }
+        set {
+            switch op {
+            case .read: read = newValue
+            case .write: write = newValue
+            case .unmap: unmap = newValue
+            case .flush: flush = newValue
+            case .writeZeroes: writeZeroes = newValue
+            case .other: break
+            }
         }
     }
 
@@ -187,10 +171,8 @@ enum IOStatResetMode: Sendable {
     case all, maxmin, error, none, ioOnly
 }
 
-/// Everything one virtqueue counts, as a value: kept in its
-/// `QueueStatsBlock` on the reactor thread, copied out for readers. A copy
-/// is cheap: the histograms' arrays are copy-on-write (the reactor's next
-/// record copies ~190 KiB once).
+/// Everything one virtqueue counts, as a value: built by its
+/// `QueueStatsBlock.snapshot()` on the reactor thread from the raw counters.
 struct QueueStats: Sendable {
     var io = IOStats()
     /// Requests completed (every popped head completes once, malformed ones included).
@@ -216,93 +198,4 @@ struct QueueStats: Sendable {
         interruptsSuppressed &+= other.interruptsSuppressed
         batches &+= other.batches
     }
-}
-
-extension QueueStats {
-    @inline(__always)
-    mutating func countNotification(sent: Bool) {
-        if sent { interruptsSent &+= 1 } else { interruptsSuppressed &+= 1 }
-    }
-
-    /// SPDK's reset modes applied to one queue; `all` also zeroes the queue counters.
-    mutating func reset(_ mode: IOStatResetMode) {
-        io.reset(mode)
-        if mode == .all {
-            requests = 0
-            kicks = 0
-            interruptsSent = 0
-            interruptsSuppressed = 0
-            batches = 0
-        }
-    }
-}
-
-/// A queue's counters and the per-request stamps, in memory the
-/// `VirtqueueServer` owns and only its reactor thread touches.
-///
-/// Why pointers rather than a stored `var`: every access to a class's
-/// stored `var` costs a dynamic exclusivity check (swift_beginAccess and
-/// endAccess, ~120 instructions each under callgrind), which alone would
-/// exceed the 2 % budget per request. Stores through a pointer are plain
-/// stores. Readers on other threads never touch this memory: they post a
-/// closure to the reactor (`Reactor.postAndWait`) that returns `snapshot()`,
-/// a value copy, so there is no data race and no atomics on the data path.
-final class QueueStatsBlock {
-    /// What one in-flight request will be counted as.
-    struct Pending {
-        var op: IOStatOp = .other
-        var bytes: UInt64 = 0
-        var started: UInt64 = 0
-    }
-
-    private let counters: UnsafeMutablePointer<QueueStats>
-    private let pending: UnsafeMutablePointer<Pending>
-    private let slotCount: Int
-
-    init(slotCount: Int) {
-        self.slotCount = slotCount
-        counters = .allocate(capacity: 1)
-        counters.initialize(to: QueueStats())
-        pending = .allocate(capacity: max(1, slotCount))
-        pending.initialize(repeating: Pending(), count: max(1, slotCount))
-    }
-
-    deinit {
-        counters.deinitialize(count: 1)
-        counters.deallocate()
-        pending.deinitialize(count: max(1, slotCount))
-        pending.deallocate()
-    }
-
-    /// A parsed request in `slot`: its class, data bytes and pop time.
-    @inline(__always)
-    func begin(_ slot: UInt32, _ op: IOStatOp, bytes: UInt64, at time: UInt64) {
-        guard Int(slot) < slotCount else { return }
-        pending[Int(slot)] = Pending(op: op, bytes: bytes, started: time)
-    }
-
-    /// The byte range of a discard or write-zeroes request (its payload is only the segment).
-    @inline(__always)
-    func setBytes(_ slot: UInt32, _ bytes: UInt64) {
-        guard Int(slot) < slotCount else { return }
-        pending[Int(slot)].bytes = bytes
-    }
-
-    /// Counts the completion of `slot` (every popped head completes once;
-    /// one that never parsed counts as `other`) and clears its stamp.
-    @inline(__always)
-    func complete(_ slot: UInt32, _ status: BlkStatus, at time: UInt64) {
-        guard Int(slot) < slotCount else { return }
-        let p = pending[Int(slot)]
-        pending[Int(slot)].op = .other
-        counters.pointee.requests &+= 1
-        counters.pointee.io.record(p.op, status: status, bytes: p.bytes, latency: time &- p.started)
-    }
-
-    @inline(__always) func countKick() { counters.pointee.kicks &+= 1 }
-    @inline(__always) func countBatch() { counters.pointee.batches &+= 1 }
-    @inline(__always) func countNotification(sent: Bool) { counters.pointee.countNotification(sent: sent) }
-
-    func snapshot() -> QueueStats { counters.pointee }
-    func reset(_ mode: IOStatResetMode) { counters.pointee.reset(mode) }
 }

@@ -27,8 +27,10 @@ extension VhostTarget {
             "reactors": .array(reactors.map { reactor in
                 let busy = reactor.busyNanoseconds.load(ordering: .relaxed)
                 let idle = reactor.idleNanoseconds.load(ordering: .relaxed)
-                let served: [JSON] = snapshots.filter { $0.0.reactor === reactor }.map { controller, queues in
-                    ["ctrlr": .string(controller.name), "queues": .array(queues.map { .int(Int64($0.index)) })]
+                let served: [JSON] = snapshots.compactMap { controller, queues in
+                    let here = queues.filter { $0.reactor == reactor.index }
+                    guard controller.reactor === reactor || !here.isEmpty else { return nil }
+                    return ["ctrlr": .string(controller.name), "queues": .array(here.map { .int(Int64($0.index)) })]
                 }
                 return [
                     "lcore": .int(Int64(reactor.cpu)),

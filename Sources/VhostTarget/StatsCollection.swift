@@ -12,7 +12,7 @@ struct QueueSnapshot: Sendable {
 ///
 /// Every read is a closure posted to the queue's reactor (`postAndWait`),
 /// so the data path keeps plain stores and the control loop blocks only for
-/// one reactor round trip per controller.
+/// one round trip per reactor serving the controller's queues.
 extension Controller {
     /// The running queues, in index order.
     var runningServers: [(index: Int, server: VirtqueueServer)] {
@@ -25,14 +25,22 @@ extension Controller {
     func queueSnapshots(reset: IOStatResetMode = .none) -> [QueueSnapshot] {
         let servers = runningServers
         guard !servers.isEmpty else { return [] }
-        let name = self.name, reactorIndex = reactor.index
-        return reactor.postAndWait {
-            servers.map { entry in
-                let copy = entry.server.statsSnapshot()
-                if reset != .none { entry.server.stats.reset(reset) }
-                return QueueSnapshot(controller: name, index: entry.index, reactor: reactorIndex, stats: copy)
+        let name = self.name
+        var snapshots: [QueueSnapshot] = []
+        // One round trip per reactor that serves some of the queues.
+        for queueReactor in queueReactors {
+            let here = servers.filter { $0.server.reactor === queueReactor }
+            guard !here.isEmpty else { continue }
+            let reactorIndex = queueReactor.index
+            snapshots += queueReactor.postAndWait {
+                here.map { entry in
+                    let copy = entry.server.statsSnapshot()
+                    if reset != .none { entry.server.stats.reset(reset) }
+                    return QueueSnapshot(controller: name, index: entry.index, reactor: reactorIndex, stats: copy)
+                }
             }
         }
+        return snapshots.sorted { $0.index < $1.index }
     }
 
     /// Folds a stopped queue's I/O counters into its bdev's totals, so they

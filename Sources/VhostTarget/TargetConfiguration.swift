@@ -29,7 +29,7 @@ public struct TargetConfiguration: Sendable {
 
     /// Adaptive polling: the longest a reactor spins after activity before
     /// sleeping, in microseconds (QEMU's poll-max-ns); 0 turns polling off.
-    public var pollMaxMicroseconds: UInt64 = 32
+    public var pollMaxMicroseconds: UInt64 = 64
 
     public init() {}
 }

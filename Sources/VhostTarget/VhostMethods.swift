@@ -37,6 +37,7 @@ extension VhostTarget {
         let listener = try listenControllerSocket(path: socketPath, permissions: permissions)
         let controller = Controller(
             name: name, socketPath: socketPath, cpumask: mask, readOnly: p.readonly, reactor: reactor,
+            queueReactors: queueReactors(for: mask, home: reactor),
             maxQueues: configuration.maxQueuesPerController, bdev: bdev, listener: listener, logger: logger)
         controller.socketPermissions = permissions
         do {

@@ -203,6 +203,14 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     func pickReactor(for cpus: CPUSet) -> Reactor? {
         reactors.filter { cpus.cpus.contains($0.cpu) }.min { $0.load.load(ordering: .relaxed) < $1.load.load(ordering: .relaxed) }
     }
+
+    /// The reactors among `cpus` in CPU order, rotated to start at `home`:
+    /// where a controller's queues go, queue `i` on the `i`th.
+    func queueReactors(for cpus: CPUSet, home: Reactor) -> [Reactor] {
+        let eligible = reactors.filter { cpus.cpus.contains($0.cpu) }
+        guard let start = eligible.firstIndex(where: { $0 === home }) else { return [home] }
+        return Array(eligible[start...] + eligible[..<start])
+    }
 }
 
 /// Why the daemon could not start, in words for the operator.

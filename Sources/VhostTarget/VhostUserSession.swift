@@ -10,7 +10,7 @@ import Virtio
 /// negotiated features, the guest memory map and the queues.
 ///
 /// Messages are decoded on the control loop; anything that touches a running
-/// queue travels to the controller's reactor and completes there
+/// queue travels to that queue's reactor and completes there
 /// (vhost-user spec, "Communication"; PROTOCOL.md §1).
 final class VhostUserSession {
     /// Per-queue state as the frontend has set it up.
@@ -204,7 +204,7 @@ final class VhostUserSession {
             }
             let old: Int32
             if let server = vrings[i].server {
-                old = controller.reactor.postAndWait { server.replaceCallFD(fd) }
+                old = server.reactor.postAndWait { server.replaceCallFD(fd) }
             } else {
                 old = vrings[i].callFD
             }
@@ -368,7 +368,7 @@ final class VhostUserSession {
 
     // MARK: Queues
 
-    /// Starts serving queue `i` on the controller's reactor.
+    /// Starts serving queue `i` on its reactor (`Controller.reactor(forQueue:)`).
     private func startQueue(_ i: Int) -> Bool {
         let vring = vrings[i]
         guard vring.server == nil else { return true }
@@ -400,11 +400,11 @@ final class VhostUserSession {
         }
         let server = VirtqueueServer(
             queueIndex: i, ring: ring, memory: memory, kickFD: vring.kickFD, callFD: vring.callFD,
-            backend: controller.deviceBackend(), reactor: controller.reactor, logger: logger,
+            backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
             inflight: tracking.area, resubmit: tracking.resubmit)
         vrings[i].server = server
         let log = activeDirtyLog, gpa = usedRingGPA(i)
-        controller.reactor.post {
+        server.reactor.post {
             if log != nil { server.setDirtyLog(log, usedRingGPA: gpa) }
             server.start()
         }
@@ -447,7 +447,7 @@ final class VhostUserSession {
         guard let server = vrings[i].server else { return }
         let done = DispatchSemaphore(value: 0)
         let base = LastAvail()
-        controller.reactor.post {
+        server.reactor.post {
             server.stop { last in
                 base.value = last
                 done.signal()
@@ -481,7 +481,7 @@ final class VhostUserSession {
         for i in vrings.indices {
             guard let server = vrings[i].server else { continue }
             let gpa = usedRingGPA(i)
-            controller.reactor.postAndWait { server.setDirtyLog(log, usedRingGPA: gpa) }
+            server.reactor.postAndWait { server.setDirtyLog(log, usedRingGPA: gpa) }
         }
     }
 
@@ -493,13 +493,12 @@ final class VhostUserSession {
     /// (detach, shrink), so the old backend may be released or cut.
     func backendChanged(waitForPreviousRequests: Bool, notifyFrontend: Bool = true) {
         let backend = controller.deviceBackend()
-        let reactor = controller.reactor
         let servers = vrings.compactMap(\.server)
         if waitForPreviousRequests {
             let drained = DispatchGroup()
             for server in servers {
                 drained.enter()
-                reactor.post { server.updateBackend(backend) { drained.leave() } }
+                server.reactor.post { server.updateBackend(backend) { drained.leave() } }
             }
             var waited = 0
             while drained.wait(timeout: .now() + .seconds(5)) == .timedOut {
@@ -510,7 +509,7 @@ final class VhostUserSession {
             // Applied before the RPC answers: a request the client sends after the
             // answer must see the new backend, even if the reactor polls the ring
             // before it reads its inbox.
-            for server in servers { reactor.postAndWait { server.updateBackend(backend) } }
+            for server in servers { server.reactor.postAndWait { server.updateBackend(backend) } }
         }
         if notifyFrontend { notifyConfigChanged() }
     }

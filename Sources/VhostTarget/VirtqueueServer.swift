@@ -366,7 +366,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
             return
         }
         slots[Int(slot)].status = request.status
-        stats.begin(slot, IOStatOp(request.type), bytes: request.dataLength, at: reactor.loopTime.load(ordering: .relaxed))
+        stats.begin(slot, request.type, bytes: request.dataLength, at: reactor.loopTime.load(ordering: .relaxed))
         if tracing { logger.trace("request \(request.type) sector \(request.sector) bytes \(request.dataLength) segments \(request.dataRange)") }
         if let qos = backend.qos, !qos.admit(QoSCost(request), waiter: self) {
             qosHeld = (request, slot)
@@ -375,8 +375,8 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
         dispatch(request, slot: slot, iov: iov)
     }
 
-    /// QoSWaiter: the held request's cost.
-    var qosPendingCost: QoSCost { qosHeld.map { QoSCost($0.request) } ?? QoSCost() }
+    /// QoSWaiter: where `qosResume` runs.
+    var qosReactor: Reactor { reactor }
 
     /// QoSWaiter: the limiter let the held request go: dispatch it, pop on.
     func qosResume() {

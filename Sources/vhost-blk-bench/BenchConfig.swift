@@ -25,6 +25,8 @@ struct BenchConfig: Sendable {
     var warmupNanos: UInt64
     var mode: WaitMode
     var cpu: Int?
+    /// CPUs for the queue threads, queue i on the i-th (cycling); empty: `cpu`.
+    var queueCPUs: [Int] = []
     var serverPID: Int32?
     var queueSize: UInt16
     /// A queue with requests in flight and no completion for this long is stalled: the run fails.

@@ -60,7 +60,8 @@ struct Benchmark {
         var threads: [pthread_t] = []
         for (i, w) in workers.enumerated() {
             do {
-                threads.append(try PosixThread.start(name: "bench-q\(i)", cpu: config.cpu) {
+                threads.append(try PosixThread.start(
+                    name: "bench-q\(i)", cpu: config.queueCPUs.isEmpty ? config.cpu : config.queueCPUs[i % config.queueCPUs.count]) {
                     w.run(measureStart: measureStart, measureEnd: measureEnd)
                 })
             } catch {

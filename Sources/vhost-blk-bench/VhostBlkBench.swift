@@ -31,6 +31,8 @@ struct VhostBlkBench: ParsableCommand {
     @Option(help: "Warm-up seconds before measuring.") var warmup: Double = 1
     @Option(help: "interrupt (sleep on the call eventfd) or poll (spin on the used ring).") var mode: WaitMode = .interrupt
     @Option(help: "Pin every benchmark thread to this CPU.") var cpu: Int?
+    @Option(help: "Pin queue i's thread to the i-th of these CPUs (comma-separated, cycling); overrides --cpu for queue threads.")
+    var cpus: String?
     @Option(help: "Report this process's CPU time (the server's) consumed while measuring.") var serverPid: Int32?
     @Option(help: "Virtqueue size (power of two); default: fits 3 descriptors per request, at least 128.") var queueSize: UInt16?
     @Option(help: "Random seed.") var seed: UInt64 = 1
@@ -43,6 +45,7 @@ struct VhostBlkBench: ParsableCommand {
         guard runtime > 0, runtime <= 86_400 else { throw ValidationError("--runtime must be in (0, 86400] seconds") }
         guard warmup >= 0, warmup <= 3600 else { throw ValidationError("--warmup must be in [0, 3600] seconds") }
         if let cpu { guard (0..<1024).contains(cpu) else { throw ValidationError("--cpu must be 0...1023") } }
+        if cpus != nil { guard queueCPUs != nil else { throw ValidationError("--cpus must list CPUs 0...1023, comma-separated") } }
         if let serverPid { guard serverPid > 0 else { throw ValidationError("--server-pid must be positive") } }
         let size = queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 0
         guard size > 0, size & (size &- 1) == 0, Int(size) >= 3 * iodepth else {
@@ -50,11 +53,19 @@ struct VhostBlkBench: ParsableCommand {
         }
     }
 
+    /// `--cpus` parsed; nil when absent or malformed.
+    var queueCPUs: [Int]? {
+        guard let cpus else { return nil }
+        let list = cpus.split(separator: ",").map { Int($0.filter { $0 != " " }) }
+        guard !list.isEmpty, list.allSatisfy({ $0.map { (0..<1024).contains($0) } ?? false }) else { return nil }
+        return list.compactMap { $0 }
+    }
+
     func run() throws {
         let config = BenchConfig(
             socketPath: socket, queues: queues, iodepth: iodepth, blockSize: bs, pattern: rw,
             runtimeNanos: UInt64(runtime * 1e9), warmupNanos: UInt64(warmup * 1e9), mode: mode, cpu: cpu,
-            serverPID: serverPid, queueSize: queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 128, seed: seed)
+            queueCPUs: queueCPUs ?? [], serverPID: serverPid, queueSize: queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 128, seed: seed)
         if let cpu {
             // Returns the error number itself (pthread_setaffinity_np does not set errno).
             let rc = vb_pin_current_thread(Int32(cpu))

@@ -36,7 +36,7 @@ struct VhostBlkd: ParsableCommand {
     var maxQueues = 32
 
     @Option(name: .customLong("poll-max-us"), help: "Adaptive polling: the longest a reactor spins after activity before it sleeps, in microseconds (0: never poll).")
-    var pollMaxUs: UInt64 = 32
+    var pollMaxUs: UInt64 = 64
 
     @Option(name: .customLong("config"), help: "SPDK save_config JSON file replayed at start; the first failing entry stops the start.")
     var configFile: String?
