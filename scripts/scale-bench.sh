@@ -6,7 +6,7 @@
 #   scripts/scale-bench.sh                      needs 8 CPUs for every row (fewer: rows that fit)
 #   RUNTIME=5 WARMUP=1 MODES="int poll" BACKENDS="ram shm" QSD=qemu-storage-daemon BIN=.build-perf/release scripts/scale-bench.sh
 #
-# Rows: reactors x queues = 1x2, 2x2, 4x4 (ours: `-m` of that many CPUs, the
+# Rows: reactors x queues = 1x1, 1x2, 2x2, 4x4 (ours: `-m` of that many CPUs, the
 # controller's queues spread over them); with QSD set, qemu-storage-daemon
 # with one iothread and 2 queues on the same first CPU, for reference (7.2
 # cannot spread a device's queues over iothreads). Servers take CPUs from 0 up;
@@ -45,7 +45,7 @@ list() { local i out=""; for i in $(seq "$1" $(($1 + $2 - 1))); do out="$out${ou
 run() {
     local backend=$1; shift
     local server=$1 reactors=$2 queues=$3 mode=$4 pid socket
-    local first_client=$((reactors > 1 ? reactors : 2))
+    local first_client=$((reactors > 2 ? reactors : 2))
     [ "$smoke" = 1 ] || [ $((first_client + queues)) -le "$cpus" ] || { echo "skip: $server ${reactors}r ${queues}q needs $((first_client + queues)) CPUs" >&2; return 0; }
     rm -rf "$work/s"; mkdir -p "$work/s"
     if [ "$server" = ours ]; then
@@ -96,6 +96,7 @@ run() {
             dd if=/dev/urandom of="$shm_file" bs=1M count="$size_mib" status=none
         fi
         for mode in $modes; do
+            run "$backend" ours 1 1 "$mode"
             run "$backend" ours 1 2 "$mode"
             run "$backend" ours 2 2 "$mode"
             run "$backend" ours 4 4 "$mode"
@@ -106,7 +107,7 @@ run() {
     for backend in $backends; do
         for mode in $modes; do
             awk -v m="$mode" -v b="$backend" '$1 == b "-ours" && $4 == m { iops[$2 "x" $3] = $5 }
-                END { if (iops["1x2"] > 0) printf "scaling %s (%s): 2 reactors / 1 = %.2fx; 4 reactors x 4 queues / 1 x 2 = %.2fx\n", b, m, iops["2x2"] / iops["1x2"], iops["4x4"] / iops["1x2"] }' "$work/rows"
+                END { if (iops["1x2"] > 0) printf "scaling %s (%s): 2 reactors x 2 queues / 1 x 1 = %.2fx, / 1 x 2 = %.2fx; 4 x 4 / 1 x 1 = %.2fx, / 1 x 2 = %.2fx\n", b, m, iops["2x2"] / iops["1x1"], iops["2x2"] / iops["1x2"], iops["4x4"] / iops["1x1"], iops["4x4"] / iops["1x2"] }' "$work/rows"
         done
     done
 } | tee ${RESULTS:+"$RESULTS"}
