@@ -88,6 +88,62 @@ import Virtio
         #expect(s.io.histograms.read == reference)
     }
 
+    /// Successes with equal latency and type are recorded as runs: runs of
+    /// every length, broken by type, latency, failures, snapshots and resets,
+    /// give exactly what recording each success alone gives.
+    @Test func runsMatchAReferenceModel() {
+        let block = QueueStatsBlock(slotCount: 64)
+        var generator = SystemRandomNumberGenerator()
+        let types: [BlkRequestType] = [.in, .out, .flush]
+        let ops: [IOStatOp] = [.read, .write, .flush]
+        var expected = IOStats()
+        var failed: UInt64 = 0
+        for step in 0..<5000 {
+            let t = Int.random(in: 0..<3, using: &generator)
+            let choices: [UInt64] = [0, 5, 5_000, 1 << 33]
+            let latency = choices[Int.random(in: 0..<choices.count, using: &generator)]
+            let repeats = Int.random(in: 1...6, using: &generator)
+            for r in 0..<repeats {
+                let bytes = UInt64.random(in: 0...8, using: &generator) * 512
+                let fails = Int.random(in: 0..<50, using: &generator) == 0
+                run(block, slot: UInt32((step + r) % 64), type: types[t], bytes: bytes, start: UInt64(step) * 1000,
+                    latency: latency, status: fails ? .ioErr : .ok)
+                if fails { failed += 1; continue }
+                var o = expected[ops[t]]
+                o.ops += 1
+                o.bytes += ops[t] == .flush ? 0 : bytes
+                o.latencySum &+= latency
+                o.latencyMin = min(o.latencyMin, latency)
+                o.latencyMax = max(o.latencyMax, latency)
+                expected[ops[t]] = o
+                var h = expected.histograms[ops[t]] ?? LatencyHistogram()
+                h.record(latency)
+                expected.histograms[ops[t]] = h
+            }
+            if step % 997 == 0 {  // a read in the middle of a run
+                let s = block.snapshot()
+                for op in ops {
+                    #expect(s.io[op] == expected[op], "\(op) at step \(step)")
+                    #expect(s.io.histograms[op] == expected.histograms[op], "\(op) histogram at step \(step)")
+                }
+                #expect(s.io.failed == failed)
+            }
+            if step == 2500 {  // maxmin mid-run: only the extremes restart
+                block.reset(.maxmin)
+                for op in ops { expected[op].resetMinMax() }
+            }
+        }
+        let s = block.snapshot()
+        for op in ops {
+            #expect(s.io[op] == expected[op], "\(op)")
+            #expect(s.io.histograms[op] == expected.histograms[op], "\(op) histogram")
+        }
+        block.reset(.ioOnly)
+        let cleared = block.snapshot()
+        #expect(cleared.io.read == OpStats() && cleared.io.write == OpStats() && cleared.io.flush == OpStats())
+        #expect(cleared.requests == s.requests)
+    }
+
     @Test func queueCounters() {
         let block = QueueStatsBlock(slotCount: 4)
         block.countKick()
