@@ -67,6 +67,23 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     /// Heads whose used elements await the next publish (inflight tracking only).
     private let unpublishedHeads: UnsafeMutablePointer<UInt16>
     private var unpublishedCount = 0
+    /// Hybrid polling for file-backed queues: the reactor polls this ring
+    /// for the guest's next requests only while the guest keeps few in
+    /// flight. At depth, a batch of file I/O keeps the reactor busy and the
+    /// guest's refill arrives with its kick anyway, so spinning for it only
+    /// costs CPU (a tmpfs file at QD32: a third more CPU per I/O for the same
+    /// IOPS); at depth 1 polling cuts latency (2.6x the IOPS). RAM and null
+    /// queues always poll: there the wake-up chain is most of the cycle.
+    /// `depthAverage` is the guest's requests outstanding at each publish
+    /// (avail index seen less the previous used index), a moving average in
+    /// sixteenths; polling goes off above 8 and back on below 4.
+    private var isFileBacked = false
+    private var depthAverage: UInt32 = 0
+    private var wantsPolling = true
+    private var pollsGuest = true
+    static let pollOffDepth: UInt32 = 8 * 16
+    static let pollOnDepth: UInt32 = 4 * 16
+
     /// A popped request its bdev's QoS limit holds back (QoSLimiter.swift):
     /// nothing more is popped until the limiter resumes this queue.
     private var qosHeld: (request: BlkRequest, slot: UInt32)?
@@ -124,6 +141,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     /// Registers with the reactor, arms the kick and serves what is already pending.
     func start() {
         taskID = reactor.register(self)
+        isFileBacked = Self.isFile(backend)
         reactor.setPollable(taskID, true)
         armKick()
         processAvail()
@@ -169,6 +187,8 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     /// runs once no request dispatched on an earlier backend is in flight.
     func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
         backend = newBackend
+        isFileBacked = Self.isFile(newBackend)
+        if !isFileBacked { wantsPolling = true }
         backendGeneration &+= 1
         previousBackendInFlight = inFlight
         if let drained { onPreviousBackendDrained.append(drained) }
@@ -247,7 +267,33 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
             processAvail()
             publishAndNotify()
         }
+        if wantsPolling != pollsGuest { applyPollingChoice() }
         finishStopIfIdle()
+    }
+
+    private static func isFile(_ backend: DeviceBackend) -> Bool {
+        if case .file = backend.storage { return true }
+        return false
+    }
+
+    /// Samples the guest's depth at a publish (hybrid polling, file-backed queues only).
+    @inline(__always)
+    private func noteDepth(_ outstanding: UInt16) {
+        guard isFileBacked else { return }
+        depthAverage = depthAverage &- depthAverage / 8 &+ UInt32(outstanding) &* 2  // weight 1/8, in sixteenths
+        if wantsPolling {
+            if depthAverage > Self.pollOffDepth { wantsPolling = false }
+        } else if depthAverage < Self.pollOnDepth {
+            wantsPolling = true
+        }
+    }
+
+    /// Joins or leaves the reactor's polling, between polling phases only
+    /// (a phase ends by re-enabling notifications on the queues it polled).
+    private func applyPollingChoice() {
+        guard !reactor.isPolling, !stopping else { return }
+        pollsGuest = wantsPolling
+        reactor.setPollable(taskID, pollsGuest)
     }
 
     // MARK: Avail ring
@@ -288,8 +334,10 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
                 break
             }
             if pending == 0 {
-                // While the reactor polls, the guest need not kick: it finds the work itself.
-                if reactor.isPolling { break }
+                // While the reactor polls this queue, the guest need not kick: the
+                // phase finds the work itself and re-enables notifications when it
+                // ends. A queue outside the phase (hybrid polling) must not skip this.
+                if reactor.isPolling && pollsGuest { break }
                 ring.enableNotifications()
                 if dirtyLog != nil { logUsedRing() }  // avail_event lives in the used ring
                 if ring.hasPendingAfterEnable() { continue }
@@ -580,6 +628,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
             unpublishedCount = 0
         }
         let notify = ring.shouldNotify(oldUsedIdx: lastCheckedUsed)
+        noteDepth(ring.availIdxShadow &- lastCheckedUsed)
         lastCheckedUsed = ring.usedIdx
         if tracing { logger.trace("published used \(ring.usedIdx) notify \(notify) call \(callFD)") }
         stats.countNotification(sent: notify && callFD >= 0)
@@ -603,7 +652,10 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
         for i in 0..<count where done < bytes.count {
             guard let base = iov[i].iov_base else { continue }
             let n = min(iov[i].iov_len, bytes.count - done)
-            bytes.withUnsafeBytes { base.copyMemory(from: $0.baseAddress! + done, byteCount: n) }
+            bytes.withUnsafeBytes { source in
+                guard let start = source.baseAddress else { return }
+                base.copyMemory(from: start + done, byteCount: n)
+            }
             done += n
         }
         return done
