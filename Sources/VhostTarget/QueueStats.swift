@@ -60,10 +60,49 @@ struct OpStats: Sendable, Equatable {
     }
 }
 
+/// A value per counted operation class, as named properties (what the RPC
+/// results and the metrics read), reachable by `IOStatOp` in one place.
+protocol PerOpClass {
+    associatedtype Value
+    var read: Value { get set }
+    var write: Value { get set }
+    var unmap: Value { get set }
+    var flush: Value { get set }
+    var writeZeroes: Value { get set }
+}
+
+extension PerOpClass {
+    /// The property holding `op`'s value; nil for `.other`.
+    static func field(_ op: IOStatOp) -> WritableKeyPath<Self, Value>? {
+        switch op {
+        case .read: return \.read
+        case .write: return \.write
+        case .unmap: return \.unmap
+        case .flush: return \.flush
+        case .writeZeroes: return \.writeZeroes
+        case .other: return nil
+        }
+    }
+
+    /// `op`'s value; nil for `.other` (setting it, or setting nil, is ignored).
+    subscript(counted op: IOStatOp) -> Value? {
+        get { Self.field(op).map { self[keyPath: $0] } }
+        set {
+            guard let field = Self.field(op), let newValue else { return }
+            self[keyPath: field] = newValue
+        }
+    }
+
+    /// Applies `body` to every class's value.
+    mutating func updateEach(_ body: (inout Value) -> Void) {
+        body(&read); body(&write); body(&unmap); body(&flush); body(&writeZeroes)
+    }
+}
+
 /// Latency histograms per operation class (`LatencyHistogram`: about 3 %
 /// resolution; 15 KiB each, allocated on the first latency of their class,
 /// so an idle bdev or queue holds none).
-struct LatencyHistograms: Sendable {
+struct LatencyHistograms: PerOpClass, Sendable {
     var read = LatencyHistogram()
     var write = LatencyHistogram()
     var unmap = LatencyHistogram()
@@ -72,40 +111,17 @@ struct LatencyHistograms: Sendable {
 
     /// The class's histogram; nil for `.other` (setting it is ignored).
     subscript(op: IOStatOp) -> LatencyHistogram? {
-        get {
-            switch op {
-            case .read: return read
-            case .write: return write
-            case .unmap: return unmap
-            case .flush: return flush
-            case .writeZeroes: return writeZeroes
-            case .other: return nil
-            }
-        }
-        set {
-            let value = newValue ?? LatencyHistogram()
-            switch op {
-            case .read: read = value
-            case .write: write = value
-            case .unmap: unmap = value
-            case .flush: flush = value
-            case .writeZeroes: writeZeroes = value
-            case .other: break
-            }
-        }
+        get { self[counted: op] }
+        set { self[counted: op] = newValue }
     }
 
     mutating func add(_ other: LatencyHistograms) {
-        read.add(other.read)
-        write.add(other.write)
-        unmap.add(other.unmap)
-        flush.add(other.flush)
-        writeZeroes.add(other.writeZeroes)
+        for op in IOStatOp.counted { self[counted: op]?.add(other[counted: op] ?? LatencyHistogram()) }
     }
 }
 
 /// I/O counters of a bdev or one virtqueue: what `bdev_get_iostat` reports.
-struct IOStats: Sendable {
+struct IOStats: PerOpClass, Sendable {
     var read = OpStats(), write = OpStats(), unmap = OpStats(), flush = OpStats(), writeZeroes = OpStats()
     /// Requests completed with VIRTIO_BLK_S_IOERR (SPDK's "failed") and VIRTIO_BLK_S_UNSUPP.
     var failed: UInt64 = 0
@@ -114,34 +130,12 @@ struct IOStats: Sendable {
 
     /// The class's counters; `.other` reads as empty (setting it is ignored).
     subscript(op: IOStatOp) -> OpStats {
-        get {
-            switch op {
-            case .read: return read
-            case .write: return write
-            case .unmap: return unmap
-            case .flush: return flush
-            case .writeZeroes: return writeZeroes
-            case .other: return OpStats()
-            }
-        }
-        set {
-            switch op {
-            case .read: read = newValue
-            case .write: write = newValue
-            case .unmap: unmap = newValue
-            case .flush: flush = newValue
-            case .writeZeroes: writeZeroes = newValue
-            case .other: break
-            }
-        }
+        get { self[counted: op] ?? OpStats() }
+        set { self[counted: op] = newValue }
     }
 
     mutating func add(_ other: IOStats) {
-        read.add(other.read)
-        write.add(other.write)
-        unmap.add(other.unmap)
-        flush.add(other.flush)
-        writeZeroes.add(other.writeZeroes)
+        for op in IOStatOp.counted { self[counted: op]?.add(other[op]) }
         failed &+= other.failed
         unsupported &+= other.unsupported
         histograms.add(other.histograms)
@@ -156,7 +150,7 @@ struct IOStats: Sendable {
         case .all, .ioOnly:
             self = IOStats()
         case .maxmin:
-            read.resetMinMax(); write.resetMinMax(); unmap.resetMinMax(); flush.resetMinMax(); writeZeroes.resetMinMax()
+            updateEach { $0.resetMinMax() }
         case .error:
             failed = 0
             unsupported = 0
