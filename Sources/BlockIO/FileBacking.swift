@@ -20,12 +20,17 @@ public final class FileBacking: @unchecked Sendable {
     /// Size in bytes (the bdev has `sizeBytes / blockSize` blocks).
     public var sizeBytes: UInt64 { size.load(ordering: .acquiring) }
     public let isReadOnly: Bool
+    /// A regular file on tmpfs or ramfs: its reads and writes are copies to
+    /// and from the page cache that never wait for a device, and io_uring
+    /// cannot do them without blocking, so it hands each one to a worker
+    /// thread (io-wq), which costs more than the copy.
+    public let isOnMemoryFilesystem: Bool
 
     private let size: Atomic<UInt64>
     private let closed = Atomic<Bool>(false)
 
     private init(path: String, fd: Int32, isBlockDevice: Bool, isDirect: Bool, blockSize: UInt32,
-                 memoryAlignment: Int, sizeBytes: UInt64, isReadOnly: Bool) {
+                 memoryAlignment: Int, sizeBytes: UInt64, isReadOnly: Bool, isOnMemoryFilesystem: Bool = false) {
         self.path = path
         self.fd = fd
         self.isBlockDevice = isBlockDevice
@@ -34,6 +39,7 @@ public final class FileBacking: @unchecked Sendable {
         self.memoryAlignment = memoryAlignment
         self.size = Atomic(sizeBytes)
         self.isReadOnly = isReadOnly
+        self.isOnMemoryFilesystem = isOnMemoryFilesystem
     }
 
     deinit { close() }
@@ -138,7 +144,17 @@ public final class FileBacking: @unchecked Sendable {
             direct = false
         }
         return FileBacking(path: path, fd: fd, isBlockDevice: false, isDirect: direct, blockSize: blockSize,
-                           memoryAlignment: direct ? 512 : 1, sizeBytes: bytes, isReadOnly: readOnly)
+                           memoryAlignment: direct ? 512 : 1, sizeBytes: bytes, isReadOnly: readOnly,
+                           isOnMemoryFilesystem: isMemoryFilesystem(fd))
+    }
+
+    /// statfs(2) f_type of tmpfs (also shmem behind memfd) and ramfs.
+    static let memoryFilesystemTypes: Set<Int> = [0x0102_1994, 0x8584_58f6]
+
+    private static func isMemoryFilesystem(_ fd: Int32) -> Bool {
+        var fs = statfs()
+        guard fstatfs(fd, &fs) == 0 else { return false }
+        return memoryFilesystemTypes.contains(Int(truncatingIfNeeded: fs.f_type))
     }
 
     /// One O_DIRECT read of `blockSize` bytes at offset 0 into a 512-aligned buffer.

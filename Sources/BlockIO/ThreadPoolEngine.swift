@@ -253,24 +253,7 @@ struct PoolJob: @unchecked Sendable {
     let tag: UInt64
 
     /// Runs the blocking syscall; returns bytes transferred or -errno.
-    func execute() -> Int32 {
-        var result: Int
-        repeat {
-            switch op {
-            case let .readv(fd, iovecs, count, offset):
-                result = preadv(fd, iovecs, count, off_t(truncatingIfNeeded: offset))
-            case let .writev(fd, iovecs, count, offset):
-                result = pwritev(fd, iovecs, count, off_t(truncatingIfNeeded: offset))
-            case let .fdatasync(fd):
-                result = Int(Glibc.fdatasync(fd))
-            case let .fallocate(fd, mode, offset, length):
-                result = Int(Glibc.fallocate(fd, mode, off_t(truncatingIfNeeded: offset), off_t(truncatingIfNeeded: length)))
-            case let .read(fd, buffer, length):
-                result = Glibc.read(fd, buffer, length)
-            }
-        } while result < 0 && errno == EINTR
-        return result < 0 ? -errno : Int32(clamping: result)
-    }
+    func execute() -> Int32 { op.performBlocking() }
 }
 
 struct PoolCompletion: Sendable {

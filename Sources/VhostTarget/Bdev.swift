@@ -40,6 +40,10 @@ final class Bdev {
     var retiredStats = IOStats()
     /// `bdev_set_qos_limit`'s limits (QoSMethods.swift).
     var qosLimits = QoSLimits()
+    /// Queues do this file's I/O as syscalls on their reactor instead of
+    /// through an engine (`DeviceBackend.FileEngine.inline`): a `uring`
+    /// bdev on tmpfs, unless `--tmpfs-io engine`.
+    var inlineIO = false
 
     init(name: String, driver: Driver, uuid: String?, blockSize: UInt32, numBlocks: UInt64, backing: Backing, readOnly: Bool = false) {
         self.name = name
@@ -58,7 +62,8 @@ final class Bdev {
         let storage: DeviceBackend.Storage
         switch backing {
         case .file(let file):
-            storage = .file(fd: file.fd, engine: driver == .aio ? .threadPool : .primary, isBlockDevice: file.isBlockDevice)
+            let engine: DeviceBackend.FileEngine = inlineIO ? .inline : .async(driver == .aio ? .threadPool : .primary)
+            storage = .file(fd: file.fd, engine: engine, isBlockDevice: file.isBlockDevice)
         case .memory(let memory):
             storage = .memory(memory)
         case .null:

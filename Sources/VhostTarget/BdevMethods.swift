@@ -24,10 +24,12 @@ extension VhostTarget {
         }
         let bdev = Bdev(name: name, driver: driver, uuid: uuid, blockSize: file.blockSize,
                         numBlocks: file.sizeBytes / UInt64(file.blockSize), backing: .file(file), readOnly: readOnly)
+        bdev.inlineIO = driver == .uring && file.isOnMemoryFilesystem && configuration.inlineMemoryFilesystemIO
         add(bdev)
         logger.info("bdev created", metadata: [
             "bdev.name": "\(name)", "driver": "\(driver.rawValue)", "file": "\(filename)",
             "direct": "\(file.isDirect)", "size": "\(file.sizeBytes)",
+            "io": "\(bdev.inlineIO ? "inline (tmpfs)" : driver == .aio ? "thread-pool" : "engine")",
         ])
         return .string(name)
     }
@@ -118,6 +120,7 @@ extension VhostTarget {
             }
             info["direct"] = .bool(file.isDirect)
             info["block_device"] = .bool(file.isBlockDevice)
+            info["inline_io"] = .bool(bdev.inlineIO)
             driverSpecific[bdev.driver.rawValue] = .object(info)
         case .memory, .null:
             break

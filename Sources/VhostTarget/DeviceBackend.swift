@@ -5,14 +5,24 @@ import Reactor
 /// so the data path never touches the control plane's objects.
 struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handles; I/O on them is thread-safe
     enum Storage {
-        /// A file or block device served by an engine (io_uring or the thread pool).
-        case file(fd: Int32, engine: EngineChoice, isBlockDevice: Bool)
+        /// A file or block device.
+        case file(fd: Int32, engine: FileEngine, isBlockDevice: Bool)
         /// RAM: served synchronously on the reactor.
         case memory(MemoryBacking)
         /// Reads and writes complete at once and touch nothing.
         case null
         /// No bdev attached: every data request fails with IOERR.
         case none
+    }
+
+    /// How a file-backed queue does its I/O.
+    enum FileEngine {
+        /// Asynchronously, through one of the reactor's engines.
+        case async(EngineChoice)
+        /// As blocking syscalls on the reactor (`IOOperation.performBlocking`):
+        /// files on tmpfs, where each is a page-cache copy that io_uring would
+        /// hand to a worker thread (`FileBacking.isOnMemoryFilesystem`).
+        case inline
     }
 
     var storage: Storage

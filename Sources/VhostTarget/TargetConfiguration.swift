@@ -11,6 +11,10 @@ public struct TargetConfiguration: Sendable {
     public var cpumask: CPUSet = .allowed()
     /// Serve every bdev with the thread-pool engine even where io_uring works.
     public var forceThreadPool = false
+    /// `bdev_uring_create` files on tmpfs or ramfs do their I/O as syscalls on
+    /// the reactor instead of through io_uring, which hands each to a worker
+    /// thread there (`--tmpfs-io inline`, the default; `engine` turns it off).
+    public var inlineMemoryFilesystemIO = true
     /// Queues a controller offers (GET_QUEUE_NUM); QEMU defaults to one per vCPU.
     public var maxQueuesPerController = 32
     /// Permission bits of the RPC socket (`--rpc-socket-mode`).

@@ -30,6 +30,9 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("engine"), help: "I/O engine: io_uring (default, falls back to the thread pool when unavailable) or thread-pool.")
     var engine: String?
 
+    @Option(name: .customLong("tmpfs-io"), help: "I/O on bdev_uring files on tmpfs or ramfs: inline (default: syscalls on the reactor, a page-cache copy each) or engine (io_uring, which hands each to a kernel worker thread there).")
+    var tmpfsIO = "inline"
+
     @Option(name: .customLong("metrics"), help: "Serve Prometheus metrics (GET /metrics) on unix:PATH or 127.0.0.1:PORT; off by default.")
     var metrics: String?
     @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM).")
@@ -77,6 +80,11 @@ struct VhostBlkd: ParsableCommand {
         case "io_uring", "uring": config.forceThreadPool = false
         case "thread-pool", "threadpool": config.forceThreadPool = true
         default: throw ValidationError("unknown engine '\(engineChoice)' (io_uring or thread-pool)")
+        }
+        switch tmpfsIO {
+        case "inline": config.inlineMemoryFilesystemIO = true
+        case "engine": config.inlineMemoryFilesystemIO = false
+        default: throw ValidationError("unknown --tmpfs-io '\(tmpfsIO)' (inline or engine)")
         }
         try applyAccessOptions(to: &config)
         if let metrics {

@@ -8,7 +8,8 @@ import Testing
 @Suite("Guests on vhost-blkd", .serialized, .enabled(if: E2EEnvironment.isEnabled, E2EEnvironment.skipComment))
 struct VhostBlkdGuestTests {
     enum Backend: String, CaseIterable, Sendable {
-        case uringFile, aioFile, loopDevice, malloc
+        /// `tmpfsFile`: a `uring` bdev on /dev/shm, served inline.
+        case uringFile, aioFile, loopDevice, malloc, tmpfsFile
     }
 
     /// Creates the bdev `disk0` of `sizeMiB` on `backend`; returns a cleanup closure.
@@ -30,6 +31,14 @@ struct VhostBlkdGuestTests {
         case .malloc:
             try daemon.call("bdev_malloc_create", ["num_blocks": .int(Int64(sizeMiB) * 2048), "block_size": 512, "name": "disk0"])
             return {}
+        case .tmpfsFile:
+            let shm = "/dev/shm/vbd-e2e-\(daemon.directory.lastPathComponent).img"
+            try runCommand("/usr/bin/truncate", ["-s", "\(sizeMiB)M", shm])
+            defer { try? FileManager.default.removeItem(atPath: shm) }  // the daemon keeps it open
+            try daemon.call("bdev_uring_create", ["filename": .string(shm), "name": "disk0"])
+            let inline = try daemon.call("bdev_get_bdevs", ["name": "disk0"]).arrayValue?.first?["driver_specific"]?["uring"]?["inline_io"]
+            guard inline == .bool(true) else { throw E2EError.failed("tmpfs bdev not served inline: \(String(describing: inline))") }
+            return {}
         }
     }
 
@@ -45,7 +54,7 @@ struct VhostBlkdGuestTests {
 
     @Test(arguments: [
         (Backend.uringFile, "io_uring"), (Backend.loopDevice, "io_uring"), (Backend.malloc, "io_uring"),
-        (Backend.uringFile, "thread-pool"), (Backend.aioFile, "io_uring"),
+        (Backend.uringFile, "thread-pool"), (Backend.aioFile, "io_uring"), (Backend.tmpfsFile, "io_uring"),
     ])
     func fioVerifies(backend: Backend, engine: String) throws {
         try E2EEnvironment.requireReady()

@@ -17,7 +17,8 @@ struct DataPathTests {
     }
 
     enum Backend: String, CaseIterable, CustomTestStringConvertible {
-        case malloc, uring, aio
+        /// `tmpfs`: a `uring` bdev on /dev/shm, served inline (syscalls on the reactor).
+        case malloc, uring, aio, tmpfs
         var testDescription: String { rawValue }
         var isFile: Bool { self != .malloc }
     }
@@ -35,14 +36,21 @@ struct DataPathTests {
         switch backend {
         case .malloc:
             try daemon.call("bdev_malloc_create", ["num_blocks": .int(Int64(sectors)), "block_size": 512, "name": .string(name)])
-        case .uring, .aio:
-            let path = daemon.directory.appendingPathComponent("\(name).img").path
+        case .uring, .aio, .tmpfs:
+            let path = backend == .tmpfs
+                ? "/dev/shm/vbd-\(daemon.directory.lastPathComponent)-\(name).img"
+                : daemon.directory.appendingPathComponent("\(name).img").path
             #expect(FileManager.default.createFile(atPath: path, contents: nil))
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
             try handle.truncate(atOffset: sectors * 512)
             try handle.close()
-            let method = backend == .uring ? "bdev_uring_create" : "bdev_aio_create"
+            // The daemon holds the file open: unlinked, it leaves nothing behind in /dev/shm.
+            defer { if backend == .tmpfs { try? FileManager.default.removeItem(atPath: path) } }
+            let method = backend == .aio ? "bdev_aio_create" : "bdev_uring_create"
             try daemon.call(method, ["filename": .string(path), "name": .string(name), "block_size": 512])
+            let described = try daemon.call("bdev_get_bdevs", ["name": .string(name)])
+            let inline = described.arrayValue?.first?["driver_specific"]?[backend == .aio ? "aio" : "uring"]?["inline_io"]
+            #expect(inline == .bool(backend == .tmpfs), "inline_io of a \(backend) bdev")
         }
     }
 

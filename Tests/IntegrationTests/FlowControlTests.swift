@@ -8,9 +8,15 @@ import Testing
 /// control lesson). Driven by `vhost-blk-bench`, which also smoke-tests it.
 @Suite("Flow control under a full engine")
 struct FlowControlTests {
-    @Test(arguments: [("io_uring", "bdev_uring_create"), ("io_uring", "bdev_aio_create"), ("thread-pool", "bdev_uring_create")])
+    /// `--tmpfs-io engine`: the file is on tmpfs, whose I/O would otherwise not
+    /// go through an engine at all (`inline` rows: the same load served inline).
+    @Test(arguments: [
+        ("io_uring", "bdev_uring_create"), ("io_uring", "bdev_aio_create"), ("thread-pool", "bdev_uring_create"),
+        ("inline", "bdev_uring_create"),
+    ])
     func twoDeepQueuesOverfillTheEngine(engine: String, method: String) throws {
-        let daemon = try DaemonProcess(extraArguments: ["--engine", engine])
+        let arguments = engine == "inline" ? [] : ["--engine", engine, "--tmpfs-io", "engine"]
+        let daemon = try DaemonProcess(extraArguments: arguments)
         defer { daemon.stop(); daemon.cleanUp() }
         let image = "/dev/shm/vbd-flow-\(UUID().uuidString.prefix(8)).img"
         try runCommand("/usr/bin/truncate", ["-s", "256M", image])

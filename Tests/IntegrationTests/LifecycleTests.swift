@@ -117,7 +117,7 @@ struct LifecycleTests {
 
     // MARK: Shrink
 
-    @Test(arguments: [D.Backend.malloc, D.Backend.uring])
+    @Test(arguments: [D.Backend.malloc, D.Backend.uring, D.Backend.tmpfs])
     func shrinkNeedsAllowShrink(backend: D.Backend) throws {
         let daemon = try D.startDaemon()
         defer { daemon.stop(); daemon.cleanUp() }
