@@ -131,16 +131,22 @@ public enum BlkRequestParser {
         }
         guard chain.readableBytes >= UInt64(headerSize) else { throw .headerTooShort(chain.readableBytes) }
 
-        var header: (UInt64, UInt64) = (0, 0)
-        let copied = withUnsafeMutableBytes(of: &header) { buffer in
-            var cursor = IOVecCursor(iovecs, range: 0..<chain.readableCount)
-            return cursor.copyOut(into: buffer)
-        }
-        guard copied == headerSize else { throw .headerTooShort(UInt64(copied)) }
-        let (type, ioprio, sector) = withUnsafeBytes(of: &header) { raw in
-            (BlkRequestType(rawValue: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self))),
-             UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
-             UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        let type: BlkRequestType, ioprio: UInt32, sector: UInt64
+        if chain.readableCount > 0, iovecs[0].iov_len >= headerSize, let first = iovecs[0].iov_base {
+            // The usual layout: the whole header in the first segment.
+            (type, ioprio, sector) = Self.loadHeader(UnsafeRawPointer(first))
+        } else {
+            var header: (UInt64, UInt64) = (0, 0)
+            let copied = withUnsafeMutableBytes(of: &header) { buffer in
+                var cursor = IOVecCursor(iovecs, range: 0..<chain.readableCount)
+                return cursor.copyOut(into: buffer)
+            }
+            guard copied == headerSize else { throw .headerTooShort(UInt64(copied)) }
+            (type, ioprio, sector) = withUnsafeBytes(of: &header) { raw in
+                // `raw` is 16 bytes of a local tuple: never empty.
+                guard let base = raw.baseAddress else { return (BlkRequestType(rawValue: UInt32.max), 0, 0) }
+                return Self.loadHeader(base)
+            }
         }
 
         let readableData = chain.readableBytes - UInt64(headerSize)
@@ -167,6 +173,14 @@ public enum BlkRequestParser {
             head: chain.head, type: type, ioprio: ioprio, sector: sector, status: status,
             dataRange: start..<end, dataLength: readableData &+ writableData,
             writableBytes: UInt32(clamping: chain.writableBytes))
+    }
+
+    /// `le32 type, le32 ioprio, le64 sector` at `raw` (any alignment).
+    @inline(__always)
+    static func loadHeader(_ raw: UnsafeRawPointer) -> (BlkRequestType, UInt32, UInt64) {
+        (BlkRequestType(rawValue: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self))),
+         UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
+         UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
     }
 
     /// The status byte of a walked, not yet parsed chain: the last byte of its
