@@ -16,12 +16,14 @@
 # (release|debug), BENCH_SCRATCH (SwiftPM scratch path), DIRECT_DIR (where the
 # O_DIRECT file goes, default /var/tmp: the root filesystem), SAVE (1: write
 # bench-results/latest.txt and a dated copy; default 1 only for a full release
-# run), SERVER_CPU, BENCH_CPU, BIN (a folder of prebuilt binaries: no build).
+# run), SERVER_CPU, BENCH_CPU, BIN (a folder of prebuilt binaries: no build),
+# DAEMON_ARGS (more vhost-blkd options, e.g. "--tmpfs-io engine").
 #
 # Backends (same data for both servers):
 #   ram     ours: bdev_malloc_create SIZE        qsd: null-co (no read-zeroes: reads never touch the buffer)
 #   shm     a SIZE file on tmpfs /dev/shm, fully written first
-#           ours: bdev_uring_create (buffered: tmpfs refuses O_DIRECT)
+#           ours: bdev_uring_create (buffered: tmpfs refuses O_DIRECT; served inline,
+#           preadv/pwritev on the reactor, unless DAEMON_ARGS="--tmpfs-io engine")
 #           qsd:  driver=file, aio=io_uring
 #   direct  a SIZE file in DIRECT_DIR, fully written first
 #           ours: bdev_uring_create (opens O_DIRECT itself)
@@ -138,8 +140,9 @@ wait_socket() {
 start_ours() {
     rm -rf "$work/ours"; mkdir -p "$work/ours"
     local ctl=("$bin/vhost-blkctl" -s "$work/ours/rpc.sock")
+    # shellcheck disable=SC2086  # DAEMON_ARGS: words on purpose
     taskset -c "$server_cpu" "$bin/vhost-blkd" -r "$work/ours/rpc.sock" -S "$work/ours" -m "0x$(printf %x $((1 << server_cpu)))" \
-        --log-level warning 2>>"$work/ours.log" &
+        --log-level warning ${DAEMON_ARGS:-} 2>>"$work/ours.log" &
     server_pid=$!
     wait_socket "$work/ours/rpc.sock" || return 1
     case "$1" in
@@ -235,7 +238,7 @@ elapsed=$(($(date +%s) - started))
     echo "machine: $(nproc) CPUs, $cpu_model, $(uname -sr); peer: $qsd_version"
     echo "servers on CPU $server_cpu (ours: -m 0x$(printf %x $((1 << server_cpu))), qsd: one iothread), vhost-blk-bench on CPU $bench_cpu;" \
         "${runtime} s measured after ${warmup} s warm-up per run; ${size_mib} MiB disks; load average before $load_before, after $load_after"
-    echo "backends: ram = our malloc vs qsd null-co; shm = file on tmpfs /dev/shm (ours bdev_uring_create, qsd file aio=io_uring);"
+    echo "backends: ram = our malloc vs qsd null-co; shm = file on tmpfs /dev/shm (ours bdev_uring_create, inline I/O; qsd file aio=io_uring);"
     echo "          direct = O_DIRECT file in $direct_dir (ours bdev_uring_create, qsd file aio=io_uring cache.direct=on)"
     echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM 4K randread rows only; the rest are int)"
     echo

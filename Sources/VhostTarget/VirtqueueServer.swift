@@ -271,16 +271,13 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
         finishStopIfIdle()
     }
 
-    /// File I/O through an engine takes part in hybrid polling and pops in
-    /// large batches; RAM, null and inline file I/O (a copy on the reactor)
-    /// always poll and publish every few requests.
+    /// File I/O through an engine takes part in hybrid polling; RAM, null
+    /// and inline file I/O (a copy on the reactor) always poll.
     private func adoptBackendTraits() {
         if case .file(_, .async, _) = backend.storage {
             isFileBacked = true
-            batchCap = Self.engineBatchCap
         } else {
             isFileBacked = false
-            batchCap = Self.synchronousBatchCap
         }
     }
 
@@ -308,18 +305,20 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
 
     /// Pops and dispatches requests until the ring is empty, the engine is
     /// full or `batchCap` heads are popped; the queue then goes on at the
-    /// reactor's next iteration, after the others on it had their turn.
+    /// reactor's next iteration, after the others on it had their turn and
+    /// what they popped went to the kernel in one submit.
     ///
-    /// With an engine, one call's heads go to the kernel in one submit, so
-    /// the cap is high. RAM, null and inline file I/O complete while they are
-    /// popped: there a small cap publishes the used ring every few requests,
-    /// so the guest refills on its CPU while the reactor serves the rest on
-    /// this one. With 64 the two took turns (4K randread QD32, RAM, polling
-    /// client: 2.7M IOPS with 64, 3.6M with 4 or 8; tmpfs inline, interrupt
-    /// client: 0.52M with 64, 0.76M with 8, 0.88M with 4, 0.66M with 1).
-    static let engineBatchCap = 64
-    static let synchronousBatchCap = 4
-    private var batchCap = VirtqueueServer.engineBatchCap
+    /// A small cap keeps both ends busy. RAM, null and inline file I/O
+    /// complete while they are popped: the used ring is published every few
+    /// requests, so the guest refills on its CPU while the reactor serves
+    /// the rest, instead of the two taking turns. With an engine, the disk
+    /// starts on the first requests while the rest are popped. 4K randread
+    /// QD32 (scripts/ab-run.sh, 3 s runs, interleaved), cap 64 -> 4:
+    /// RAM, polling client 2.71-2.80M -> 3.49-3.72M IOPS; tmpfs inline,
+    /// interrupt client 0.52M -> 0.88M (cap 8: 0.76M, cap 1: 0.66M);
+    /// O_DIRECT file on this machine's virtual disk 63-66k -> 75-78k at
+    /// 3.6 -> 3.85 us CPU per I/O (cap 1: 76-81k at 4.8-5.3 us).
+    static let batchCap = 4
 
     @discardableResult
     private func processAvail() -> Bool {
@@ -327,7 +326,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
         var popped = false
         var count = 0
         while true {
-            if count == batchCap {
+            if count == Self.batchCap {
                 reactor.pollNextIteration(taskID)
                 break
             }
