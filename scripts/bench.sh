@@ -210,6 +210,8 @@ cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib"
 [ "$quick" = 1 ] && cmd="$cmd QUICK=1"
 [ -n "$rows_filter" ] && cmd="$cmd ROWS='$rows_filter'"
 [ "$build" != release ] && cmd="$cmd BUILD=$build"
+[ -n "${BIN:-}" ] && cmd="$cmd BIN=$BIN"
+[ -n "${DAEMON_ARGS:-}" ] && cmd="$cmd DAEMON_ARGS='$DAEMON_ARGS'"
 cmd="$cmd scripts/bench.sh"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
