@@ -2,6 +2,9 @@ import DaemonTestSupport
 import Foundation
 import JSONRPC
 import Testing
+import VhostUser
+import VhostUserFrontend
+import Virtio
 
 /// Files on tmpfs are served inline (syscalls on the reactor) unless
 /// `--tmpfs-io engine`; DataPathTests' `tmpfs` backend checks the I/O itself.
@@ -43,6 +46,49 @@ struct InlineFileIOTests {
             try engine.call("bdev_uring_create", ["filename": .string(path), "name": "T0"])
         }
         #expect(try Self.inlineIO(engine, "T0") == .bool(false))
+    }
+
+    /// A full tmpfs under an inline bdev: writes that need a new page fail
+    /// with IOERR (pwritev's ENOSPC), everything else goes on. A memory
+    /// mapping of the file would have taken SIGBUS here instead.
+    @Test func fullTmpfsFailsWritesNotTheDaemon() throws {
+        let daemon = try DaemonProcess(cpumask: "0x1")
+        defer { daemon.stop(); daemon.cleanUp() }
+        let mountPoint = daemon.directory.appendingPathComponent("small").path
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let (mounted, output) = try runCommand("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mountPoint])
+        try #require(mounted == 0, "mount tmpfs (needs root): \(output)")
+        defer { _ = try? runCommand("/usr/bin/umount", ["-l", mountPoint]) }
+        let image = mountPoint + "/disk.img"
+        try runCommand("/usr/bin/truncate", ["-s", "1M", image])
+        try daemon.call("bdev_uring_create", ["filename": .string(image), "name": "T0"])
+        #expect(try Self.inlineIO(daemon, "T0") == .bool(true))
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "T0"])
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let f = try DataPathTests.attach(daemon, "vhost.0", memory: memory)
+        defer { f.close() }
+
+        // 64 KiB of tmpfs, a 1 MiB disk: 4 KiB writes fill it, then fail.
+        var statuses: [UInt8] = []
+        for page in 0..<32 {
+            let data = DataPathTests.pattern(4096, seed: page)
+            statuses.append(try f.write(sector: UInt64(page * 8), data: data).status)
+        }
+        let firstFailure = try #require(statuses.firstIndex(of: BlkWire.statusIOErr), "\(statuses)")
+        #expect(firstFailure >= 8, "\(statuses)")
+        #expect(statuses.allSatisfy { $0 == BlkWire.statusOK || $0 == BlkWire.statusIOErr }, "\(statuses)")
+        // What was written reads back; a never-written page reads as zeroes.
+        let back = try f.read(sector: 0, count: 8)
+        #expect(back.status == BlkWire.statusOK)
+        #expect(back.data == DataPathTests.pattern(4096, seed: 0))
+        let hole = try f.read(sector: 2040, count: 8)
+        #expect(hole.status == BlkWire.statusOK)
+        #expect(hole.data == [UInt8](repeating: 0, count: 4096))
+        #expect(try f.flush().status == BlkWire.statusOK)
+        #expect(daemon.isRunning)
+        f.close()
+        #expect(daemon.stop() == 0)
     }
 
     @Test func unknownValueIsAUsageError() throws {
