@@ -78,6 +78,12 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     /// (avail index seen less the previous used index), a moving average in
     /// sixteenths; polling goes off above 8 and back on below 4.
     private var isFileBacked = false  // through an engine
+    /// The RAM of a `.memory` backend, unretained: `backend` holds the
+    /// reference. Binding it from `backend.storage` per request cost a
+    /// retain and a release, and the release's atomic waited for the 4K
+    /// copy into guest memory to drain (17 % of the reactor's cycles at
+    /// 3.3M IOPS).
+    private var memoryBacking: Unmanaged<MemoryBacking>?
     private var depthAverage: UInt32 = 0
     private var wantsPolling = true
     private var pollsGuest = true
@@ -278,6 +284,11 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
             isFileBacked = true
         } else {
             isFileBacked = false
+        }
+        if case .memory(let backing) = backend.storage {
+            memoryBacking = Unmanaged.passUnretained(backing)
+        } else {
+            memoryBacking = nil
         }
     }
 
@@ -482,10 +493,12 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
                     ? .writev(fd: fd, iovecs: data, count: Int32(dataCount), offset: offset)
                     : .readv(fd: fd, iovecs: data, count: Int32(dataCount), offset: offset)
                 submit(op, slot: slot, engine: engine)
-            case .memory(let backing):
-                let result = isWrite
-                    ? backing.write(from: data, count: dataCount, offset: offset)
-                    : backing.read(into: data, count: dataCount, offset: offset)
+            case .memory:
+                let result = memoryBacking?._withUnsafeGuaranteedRef { backing in
+                    isWrite
+                        ? backing.write(from: data, count: dataCount, offset: offset)
+                        : backing.read(into: data, count: dataCount, offset: offset)
+                } ?? -ENXIO
                 finishIO(slot: slot, result: result)
             case .null:
                 finishIO(slot: slot, result: Int32(clamping: request.dataLength))
