@@ -10,7 +10,8 @@
 #   ROWS='^ram/rr' scripts/bench.sh         rows whose id matches an ERE (ids: ROWS=list)
 #   QUICK=1 RUNTIME=1 BUILD=debug scripts/bench.sh   the CI smoke test (no timings asserted)
 #
-# Knobs: RUNTIME (measured seconds per run, default 5), WARMUP (default
+# Knobs: REPEAT (runs per server and row, default 1: with more, each figure is
+# the median, and ours and qsd take turns going first), RUNTIME (measured seconds per run, default 5), WARMUP (default
 # min(1, RUNTIME/2)), SIZE (MiB of each disk, default 1024), ROWS (ERE over row
 # ids, or "list"), QUICK=1 (one row per backend and workload), BUILD
 # (release|debug), BENCH_SCRATCH (SwiftPM scratch path), DIRECT_DIR (where the
@@ -41,12 +42,14 @@ runtime=${RUNTIME:-5}
 warmup=${WARMUP:-$(awk -v r="$runtime" 'BEGIN { w = r / 2; if (w > 1) w = 1; print w }')}
 size_mib=${SIZE:-1024}
 quick=${QUICK:-0}
+repeat=${REPEAT:-1}
 rows_filter=${ROWS:-}
 build=${BUILD:-release}
 server_cpu=${SERVER_CPU:-0}
 bench_cpu=${BENCH_CPU:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
 direct_dir=${DIRECT_DIR:-/var/tmp}
 case "$size_mib" in *[!0-9]* | "" | 0) echo "SIZE must be a positive number of MiB" >&2; exit 2 ;; esac
+case "$repeat" in *[!0-9]* | "" | 0) echo "REPEAT must be a positive number of runs" >&2; exit 2 ;; esac
 case "$build" in
     release) scratch=${BENCH_SCRATCH:-.build-bench}; build_args=(-c release) ;;
     debug) scratch=${BENCH_SCRATCH:-.build}; build_args=() ;;
@@ -210,10 +213,19 @@ cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib"
 [ "$quick" = 1 ] && cmd="$cmd QUICK=1"
 [ -n "$rows_filter" ] && cmd="$cmd ROWS='$rows_filter'"
 [ "$build" != release ] && cmd="$cmd BUILD=$build"
+[ "$repeat" != 1 ] && cmd="$cmd REPEAT=$repeat"
 [ -n "${BIN:-}" ] && cmd="$cmd BIN=$BIN"
 [ -n "${DAEMON_ARGS:-}" ] && cmd="$cmd DAEMON_ARGS='$DAEMON_ARGS'"
 cmd="$cmd scripts/bench.sh"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# median FIELD JSON...: the median of FIELD over the non-empty results ("" if none).
+median() {
+    local f=$1; shift
+    local r
+    for r in "$@"; do [ -n "$r" ] && field "$r" "$f"; done |
+        sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
 failed=()
 lines=()
@@ -221,11 +233,20 @@ for row in "${rows[@]}"; do
     IFS=/ read -r backend workload cmode <<<"$row"
     workload_args "$workload"
     echo "[$row] $label, $cmode" >&2
-    run_case ours "$backend" "$cmode"; ours=$result
-    run_case qsd "$backend" "$cmode"; qsd=$result
+    ours_runs=() qsd_runs=()
+    for ((rep = 0; rep < repeat; rep++)); do
+        # Alternate who goes first, so a slow phase of the machine hits both.
+        if ((rep % 2 == 0)); then
+            run_case ours "$backend" "$cmode"; ours_runs+=("$result")
+            run_case qsd "$backend" "$cmode"; qsd_runs+=("$result")
+        else
+            run_case qsd "$backend" "$cmode"; qsd_runs+=("$result")
+            run_case ours "$backend" "$cmode"; ours_runs+=("$result")
+        fi
+    done
     line=$(printf '%-6s %-19s %-4s' "$backend" "$label" "$cmode")
     for f in iops mbps lat_p50_us lat_p99_us server_cpu_us_per_io; do
-        o=$(field "$ours" $f); q=$(field "$qsd" $f)
+        o=$(median $f "${ours_runs[@]}"); q=$(median $f "${qsd_runs[@]}")
         case $f in iops) fmt='%.0f' w=9 ;; mbps) fmt='%.1f' w=7 ;; server_cpu*) fmt='%.2f' w=6 ;; *) fmt='%.1f' w=7 ;; esac
         line+=$(printf ' | %*s %*s %5s' $w "$(num "$o" "$fmt")" $w "$(num "$q" "$fmt")" "$(ratio "$o" "$q")")
     done
@@ -243,6 +264,7 @@ elapsed=$(($(date +%s) - started))
     echo "backends: ram = our malloc vs qsd null-co; shm = file on tmpfs /dev/shm (ours bdev_uring_create, inline I/O; qsd file aio=io_uring);"
     echo "          direct = O_DIRECT file in $direct_dir (ours bdev_uring_create, qsd file aio=io_uring cache.direct=on)"
     echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM 4K randread rows only; the rest are int)"
+    [ "$repeat" = 1 ] || echo "each figure: the median of $repeat runs per server (ours and qsd alternate, the first of each pair alternating too)"
     echo
     printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
     printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
