@@ -319,22 +319,25 @@ public final class Reactor: @unchecked Sendable {
         for id in pollable { tasks[Int(id)]?.beginPoll() }
         var round = 0
         while running {
+            // One clock read per round: it stamps the round (stats) and ends the phase.
+            let now = Self.now()
+            if now >= deadline { break }
+            loopTime.store(now, ordering: .relaxed)
             var found = false
-            loopTime.store(Self.now(), ordering: .relaxed)
             if pollDeferred() { found = true }
             for id in pollable where tasks[Int(id)]?.poll() == true { found = true }
-            if found || round & 3 == 3 {
+            // The engine every fourth round, busy or not: with DEFER_TASKRUN each
+            // look is a syscall, and while guests keep the rings full it found
+            // nothing most rounds (8 % of the reactor's cycles, RAM at 3.4M IOPS).
+            if round & 3 == 3 {
                 if primary.wait(timeoutNanoseconds: 0, { tag, result in dispatch(tag: tag, result: result) }) > 0 { found = true }
             }
             round &+= 1
-            let now = Self.now()
             if found {
                 runDirty()
                 if !primaryIsPool { pool?.submit() }
                 primary.submit()
                 deadline = now &+ pollNanoseconds
-            } else if now >= deadline {
-                break
             }
         }
         isPolling = false
