@@ -24,7 +24,7 @@ pid=$!
 trap 'kill -INT $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$d"' EXIT
 for _ in $(seq 100); do [ -S "$d/rpc.sock" ] && break; sleep 0.05; done
 if [ -n "${FILE:-}" ]; then
-    "$bin/vhost-blkctl" -s "$d/rpc.sock" bdev_uring_create "$FILE" D0 >/dev/null
+    "$bin/vhost-blkctl" -s "$d/rpc.sock" "${FILE_METHOD:-bdev_uring_create}" "$FILE" D0 >/dev/null
 else
     "$bin/vhost-blkctl" -s "$d/rpc.sock" bdev_malloc_create 1024 512 -b D0 >/dev/null
 fi

@@ -319,10 +319,11 @@ public final class Reactor: @unchecked Sendable {
         for id in pollable { tasks[Int(id)]?.beginPoll() }
         var round = 0
         while running {
-            // One clock read per round: it stamps the round (stats) and ends the phase.
+            // One clock read per round: it stamps the round (stats) and ends the
+            // phase. Stamp first: what endPoll pops after the last round uses it.
             let now = Self.now()
-            if now >= deadline { break }
             loopTime.store(now, ordering: .relaxed)
+            if now >= deadline { break }
             var found = false
             if pollDeferred() { found = true }
             for id in pollable where tasks[Int(id)]?.poll() == true { found = true }
@@ -343,6 +344,9 @@ public final class Reactor: @unchecked Sendable {
         isPolling = false
         for id in pollable { tasks[Int(id)]?.endPoll() }
         runDirty()
+        // endPoll and the flushes may have queued work on either engine; the
+        // loop's next wait submits only the primary one.
+        if !primaryIsPool { pool?.submit() }
         primary.submit()
         let spent = Self.now() &- start
         busyNanoseconds.add(spent, ordering: .relaxed)

@@ -35,4 +35,27 @@ struct FlowControlTests {
         #expect(!daemon.log.contains("error"), "\(daemon.log.suffix(2000))")
         #expect(daemon.stop() == 0)
     }
+
+    /// An aio bdev (the thread pool beside an io_uring primary) at depth 1, where
+    /// the reactor's polling phases end between most requests: a request that
+    /// the end of a phase popped went to the pool's queue but was never handed
+    /// to its workers, and the queue stalled (3 runs of 4 before the fix).
+    @Test func threadPoolQueueAtDepthOneNeverStalls() throws {
+        let daemon = try DaemonProcess(cpumask: "0x1")
+        defer { daemon.stop(); daemon.cleanUp() }
+        let image = daemon.directory.appendingPathComponent("pool.img").path
+        try runCommand("/usr/bin/truncate", ["-s", "64M", image])
+        try daemon.call("bdev_aio_create", ["filename": .string(image), "name": "A0"])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "A0"])
+        let bench = DaemonProcess.binaryDirectory.appendingPathComponent("vhost-blk-bench").path
+        for round in 0..<3 {
+            let (status, output) = try runCommand(bench, [
+                "--socket", daemon.socketDirectory + "/vhost.0", "--iodepth", "1", "--rw", "randrw",
+                "--runtime", "1", "--warmup", "0",
+            ])
+            #expect(status == 0, "round \(round): \(output)\n--- daemon log ---\n\(daemon.log.suffix(2000))")
+            #expect(output.contains("errors 0"), "round \(round): \(output)")
+        }
+        #expect(daemon.stop() == 0)
+    }
 }
