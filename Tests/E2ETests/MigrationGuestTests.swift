@@ -103,10 +103,14 @@ struct MigrationGuestTests {
         } catch {
             Issue.record("""
                 \(error)
+                --- destination guest console ---
+                \(destinationVM.console().suffix(4000))
                 --- destination QEMU ---
                 \(destinationVM.qemuLog().suffix(3000))
                 --- destination daemon ---
                 \(destination.log.suffix(3000))
+                --- source daemon ---
+                \(source.log.suffix(2000))
                 """)
             throw error
         }
