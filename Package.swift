@@ -70,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "vhost-blkd",
             dependencies: [
-                "VhostTarget", "Posix",
+                "VhostTarget", "BlockIO", "Posix",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

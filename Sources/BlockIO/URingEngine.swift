@@ -21,6 +21,8 @@ public final class URingEngine: IOEngine {
     public var freeSlots: Int { capacity - inFlight }
     /// The io_uring setup flags the kernel accepted (for logs and tests).
     public let setupFlags: UInt32
+    /// Whether a kernel thread polls the submission queue (IORING_SETUP_SQPOLL).
+    public var submissionPolling: Bool { setupFlags & UInt32(IORING_SETUP_SQPOLL) != 0 }
 
     static let reservedTag = UInt64.max
 
@@ -38,25 +40,42 @@ public final class URingEngine: IOEngine {
 
     /// Sets up a ring of `entries` submission slots, trying
     /// SINGLE_ISSUER|DEFER_TASKRUN first, then COOP_TASKRUN, then no flags.
-    public init(entries: UInt32 = 256, logger: Logger = Logger(label: "vhost-blkd.blockio")) throws(Errno) {
+    /// With `polling`, SQPOLL comes first (the kernel takes none of the task-run
+    /// flags with it); a kernel that refuses it gets the usual ring and a warning.
+    public init(
+        entries: UInt32 = 256, polling: SubmissionPolling? = nil, logger: Logger = Logger(label: "vhost-blkd.blockio")
+    ) throws(Errno) {
         let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
         ring.initialize(to: io_uring())
-        let candidates: [UInt32] = [
+        var candidates: [UInt32] = [
             UInt32(IORING_SETUP_SINGLE_ISSUER) | UInt32(IORING_SETUP_DEFER_TASKRUN) | UInt32(IORING_SETUP_R_DISABLED),
             UInt32(IORING_SETUP_COOP_TASKRUN),
             0,
         ]
+        if let polling {
+            candidates.insert(UInt32(IORING_SETUP_SQPOLL) | (polling.cpu == nil ? 0 : UInt32(IORING_SETUP_SQ_AFF)), at: 0)
+        }
         var accepted: UInt32?
         var lastError: Int32 = EINVAL
         for flags in candidates {
             var params = io_uring_params()
             params.flags = flags
+            if let polling, flags & UInt32(IORING_SETUP_SQPOLL) != 0 {
+                params.sq_thread_idle = polling.idleMilliseconds
+                params.sq_thread_cpu = UInt32(clamping: polling.cpu ?? 0)
+            }
             let rc = io_uring_queue_init_params(entries, ring, &params)
             if rc == 0 {
                 accepted = flags
                 break
             }
             lastError = -rc
+            if flags & UInt32(IORING_SETUP_SQPOLL) != 0 {
+                logger.warning("io_uring submission polling refused; submitting with system calls", metadata: [
+                    "errno": "\(Errno(-rc))", "sqpoll.cpu": "\(polling?.cpu.map(String.init) ?? "any")",
+                ])
+                continue
+            }
             if lastError != EINVAL { break }  // EPERM/ENOSYS/ENOMEM: other flags will not help
         }
         guard let flags = accepted else {
@@ -150,7 +169,7 @@ public final class URingEngine: IOEngine {
         }
         var timeout = timeoutNanoseconds.map { max($0, 0) }
         if timeout == 0 { return 0 }
-        if io_uring_sq_ready(ring) > 0 {
+        if !submissionPolling && io_uring_sq_ready(ring) > 0 {
             // The kernel pushed back (EAGAIN/EBUSY): retry the submission soon.
             timeout = min(timeout ?? 1_000_000, 1_000_000)
         }

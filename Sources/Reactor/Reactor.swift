@@ -81,7 +81,11 @@ public final class Reactor: @unchecked Sendable {
     /// Time spent spinning (part of busy time): for framework_get_reactors.
     public let pollNanosecondsSpent = Atomic<UInt64>(0)
 
-    public init(index: Int, cpu: Int, useURing: Bool, pollMaxMicroseconds: UInt64 = 32, logger: Logger) throws(Errno) {
+    /// `submissionPolling` asks for an SQPOLL ring (`SubmissionPolling`).
+    public init(
+        index: Int, cpu: Int, useURing: Bool, pollMaxMicroseconds: UInt64 = 32,
+        submissionPolling: SubmissionPolling? = nil, logger: Logger
+    ) throws(Errno) {
         self.index = index
         self.cpu = cpu
         pollMaxNanoseconds = pollMaxMicroseconds &* 1000
@@ -90,7 +94,7 @@ public final class Reactor: @unchecked Sendable {
         self.logger = logger
         inboxEvent = try EventFD()
         if useURing {
-            primary = try URingEngine(entries: 512)
+            primary = try URingEngine(entries: 512, polling: submissionPolling, logger: logger)
             primaryIsPool = false
         } else {
             let pool = try ThreadPoolEngine(threads: 4, capacity: 512)
@@ -107,6 +111,8 @@ public final class Reactor: @unchecked Sendable {
     }
 
     public var engineName: String { primary.name }
+    /// Whether a kernel thread polls this reactor's io_uring submission queue.
+    public var submissionPolling: Bool { (primary as? URingEngine)?.submissionPolling ?? false }
 
     /// Starts the reactor thread, pinned to `cpu` and named `reactor_<index>`.
     public func start() throws(Errno) {
@@ -257,7 +263,9 @@ public final class Reactor: @unchecked Sendable {
 
     private func run() {
         threadID.store(PosixThread.currentTID, ordering: .relaxed)
-        logger.info("reactor started", metadata: ["cpu": "\(cpu)", "engine": "\(primary.name)"])
+        logger.info("reactor started", metadata: [
+            "cpu": "\(cpu)", "engine": "\(primary.name)\(submissionPolling ? " (sqpoll)" : "")",
+        ])
         armInbox()
         primary.submit()
         loopTime.store(Self.now(), ordering: .relaxed)

@@ -38,6 +38,8 @@ extension VhostTarget {
                     "busy": Self.int(busy),
                     "idle": Self.int(idle),
                     "in_interrupt": true,
+                    "io_engine": .string(reactor.engineName),
+                    "sqpoll": .bool(reactor.submissionPolling),
                     "irq_count": 0,
                     "lw_threads": [threadEntry(reactor, elapsed: busy &+ idle)],
                     "controllers": .array(served),

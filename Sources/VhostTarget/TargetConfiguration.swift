@@ -1,3 +1,4 @@
+import BlockIO
 import Glibc
 import Posix
 
@@ -34,6 +35,9 @@ public struct TargetConfiguration: Sendable {
     /// Adaptive polling: the longest a reactor spins after activity before
     /// sleeping, in microseconds (QEMU's poll-max-ns); 0 turns polling off.
     public var pollMaxMicroseconds: UInt64 = 64
+    /// io_uring submission-queue polling for every reactor's ring (`--sqpoll-idle-ms`,
+    /// `--sqpoll-cpu`); nil: submissions are system calls.
+    public var submissionPolling: SubmissionPolling?
 
     public init() {}
 }

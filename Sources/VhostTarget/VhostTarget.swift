@@ -90,7 +90,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         for (index, cpu) in configuration.cpumask.cpus.enumerated() {
             do {
                 let reactor = try Reactor(
-                    index: index, cpu: cpu, useURing: useURing, pollMaxMicroseconds: configuration.pollMaxMicroseconds, logger: logger)
+                    index: index, cpu: cpu, useURing: useURing, pollMaxMicroseconds: configuration.pollMaxMicroseconds,
+                    submissionPolling: configuration.submissionPolling, logger: logger)
                 try reactor.start()
                 reactors.append(reactor)
             } catch {

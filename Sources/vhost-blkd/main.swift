@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import Logging
+import BlockIO
 import Posix
 import VhostTarget
 
@@ -32,6 +33,12 @@ struct VhostBlkd: ParsableCommand {
 
     @Option(name: .customLong("tmpfs-io"), help: "I/O on bdev_uring files on tmpfs or ramfs: inline (default: syscalls on the reactor, a page-cache copy each) or engine (io_uring, which hands each to a kernel worker thread there).")
     var tmpfsIO = "inline"
+
+    @Option(name: .customLong("sqpoll-idle-ms"), help: "io_uring submission polling: a kernel thread per reactor picks up submissions (no system call) and spins this many milliseconds after the last one before it sleeps; off by default. Worth it only with spare CPUs: the thread's CPU time is the daemon's.")
+    var sqpollIdleMs: UInt32?
+
+    @Option(name: .customLong("sqpoll-cpu"), help: "The CPU the submission-polling kernel threads run on (with --sqpoll-idle-ms); default: any CPU the daemon may use.")
+    var sqpollCPU: Int?
 
     @Option(name: .customLong("metrics"), help: "Serve Prometheus metrics (GET /metrics) on unix:PATH or 127.0.0.1:PORT; off by default.")
     var metrics: String?
@@ -86,6 +93,7 @@ struct VhostBlkd: ParsableCommand {
         case "engine": config.inlineMemoryFilesystemIO = false
         default: throw ValidationError("unknown --tmpfs-io '\(tmpfsIO)' (inline or engine)")
         }
+        try applySubmissionPolling(to: &config)
         try applyAccessOptions(to: &config)
         if let metrics {
             guard let address = MetricsAddress(parsing: metrics) else {
@@ -126,6 +134,19 @@ struct VhostBlkd: ParsableCommand {
 }
 
 extension VhostBlkd {
+    /// --sqpoll-idle-ms and --sqpoll-cpu.
+    func applySubmissionPolling(to config: inout TargetConfiguration) throws {
+        guard let idle = sqpollIdleMs else {
+            if sqpollCPU != nil { throw ValidationError("--sqpoll-cpu needs --sqpoll-idle-ms") }
+            return
+        }
+        guard (1...60_000).contains(idle) else { throw ValidationError("--sqpoll-idle-ms must be 1...60000") }
+        // The kernel checks the CPU against the cgroup's cpuset, not the affinity mask
+        // (taskset): a refused CPU leaves the reactors without polling, with a warning.
+        if let cpu = sqpollCPU, !(0..<1024).contains(cpu) { throw ValidationError("--sqpoll-cpu must be 0...1023") }
+        config.submissionPolling = SubmissionPolling(idleMilliseconds: idle, cpu: sqpollCPU)
+    }
+
     /// --config/--persist, --rpc-socket-mode/--rpc-socket-group and --allowed-dir.
     func applyAccessOptions(to config: inout TargetConfiguration) throws {
         if persist && configFile == nil { throw ValidationError("--persist needs --config FILE") }

@@ -6,6 +6,9 @@ import Testing
 /// The engines the conformance suite runs against.
 enum EngineKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case uring
+    /// io_uring with a kernel thread polling the submission queue (2 ms idle:
+    /// it goes to sleep between most test steps, so each wake-up path runs too).
+    case uringSQPoll
     case threadPool
 
     var testDescription: String { rawValue }
@@ -13,6 +16,7 @@ enum EngineKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     func make(capacity: Int = 256) throws -> any IOEngine {
         switch self {
         case .uring: return try URingEngine(entries: UInt32(capacity))
+        case .uringSQPoll: return try URingEngine(entries: UInt32(capacity), polling: SubmissionPolling(idleMilliseconds: 2))
         case .threadPool: return try ThreadPoolEngine(threads: 4, capacity: capacity)
         }
     }

@@ -17,6 +17,22 @@ struct URingEngineTests {
         #expect(engine.setupFlags & (singleIssuer | deferTaskrun) == singleIssuer | deferTaskrun)
     }
 
+    @Test("SQPOLL: the kernel takes it (root, 6.18) without the task-run flags, which it refuses beside it")
+    func submissionPolling() throws {
+        let engine = try URingEngine(entries: 8, polling: SubmissionPolling(idleMilliseconds: 10, cpu: 0))
+        let sqPoll: UInt32 = 1 << 1, sqAffinity: UInt32 = 1 << 2
+        #expect(engine.submissionPolling)
+        #expect(engine.setupFlags == sqPoll | sqAffinity)
+    }
+
+    @Test("SQPOLL on a CPU the kernel refuses: the usual ring instead")
+    func submissionPollingRefused() throws {
+        let engine = try URingEngine(entries: 8, polling: SubmissionPolling(idleMilliseconds: 10, cpu: 1023))
+        let singleIssuer: UInt32 = 1 << 12, deferTaskrun: UInt32 = 1 << 13
+        #expect(!engine.submissionPolling)
+        #expect(engine.setupFlags & (singleIssuer | deferTaskrun) == singleIssuer | deferTaskrun)
+    }
+
     @Test("capacity never exceeds the SQ size")
     func capacity() throws {
         let engine = try URingEngine(entries: 32)
