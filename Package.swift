@@ -35,9 +35,11 @@ let package = Package(
             name: "CJansson", pkgConfig: "jansson",
             providers: [.apt(["libjansson-dev"])]),
         .target(name: "CShims", cSettings: gnuSource),
+        // The SIGBUS guard for frontend-shared memory (signal context: C, no logic elsewhere).
+        .target(name: "CFaultGuard", cSettings: gnuSource),
 
         // Layers, lowest first (see docs/ARCHITECTURE.md).
-        .target(name: "Posix", dependencies: ["CShims"], cSettings: gnuSource),
+        .target(name: "Posix", dependencies: ["CShims", "CFaultGuard"], cSettings: gnuSource),
         .target(name: "Virtio", swiftSettings: dataPath),
         .target(
             name: "VhostUser", dependencies: ["Virtio", "Posix", "CShims"],

@@ -50,7 +50,12 @@ public final class DaemonProcess: @unchecked Sendable {  // used from one test a
         try log.seekToEnd()
         process.standardError = log
         process.standardOutput = log
-        try process.run()
+        do {
+            try process.run()
+        } catch {
+            stopped = true  // never launched: Process traps on terminationStatus
+            throw error
+        }
         try waitForSocket()
     }
 
@@ -89,7 +94,7 @@ public final class DaemonProcess: @unchecked Sendable {  // used from one test a
     /// SIGTERM, then waits; returns the exit status (SIGKILL after 20 s).
     @discardableResult
     public func stop() -> Int32 {
-        guard !stopped else { return process.isRunning ? -1 : process.terminationStatus }
+        guard !stopped else { return process.isRunning || process.processIdentifier == 0 ? -1 : process.terminationStatus }
         stopped = true
         if process.isRunning {
             kill(process.processIdentifier, SIGTERM)

@@ -3,9 +3,14 @@ import Glibc
 
 /// A shared-memory mapping of a file descriptor (guest memory regions, memfds).
 /// Owns the mapping: `unmap()` exactly once.
+///
+/// Each mapping is registered with `SharedMemoryGuard` (when installed): if
+/// the file shrinks under it, accesses past the end find zero pages instead
+/// of killing the process, and `lostPages` tells.
 public struct SharedMapping: @unchecked Sendable {  // the pointer is shared guest memory; users synchronise via the ring protocol
     public let base: UnsafeMutableRawPointer
     public let length: Int
+    private let guardSlot: Int32
 
     /// Maps `length` bytes of `fd` from offset 0, read-write, MAP_SHARED.
     public init(fd: FileDescriptor, length: Int, offset: Int = 0) throws(Errno) {
@@ -14,9 +19,16 @@ public struct SharedMapping: @unchecked Sendable {  // the pointer is shared gue
         guard let p, p != MAP_FAILED else { throw Errno.current }
         base = p
         self.length = length
+        guardSlot = SharedMemoryGuard.register(p, length: length)
     }
 
-    public func unmap() { munmap(base, length) }
+    /// Pages that were gone when touched (the file shrank) and now read as zeros.
+    public var lostPages: Int { SharedMemoryGuard.lostPages(guardSlot) }
+
+    public func unmap() {
+        SharedMemoryGuard.unregister(guardSlot)
+        munmap(base, length)
+    }
 }
 
 public enum Memfd {

@@ -47,6 +47,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         }
         do {
             try prepareSocketDirectory()
+            try guardSharedMemory()  // SharedMemoryFaults.swift
             try startReactors()
             try loadConfigFile()  // before the RPC socket exists: a bad config never half-starts
             rpcServer = try RPCServer(

@@ -110,6 +110,15 @@ final class VhostUserSession {
         }
     }
 
+    /// False, with the reason logged, when the frontend shrank a file it shared
+    /// (guest memory, dirty log, inflight region) under the daemon: the
+    /// caller then ends the session (`SharedMemoryGuard`).
+    func sharedMemoryIntact() -> Bool {
+        let lost = (mapping?.lostPages ?? 0) + (dirtyLog?.lostPages ?? 0) + (inflight?.mapping.lostPages ?? 0)
+        guard lost > 0 else { return true }
+        return fail("the frontend shrank memory it shares with the daemon: \(lost) pages were gone when touched")
+    }
+
     private func fail(_ why: String) -> Bool {
         failure = why
         logger.error("disconnecting frontend: \(why)")

@@ -41,6 +41,9 @@ public final class DirtyLog: @unchecked Sendable {
 
     deinit { mapping.unmap() }
 
+    /// Pages of the log that were gone when touched (the frontend shrank its file).
+    public var lostPages: Int { mapping.lostPages }
+
     /// Marks every page of `[gpa, gpa + length)` dirty.
     public func mark(gpa: UInt64, length: UInt64) {
         guard length > 0 else { return }

@@ -88,6 +88,10 @@ public struct GuestMemoryMapping: Sendable {
         return removed.mapping
     }
 
+    /// Pages of the regions that were gone when touched: the frontend shrank a
+    /// file it shared (`SharedMemoryGuard` put zero pages in their place).
+    public var lostPages: Int { regions.reduce(0) { $0 + $1.mapping.lostPages } }
+
     /// Unmaps every region. Call once, after the last user of `memory` is gone.
     public func unmapAll() {
         for r in regions { r.mapping.unmap() }

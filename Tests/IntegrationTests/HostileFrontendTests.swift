@@ -376,4 +376,103 @@ struct HostileFrontendTests {
         while !reason.isEmpty && !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
         world.finish(kind.rawValue, reason: reason)
     }
+
+    /// A frontend that shrinks (ftruncate) the memfd its guest memory lives in,
+    /// under a running queue: the daemon's next access there would take SIGBUS
+    /// and end every controller. `SharedMemoryGuard` puts zero pages in, and the
+    /// daemon disconnects that frontend; the bystander sees nothing.
+    enum ShrinkCase: String, CaseIterable, CustomTestStringConvertible {
+        /// The daemon copies a read's data into pages that are gone.
+        case readIntoLostPages
+        /// The daemon copies a write's data out of pages that are gone.
+        case writeFromLostPages
+        /// The rings themselves are gone when the kick arrives.
+        case ringsLost
+        var testDescription: String { rawValue }
+    }
+
+    @Test(arguments: ShrinkCase.allCases)
+    func shrunkGuestMemoryDisconnectsOnlyThatFrontend(_ kind: ShrinkCase) throws {
+        let world = try Bystander()
+        let memory = try FrontendMemory(size: 8 << 20)
+        defer { memory.close() }
+        let f = try VhostUserFrontend(socketPath: world.daemon.socketDirectory + "/vhost.0", memory: memory)
+        defer { f.close() }
+        try f.connect()
+        try f.start(queueCount: 1, queueSize: 128)
+        #expect(try Self.roundTrip(f))  // served before the shrink
+        let q = try f.driverQueue(0)
+        let header = try memory.allocate(16, alignment: 16)
+        let status = try memory.allocate(1, alignment: 1)
+        let filler = try memory.allocate(5 << 20, alignment: 4096)
+        let data = try memory.allocate(4096, alignment: 4096)
+        #expect(data.offset >= 5 << 20 && header.offset < 1 << 20 && status.offset < 1 << 20)
+        header.write(BlkWire.header(type: kind == .writeFromLostPages ? BlkWire.typeOut : BlkWire.typeIn, sector: 8))
+        let d = try q.takeDescriptors(3)
+        let dataFlags = kind == .writeFromLostPages ? Descriptor.flagNext : Descriptor.flagNext | Descriptor.flagWrite
+        q.writeDescriptor(Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: d[1]), at: d[0])
+        q.writeDescriptor(Descriptor(addr: data.gpa, len: 4096, flags: dataFlags, next: d[2]), at: d[1])
+        q.writeDescriptor(Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagWrite, next: 0), at: d[2])
+        q.track(head: d[0], descriptors: d, owning: [header, filler, data, status])
+        q.pushAvail(head: d[0])
+        usleep(20_000)  // the reactor's polling phase after the round trip is over: it waits for a kick
+        // From here on this process must not touch the pages past the new end either.
+        if kind == .ringsLost {
+            q.publish()
+            #expect(ftruncate(memory.fd.rawValue, 0) == 0)
+        } else {
+            #expect(ftruncate(memory.fd.rawValue, 4 << 20) == 0)
+            q.publish()  // the rings are below the new end
+        }
+        q.kickFD.signal()
+        #expect(f.channel.waitForClose(timeout: .seconds(5)), "\(kind): the daemon kept the connection")
+        let reason = "the frontend shrank memory it shares with the daemon"
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
+        world.finish(kind.rawValue, reason: reason)
+        #expect(world.daemon.log.contains("session ended"))
+    }
+
+    /// The kernel, not the daemon, touches the lost pages of a request on a
+    /// file (io_uring): it fails with EFAULT, the guest gets IOERR, nothing dies.
+    @Test func shrunkGuestMemoryUnderFileIOFailsTheRequest() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        let path = daemon.directory.appendingPathComponent("disk.img").path
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20)))
+        try daemon.call("bdev_uring_create", ["filename": .string(path), "name": "F0", "block_size": 512])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "F0"])
+        let memory = try FrontendMemory(size: 8 << 20)
+        defer { memory.close() }
+        let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory)
+        defer { f.close() }
+        try f.connect()
+        try f.start(queueCount: 1, queueSize: 128)
+        #expect(try Self.roundTrip(f))
+        let q = try f.driverQueue(0)
+        let header = try memory.allocate(16, alignment: 16)
+        let status = try memory.allocate(1, alignment: 1)
+        let filler = try memory.allocate(5 << 20, alignment: 4096)
+        let data = try memory.allocate(4096, alignment: 4096)
+        header.write(BlkWire.header(type: BlkWire.typeIn, sector: 8))
+        status.pointer.storeBytes(of: 0xff, as: UInt8.self)
+        let d = try q.takeDescriptors(3)
+        q.writeDescriptor(Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: d[1]), at: d[0])
+        q.writeDescriptor(Descriptor(addr: data.gpa, len: 4096, flags: Descriptor.flagNext | Descriptor.flagWrite, next: d[2]), at: d[1])
+        q.writeDescriptor(Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagWrite, next: 0), at: d[2])
+        q.track(head: d[0], descriptors: d, owning: [header, filler, data, status])
+        q.pushAvail(head: d[0])
+        #expect(ftruncate(memory.fd.rawValue, 4 << 20) == 0)
+        q.publishAndKick(force: true)
+        _ = try q.waitUsed(timeout: .seconds(5))
+        #expect(status.pointer.load(as: UInt8.self) == BlkWire.statusIOErr)
+        #expect(daemon.isRunning)
+        #expect(!daemon.log.contains("shrank memory"))
+    }
+
+    /// Writes then reads back one sector through the frontend's own requests.
+    static func roundTrip(_ f: VhostUserFrontend) throws -> Bool {
+        let sample = [UInt8](repeating: 0xa5, count: 512)
+        return try f.write(sector: 1, data: sample).status == BlkWire.statusOK && f.read(sector: 1, count: 1).data == sample
+    }
 }

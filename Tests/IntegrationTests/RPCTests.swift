@@ -113,11 +113,11 @@ struct RPCTests {
         expectRPCError(-2) { try daemon.call("bdev_uring_create", ["filename": .string("\(dir)/missing.img"), "name": "U0"]) }
         expectRPCError(-21) { try daemon.call("bdev_uring_create", ["filename": .string(dir), "name": "U0"]) }
         let odd = "\(dir)/odd.img"
-        FileManager.default.createFile(atPath: odd, contents: Data(count: 1000))
+        #expect(FileManager.default.createFile(atPath: odd, contents: Data(count: 1000)))
         let oddMessage = expectRPCError(-22) { try daemon.call("bdev_uring_create", ["filename": .string(odd), "name": "U0"]) }
         #expect(oddMessage.contains("multiple"))
         let image = "\(dir)/disk.img"
-        FileManager.default.createFile(atPath: image, contents: nil)
+        #expect(FileManager.default.createFile(atPath: image, contents: nil))
         try FileHandle(forWritingTo: URL(fileURLWithPath: image)).truncate(atOffset: 8 << 20)
         #expect(try daemon.call("bdev_uring_create", ["filename": .string(image), "name": "U0"]) == .string("U0"))
         #expect(try daemon.call("bdev_aio_create", ["filename": .string(image), "name": "A0", "block_size": 4096]) == .string("A0"))
