@@ -5,7 +5,9 @@ public import JSONRPC
 /// `packed_ring`; the daemon refuses `packed_ring: true`. Without `dev_name`
 /// (vhost-blkd's extension) the controller starts empty, capacity 0, until
 /// `vhost_blk_attach`. `socket_mode` (octal string or integer) and
-/// `socket_group` (name or gid) are vhost-blkd's extensions too.
+/// `socket_group` (name or gid) are vhost-blkd's extensions too, and so is
+/// `write_cache` (false: the disk starts write-through, CONFIG_WCE writeback 0;
+/// saved configs carry it after the guest turned its cache off).
 public struct VhostCreateBlkControllerParams: RPCMethodParams {
     public static let method = "vhost_create_blk_controller"
     /// Controller name; its socket is `<socket dir>/<ctrlr>`.
@@ -22,11 +24,14 @@ public struct VhostCreateBlkControllerParams: RPCMethodParams {
     public var socketMode: SocketMode?
     /// vhost-blkd's extension: the socket's group, so e.g. libvirt's QEMU user can connect.
     public var socketGroup: SocketGroup?
+    /// vhost-blkd's extension: false starts the disk write-through (each write
+    /// durable when it completes); nil or true: write-back, the guest flushes.
+    public var writeCache: Bool?
 
     public init(
         ctrlr: String, devName: String?, cpumask: String? = nil, readonly: Bool = false,
         packedRing: Bool = false, transport: String? = nil,
-        socketMode: SocketMode? = nil, socketGroup: SocketGroup? = nil
+        socketMode: SocketMode? = nil, socketGroup: SocketGroup? = nil, writeCache: Bool? = nil
     ) {
         self.ctrlr = ctrlr
         self.devName = devName
@@ -36,6 +41,7 @@ public struct VhostCreateBlkControllerParams: RPCMethodParams {
         self.transport = transport
         self.socketMode = socketMode
         self.socketGroup = socketGroup
+        self.writeCache = writeCache
     }
 
     public init(params: JSON?) throws(RPCError) {
@@ -47,7 +53,8 @@ public struct VhostCreateBlkControllerParams: RPCMethodParams {
                 packedRing: try p.optional("packed_ring", default: false),
                 transport: try p.optional("transport"),
                 socketMode: try p.optional("socket_mode"),
-                socketGroup: try p.optional("socket_group"))
+                socketGroup: try p.optional("socket_group"),
+                writeCache: try p.optional("write_cache"))
         }
     }
 
@@ -61,6 +68,7 @@ public struct VhostCreateBlkControllerParams: RPCMethodParams {
         w.set("packed_ring", packedRing)
         w.set("socket_mode", socketMode)
         w.set("socket_group", socketGroup)
+        w.set("write_cache", writeCache)
         return w.json
     }
 }

@@ -31,6 +31,9 @@ final class Controller {
     /// The guest turned the write cache off (CONFIG_WCE `writeback` = 0):
     /// every write is made durable before it completes.
     var writeThrough = false
+    /// Called on the control loop when a frontend changed state the saved
+    /// config keeps (the write cache): the target rewrites `--persist` files.
+    var guestChangedSavedState: (() -> Void)?
     let listener: FileDescriptor
     var listenToken: EventLoop.Token?
     let logger: Logger

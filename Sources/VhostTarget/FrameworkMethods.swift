@@ -69,6 +69,9 @@ extension VhostTarget {
         params["readonly"] = .bool(controller.readOnly)
         if let mode = controller.socketPermissions.mode { params["socket_mode"] = mode.rpcJSON }
         if let group = controller.socketPermissions.group { params["socket_group"] = group.rpcJSON }
+        // The guest's CONFIG_WCE choice survives a restart: it would otherwise believe
+        // its writes durable on completion while the daemon went back to write-back.
+        if controller.writeThrough { params["write_cache"] = false }
         return SavedConfig.Entry(method: VhostCreateBlkControllerParams.method, params: .object(params))
     }
 }

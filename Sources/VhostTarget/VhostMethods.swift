@@ -40,6 +40,8 @@ extension VhostTarget {
             queueReactors: queueReactors(for: mask, home: reactor),
             maxQueues: configuration.maxQueuesPerController, bdev: bdev, listener: listener, logger: logger)
         controller.socketPermissions = permissions
+        controller.writeThrough = p.writeCache == false
+        controller.guestChangedSavedState = { [unowned self] in persistAfter(method: "SET_CONFIG (write cache)") }
         do {
             controller.listenToken = try loop.register(listener, events: .readable) { [unowned self, unowned controller] _ in
                 acceptFrontend(controller)
@@ -163,6 +165,7 @@ extension VhostTarget {
                     "readonly": .bool(controller.readOnly),
                     "bdev": controller.bdev.map { .string($0.name) } ?? .null,
                     "transport": "vhost_user_blk",
+                    "write_cache": .bool(!controller.writeThrough),
                 ],
             ],
         ]

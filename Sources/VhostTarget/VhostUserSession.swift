@@ -256,6 +256,7 @@ final class VhostUserSession {
                 controller.writeThrough = writeThrough
                 logger.notice("guest switched the write cache to \(writeThrough ? "write-through" : "write-back")")
                 backendChanged(waitForPreviousRequests: false, notifyFrontend: false)
+                controller.guestChangedSavedState?()
             }
         case (.setLogBase, .log(let size, let offset)):
             guard let fd = fds.first else { return fail("SET_LOG_BASE without a descriptor") }

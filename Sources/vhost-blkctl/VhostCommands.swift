@@ -22,12 +22,14 @@ struct VhostCreateBlkController: ParsableCommand {
     var socketMode: SocketMode?
     @Option(help: "Group (name or gid) of the controller's socket, e.g. kvm")
     var socketGroup: SocketGroup?
+    @Flag(inversion: .prefixedNo, help: "Start with the disk's write cache on (write-back, the default) or off (write-through)")
+    var writeCache: Bool?
 
     func run() throws {
         try invoke(
             VhostCreateBlkControllerParams(
                 ctrlr: ctrlr, devName: devName, cpumask: cpumask, readonly: readonly, packedRing: packedRing,
-                transport: transport, socketMode: socketMode, socketGroup: socketGroup),
+                transport: transport, socketMode: socketMode, socketGroup: socketGroup, writeCache: writeCache),
             style: .none)
     }
 }

@@ -25,6 +25,11 @@ struct CLITests {
         #expect(bdevs.arrayValue?.first?["num_blocks"] == .int(32768))
         let controllers = try JSON.parse(try ctl("vhost_get_controllers", "-n", "vhost.1").output)
         #expect(controllers.arrayValue?.first?["backend_specific"]?["block"]?["readonly"] == .bool(true))
+        #expect(controllers.arrayValue?.first?["backend_specific"]?["block"]?["write_cache"] == .bool(true))
+        #expect(try ctl("vhost_create_blk_controller", "vhost.2", "N0", "--no-write-cache").status == 0)
+        let writeThrough = try JSON.parse(try ctl("vhost_get_controllers", "-n", "vhost.2").output)
+        #expect(writeThrough.arrayValue?.first?["backend_specific"]?["block"]?["write_cache"] == .bool(false))
+        #expect(try ctl("vhost_delete_controller", "vhost.2").status == 0)
 
         // Errors: exit 1 with the JSON-RPC error, like rpc.py.
         let busy = try ctl("bdev_malloc_delete", "M0")

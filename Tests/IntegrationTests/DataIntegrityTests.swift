@@ -41,6 +41,70 @@ struct DataIntegrityTests {
         }
     }
 
+    /// The guest's write-through choice outlives a daemon restart with
+    /// `--persist`: QEMU keeps showing the guest the config it set, so a
+    /// daemon that came back write-back would complete writes the guest
+    /// believes durable without making them so.
+    @Test func writeCacheChoiceSurvivesARestart() throws {
+        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let configPath = directory.appendingPathComponent("vhost-blkd.json").path
+        let arguments = ["--config", configPath, "--persist"]
+        let image = directory.appendingPathComponent("disk.img").path
+        #expect(FileManager.default.createFile(atPath: image, contents: Data(count: Int(D.sectors) * 512)))
+
+        let daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        defer { daemon.stop(); daemon.cleanUp() }
+        try daemon.call("bdev_uring_create", ["filename": .string(image), "name": "D0", "block_size": 512])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "D0"])
+        func writeCache(_ d: DaemonProcess) throws -> JSON? {
+            try d.call("vhost_get_controllers", ["name": "vhost.0"]).arrayValue?.first?["backend_specific"]?["block"]?["write_cache"]
+        }
+        #expect(try writeCache(daemon) == .bool(true))
+        do {
+            let memory = try FrontendMemory(size: 16 << 20)
+            defer { memory.close() }
+            let f = try D.attach(daemon, "vhost.0", memory: memory)
+            defer { f.close() }
+            try f.setConfig(offset: 32, bytes: [0])
+            #expect(try f.getConfig(offset: 32, size: 1) == [0])
+        }
+        #expect(try writeCache(daemon) == .bool(false))
+        let saved = try String(contentsOfFile: configPath, encoding: .utf8)
+        #expect(saved.contains("\"write_cache\": false"), "\(saved)")
+        #expect(daemon.stop() == 0)
+
+        let restarted = try DaemonProcess(extraArguments: arguments, directory: directory)
+        defer { restarted.stop() }
+        #expect(try writeCache(restarted) == .bool(false))
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let f = try D.attach(restarted, "vhost.0", memory: memory)
+        defer { f.close() }
+        #expect(try f.getConfig(offset: 32, size: 1) == [0])
+        #expect(try D.roundTrip(f, queue: 0, sector: 9, seed: 1))
+        // Back to write-back: the saved config no longer carries the key.
+        try f.setConfig(offset: 32, bytes: [1])
+        #expect(!(try String(contentsOfFile: configPath, encoding: .utf8)).contains("write_cache"))
+    }
+
+    /// `write_cache: false` at creation (vhost-blkd's extension): the guest
+    /// starts with a write-through disk.
+    @Test func controllerCreatedWriteThrough() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try daemon.call("bdev_malloc_create", ["num_blocks": 2048, "block_size": 512, "name": "M0"])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0", "write_cache": false])
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let f = try D.attach(daemon, "vhost.0", memory: memory)
+        defer { f.close() }
+        #expect(try f.getConfig(offset: 32, size: 1) == [0])
+        #expect(throws: RPCClientError.self) {
+            try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.1", "dev_name": "M0", "write_cache": "no"])
+        }
+    }
+
     /// A front-end that did not negotiate CONFIG_WCE cannot write the config.
     @Test func writebackIsReadOnlyWithoutConfigWCE() throws {
         let daemon = try D.daemonServing(.ioUring, .malloc, bdev: "M0")
