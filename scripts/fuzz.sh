@@ -54,6 +54,18 @@ build_target() {
     [ -x "$bin/$target" ]
 }
 
+# build_c_module NAME SOURCE: a static library and module map for Sources/NAME/include/NAME.h.
+build_c_module() {
+    local name=$1 source=$2
+    echo "== building module $name"
+    mkdir -p "$mods/$name"
+    clang -fsanitize=fuzzer-no-link,address -O1 -g -D_GNU_SOURCE -I "Sources/$name/include" \
+        -c "$source" -o "$mods/$name/$name.o"
+    ar rcs "$mods/lib$name.a" "$mods/$name/$name.o"
+    printf 'module %s {\n    header "%s"\n    export *\n}\n' "$name" "$repo/Sources/$name/include/$name.h" \
+        >"$mods/$name/module.modulemap"
+}
+
 want() { local t; for t in "${targets[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
 
 start_build=$(date +%s)
@@ -61,18 +73,14 @@ if want vhost-user-reader || want descriptor-chain || want blk-request; then
     build_module Virtio Sources/Virtio/*.swift
 fi
 if want vhost-user-reader; then
-    # VhostUser needs Posix, which needs the CShims C module: build them too.
-    echo "== building module CShims"
-    mkdir -p "$mods/CShims"
-    clang -fsanitize=fuzzer-no-link,address -O1 -g -D_GNU_SOURCE -I Sources/CShims/include \
-        -c Sources/CShims/shims.c -o "$mods/CShims/shims.o"
-    ar rcs "$mods/libCShims.a" "$mods/CShims/shims.o"
-    printf 'module CShims {\n    header "%s"\n    export *\n}\n' "$repo/Sources/CShims/include/CShims.h" \
-        >"$mods/CShims/module.modulemap"
-    build_module Posix -I "$mods/CShims" Sources/Posix/*.swift
-    build_module VhostUser -I "$mods/CShims" Sources/VhostUser/*.swift
-    build_target vhost-user-reader -I "$mods/CShims" fuzz/Targets/VhostUserReader.swift -- \
-        -lVhostUser -lPosix -lCShims -lVirtio
+    # VhostUser needs Posix, which needs the CShims and CFaultGuard C modules: build them too.
+    build_c_module CShims Sources/CShims/shims.c
+    build_c_module CFaultGuard Sources/CFaultGuard/fault_guard.c
+    c_includes=(-I "$mods/CShims" -I "$mods/CFaultGuard")
+    build_module Posix "${c_includes[@]}" Sources/Posix/*.swift
+    build_module VhostUser "${c_includes[@]}" Sources/VhostUser/*.swift
+    build_target vhost-user-reader "${c_includes[@]}" fuzz/Targets/VhostUserReader.swift -- \
+        -lVhostUser -lPosix -lCShims -lCFaultGuard -lVirtio
 fi
 if want descriptor-chain; then
     build_target descriptor-chain fuzz/Targets/DescriptorChain.swift fuzz/Support/BlkRequestChecks.swift -- -lVirtio
