@@ -12,6 +12,38 @@ import Testing
 struct MigrationGuestTests {
     @Test func migrateUnderVerifiedLoadThenRestartTheDestination() throws {
         try E2EEnvironment.requireReady()
+        for attempt in 1...Self.attempts {
+            guard let crash = try migrateOnce() else { return }
+            print("""
+                migration attempt \(attempt) of \(Self.attempts): the destination guest's kernel crashed after \
+                the switch-over (QEMU 7.2 TCG, see below); console:
+                \(crash)
+                """)
+        }
+        Issue.record("the destination guest's kernel crashed after the switch-over in all \(Self.attempts) attempts")
+    }
+
+    /// How often a migration whose destination guest kernel crashes is tried.
+    /// QEMU 7.2 under TCG corrupts the destination guest's memory now and then
+    /// under host load: kernel oopses in hrtimers, slab freelists, list
+    /// debugging or rss counters seconds after the switch-over. Measured on
+    /// this test beside three busy loops (2026-11-26): 2 of 6 runs crashed
+    /// (two loops), 2 of 8 with `-accel tcg,thread=single`, 2 of 8 with
+    /// `-smp 1`, and 1 of 16 with no disk I/O at all in the guest (dd from
+    /// /dev/urandom and sha256sum in RAM instead of fio): the device wrote
+    /// nothing, so the corruption is QEMU's. A write our device fails to log
+    /// lands in a data buffer, a status byte or a used ring, which fio's
+    /// verification and the ring checks see as a data error or a hang; those
+    /// still fail the test at once.
+    static let attempts = 3
+
+    /// Kernel crash markers on a guest console.
+    static let kernelCrashMarkers = ["Kernel panic", "Oops:", "BUG: ", "general protection fault"]
+
+    /// One migration under load and a destination-daemon restart. Returns the
+    /// destination console when its guest kernel crashed (retried), nil
+    /// otherwise; every other failure is recorded as an issue.
+    func migrateOnce() throws -> String? {
         let shared = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-mig-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: shared, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: shared) }
@@ -77,7 +109,7 @@ struct MigrationGuestTests {
         // 300 ms, QEMU 7.2 under TCG corrupts the destination guest's memory about one run
         // in two even when the guest does no disk I/O at all (kernel oopses in timers and
         // stack-protector panics right after the switch-over): a QEMU/TCG problem, not the
-        // backend's.
+        // backend's. With these it still happens now and then under load (`attempts`).
         let start = ContinuousClock.now
         try qmp.execute("migrate", arguments: ["uri": "unix:\(incoming)"])
         var status = ""
@@ -101,6 +133,7 @@ struct MigrationGuestTests {
         do {
             try destinationVM.waitForConsole("E2E-ROUND: \(lastSourceRound + 1)", timeout: .seconds(180))
         } catch {
+            if let crash = Self.kernelCrash(destinationVM.console()) { return crash }
             Issue.record("""
                 \(error)
                 --- destination guest console ---
@@ -118,12 +151,24 @@ struct MigrationGuestTests {
         destination = try DaemonProcess(cpumask: "0x2", extraArguments: destinationArguments, directory: destinationDirectory)
 
         let result = try destinationVM.waitForExit(timeout: .seconds(300))
+        if !result.succeeded, let crash = Self.kernelCrash(result.console) { return crash }
         let console = sourceVM.console() + result.console
         print(console.split(whereSeparator: \.isNewline).filter { $0.contains("err=") }.suffix(8).joined(separator: "\n"))
         #expect(result.succeeded, "\(result.summary)\n--- destination daemon ---\n\(destination.log.suffix(3000))")
         #expect(!console.contains("E2E-FAIL"))
         #expect(console.contains("E2E-ROUND: \(Self.rounds)"))
         #expect(Self.count("E2E-OK: fio passed", in: console) == Self.rounds)
+        return nil
+    }
+
+    /// The console from the first kernel crash marker on, if there is one and
+    /// fio found no data error (a data error fails the test, crash or not).
+    static func kernelCrash(_ console: String) -> String? {
+        guard !console.contains("E2E-FAIL") else { return nil }
+        let hits = kernelCrashMarkers.compactMap { console.range(of: $0)?.lowerBound }
+        guard let first = hits.min() else { return nil }
+        let lineStart = console[..<first].lastIndex(of: "\n").map { console.index(after: $0) } ?? console.startIndex
+        return String(console[lineStart...].prefix(1500))
     }
 
     /// Enough fio rounds that the guest is still busy after the migration and the restart.
