@@ -401,20 +401,7 @@ struct HostileFrontendTests {
         try f.connect()
         try f.start(queueCount: 1, queueSize: 128)
         #expect(try Self.roundTrip(f))  // served before the shrink
-        let q = try f.driverQueue(0)
-        let header = try memory.allocate(16, alignment: 16)
-        let status = try memory.allocate(1, alignment: 1)
-        let filler = try memory.allocate(5 << 20, alignment: 4096)
-        let data = try memory.allocate(4096, alignment: 4096)
-        #expect(data.offset >= 5 << 20 && header.offset < 1 << 20 && status.offset < 1 << 20)
-        header.write(BlkWire.header(type: kind == .writeFromLostPages ? BlkWire.typeOut : BlkWire.typeIn, sector: 8))
-        let d = try q.takeDescriptors(3)
-        let dataFlags = kind == .writeFromLostPages ? Descriptor.flagNext : Descriptor.flagNext | Descriptor.flagWrite
-        q.writeDescriptor(Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: d[1]), at: d[0])
-        q.writeDescriptor(Descriptor(addr: data.gpa, len: 4096, flags: dataFlags, next: d[2]), at: d[1])
-        q.writeDescriptor(Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagWrite, next: 0), at: d[2])
-        q.track(head: d[0], descriptors: d, owning: [header, filler, data, status])
-        q.pushAvail(head: d[0])
+        let (q, _) = try Self.pushRequestWithDataAbove4MiB(f, write: kind == .writeFromLostPages)
         usleep(20_000)  // the reactor's polling phase after the round trip is over: it waits for a kick
         // From here on this process must not touch the pages past the new end either.
         if kind == .ringsLost {
@@ -449,25 +436,38 @@ struct HostileFrontendTests {
         try f.connect()
         try f.start(queueCount: 1, queueSize: 128)
         #expect(try Self.roundTrip(f))
-        let q = try f.driverQueue(0)
-        let header = try memory.allocate(16, alignment: 16)
-        let status = try memory.allocate(1, alignment: 1)
-        let filler = try memory.allocate(5 << 20, alignment: 4096)
-        let data = try memory.allocate(4096, alignment: 4096)
-        header.write(BlkWire.header(type: BlkWire.typeIn, sector: 8))
-        status.pointer.storeBytes(of: 0xff, as: UInt8.self)
-        let d = try q.takeDescriptors(3)
-        q.writeDescriptor(Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: d[1]), at: d[0])
-        q.writeDescriptor(Descriptor(addr: data.gpa, len: 4096, flags: Descriptor.flagNext | Descriptor.flagWrite, next: d[2]), at: d[1])
-        q.writeDescriptor(Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagWrite, next: 0), at: d[2])
-        q.track(head: d[0], descriptors: d, owning: [header, filler, data, status])
-        q.pushAvail(head: d[0])
+        let (q, status) = try Self.pushRequestWithDataAbove4MiB(f, write: false)
         #expect(ftruncate(memory.fd.rawValue, 4 << 20) == 0)
         q.publishAndKick(force: true)
         _ = try q.waitUsed(timeout: .seconds(5))
         #expect(status.pointer.load(as: UInt8.self) == BlkWire.statusIOErr)
         #expect(daemon.isRunning)
         #expect(!daemon.log.contains("shrank memory"))
+    }
+
+    /// Puts a 4 KiB read (or write) of sector 8 in queue 0's avail ring, not
+    /// yet published: header and status in the first MiB of the frontend's
+    /// 8 MiB memory, next to the rings; the data past 5 MiB, where a shrink to
+    /// 4 MiB takes it away. Returns the queue and the status byte (0xff until
+    /// the device writes it).
+    static func pushRequestWithDataAbove4MiB(_ f: VhostUserFrontend, write: Bool) throws -> (DriverQueue, GuestBuffer) {
+        let memory = f.memory
+        let q = try f.driverQueue(0)
+        let header = try memory.allocate(16, alignment: 16)
+        let status = try memory.allocate(1, alignment: 1)
+        let filler = try memory.allocate(5 << 20, alignment: 4096)
+        let data = try memory.allocate(4096, alignment: 4096)
+        #expect(data.offset >= 5 << 20 && header.offset < 1 << 20 && status.offset < 1 << 20)
+        header.write(BlkWire.header(type: write ? BlkWire.typeOut : BlkWire.typeIn, sector: 8))
+        status.pointer.storeBytes(of: 0xff, as: UInt8.self)
+        let d = try q.takeDescriptors(3)
+        let dataFlags = write ? Descriptor.flagNext : Descriptor.flagNext | Descriptor.flagWrite
+        q.writeDescriptor(Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: d[1]), at: d[0])
+        q.writeDescriptor(Descriptor(addr: data.gpa, len: 4096, flags: dataFlags, next: d[2]), at: d[1])
+        q.writeDescriptor(Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagWrite, next: 0), at: d[2])
+        q.track(head: d[0], descriptors: d, owning: [header, filler, data, status])
+        q.pushAvail(head: d[0])
+        return (q, status)
     }
 
     /// Writes then reads back one sector through the frontend's own requests.
