@@ -7,8 +7,9 @@
    registered range gets a private zero page mapped over the missing one:
    the access completes (reads see zeros, writes go nowhere), the range's
    fault count grows, and an eventfd tells the control loop, which then
-   disconnects that frontend. A SIGBUS anywhere else keeps its default
-   action (the process dies with a core dump, as it should).
+   disconnects that frontend. A SIGBUS anywhere else gets the action it had
+   before (the Swift runtime's backtrace, or the default: the process dies
+   with a core dump, as it should).
 
    The handler is C because it runs in signal context: it only reads atomics,
    calls mmap and write, and takes no locks. */
