@@ -186,3 +186,26 @@ struct MigrationGuestTests {
         text.components(separatedBy: needle).count - 1
     }
 }
+
+/// What the migration test counts as QEMU's crash (retried) and what as ours.
+@Suite("Migration test: guest kernel crash detection")
+struct MigrationCrashDetectionTests {
+    /// The destination console of this session's failed CI run (trimmed).
+    static let oops = """
+        E2E-ROUND: 3
+        [    8.420067] BUG: kernel NULL pointer dereference, address: 0000000000000000
+        [    8.423337] Oops: 0002 [#1] PREEMPT SMP NOPTI
+        [    8.423337] RIP: 0010:rb_erase+0x25d/0x370
+        """
+
+    @Test func aKernelCrashIsFoundFromItsFirstLine() throws {
+        let crash = try #require(MigrationGuestTests.kernelCrash(Self.oops))
+        #expect(crash.hasPrefix("[    8.420067] BUG: kernel NULL pointer dereference"))
+        #expect(crash.contains("rb_erase"))
+    }
+
+    @Test func aDataErrorIsNeverTakenForQEMUs() {
+        #expect(MigrationGuestTests.kernelCrash(Self.oops + "\nE2E-FAIL: fio verify\n") == nil)
+        #expect(MigrationGuestTests.kernelCrash("E2E-ROUND: 3\nE2E-OK: fio passed\n") == nil)
+    }
+}
