@@ -281,12 +281,9 @@ struct HostileFrontendTests {
     @Test(arguments: RingCase.allCases)
     func dataPathAbuseFailsOnlyThatRequest(_ kind: RingCase) throws {
         let world = try Bystander()
-        let memory = try FrontendMemory(size: 8 << 20)
-        defer { memory.close() }
-        let f = try VhostUserFrontend(socketPath: world.daemon.socketDirectory + "/vhost.0", memory: memory)
-        defer { f.close() }
-        try f.connect()
-        try f.start(queueCount: 1, queueSize: 128)
+        let f = try Self.startedFrontend(world.daemon.socketDirectory + "/vhost.0")
+        defer { f.close(); f.memory.close() }
+        let memory = f.memory
         let q = try f.driverQueue(0)
         let header = try memory.allocate(16, alignment: 16)
         header.write(BlkWire.header(type: BlkWire.typeIn, sector: 0))
@@ -394,12 +391,9 @@ struct HostileFrontendTests {
     @Test(arguments: ShrinkCase.allCases)
     func shrunkGuestMemoryDisconnectsOnlyThatFrontend(_ kind: ShrinkCase) throws {
         let world = try Bystander()
-        let memory = try FrontendMemory(size: 8 << 20)
-        defer { memory.close() }
-        let f = try VhostUserFrontend(socketPath: world.daemon.socketDirectory + "/vhost.0", memory: memory)
-        defer { f.close() }
-        try f.connect()
-        try f.start(queueCount: 1, queueSize: 128)
+        let f = try Self.startedFrontend(world.daemon.socketDirectory + "/vhost.0")
+        defer { f.close(); f.memory.close() }
+        let memory = f.memory
         #expect(try Self.roundTrip(f))  // served before the shrink
         let (q, _) = try Self.pushRequestWithDataAbove4MiB(f, write: kind == .writeFromLostPages)
         usleep(20_000)  // the reactor's polling phase after the round trip is over: it waits for a kick
@@ -429,12 +423,9 @@ struct HostileFrontendTests {
         #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20)))
         try daemon.call("bdev_uring_create", ["filename": .string(path), "name": "F0", "block_size": 512])
         try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "F0"])
-        let memory = try FrontendMemory(size: 8 << 20)
-        defer { memory.close() }
-        let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory)
-        defer { f.close() }
-        try f.connect()
-        try f.start(queueCount: 1, queueSize: 128)
+        let f = try Self.startedFrontend(daemon.socketDirectory + "/vhost.0")
+        defer { f.close(); f.memory.close() }
+        let memory = f.memory
         #expect(try Self.roundTrip(f))
         let (q, status) = try Self.pushRequestWithDataAbove4MiB(f, write: false)
         #expect(ftruncate(memory.fd.rawValue, 4 << 20) == 0)
@@ -443,6 +434,26 @@ struct HostileFrontendTests {
         #expect(status.pointer.load(as: UInt8.self) == BlkWire.statusIOErr)
         #expect(daemon.isRunning)
         #expect(!daemon.log.contains("shrank memory"))
+    }
+
+    /// A frontend with 8 MiB of memory, connected to `socketPath`, one queue of 128 started.
+    /// The caller closes it, then its memory.
+    static func startedFrontend(_ socketPath: String) throws -> VhostUserFrontend {
+        let memory = try FrontendMemory(size: 8 << 20)
+        do {
+            let f = try VhostUserFrontend(socketPath: socketPath, memory: memory)
+            do {
+                try f.connect()
+                try f.start(queueCount: 1, queueSize: 128)
+                return f
+            } catch {
+                f.close()
+                throw error
+            }
+        } catch {
+            memory.close()
+            throw error
+        }
     }
 
     /// Puts a 4 KiB read (or write) of sector 8 in queue 0's avail ring, not
