@@ -79,10 +79,17 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
 
     /// Runs until `stop()`.
     public func run() {
+        run(until: { stopping.load(ordering: .acquiring) })
+        runPending()
+    }
+
+    /// Serves events, posted work and timers until `done()` holds (checked
+    /// before every wait): shutdown uses it to let sessions finish draining.
+    public func run(until done: () -> Bool) {
         ownerTID.store(PosixThread.currentTID, ordering: .relaxed)
         var events = [UInt32](repeating: 0, count: 64)
         var datas = [UInt64](repeating: 0, count: 64)
-        while !stopping.load(ordering: .acquiring) {
+        while !done() {
             let timeout = nextTimeout()
             let n = events.withUnsafeMutableBufferPointer { e in
                 datas.withUnsafeMutableBufferPointer { d in
@@ -102,7 +109,6 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
             runPending()
             runTimers()
         }
-        runPending()
     }
 
     private func runPending() {

@@ -8,7 +8,7 @@ import VhostBlkAPI
 /// `bdev_resize` (ours). Every size change reaches the controller's running
 /// queues and the guest (CONFIG_CHANGE_MSG).
 extension VhostTarget {
-    func bdevRescan(_ name: String, driver: Bdev.Driver) throws(RPCError) -> JSON {
+    func bdevRescan(_ name: String, driver: Bdev.Driver, _ reply: @escaping RPCReply) throws(RPCError) {
         guard let bdev = bdevs[name], bdev.driver == driver, case .file(let file) = bdev.backing else {
             throw .errno(ENODEV)
         }
@@ -20,8 +20,9 @@ extension VhostTarget {
         }
         // The file already has its new size: a shrink done outside the daemon
         // cannot be refused, only reported.
-        setSize(of: bdev, numBlocks: bytes / UInt64(bdev.blockSize), waitForPreviousRequests: true)
-        return .bool(true)
+        setSize(of: bdev, numBlocks: bytes / UInt64(bdev.blockSize), waitForPreviousRequests: true) {
+            reply(.success(.bool(true)))
+        }
     }
 
     func bdevNullResize(_ p: BdevNullResizeParams) throws(RPCError) -> JSON {
@@ -31,11 +32,13 @@ extension VhostTarget {
         guard numBlocks >= bdev.numBlocks else {
             throw RPCError(code: -Int(EINVAL), message: "The new size of null bdev \(p.name) must not be smaller than its current size")
         }
-        setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: false)
+        setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: false) {}
         return .bool(true)
     }
 
-    func bdevResize(_ p: BdevResizeParams) throws(RPCError) -> JSON {
+    /// A shrink answers once requests dispatched at the old size completed
+    /// and the backing was cut.
+    func bdevResize(_ p: BdevResizeParams, _ reply: @escaping RPCReply) throws(RPCError) {
         guard let bdev = bdevs[p.name] else { throw .errno(ENODEV) }
         let numBlocks = try blocks(mebibytes: p.newSizeMiB, of: bdev)
         let bytes = numBlocks &* UInt64(bdev.blockSize)  // checked by blocks(mebibytes:of:)
@@ -53,13 +56,18 @@ extension VhostTarget {
         }
         if shrinking {
             // Stop new requests beyond the new end and wait for those in flight, then cut.
-            setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: true)
-            try resizeBacking(of: bdev, to: bytes)
+            setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: true) { [unowned self] in
+                do throws(RPCError) {
+                    try resizeBacking(of: bdev, to: bytes)
+                    reply(.success(.bool(true)))
+                } catch {
+                    reply(.failure(error))
+                }
+            }
         } else {
             try resizeBacking(of: bdev, to: bytes)
-            setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: false)
+            setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: false) { reply(.success(.bool(true))) }
         }
-        return .bool(true)
     }
 
     // MARK: Helpers
@@ -86,17 +94,18 @@ extension VhostTarget {
     }
 
     /// Records the new size and hands it to the controller using `bdev`, whose
-    /// guest is told. `waitForPreviousRequests`: return once requests
-    /// dispatched at the old size completed (a shrink).
-    private func setSize(of bdev: Bdev, numBlocks: UInt64, waitForPreviousRequests: Bool) {
+    /// guest is told; then `done` runs, with `waitForPreviousRequests` once
+    /// requests dispatched at the old size completed (a shrink).
+    private func setSize(of bdev: Bdev, numBlocks: UInt64, waitForPreviousRequests: Bool, then done: @escaping () -> Void) {
         let old = bdev.numBlocks
         bdev.numBlocks = numBlocks
         logger.info("bdev resized", metadata: [
             "bdev.name": "\(bdev.name)", "old.blocks": "\(old)", "new.blocks": "\(numBlocks)",
         ])
-        guard let owner = bdev.claimedBy, let controller = controllers[owner] else { return }
-        if let session = controller.session {
-            session.backendChanged(waitForPreviousRequests: waitForPreviousRequests)
+        guard let owner = bdev.claimedBy, let controller = controllers[owner], let session = controller.session else {
+            done()
+            return
         }
+        session.backendChanged(waitForPreviousRequests: waitForPreviousRequests, then: done)
     }
 }

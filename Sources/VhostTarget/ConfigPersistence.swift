@@ -46,8 +46,8 @@ extension VhostTarget {
                 guard let handler = Self.handlerTable[entry.method] else {
                     throw TargetStartError("\(place): unknown method")
                 }
-                do {
-                    _ = try handler(self, entry.params)
+                do throws(RPCError) {
+                    try replay(handler, entry.params)
                 } catch {
                     throw TargetStartError("\(place) failed: \(error.message) (code \(error.code))")
                 }
@@ -56,6 +56,20 @@ extension VhostTarget {
         }
         logger.info("config loaded", metadata: ["config.file": "\(path)", "entries": "\(replayed)"])
         try persistAtStart(path)
+    }
+
+    /// Runs one saved call; at start no frontend is connected, so a method
+    /// that may answer later answers at once.
+    private func replay(_ handler: MethodHandler, _ params: JSON?) throws(RPCError) {
+        switch handler {
+        case .immediate(let method):
+            _ = try method(self, params)
+        case .deferred(let method):
+            var answer: Result<JSON, RPCError>?
+            try method(self, params) { answer = $0 }
+            guard let answer else { throw RPCError(code: -Int(EINVAL), message: "did not complete at start") }
+            _ = try answer.get()
+        }
     }
 
     /// With `--persist`, writes the file once at start, so an unwritable

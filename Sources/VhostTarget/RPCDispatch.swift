@@ -3,54 +3,63 @@ import VhostBlkAPI
 
 /// Routes a JSON-RPC request to its method (PROTOCOL.md §4).
 extension VhostTarget {
-    typealias MethodHandler = @Sendable (VhostTarget, JSON?) throws(RPCError) -> JSON
+    /// Answers a method call on the control loop, now or later.
+    typealias RPCReply = (Result<JSON, RPCError>) -> Void
+
+    /// A method's implementation: most answer at once; those that wait for
+    /// queues to drain (detach, shrink, deleting a controller in use) answer
+    /// through `RPCReply` later, while the loop serves everything else.
+    enum MethodHandler: Sendable {
+        case immediate(@Sendable (VhostTarget, JSON?) throws(RPCError) -> JSON)
+        case deferred(@Sendable (VhostTarget, JSON?, @escaping RPCReply) throws(RPCError) -> Void)
+    }
 
     /// Every served method, in the order `rpc_get_methods` lists them.
     static let methods: [(name: String, handler: MethodHandler)] = [
-        (BdevUringCreateParams.method, { t, p throws(RPCError) in try t.bdevUringCreate(BdevUringCreateParams(params: p)) }),
-        (BdevUringDeleteParams.method, { t, p throws(RPCError) in try t.bdevDelete(BdevUringDeleteParams(params: p).name, driver: .uring) }),
-        (BdevAioCreateParams.method, { t, p throws(RPCError) in try t.bdevAioCreate(BdevAioCreateParams(params: p)) }),
-        (BdevAioDeleteParams.method, { t, p throws(RPCError) in try t.bdevDelete(BdevAioDeleteParams(params: p).name, driver: .aio) }),
-        (BdevMallocCreateParams.method, { t, p throws(RPCError) in try t.bdevMallocCreate(BdevMallocCreateParams(params: p)) }),
-        (BdevMallocDeleteParams.method, { t, p throws(RPCError) in try t.bdevDelete(BdevMallocDeleteParams(params: p).name, driver: .malloc) }),
-        (BdevNullCreateParams.method, { t, p throws(RPCError) in try t.bdevNullCreate(BdevNullCreateParams(params: p)) }),
-        (BdevNullDeleteParams.method, { t, p throws(RPCError) in try t.bdevDelete(BdevNullDeleteParams(params: p).name, driver: .null) }),
-        (BdevUringRescanParams.method, { t, p throws(RPCError) in try t.bdevRescan(BdevUringRescanParams(params: p).name, driver: .uring) }),
-        (BdevAioRescanParams.method, { t, p throws(RPCError) in try t.bdevRescan(BdevAioRescanParams(params: p).name, driver: .aio) }),
-        (BdevNullResizeParams.method, { t, p throws(RPCError) in try t.bdevNullResize(BdevNullResizeParams(params: p)) }),
-        (BdevResizeParams.method, { t, p throws(RPCError) in try t.bdevResize(BdevResizeParams(params: p)) }),
-        (BdevGetBdevsParams.method, { t, p throws(RPCError) in try t.bdevGetBdevs(BdevGetBdevsParams(params: p)) }),
-        (BdevGetIostatParams.method, { t, p throws(RPCError) in try t.bdevGetIostat(BdevGetIostatParams(params: p)) }),
-        (BdevResetIostatParams.method, { t, p throws(RPCError) in try t.bdevResetIostat(BdevResetIostatParams(params: p)) }),
-        (BdevGetLatencyParams.method, { t, p throws(RPCError) in try t.bdevGetLatency(BdevGetLatencyParams(params: p)) }),
-        (BdevSetQosLimitParams.method, { t, p throws(RPCError) in try t.bdevSetQosLimit(BdevSetQosLimitParams(params: p)) }),
-        (VhostCreateBlkControllerParams.method, { t, p throws(RPCError) in try t.vhostCreateBlkController(VhostCreateBlkControllerParams(params: p)) }),
-        (VhostGetControllersParams.method, { t, p throws(RPCError) in try t.vhostGetControllers(VhostGetControllersParams(params: p)) }),
-        (VhostDeleteControllerParams.method, { t, p throws(RPCError) in try t.vhostDeleteController(VhostDeleteControllerParams(params: p)) }),
-        (VhostBlkAttachParams.method, { t, p throws(RPCError) in try t.vhostBlkAttach(VhostBlkAttachParams(params: p)) }),
-        (VhostBlkDetachParams.method, { t, p throws(RPCError) in try t.vhostBlkDetach(VhostBlkDetachParams(params: p)) }),
-        (RpcGetMethodsParams.method, { t, p throws(RPCError) in try t.rpcGetMethods(RpcGetMethodsParams(params: p)) }),
-        (SpdkGetVersionParams.method, { _, p throws(RPCError) in
+        (BdevUringCreateParams.method, .immediate({ t, p throws(RPCError) in try t.bdevUringCreate(BdevUringCreateParams(params: p)) })),
+        (BdevUringDeleteParams.method, .immediate({ t, p throws(RPCError) in try t.bdevDelete(BdevUringDeleteParams(params: p).name, driver: .uring) })),
+        (BdevAioCreateParams.method, .immediate({ t, p throws(RPCError) in try t.bdevAioCreate(BdevAioCreateParams(params: p)) })),
+        (BdevAioDeleteParams.method, .immediate({ t, p throws(RPCError) in try t.bdevDelete(BdevAioDeleteParams(params: p).name, driver: .aio) })),
+        (BdevMallocCreateParams.method, .immediate({ t, p throws(RPCError) in try t.bdevMallocCreate(BdevMallocCreateParams(params: p)) })),
+        (BdevMallocDeleteParams.method, .immediate({ t, p throws(RPCError) in try t.bdevDelete(BdevMallocDeleteParams(params: p).name, driver: .malloc) })),
+        (BdevNullCreateParams.method, .immediate({ t, p throws(RPCError) in try t.bdevNullCreate(BdevNullCreateParams(params: p)) })),
+        (BdevNullDeleteParams.method, .immediate({ t, p throws(RPCError) in try t.bdevDelete(BdevNullDeleteParams(params: p).name, driver: .null) })),
+        (BdevUringRescanParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevRescan(BdevUringRescanParams(params: p).name, driver: .uring, reply) })),
+        (BdevAioRescanParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevRescan(BdevAioRescanParams(params: p).name, driver: .aio, reply) })),
+        (BdevNullResizeParams.method, .immediate({ t, p throws(RPCError) in try t.bdevNullResize(BdevNullResizeParams(params: p)) })),
+        (BdevResizeParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevResize(BdevResizeParams(params: p), reply) })),
+        (BdevGetBdevsParams.method, .immediate({ t, p throws(RPCError) in try t.bdevGetBdevs(BdevGetBdevsParams(params: p)) })),
+        (BdevGetIostatParams.method, .immediate({ t, p throws(RPCError) in try t.bdevGetIostat(BdevGetIostatParams(params: p)) })),
+        (BdevResetIostatParams.method, .immediate({ t, p throws(RPCError) in try t.bdevResetIostat(BdevResetIostatParams(params: p)) })),
+        (BdevGetLatencyParams.method, .immediate({ t, p throws(RPCError) in try t.bdevGetLatency(BdevGetLatencyParams(params: p)) })),
+        (BdevSetQosLimitParams.method, .immediate({ t, p throws(RPCError) in try t.bdevSetQosLimit(BdevSetQosLimitParams(params: p)) })),
+        (VhostCreateBlkControllerParams.method, .immediate({ t, p throws(RPCError) in try t.vhostCreateBlkController(VhostCreateBlkControllerParams(params: p)) })),
+        (VhostGetControllersParams.method, .immediate({ t, p throws(RPCError) in try t.vhostGetControllers(VhostGetControllersParams(params: p)) })),
+        (VhostDeleteControllerParams.method, .deferred({ t, p, reply throws(RPCError) in try t.vhostDeleteController(VhostDeleteControllerParams(params: p), reply) })),
+        (VhostBlkAttachParams.method, .immediate({ t, p throws(RPCError) in try t.vhostBlkAttach(VhostBlkAttachParams(params: p)) })),
+        (VhostBlkDetachParams.method, .deferred({ t, p, reply throws(RPCError) in try t.vhostBlkDetach(VhostBlkDetachParams(params: p), reply) })),
+        (RpcGetMethodsParams.method, .immediate({ t, p throws(RPCError) in try t.rpcGetMethods(RpcGetMethodsParams(params: p)) })),
+        (SpdkGetVersionParams.method, .immediate({ _, p throws(RPCError) in
             _ = try SpdkGetVersionParams(params: p)
             return VhostTarget.versionJSON
-        }),
-        (FrameworkGetSubsystemsParams.method, { t, p throws(RPCError) in
+        })),
+        (FrameworkGetSubsystemsParams.method, .immediate({ t, p throws(RPCError) in
             _ = try FrameworkGetSubsystemsParams(params: p)
             return t.frameworkGetSubsystems()
-        }),
-        (FrameworkGetConfigParams.method, { t, p throws(RPCError) in try t.frameworkGetConfig(FrameworkGetConfigParams(params: p)) }),
-        (FrameworkStartInitParams.method, { _, p throws(RPCError) in
+        })),
+        (FrameworkGetConfigParams.method, .immediate({ t, p throws(RPCError) in try t.frameworkGetConfig(FrameworkGetConfigParams(params: p)) })),
+        (FrameworkStartInitParams.method, .immediate({ _, p throws(RPCError) in
             _ = try FrameworkStartInitParams(params: p)
             return .bool(true)
-        }),
-        (FrameworkGetReactorsParams.method, { t, p throws(RPCError) in
+        })),
+        (FrameworkGetReactorsParams.method, .immediate({ t, p throws(RPCError) in
             _ = try FrameworkGetReactorsParams(params: p)
             return t.frameworkGetReactors()
-        }),
-        (ThreadGetStatsParams.method, { t, p throws(RPCError) in
+        })),
+        (ThreadGetStatsParams.method, .immediate({ t, p throws(RPCError) in
             _ = try ThreadGetStatsParams(params: p)
             return t.threadGetStats()
-        }),
+        })),
     ]
 
     static let handlerTable: [String: MethodHandler] = Dictionary(
@@ -65,17 +74,27 @@ extension VhostTarget {
         ]
     }
 
-    func handle(_ request: RPCRequest) -> Result<JSON, RPCError> {
+    /// Serves `request`; `respond` runs once, when the method has answered
+    /// (a saved config is rewritten first when the method changed it).
+    func handle(_ request: RPCRequest, respond: @escaping RPCReply) {
         guard let handler = Self.handlerTable[request.method] else {
-            return .failure(.methodNotFound(request.method))
+            respond(.failure(.methodNotFound(request.method)))
+            return
         }
-        do {
-            let result = try handler(self, request.params)
-            persistAfter(method: request.method)
-            return .success(result)
+        let finish: RPCReply = { [unowned self] result in
+            switch result {
+            case .success: persistAfter(method: request.method)
+            case .failure(let error): logger.debug("RPC \(request.method) failed: \(error.message)")
+            }
+            respond(result)
+        }
+        do throws(RPCError) {
+            switch handler {
+            case .immediate(let method): finish(.success(try method(self, request.params)))
+            case .deferred(let method): try method(self, request.params, finish)
+            }
         } catch {
-            logger.debug("RPC \(request.method) failed: \(error.message)")
-            return .failure(error)
+            finish(.failure(error))
         }
     }
 }

@@ -6,8 +6,13 @@ import Posix
 /// The JSON-RPC socket (PROTOCOL.md §4): requests are JSON values back to
 /// back with no framing; each gets one response line, in order. Runs on the
 /// control loop; a client that sends garbage, too much, or never reads is dropped.
+///
+/// A method may answer later (one that waits for queues to drain): its
+/// client's next requests wait, unread, until it has; other clients are
+/// served meanwhile.
 final class RPCServer {
-    typealias Handler = (RPCRequest) -> Result<JSON, RPCError>
+    /// Serves `request`; calls `respond` exactly once, now or later, on the control loop.
+    typealias Handler = (_ request: RPCRequest, _ respond: @escaping (Result<JSON, RPCError>) -> Void) -> Void
 
     /// A client's unread responses may not exceed this; then it is dropped.
     static let maxPendingOutput = 16 << 20
@@ -35,7 +40,15 @@ final class RPCServer {
         var outputOffset = 0
         /// Close once the output is written (after a parse error or an oversized request).
         var closeAfterFlush = false
+        /// A request is being served; later ones wait in the socket.
+        var awaitingReply = false
         init(fd: FileDescriptor) { self.fd = fd }
+    }
+
+    /// Whether a request's answer came before its handler returned.
+    private final class Answer {
+        var given = false
+        var deferred = false
     }
 
     /// Listens on `path` with permission bits `mode` and, when given, group `group`.
@@ -97,7 +110,12 @@ final class RPCServer {
                 let client = Client(fd: fd)
                 client.token = try loop.register(fd, events: .readable) { [unowned self, unowned client] events in
                     if events.contains(.writable) { flush(client) }
-                    if events.contains(.readable) || events.contains(.hangup) || events.contains(.error) { read(client) }
+                    if client.awaitingReply {
+                        // Unwatched for input until the answer: only a hang-up ends it.
+                        if !events.isDisjoint(with: [.hangup, .error]) { drop(client) }
+                    } else if events.contains(.readable) || events.contains(.hangup) || events.contains(.error) {
+                        read(client)
+                    }
                 }
                 clients[fd.rawValue] = client
             } catch {
@@ -132,7 +150,7 @@ final class RPCServer {
     }
 
     private func decode(_ client: Client) {
-        while !client.closeAfterFlush {
+        while !client.closeAfterFlush && !client.awaitingReply {
             switch client.decoder.next() {
             case .needMoreInput:
                 return
@@ -152,13 +170,33 @@ final class RPCServer {
                     send(RPCResponse.error(id: RPCRequest.responseID(for: json), error), to: client)
                     continue
                 }
-                let result = handler(request)
-                guard !request.isNotification else { continue }
+                serve(request, from: client)
+            }
+        }
+    }
+
+    /// Runs the handler; an answer that comes later is sent then, and the
+    /// client's next requests are read after it.
+    private func serve(_ request: RPCRequest, from client: Client) {
+        let answer = Answer()
+        handler(request) { [weak self, weak client] result in
+            guard !answer.given else { return }
+            answer.given = true
+            guard let self, let client, clients[client.fd.rawValue] === client else { return }
+            if !request.isNotification {
                 switch result {
                 case .success(let value): send(RPCResponse.result(id: request.id, value), to: client)
                 case .failure(let error): send(RPCResponse.error(id: request.id, error), to: client)
                 }
             }
+            guard answer.deferred else { return }
+            client.awaitingReply = false
+            decode(client)
+            flush(client)  // watches for input again, unless another answer is awaited
+        }
+        if !answer.given {
+            answer.deferred = true
+            client.awaitingReply = true
         }
     }
 
@@ -192,9 +230,9 @@ final class RPCServer {
                 drop(client)
                 return
             }
-            if let token = client.token { loop.modify(token, events: .readable) }
+            if let token = client.token { loop.modify(token, events: client.awaitingReply ? [] : .readable) }
         } else if let token = client.token {
-            loop.modify(token, events: [.readable, .writable])
+            loop.modify(token, events: client.awaitingReply ? .writable : [.readable, .writable])
         }
     }
 

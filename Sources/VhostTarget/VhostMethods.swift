@@ -70,24 +70,28 @@ extension VhostTarget {
         return .array(names.compactMap { controllers[$0] }.map(describe))
     }
 
-    func vhostDeleteController(_ p: VhostDeleteControllerParams) throws(RPCError) -> JSON {
+    /// Answers once a connected frontend's queues have drained (force).
+    func vhostDeleteController(_ p: VhostDeleteControllerParams, _ reply: @escaping RPCReply) throws(RPCError) {
         guard let controller = controllers[p.ctrlr] else {
             throw .invalidParams("\(RPCError.errorText(ENODEV)): controller \(p.ctrlr)")
         }
         if let session = controller.session, !p.force {
             let pid = session.peerPID.map { "pid \($0)" } ?? "unknown pid"
+            let state = session.isClosing ? "a disconnected frontend whose queues still drain" : "a connected frontend"
             throw RPCError(
                 code: -Int(EBUSY),
-                message: "\(RPCError.errorText(EBUSY)): controller \(p.ctrlr) has a connected frontend (\(pid)); stop it first or pass force")
+                message: "\(RPCError.errorText(EBUSY)): controller \(p.ctrlr) has \(state) (\(pid)); stop it first or pass force")
         }
         if let session = controller.session {
             controller.logger.notice("force delete: disconnecting frontend pid \(session.peerPID.map(String.init) ?? "?")")
         }
-        destroy(controller)
+        // Gone from every listing at once; the bdev stays claimed until the queues drained.
         controllers.removeValue(forKey: p.ctrlr)
         controllerOrder.removeAll { $0 == p.ctrlr }
-        controller.logger.info("controller deleted")
-        return .bool(true)
+        destroy(controller) {
+            controller.logger.info("controller deleted")
+            reply(.success(.bool(true)))
+        }
     }
 
     func vhostBlkAttach(_ p: VhostBlkAttachParams) throws(RPCError) -> JSON {
@@ -111,7 +115,8 @@ extension VhostTarget {
         return .bool(true)
     }
 
-    func vhostBlkDetach(_ p: VhostBlkDetachParams) throws(RPCError) -> JSON {
+    /// Answers once no request on the bdev is in flight, when it is released.
+    func vhostBlkDetach(_ p: VhostBlkDetachParams, _ reply: @escaping RPCReply) throws(RPCError) {
         let controller = try controller(named: p.ctrlr)
         guard let bdev = controller.bdev else {
             throw RPCError(code: -Int(ENODEV), message: "\(RPCError.errorText(ENODEV)): controller \(p.ctrlr) has no bdev attached")
@@ -119,10 +124,16 @@ extension VhostTarget {
         controller.settleStatsBeforeBackendChange()
         controller.bdev = nil
         // New requests fail from here on; the bdev is released once the old ones completed.
-        controller.session?.backendChanged(waitForPreviousRequests: true)
-        bdev.claimedBy = nil
-        controller.logger.info("bdev detached", metadata: ["bdev.name": "\(bdev.name)"])
-        return .bool(true)
+        let release = {
+            bdev.claimedBy = nil
+            controller.logger.info("bdev detached", metadata: ["bdev.name": "\(bdev.name)"])
+            reply(.success(.bool(true)))
+        }
+        if let session = controller.session {
+            session.backendChanged(waitForPreviousRequests: true, then: release)
+        } else {
+            release()
+        }
     }
 
     private func controller(named name: String) throws(RPCError) -> Controller {

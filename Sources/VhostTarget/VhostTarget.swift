@@ -53,8 +53,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             rpcServer = try RPCServer(
                 path: rpcPath, mode: configuration.rpcSocketMode, group: configuration.rpcSocketGroup,
                 loop: loop, logger: logger
-            ) { [unowned self] request in
-                self.handle(request)
+            ) { [unowned self] request, respond in
+                self.handle(request, respond: respond)
             }
             try startMetrics()  // MetricsEndpoint.swift
         } catch {
@@ -124,17 +124,22 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         }
     }
 
-    /// Stop accepting, end sessions (in-flight I/O completes), remove sockets, stop reactors.
+    /// Stop accepting, end sessions (in-flight I/O completes: the loop runs
+    /// until every queue has drained), remove sockets, stop reactors.
     private func stopEverything() {
         rpcServer?.close()
         rpcServer = nil
         metricsEndpoint?.close()
         metricsEndpoint = nil
+        var closing = 0
         for name in controllerOrder {
-            if let controller = controllers[name] { destroy(controller) }
+            guard let controller = controllers[name] else { continue }
+            closing += 1
+            destroy(controller) { closing -= 1 }
         }
         controllers.removeAll()
         controllerOrder.removeAll()
+        loop.run(until: { closing == 0 })
         for reactor in reactors { reactor.stop() }
         reactors.removeAll()
         for name in bdevOrder { bdevs[name]?.close() }
@@ -148,17 +153,33 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
 
     // MARK: Controllers' sockets
 
-    func destroy(_ controller: Controller) {
-        if let session = controller.session { endSession(session) }
+    /// Stops listening at once; `done` runs once the session (if any) has
+    /// drained and closed and the bdev is released.
+    func destroy(_ controller: Controller, then done: @escaping () -> Void = {}) {
         if let token = controller.listenToken { loop.unregister(token) }
+        controller.listenToken = nil
         controller.listener.close()
         unlink(controller.socketPath)
-        controller.bdev?.claimedBy = nil
-        controller.closeQoS()
-        controller.reactor.load.subtract(1, ordering: .relaxed)
+        let release = {
+            controller.bdev?.claimedBy = nil
+            controller.closeQoS()
+            controller.reactor.load.subtract(1, ordering: .relaxed)
+            done()
+        }
+        if let session = controller.session {
+            endSession(session, then: release)
+        } else {
+            release()
+        }
     }
 
     func acceptFrontend(_ controller: Controller) {
+        if let existing = controller.session, existing.isClosing {
+            // The previous session still drains: new connections wait in the
+            // backlog until it has closed (`endSession` watches again).
+            if let token = controller.listenToken { loop.modify(token, events: []) }
+            return
+        }
         while true {
             let fd: FileDescriptor?
             do {
@@ -180,12 +201,13 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
                 fd.close()
                 continue
             }
-            let session = VhostUserSession(controller: controller, socket: fd)
+            let session = VhostUserSession(controller: controller, socket: fd, loop: loop)
             controller.session = session
             controller.logger.info("frontend connected", metadata: ["frontend.pid": "\(session.peerPID.map(String.init) ?? "?")"])
+            session.onFailure = { [unowned self, unowned session] in self.endSession(session) }
             do {
                 session.token = try loop.register(fd, events: .readable) { [unowned self, unowned session] events in
-                    if !session.readable() { self.endSession(session) }
+                    if !session.readable(events) { self.endSession(session) }
                 }
             } catch {
                 endSession(session)
@@ -193,12 +215,22 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         }
     }
 
-    func endSession(_ session: VhostUserSession) {
-        if let token = session.token { loop.unregister(token) }
-        session.token = nil
-        session.close()
-        if session.controller.session === session { session.controller.session = nil }
-        session.controller.logger.info("session ended")
+    /// Stops serving `session`'s frontend; once its queues have drained it
+    /// closes, the controller accepts a frontend again, and `done` runs.
+    func endSession(_ session: VhostUserSession, then done: (() -> Void)? = nil) {
+        if !session.isClosing {
+            if let token = session.token { loop.unregister(token) }
+            session.token = nil
+            let controller = session.controller
+            session.close { [unowned self] in
+                if controller.session === session { controller.session = nil }
+                controller.logger.info("session ended")
+                if let token = controller.listenToken {
+                    loop.modify(token, events: .readable)  // connections that waited are accepted now
+                }
+            }
+        }
+        if let done { session.close(then: done) }
     }
 
     /// Least loaded reactor among `cpus`.

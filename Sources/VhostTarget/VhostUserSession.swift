@@ -1,4 +1,3 @@
-import Dispatch
 import Glibc
 import Logging
 import Posix
@@ -12,6 +11,12 @@ import Virtio
 /// Messages are decoded on the control loop; anything that touches a running
 /// queue travels to that queue's reactor and completes there
 /// (vhost-user spec, "Communication"; PROTOCOL.md §1).
+///
+/// The control loop never waits for a queue to drain: a message that needs
+/// stopped queues (GET_VRING_BASE, SET_MEM_TABLE, ...) starts stopping them
+/// and is set aside, with this frontend's socket unwatched, until the
+/// reactors report them stopped; then it runs again, then the messages that
+/// followed it. A disk that hangs holds up its own frontend only.
 final class VhostUserSession {
     /// Per-queue state as the frontend has set it up.
     struct Vring {
@@ -22,12 +27,25 @@ final class VhostUserSession {
         var callFD: Int32 = -1
         var enabled = false
         var server: VirtqueueServer?
+        /// `server` was asked to stop and has not reported yet.
+        var stopping = false
+    }
+
+    /// A message that waits for queues to stop, with the queues SET_MEM_TABLE
+    /// restarts once the new table is mapped.
+    private struct SetAside {
+        let message: VhostUserMessage
+        let restart: [Int]
     }
 
     unowned let controller: Controller
     let socket: FileDescriptor
     let peerPID: Int32?
+    private let loop: EventLoop
     var token: EventLoop.Token?
+    /// Called on the control loop when a message handled after a drain ended
+    /// the session (the target closes it, as it does when `readable` fails).
+    var onFailure: (() -> Void)?
     private var reader = VhostUserMessageReader()
     private var logger: Logger
 
@@ -42,6 +60,15 @@ final class VhostUserSession {
     private var inflight: InflightRegion?
     /// Set when a message broke the protocol: the caller disconnects.
     private(set) var failure: String?
+    /// The message waiting for queues to stop; no later message runs before it.
+    private var setAside: SetAside?
+    /// Queues asked to stop that have not reported yet.
+    private var stopsInFlight = 0
+    /// CLOCK_MONOTONIC milliseconds when the current drain began (for warnings).
+    private var drainStarted: UInt64 = 0
+    /// Set once `close` began; called when it is complete.
+    private var closeWaiters: [() -> Void]?
+    private var closed = false
 
     /// Requests whose frontend waits for a reply whatever was negotiated (PROTOCOL.md §1).
     static let alwaysReplied: Set<VhostUserRequest> = [
@@ -53,9 +80,10 @@ final class VhostUserSession {
         .multiQueue, .logSHMFD, .replyAck, .config, .slaveReq, .inflightSHMFD,
     ]
 
-    init(controller: Controller, socket: FileDescriptor) {
+    init(controller: Controller, socket: FileDescriptor, loop: EventLoop) {
         self.controller = controller
         self.socket = socket
+        self.loop = loop
         self.peerPID = UnixSocket.peerPID(socket)
         var logger = controller.logger
         logger[metadataKey: "frontend.pid"] = "\(peerPID.map(String.init) ?? "?")"
@@ -73,7 +101,15 @@ final class VhostUserSession {
     /// dribbles bytes never holds the control loop, and attributes descriptors
     /// to the message they were sent with (a `recvmsg` may return earlier
     /// messages glued to the one that carries them).
-    func readable() -> Bool {
+    func readable(_ events: EventLoop.Events) -> Bool {
+        if setAside != nil {
+            // Unwatched but for hang-ups while a message waits for a drain.
+            if !events.isDisjoint(with: [.hangup, .error]) {
+                logger.info("frontend disconnected while its queues drained")
+                return false
+            }
+            return true
+        }
         var buffer = [UInt8](repeating: 0, count: 4096)
         let received: UnixSocket.Received
         do throws(Errno) {
@@ -97,7 +133,13 @@ final class VhostUserSession {
         buffer.withUnsafeBytes { raw in
             reader.feed(UnsafeRawBufferPointer(rebasing: raw[0..<received.count]), fds: received.fds)
         }
-        while true {
+        return handleBufferedMessages()
+    }
+
+    /// Handles the complete messages the reader holds, in order, until one
+    /// is set aside for a drain.
+    private func handleBufferedMessages() -> Bool {
+        while setAside == nil {
             let message: VhostUserMessage?
             do {
                 message = try reader.nextMessage()
@@ -107,6 +149,27 @@ final class VhostUserSession {
             }
             guard let message else { return true }
             if !handle(message) { return false }
+        }
+        return true
+    }
+
+    /// Sets `message` aside until the queues being stopped have reported,
+    /// and stops watching the socket meanwhile (the kernel holds what the
+    /// frontend sends next). Returns true: the session goes on.
+    private func setAsideUntilStopped(_ message: VhostUserMessage, restart: [Int] = []) -> Bool {
+        setAside = SetAside(message: message, restart: restart)
+        if let token { loop.modify(token, events: []) }
+        return true
+    }
+
+    /// The last queue asked to stop has: runs the message set aside, then
+    /// those that followed it.
+    private func resumeAfterDrain() {
+        guard let waiting = setAside else { return }
+        setAside = nil
+        if let token { loop.modify(token, events: .readable) }
+        if !handle(waiting.message, restart: waiting.restart) || !handleBufferedMessages() {
+            onFailure?()
         }
     }
 
@@ -127,11 +190,16 @@ final class VhostUserSession {
 
     // MARK: Messages (vhost-user spec, "Front-end message types")
 
-    private func handle(_ message: VhostUserMessage) -> Bool {
+    /// Handles one message. `restart`: the queues to start again after a
+    /// SET_MEM_TABLE that was set aside while they stopped.
+    private func handle(_ message: VhostUserMessage, restart: [Int] = []) -> Bool {
         let request = message.header.request
         logger.trace("message \(request)")
         var fds = message.fds
-        defer { for fd in fds { Glibc.close(fd) } }  // every fd not kept is closed
+        defer {
+            // Every fd not kept is closed, unless the message was set aside: it keeps them.
+            if setAside == nil { for fd in fds { Glibc.close(fd) } }
+        }
         var ok = true
 
         switch (request, message.payload) {
@@ -156,14 +224,16 @@ final class VhostUserSession {
         case (.setOwner, _):
             break
         case (.resetOwner, _), (.resetDevice, _):
-            stopAllQueues()
+            guard stopped(Array(vrings.indices)) else { return setAsideUntilStopped(message) }
             features = []
         case (.getQueueNum, _):
             return reply(request, .u64(UInt64(controller.maxQueues)))
         case (.getMaxMemSlots, _):
             return reply(request, .u64(UInt64(VhostUserPayload.maxMemTableRegions)))
         case (.setMemTable, .memoryTable(let regions)):
-            ok = setMemoryTable(regions, fds: fds)
+            let running = vrings.indices.filter { vrings[$0].server != nil }
+            guard stopped(running) else { return setAsideUntilStopped(message, restart: running) }
+            ok = setMemoryTable(regions, fds: fds, restart: restart)
             fds = []  // the mapper owns them now
         case (.setVringNum, .vringState(let index, let num)):
             guard let i = queueIndex(index) else { return false }
@@ -191,9 +261,9 @@ final class VhostUserSession {
             let file = VringFile(value)
             guard let i = queueIndex(file.index) else { return false }
             if file.noFD { return fail("polling mode (NOFD kick) is not supported") }
-            guard let fd = fds.first else { return fail("SET_VRING_KICK without a descriptor") }
-            fds.removeFirst()
-            if vrings[i].server != nil { stopQueue(i) }
+            guard !fds.isEmpty else { return fail("SET_VRING_KICK without a descriptor") }
+            guard stopped([i]) else { return setAsideUntilStopped(message) }
+            let fd = fds.removeFirst()
             if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
             vrings[i].kickFD = fd
             if !protocolFeatures.isEmpty || features.contains(.protocolFeatures) {
@@ -224,15 +294,14 @@ final class VhostUserSession {
             // The error eventfd is not used: closed by the defer.
         case (.setVringEnable, .vringState(let index, let num)):
             guard let i = queueIndex(index) else { return false }
+            if num == 0, !stopped([i]) { return setAsideUntilStopped(message) }
             vrings[i].enabled = num != 0
             if num != 0, vrings[i].server == nil, vrings[i].kickFD >= 0 {
                 ok = startQueue(i)
-            } else if num == 0, vrings[i].server != nil {
-                stopQueue(i)
             }
         case (.getVringBase, .vringState(let index, _)):
             guard let i = queueIndex(index) else { return false }
-            if vrings[i].server != nil { stopQueue(i) }
+            guard stopped([i]) else { return setAsideUntilStopped(message) }
             if vrings[i].kickFD >= 0 {
                 Glibc.close(vrings[i].kickFD)
                 vrings[i].kickFD = -1
@@ -360,9 +429,8 @@ final class VhostUserSession {
 
     // MARK: Memory
 
-    private func setMemoryTable(_ regions: [MemoryRegionDescriptor], fds: [Int32]) -> Bool {
-        let running = vrings.indices.filter { vrings[$0].server != nil }
-        for i in running { stopQueue(i) }
+    /// Maps the new table (its queues are stopped), then starts `restart` again.
+    private func setMemoryTable(_ regions: [MemoryRegionDescriptor], fds: [Int32], restart: [Int]) -> Bool {
         let newMapping: GuestMemoryMapping
         do {
             newMapping = try GuestMemoryMapping.map(regions, fds: fds)
@@ -372,7 +440,7 @@ final class VhostUserSession {
         mapping?.unmapAll()
         mapping = newMapping
         logger.debug("memory table set", metadata: ["regions": "\(regions.count)"])
-        for i in running where !startQueue(i) { return false }
+        for i in restart where !startQueue(i) { return false }
         return true
     }
 
@@ -451,26 +519,57 @@ final class VhostUserSession {
         return (area, recovery.resubmit, recovery.lastAvailIdx)
     }
 
-    /// Stops queue `i`: waits until every in-flight request has completed and
-    /// records the last avail index for GET_VRING_BASE.
-    private func stopQueue(_ i: Int) {
-        guard let server = vrings[i].server else { return }
-        let done = DispatchSemaphore(value: 0)
-        let base = LastAvail()
-        server.reactor.post {
-            server.stop { last in
-                base.value = last
-                done.signal()
+    /// True when none of `queues` runs; otherwise asks those still running
+    /// to stop (each completes what it has in flight, publishes, and reports
+    /// its last avail index for GET_VRING_BASE) and returns false: the
+    /// caller waits for `queueStopped`.
+    private func stopped(_ queues: [Int]) -> Bool {
+        var allStopped = true
+        for i in queues {
+            guard let server = vrings[i].server else { continue }
+            allStopped = false
+            guard !vrings[i].stopping else { continue }
+            vrings[i].stopping = true
+            if stopsInFlight == 0 {
+                drainStarted = EventLoop.nowMilliseconds()
+                warnWhileDraining(after: 5)
+            }
+            stopsInFlight += 1
+            let session = LoopBound(self), loop = self.loop
+            server.reactor.post {
+                server.stop { last in
+                    loop.execute { session.object.queueStopped(i, server: server, lastAvail: last) }
+                }
             }
         }
-        var waited = 0
-        while done.wait(timeout: .now() + .seconds(5)) == .timedOut {
-            waited += 5
-            logger.warning("queue \(i) still draining after \(waited) s")
-        }
-        vrings[i].base = base.value
-        controller.retireStats(of: server)
+        return allStopped
+    }
+
+    /// Queue `i` stopped with `lastAvail` (control loop).
+    private func queueStopped(_ i: Int, server: VirtqueueServer, lastAvail: UInt16) {
+        guard vrings[i].server === server else { return }
+        vrings[i].base = lastAvail
         vrings[i].server = nil
+        vrings[i].stopping = false
+        controller.retireStats(of: server)
+        stopsInFlight -= 1
+        guard stopsInFlight == 0 else { return }
+        if closeWaiters != nil {
+            finishClose()
+        } else {
+            resumeAfterDrain()
+        }
+    }
+
+    /// Logs every 5 s while queues are still draining (a disk that hangs).
+    private func warnWhileDraining(after seconds: UInt64) {
+        let started = drainStarted
+        loop.after(milliseconds: seconds * 1000) { [weak self] in
+            guard let self, !closed, stopsInFlight > 0, drainStarted == started else { return }
+            let queues = vrings.indices.filter { vrings[$0].stopping }.map(String.init).joined(separator: ", ")
+            logger.warning("queue \(queues) still draining after \(seconds) s; this frontend waits, the others are served")
+            warnWhileDraining(after: seconds + 5)
+        }
     }
 
     // MARK: Dirty logging (live migration)
@@ -498,30 +597,33 @@ final class VhostUserSession {
     // MARK: Backend changes (resize, attach, detach)
 
     /// Hands every running queue the controller's current backend and tells
-    /// the front-end its config changed. With `waitForPreviousRequests`, it
-    /// returns once no request dispatched on the old backend is in flight
-    /// (detach, shrink), so the old backend may be released or cut.
-    func backendChanged(waitForPreviousRequests: Bool, notifyFrontend: Bool = true) {
+    /// the front-end its config changed. With `waitForPreviousRequests`,
+    /// `done` runs (on the control loop) once no request dispatched on the
+    /// old backend is in flight (detach, shrink), so the old backend may be
+    /// released or cut; the loop serves everything else meanwhile.
+    func backendChanged(waitForPreviousRequests: Bool, notifyFrontend: Bool = true, then done: @escaping () -> Void = {}) {
         let backend = controller.deviceBackend()
         let servers = vrings.compactMap(\.server)
-        if waitForPreviousRequests {
-            let drained = DispatchGroup()
-            for server in servers {
-                drained.enter()
-                server.reactor.post { server.updateBackend(backend) { drained.leave() } }
-            }
-            var waited = 0
-            while drained.wait(timeout: .now() + .seconds(5)) == .timedOut {
-                waited += 5
-                logger.warning("requests on the previous backend still in flight after \(waited) s")
-            }
-        } else {
+        guard waitForPreviousRequests, !servers.isEmpty else {
             // Applied before the RPC answers: a request the client sends after the
             // answer must see the new backend, even if the reactor polls the ring
             // before it reads its inbox.
             for server in servers { server.reactor.postAndWait { server.updateBackend(backend) } }
+            if notifyFrontend { notifyConfigChanged() }
+            done()
+            return
         }
-        if notifyFrontend { notifyConfigChanged() }
+        let drain = BackendDrain(servers: servers.count, logger: logger) { [weak self] in
+            if notifyFrontend { self?.notifyConfigChanged() }
+            done()
+        }
+        drain.warnWhileWaiting(on: loop, after: 5)
+        let pending = LoopBound(drain), loop = self.loop
+        for server in servers {
+            server.reactor.post {
+                server.updateBackend(backend) { loop.execute { pending.object.serverDrained() } }
+            }
+        }
     }
 
     /// Sends CONFIG_CHANGE_MSG on the backend channel (PROTOCOL.md §1, "Live
@@ -540,13 +642,31 @@ final class VhostUserSession {
         }
     }
 
-    private func stopAllQueues() {
-        for i in vrings.indices where vrings[i].server != nil { stopQueue(i) }
+    /// True once `close` began: the session serves no more messages.
+    var isClosing: Bool { closeWaiters != nil || closed }
+
+    /// Ends the session: stops the queues (letting what is in flight
+    /// complete), then unmaps memory and closes every descriptor; `done`
+    /// runs on the control loop when that is complete. Calling it again adds
+    /// a waiter.
+    func close(then done: @escaping () -> Void) {
+        if closed {
+            done()
+            return
+        }
+        if closeWaiters != nil {
+            closeWaiters?.append(done)
+            return
+        }
+        closeWaiters = [done]
+        if let waiting = setAside {
+            for fd in waiting.message.fds { Glibc.close(fd) }
+            setAside = nil
+        }
+        if stopped(Array(vrings.indices)) { finishClose() }
     }
 
-    /// Ends the session: stops the queues, unmaps memory, closes every descriptor.
-    func close() {
-        stopAllQueues()
+    private func finishClose() {
         for i in vrings.indices {
             if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
             if vrings[i].callFD >= 0 { Glibc.close(vrings[i].callFD) }
@@ -561,11 +681,9 @@ final class VhostUserSession {
         inflight = nil
         dirtyLog = nil
         socket.close()
+        closed = true
+        let waiters = closeWaiters ?? []
+        closeWaiters = nil
+        for waiter in waiters { waiter() }
     }
-}
-
-/// Carries the last avail index from the reactor to the waiting control thread
-/// (written before the semaphore is signalled, read after the wait).
-private final class LastAvail: @unchecked Sendable {
-    var value: UInt16 = 0
 }

@@ -1,0 +1,509 @@
+import DaemonTestSupport
+import Foundation
+import Glibc
+import JSONRPC
+import Synchronization
+import Testing
+import VhostUser
+import VhostUserFrontend
+import Virtio
+
+/// A write that cannot finish (its file lives on a frozen ext4, `fsfreeze -f`)
+/// keeps a queue draining. Whatever waits for that drain (GET_VRING_BASE,
+/// `vhost_delete_controller` with force, `vhost_blk_detach`) gets its answer
+/// only after the thaw, but the daemon's control thread goes on serving
+/// every other RPC client and frontend meanwhile.
+///
+/// Needs root (loop device, mkfs.ext4, mount, fsfreeze); elsewhere each test
+/// prints why and returns.
+@Suite("A stalled backend does not stall the control thread")
+struct StalledBackendTests {
+    typealias D = DataPathTests
+
+    enum Backend: String, CaseIterable, CustomTestStringConvertible {
+        /// `bdev_uring_create`: the write waits in an io_uring worker.
+        case uring
+        /// `bdev_aio_create`: the write waits in a thread-pool thread.
+        case aio
+        var createMethod: String { self == .uring ? "bdev_uring_create" : "bdev_aio_create" }
+        var deleteMethod: String { self == .uring ? "bdev_uring_delete" : "bdev_aio_delete" }
+        var testDescription: String { rawValue }
+    }
+
+    /// How long an RPC or a frontend request unrelated to the stuck queue may
+    /// take while it drains (a liveness bound: a blocked control thread never
+    /// answers before the thaw).
+    static let liveness: Duration = .seconds(5)
+    /// How long the calls that do wait for the drain (and frontend A) wait for
+    /// an answer before giving up.
+    static let stallTimeout: Duration = .seconds(25)
+    /// How long those calls are given to be sent and reach the daemon before
+    /// the checks start.
+    static let settle: useconds_t = 500_000
+    static let ctrlrA = "vhost.A"
+    static let bdevA = "F0"
+    /// Where the stuck write goes (a 4 KiB write at sector 8).
+    static let stuckSector: UInt64 = 8
+
+    // MARK: 1. GET_VRING_BASE
+
+    /// Frontend A asks for queue 0's base while its write is stuck: no answer
+    /// until the thaw, and meanwhile RPC answers and a second controller is
+    /// created, connected, used and stopped. After the thaw the base counts
+    /// every request popped (3: a round trip before the freeze, then the
+    /// stuck write) and the write's used entry says OK.
+    @Test(arguments: Backend.allCases)
+    func getVringBaseWaitsWhileOthersAreServed(backend: Backend) throws {
+        try Self.withStuckWrite(backend) { daemon, fs, a, q, write in
+            let base = BackgroundCall("GET_VRING_BASE on \(Self.ctrlrA)") { try a.getVringBase(0) }
+            defer { Self.finish(base, fs: fs, daemon: daemon) }
+            usleep(Self.settle)
+            #expect(base.result == nil, "GET_VRING_BASE answered while a write is stuck: \(String(describing: base.result))")
+
+            // The control thread answers RPC.
+            let controllers = try Self.promptly(daemon, "vhost_get_controllers")
+            #expect(controllers.arrayValue?.compactMap { $0["ctrlr"]?.stringValue } == [Self.ctrlrA])
+            let bdevs = try Self.promptly(daemon, "bdev_get_bdevs", ["name": .string(Self.bdevA)])
+            #expect(bdevs.arrayValue?.first?["name"] == .string(Self.bdevA))
+
+            // And serves a whole second controller's life.
+            try Self.promptly(daemon, "bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": "M1"])
+            try Self.promptly(daemon, "vhost_create_blk_controller", ["ctrlr": "vhost.B", "dev_name": "M1"])
+            let memoryB = try FrontendMemory(size: 8 << 20)
+            defer { memoryB.close() }
+            let start = ContinuousClock.now
+            // Every reply to B within its frontend's 5 s timeout.
+            let b = try D.attach(daemon, "vhost.B", memory: memoryB, queues: 1)
+            defer { b.close() }
+            let data = D.pattern(4096, seed: 11)
+            #expect(try b.write(sector: 0, data: data).status == BlkWire.statusOK)
+            let readBack = try b.read(sector: 0, count: 8)
+            #expect(readBack.status == BlkWire.statusOK && readBack.data == data)
+            #expect(try b.stop() == [2])
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed < Self.liveness * 2, "controller B's session took \(elapsed) while A drained")
+
+            // All that while, A's write stayed stuck and its GET_VRING_BASE unanswered.
+            #expect(base.result == nil, "GET_VRING_BASE answered while a write is stuck: \(String(describing: base.result))")
+            #expect(q.usedIdx == q.lastUsedIdx, "the stuck write completed before the thaw")
+
+            if let value = Self.answerAfterThaw(base, fs: fs) {
+                // Every request A made available was popped: the round trip's two and the stuck write.
+                #expect(value == q.publishedAvailIdx, "GET_VRING_BASE after \(q.publishedAvailIdx) popped requests")
+                #expect(value == 3)
+            }
+            try Self.expectCompleted(write, on: q, fs: fs)
+            #expect(daemon.isRunning)
+        }
+    }
+
+    // MARK: 2. vhost_delete_controller with force
+
+    /// A forced delete of the controller whose write is stuck answers only after
+    /// the thaw (it drains the queue first); other RPC clients are answered
+    /// meanwhile. Then the bdev is free to delete.
+    @Test(arguments: Backend.allCases)
+    func forcedDeleteWaitsWhileOthersAreServed(backend: Backend) throws {
+        try Self.withStuckWrite(backend) { daemon, fs, a, q, write in
+            let delete = Self.backgroundRPC(daemon, "vhost_delete_controller", ["ctrlr": .string(Self.ctrlrA), "force": true])
+            defer { Self.finish(delete, fs: fs, daemon: daemon) }
+            try Self.expectOthersServedWhile(delete, daemon: daemon, stuck: q)
+
+            if let value = Self.answerAfterThaw(delete, fs: fs) { #expect(value == .bool(true)) }
+            // The drained write was completed into the ring before the session ended.
+            try Self.expectCompleted(write, on: q, fs: fs)
+            #expect(a.channel.waitForClose(timeout: .seconds(5)), "the deleted controller kept its frontend")
+            #expect(try Self.promptly(daemon, "vhost_get_controllers").arrayValue?.isEmpty == true)
+            #expect(try Self.promptly(daemon, backend.deleteMethod, ["name": .string(Self.bdevA)]) == .bool(true))
+            #expect(daemon.isRunning)
+        }
+    }
+
+    // MARK: 3. vhost_blk_detach
+
+    /// Detaching the bdev under a stuck write answers only after the thaw (the
+    /// bdev is released once nothing dispatched on it is in flight); other
+    /// RPC clients are answered meanwhile, and the request the detaching
+    /// client sent right behind it is answered after it, in order. Then the
+    /// write's used entry arrives and the bdev is free to delete.
+    @Test(arguments: Backend.allCases)
+    func detachWaitsWhileOthersAreServed(backend: Backend) throws {
+        try Self.withStuckWrite(backend) { daemon, fs, a, q, write in
+            // Two requests back to back on one connection: the second waits behind the first.
+            let path = daemon.rpcSocket
+            let pipelined = Array((HostileRPCTests.request("vhost_blk_detach", id: 1, params: "{\"ctrlr\":\"\(Self.ctrlrA)\"}")
+                + HostileRPCTests.request("spdk_get_version", id: 2)).utf8)
+            let detach = BackgroundCall("vhost_blk_detach then spdk_get_version") { () throws -> [JSON] in
+                let client = try RPCClient(path: path, timeout: Self.stallTimeout)
+                try client.sendRaw(pipelined)
+                return [try client.readResponse(), try client.readResponse()]
+            }
+            defer { Self.finish(detach, fs: fs, daemon: daemon) }
+            try Self.expectOthersServedWhile(detach, daemon: daemon, stuck: q)
+
+            if let responses = Self.answerAfterThaw(detach, fs: fs) {
+                #expect(responses.map { $0["id"] } == [.int(1), .int(2)], "answers in request order: \(responses)")
+                #expect(responses.first?["result"] == .bool(true), "\(responses)")
+                #expect(responses.last?["result"]?["version"]?.stringValue?.hasPrefix("vhost-blkd") == true, "\(responses)")
+            }
+            // The queue still runs: the write's used entry arrives. Its data is
+            // on the old bdev; its status may be IOERR, as the daemon checks a
+            // completed request against the capacity of the backend it has now
+            // (none, after the detach).
+            try Self.waitForUsed(q, timeout: .seconds(5))
+            try Self.expectCompleted(write, on: q, fs: fs, statuses: [BlkWire.statusOK, BlkWire.statusIOErr])
+            let listed = try Self.promptly(daemon, "vhost_get_controllers", ["name": .string(Self.ctrlrA)])
+            #expect(listed.arrayValue?.first?["backend_specific"]?["block"]?["bdev"] == .null)
+            #expect(try Self.promptly(daemon, backend.deleteMethod, ["name": .string(Self.bdevA)]) == .bool(true))
+            // New requests on the detached controller fail, and are answered.
+            #expect(try a.read(sector: 0, count: 1).status == BlkWire.statusIOErr)
+            #expect(daemon.isRunning)
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Runs `body` with frontend A's write stuck on the frozen file (queue 0,
+    /// `q`), then thaws and cleans up whatever `body` did or threw.
+    static func withStuckWrite(
+        _ backend: Backend,
+        _ body: (DaemonProcess, FreezableFilesystem, VhostUserFrontend, DriverQueue, StuckWrite) throws -> Void
+    ) throws {
+        guard let fs = FreezableFilesystem.make() else { return }
+        defer { fs.remove() }
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try D.withLogOnError(daemon) { () throws in
+            let memory = try FrontendMemory(size: 8 << 20)
+            defer { memory.close() }
+            let a = try frontendA(daemon, backend, fs, memory: memory)
+            defer { a.close() }
+            guard fs.freeze() else { return }
+            defer { fs.thaw() }
+            let write = try pushStuckWrite(a, daemon)
+            try body(daemon, fs, a, try a.driverQueue(0), write)
+        }
+    }
+
+    /// While `call` waits for the stuck write, other RPC clients get answers
+    /// and `call` stays unanswered, as does the write.
+    static func expectOthersServedWhile<T>(
+        _ call: BackgroundCall<T>, daemon: DaemonProcess, stuck q: DriverQueue, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        usleep(settle)
+        #expect(call.result == nil, "\(call.name) answered while a write is stuck", sourceLocation: sourceLocation)
+        for method in ["vhost_get_controllers", "bdev_get_bdevs", "spdk_get_version"] {
+            try promptly(daemon, method, sourceLocation: sourceLocation)
+        }
+        #expect(call.result == nil, "\(call.name) answered while a write is stuck", sourceLocation: sourceLocation)
+        #expect(q.usedIdx == q.lastUsedIdx, "the stuck write completed before the thaw", sourceLocation: sourceLocation)
+    }
+
+    /// Thaws, then waits up to 10 s for `call`'s answer; records an issue
+    /// and returns nil when it failed or never came.
+    static func answerAfterThaw<T>(
+        _ call: BackgroundCall<T>, fs: FreezableFilesystem, sourceLocation: SourceLocation = #_sourceLocation
+    ) -> T? {
+        fs.thaw()
+        switch call.join(timeout: .seconds(10)) {
+        case .success(let value):
+            return value
+        case .failure(let error):
+            Issue.record("\(call.name) failed after the thaw: \(error)", sourceLocation: sourceLocation)
+        case nil:
+            Issue.record("\(call.name) still unanswered 10 s after the thaw", sourceLocation: sourceLocation)
+        }
+        return nil
+    }
+
+    /// Bdev `F0` (`backend`) on the file in `fs`, controller `vhost.A` on it,
+    /// and frontend A connected with queue 0 started, after one round trip.
+    /// A's replies may take `stallTimeout` (its GET_VRING_BASE waits for the thaw).
+    static func frontendA(
+        _ daemon: DaemonProcess, _ backend: Backend, _ fs: FreezableFilesystem, memory: FrontendMemory
+    ) throws -> VhostUserFrontend {
+        try daemon.call(backend.createMethod, ["filename": .string(fs.diskPath), "name": .string(bdevA), "block_size": 512])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": .string(ctrlrA), "dev_name": .string(bdevA)])
+        var options = VhostUserFrontend.Options()
+        options.timeout = stallTimeout
+        let a = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/" + ctrlrA, memory: memory, options: options)
+        do {
+            try a.connect()
+            try a.start(queueCount: 1, queueSize: 128)
+            #expect(try D.roundTrip(a, sector: 0, seed: 1), "I/O on \(ctrlrA) before the freeze")
+        } catch {
+            a.close()
+            throw error
+        }
+        return a
+    }
+
+    /// A write put on queue 0 by hand, so its used entry can be checked later.
+    struct StuckWrite {
+        let head: UInt16
+        let status: GuestBuffer
+        let data: [UInt8]
+    }
+
+    /// Pushes a 4 KiB write at `stuckSector` on A's queue 0, kicks, and waits
+    /// until the daemon reports it in flight (popped, waiting on the frozen file).
+    static func pushStuckWrite(_ a: VhostUserFrontend, _ daemon: DaemonProcess) throws -> StuckWrite {
+        let memory = a.memory
+        let q = try a.driverQueue(0)
+        let data = D.pattern(4096, seed: 42)
+        let header = try memory.allocate(16, alignment: 16)
+        header.write(BlkWire.header(type: BlkWire.typeOut, sector: stuckSector))
+        let buffer = try memory.allocate(4096, alignment: 4096)
+        buffer.write(data)
+        let status = try memory.allocate(1, alignment: 1)
+        status.pointer.storeBytes(of: 0xff, as: UInt8.self)
+        let head = try q.addChain(
+            [ChainBuffer(header, writable: false), ChainBuffer(buffer, writable: false), ChainBuffer(status, writable: true)],
+            owning: [header, buffer, status])
+        q.publishAndKick(force: true)
+
+        let deadline = ContinuousClock.now + liveness
+        var inFlight: Int64 = -1
+        while ContinuousClock.now < deadline {
+            let listed = try daemon.call("vhost_get_controllers", ["name": .string(ctrlrA)])
+            let queue = listed.arrayValue?.first?["sessions"]?.arrayValue?.first?["queues"]?.arrayValue?.first
+            inFlight = queue?["in_flight"]?.intValue ?? -1
+            if inFlight == 1 { break }
+            #expect(q.usedIdx == q.lastUsedIdx, "the write completed on a frozen filesystem")
+            usleep(20_000)
+        }
+        try #require(inFlight == 1, "the write on the frozen file never showed as in flight (in_flight \(inFlight))")
+        return StuckWrite(head: head, status: status, data: data)
+    }
+
+    /// Waits until queue `q` has a used entry to collect (does not collect it).
+    static func waitForUsed(_ q: DriverQueue, timeout: Duration) throws {
+        let deadline = ContinuousClock.now + timeout
+        while q.usedIdx == q.lastUsedIdx {
+            try #require(ContinuousClock.now < deadline, "no used entry on queue \(q.index) within \(timeout)")
+            usleep(5_000)
+        }
+    }
+
+    /// The stuck write's used entry is the next on `q`, with a status in
+    /// `statuses` (OK unless told), and its data is in the file.
+    static func expectCompleted(
+        _ write: StuckWrite, on q: DriverQueue, fs: FreezableFilesystem, statuses: Set<UInt8> = [BlkWire.statusOK],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        try #require(q.usedIdx != q.lastUsedIdx, "no used entry for the stuck write", sourceLocation: sourceLocation)
+        // Read the status before popUsed gives its buffer back to the allocator.
+        let status = write.status.pointer.load(as: UInt8.self)
+        let used = q.popUsed()
+        #expect(used?.id == UInt32(write.head), "used entry \(String(describing: used)), head \(write.head)", sourceLocation: sourceLocation)
+        #expect(statuses.contains(status), "status \(status) of the stuck write, expected one of \(statuses.sorted())", sourceLocation: sourceLocation)
+        let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: fs.diskPath))
+        defer { try? file.close() }
+        try file.seek(toOffset: stuckSector * 512)
+        let onDisk = try file.read(upToCount: write.data.count).map { [UInt8]($0) }
+        #expect(onDisk == write.data, "the stuck write's data in the file", sourceLocation: sourceLocation)
+    }
+
+    /// The control thread is not serving: a call got no answer in time.
+    struct ControlThreadStalled: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Calls `method` on a fresh connection that waits at most `liveness` for
+    /// the answer; a timeout throws `ControlThreadStalled` (the test ends there).
+    @discardableResult
+    static func promptly(
+        _ daemon: DaemonProcess, _ method: String, _ params: JSON? = nil, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> JSON {
+        let start = ContinuousClock.now
+        do {
+            let client = try RPCClient(path: daemon.rpcSocket, timeout: liveness)
+            return try client.call(method, params: params)
+        } catch RPCClientError.timeout {
+            throw ControlThreadStalled(
+                description: "\(method) got no answer within \(ContinuousClock.now - start) while a queue drains: "
+                    + "the control thread is blocked")
+        }
+    }
+
+    /// `method` called on its own connection from a background thread (waits up to `stallTimeout`).
+    static func backgroundRPC(_ daemon: DaemonProcess, _ method: String, _ params: JSON) -> BackgroundCall<JSON> {
+        let path = daemon.rpcSocket
+        return BackgroundCall(method) {
+            let client = try RPCClient(path: path, timeout: stallTimeout)
+            return try client.call(method, params: params)
+        }
+    }
+
+    /// On every way out: thaws, then waits for `call`. If it is still waiting
+    /// 10 s after the thaw, stops the daemon (its sockets close, so the call
+    /// ends) before the caller closes what the call uses.
+    static func finish<T>(_ call: BackgroundCall<T>, fs: FreezableFilesystem, daemon: DaemonProcess) {
+        fs.thaw()
+        guard call.join(timeout: .seconds(10)) == nil else { return }
+        Issue.record("\(call.name) still unanswered 10 s after the thaw; stopping the daemon")
+        daemon.stop()
+        if call.join(timeout: stallTimeout + .seconds(5)) == nil {
+            Issue.record("\(call.name) did not end after the daemon stopped")
+        }
+    }
+}
+
+/// A blocking call run on its own thread; its result is read from the test's thread.
+final class BackgroundCall<T: Sendable>: Sendable {
+    let name: String
+    private let state = Mutex<Result<T, any Error>?>(nil)
+
+    init(_ name: String, _ body: @escaping @Sendable () throws -> T) {
+        self.name = name
+        let thread = Thread { [self] in
+            let outcome = Result { try body() }
+            state.withLock { $0 = outcome }
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    /// The outcome, or nil while the call still waits.
+    var result: Result<T, any Error>? { state.withLock { $0 } }
+
+    /// Waits up to `timeout` for the outcome; nil if the call still waits.
+    func join(timeout: Duration) -> Result<T, any Error>? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let outcome = result { return outcome }
+            if ContinuousClock.now >= deadline { return nil }
+            usleep(10_000)
+        }
+    }
+}
+
+/// A 64 MiB ext4 on a loop device, mounted under /tmp, holding an 8 MiB
+/// `disk.img`. `freeze()` (fsfreeze -f) makes every write to it wait in the
+/// kernel until `thaw()`; reads go on. `remove()` thaws, unmounts, detaches
+/// the loop device and deletes the image. Used from one test's thread.
+final class FreezableFilesystem: @unchecked Sendable {
+    let image: String
+    let mountPoint: String
+    let device: String
+    private var frozen = false
+    private var mounted = true
+
+    var diskPath: String { mountPoint + "/disk.img" }
+
+    private init(image: String, mountPoint: String, device: String) {
+        self.image = image
+        self.mountPoint = mountPoint
+        self.device = device
+    }
+
+    /// The tool's path in the usual system folders (a test's PATH may lack /sbin).
+    static func tool(_ name: String) -> String {
+        for folder in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(folder)/\(name)") {
+            return "\(folder)/\(name)"
+        }
+        return "/usr/sbin/\(name)"
+    }
+
+    /// Runs `name arguments`; returns the output on failure (nil on success).
+    @discardableResult
+    static func run(_ name: String, _ arguments: [String]) -> String? {
+        do {
+            let (status, output) = try runCommand(tool(name), arguments)
+            return status == 0 ? nil : "\(name) \(arguments.joined(separator: " ")): exit \(status): \(output)"
+        } catch {
+            return "\(name): \(error)"
+        }
+    }
+
+    /// Sets it up; nil, with the reason printed, where that is not possible (not root, no loop devices).
+    static func make() -> FreezableFilesystem? {
+        let base = "/tmp/vbd-frz-\(UUID().uuidString.prefix(8))"
+        let image = base + ".img"
+        let fm = FileManager.default
+        func skip(_ why: String) -> FreezableFilesystem? {
+            print("frozen-filesystem tests skipped: \(why)")
+            return nil
+        }
+        guard fm.createFile(atPath: image, contents: nil),
+              let handle = FileHandle(forWritingAtPath: image),
+              (try? handle.truncate(atOffset: 64 << 20)) != nil
+        else {
+            try? fm.removeItem(atPath: image)
+            return skip("cannot create \(image)")
+        }
+        try? handle.close()
+        let (status, output) = (try? runCommand(tool("losetup"), ["-f", "--show", image])) ?? (-1, "losetup did not run")
+        guard status == 0 else {
+            try? fm.removeItem(atPath: image)
+            return skip("losetup: \(output)")
+        }
+        let device = output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let fs = FreezableFilesystem(image: image, mountPoint: base, device: device)
+        fs.mounted = false
+        if let why = run("mkfs.ext4", ["-q", "-F", device]) {
+            fs.remove()
+            return skip(why)
+        }
+        do {
+            try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
+        } catch {
+            fs.remove()
+            return skip("mkdir \(base): \(error)")
+        }
+        if let why = run("mount", [device, base]) {
+            fs.remove()
+            return skip(why)
+        }
+        fs.mounted = true
+        guard fm.createFile(atPath: fs.diskPath, contents: Data(count: 8 << 20)) else {
+            fs.remove()
+            return skip("cannot create \(fs.diskPath)")
+        }
+        return fs
+    }
+
+    /// fsfreeze -f; false, with the reason printed, where it fails.
+    func freeze() -> Bool {
+        if let why = Self.run("fsfreeze", ["-f", mountPoint]) {
+            print("frozen-filesystem test skipped: \(why)")
+            return false
+        }
+        frozen = true
+        return true
+    }
+
+    /// fsfreeze -u, if frozen (any number of times).
+    func thaw() {
+        guard frozen else { return }
+        for attempt in 1...5 {
+            guard let why = Self.run("fsfreeze", ["-u", mountPoint]) else {
+                frozen = false
+                return
+            }
+            Issue.record("thaw attempt \(attempt) failed: \(why)")
+            usleep(200_000)
+        }
+    }
+
+    /// Thaws, unmounts, detaches the loop device, deletes the image and mount point.
+    func remove() {
+        thaw()
+        if mounted {
+            var why: String? = nil
+            for _ in 0..<25 {
+                why = Self.run("umount", [mountPoint])
+                if why == nil { break }
+                usleep(200_000)  // a daemon just stopped may still hold the file
+            }
+            if let why {
+                Issue.record("\(why); unmounting lazily")
+                Self.run("umount", ["-l", mountPoint])
+            }
+            mounted = false
+        }
+        if let why = Self.run("losetup", ["-d", device]) { Issue.record("\(why)") }
+        try? FileManager.default.removeItem(atPath: mountPoint)
+        try? FileManager.default.removeItem(atPath: image)
+    }
+}
