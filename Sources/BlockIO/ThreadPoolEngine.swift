@@ -7,6 +7,11 @@ internal import CShims
 /// fallocate) on worker threads: the fallback when io_uring is unavailable,
 /// and the engine of `bdev_aio_*` bdevs.
 ///
+/// It starts `threads` workers, and at most that many run one file's jobs
+/// at once (`PoolJobQueue`); when other files' jobs find no idle worker, it
+/// starts more, up to `maxThreads`. A file whose requests hang therefore
+/// never holds up the others.
+///
 /// Thread confinement: every method except `shutdown()`/`deinit` is called
 /// from ONE thread, the owning reactor. Workers share only `PoolShared`.
 ///
@@ -22,8 +27,11 @@ public final class ThreadPoolEngine: IOEngine {
     /// Becomes readable when worker completions are waiting for `reapCompletions`.
     public var completionEventFD: Int32 { shared.completionEvent.fd.rawValue }
 
+    /// The most workers it grows to.
+    public let maxThreads: Int
     private let shared: PoolShared
     private var workers: [pthread_t] = []
+    private let logger: Logger
     private let epollFD: Int32
     private var unsubmitted: [PoolJob] = []
     private var reaped: [PoolCompletion] = []
@@ -37,10 +45,13 @@ public final class ThreadPoolEngine: IOEngine {
     private static let maxEvents: Int32 = 64
     private static let completionKey = UInt64.max
 
-    /// Starts `threads` workers (at least 1); `capacity` bounds queued plus in-flight operations.
-    public init(threads: Int = 4, capacity: Int = 256, logger: Logger = Logger(label: "vhost-blkd.blockio")) throws(Errno) {
+    /// Starts `threads` workers (at least 1), also each file's limit;
+    /// `capacity` bounds queued plus in-flight operations.
+    public init(threads: Int = 4, maxThreads: Int = 64, capacity: Int = 256, logger: Logger = Logger(label: "vhost-blkd.blockio")) throws(Errno) {
         self.capacity = max(capacity, 1)
-        let shared = try PoolShared()
+        self.maxThreads = max(maxThreads, threads, 1)
+        self.logger = logger
+        let shared = try PoolShared(perFileLimit: max(threads, 1))
         let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         if epollFD < 0 {
             let error = Errno.current
@@ -57,10 +68,9 @@ public final class ThreadPoolEngine: IOEngine {
         self.epollFD = epollFD
         self.eventMasks = .allocate(capacity: Int(Self.maxEvents))
         self.eventDatas = .allocate(capacity: Int(Self.maxEvents))
-        for index in 0..<max(threads, 1) {
+        for _ in 0..<max(threads, 1) {
             do {
-                let thread = try PosixThread.start(name: "vb-pool-\(index)") { shared.workerLoop() }
-                workers.append(thread)
+                try startWorker()
             } catch {
                 logger.error("thread-pool worker failed to start", metadata: ["errno": "\(error)"])
                 if workers.isEmpty {
@@ -70,6 +80,14 @@ public final class ThreadPoolEngine: IOEngine {
                 break
             }
         }
+    }
+
+    /// Workers running now.
+    public var threadCount: Int { workers.count }
+
+    private func startWorker() throws(Errno) {
+        let shared = self.shared
+        workers.append(try PosixThread.start(name: "vb-pool-\(workers.count)") { shared.workerLoop() })
     }
 
     deinit {
@@ -107,8 +125,18 @@ public final class ThreadPoolEngine: IOEngine {
 
     public func submit() {
         guard !unsubmitted.isEmpty, !isShutDown else { return }
-        shared.push(unsubmitted)
+        let wanted = shared.push(unsubmitted, workers: workers.count)
         unsubmitted.removeAll(keepingCapacity: true)
+        let adding = min(wanted, maxThreads - workers.count)
+        guard adding > 0 else { return }
+        do {
+            for _ in 0..<adding { try startWorker() }
+        } catch {
+            logger.error("thread-pool worker failed to start", metadata: ["errno": "\(error)"])
+        }
+        if workers.count == maxThreads {
+            logger.warning("thread-pool engine reached \(maxThreads) workers: requests on several files are slow or hang")
+        }
     }
 
     /// Delivers worker completions without blocking (reads the eventfd counter
@@ -261,34 +289,17 @@ struct PoolCompletion: Sendable {
     let result: Int32
 }
 
-/// FIFO of jobs; `stopping` tells idle workers to exit.
-struct JobQueue {
-    var items: [PoolJob] = []
-    var head = 0
-    var stopping = false
-
-    mutating func pop() -> PoolJob? {
-        guard head < items.count else { return nil }
-        let job = items[head]
-        head += 1
-        if head == items.count {
-            items.removeAll(keepingCapacity: true)
-            head = 0
-        }
-        return job
-    }
-}
-
 /// State shared by the engine thread and the workers, guarded by two
 /// locks; `jobTokens` is a semaphore eventfd (one token per job, one per
 /// worker at shutdown) that idle workers block on.
 final class PoolShared: Sendable {
-    let jobs = Locked(JobQueue())
+    let jobs: Locked<PoolJobQueue>
     let completions = Locked([PoolCompletion]())
     let jobTokens: EventFD
     let completionEvent: EventFD
 
-    init() throws(Errno) {
+    init(perFileLimit: Int) throws(Errno) {
+        jobs = Locked(PoolJobQueue(perFileLimit: perFileLimit))
         let tokens = try retryingEINTR { eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_SEMAPHORE)) }
         jobTokens = EventFD(adopting: FileDescriptor(tokens))
         do {
@@ -299,9 +310,15 @@ final class PoolShared: Sendable {
         }
     }
 
-    func push(_ batch: [PoolJob]) {
-        jobs.withLock { $0.items.append(contentsOf: batch) }
+    /// Queues `batch` with a token per job; returns how many workers to add
+    /// to the `workers` there are.
+    func push(_ batch: [PoolJob], workers: Int) -> Int {
+        let wanted = jobs.withLock { queue in
+            queue.append(batch)
+            return queue.workersWanted(workers: workers)
+        }
         post(UInt64(batch.count))
+        return wanted
     }
 
     func stop(workers: Int) {
@@ -324,20 +341,25 @@ final class PoolShared: Sendable {
         _ = withUnsafeBytes(of: &value) { Glibc.write(jobTokens.fd.rawValue, $0.baseAddress, 8) }
     }
 
-    /// A worker: take a token, run one job, queue its completion, signal.
+    /// A worker: take a token, run a job, queue its completion, signal; then
+    /// any job an owed token left for it.
     func workerLoop() {
         var token: UInt64 = 0
         while true {
             let n = withUnsafeMutableBytes(of: &token) { Glibc.read(jobTokens.fd.rawValue, $0.baseAddress, 8) }
             if n < 0 && errno != EINTR && errno != EAGAIN { return }  // fd closed: give up
-            let (job, stopping) = jobs.withLock { queue in (queue.pop(), queue.stopping) }
-            guard let job else {
+            let (taken, stopping) = jobs.withLock { queue in (queue.take(), queue.stopping) }
+            guard var job = taken else {
                 if stopping { return }
                 continue
             }
-            let result = job.execute()
-            completions.withLock { $0.append(PoolCompletion(tag: job.tag, result: result)) }
-            completionEvent.signal()
+            while true {
+                let result = job.execute()
+                completions.withLock { $0.append(PoolCompletion(tag: job.tag, result: result)) }
+                completionEvent.signal()
+                guard let next = jobs.withLock({ $0.finish(job) }) else { break }
+                job = next
+            }
         }
     }
 }

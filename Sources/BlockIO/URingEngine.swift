@@ -95,9 +95,26 @@ public final class URingEngine: IOEngine {
         self.tagBatch = .allocate(capacity: batchSize)
         self.resultBatch = .allocate(capacity: batchSize)
         self.logger = logger
+        allowAWorkerPerOperation()
         logger.debug("io_uring ready", metadata: [
             "io_uring.flags": "0x\(String(flags, radix: 16))", "io_uring.entries": "\(sqEntries)",
         ])
+    }
+
+    /// Lets io_uring's kernel workers (io-wq) grow to one per ring slot.
+    /// Requests that cannot complete without blocking (an O_DIRECT write on a
+    /// frozen filesystem, any I/O on a hung NFS mount) each hold a "bounded"
+    /// worker, of which the kernel allows only 4 per CPU by default: a few
+    /// requests stuck on one file would queue every other file's blocking
+    /// requests behind them. With a worker per slot, a file that hangs holds
+    /// up only its own requests. Workers exist only while requests block.
+    /// Older kernels refuse it (EINVAL): the default stays.
+    private func allowAWorkerPerOperation() {
+        var limits: [UInt32] = [UInt32(clamping: capacity), 0]  // bounded, unbounded (0: unchanged)
+        let rc = limits.withUnsafeMutableBufferPointer { io_uring_register_iowq_max_workers(ring, $0.baseAddress) }
+        if rc < 0 {
+            logger.debug("io_uring worker limit unchanged", metadata: ["errno": "\(Errno(-rc))"])
+        }
     }
 
     /// Whether an io_uring can be set up here: nil when it can, else the

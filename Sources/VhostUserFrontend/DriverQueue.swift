@@ -236,12 +236,18 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
 
     // MARK: Collecting
 
+    /// The id of the next used element, left uncollected; nil if none.
+    public func peekUsedID() -> UInt32? {
+        guard usedIdx != lastUsedIdx else { return nil }
+        let slot = Int(lastUsedIdx & (size - 1))
+        return UInt32(littleEndian: used.pointer.loadUnaligned(fromByteOffset: 4 + 8 * slot, as: UInt32.self))
+    }
+
     /// The next used element if the device published one; releases the
     /// descriptors and buffers of its chain and (EVENT_IDX) asks for the next interrupt.
     public func popUsed() -> UsedElement? {
-        guard usedIdx != lastUsedIdx else { return nil }
+        guard let id = peekUsedID() else { return nil }
         let slot = Int(lastUsedIdx & (size - 1))
-        let id = UInt32(littleEndian: used.pointer.loadUnaligned(fromByteOffset: 4 + 8 * slot, as: UInt32.self))
         let len = UInt32(littleEndian: used.pointer.loadUnaligned(fromByteOffset: 8 + 8 * slot, as: UInt32.self))
         lastUsedIdx &+= 1
         if eventIdx { setUsedEvent(lastUsedIdx) }

@@ -16,7 +16,7 @@ import Virtio
 ///
 /// Needs root (loop device, mkfs.ext4, mount, fsfreeze); elsewhere each test
 /// prints why and returns.
-@Suite("A stalled backend does not stall the control thread")
+@Suite("A stalled backend holds up only what waits for it")
 struct StalledBackendTests {
     typealias D = DataPathTests
 
@@ -25,8 +25,13 @@ struct StalledBackendTests {
         case uring
         /// `bdev_aio_create`: the write waits in a thread-pool thread.
         case aio
-        var createMethod: String { self == .uring ? "bdev_uring_create" : "bdev_aio_create" }
-        var deleteMethod: String { self == .uring ? "bdev_uring_delete" : "bdev_aio_delete" }
+        /// `bdev_uring_create` on a daemon without io_uring (`--engine
+        /// thread-pool`, as under a seccomp filter): the reactor's engine is
+        /// the thread pool, kicks included.
+        case uringWithoutIOURing = "uring on the thread-pool engine"
+        var createMethod: String { self == .aio ? "bdev_aio_create" : "bdev_uring_create" }
+        var deleteMethod: String { self == .aio ? "bdev_aio_delete" : "bdev_uring_delete" }
+        var daemonArguments: [String] { self == .uringWithoutIOURing ? ["--engine", "thread-pool"] : [] }
         var testDescription: String { rawValue }
     }
 
@@ -161,6 +166,38 @@ struct StalledBackendTests {
         }
     }
 
+    // MARK: 4. Other files on the same reactor
+
+    /// Eight writes stuck on one file (more than the thread pool has workers
+    /// per file) hold up only that file: controller B, on another file on the
+    /// same reactor, serves verified I/O meanwhile. After the thaw all eight
+    /// complete OK.
+    @Test(arguments: Backend.allCases)
+    func otherFilesOnTheReactorKeepServing(backend: Backend) throws {
+        try Self.withStuckWrite(backend) { daemon, fs, a, q, first in
+            var writes = [first]
+            for k in 1..<8 {
+                writes.append(try Self.pushStuckWrite(a, daemon, sector: first.sector + UInt64(k) * 8, inFlight: Int64(k + 1)))
+            }
+            // B on a file that is not frozen; one CPU, so the same reactor (and pool) as A.
+            let image = daemon.directory.appendingPathComponent("other.img").path
+            #expect(FileManager.default.createFile(atPath: image, contents: Data(count: 4 << 20)))
+            try Self.promptly(daemon, backend.createMethod, ["filename": .string(image), "name": "G0", "block_size": 512])
+            try Self.promptly(daemon, "vhost_create_blk_controller", ["ctrlr": "vhost.B", "dev_name": "G0"])
+            let memoryB = try FrontendMemory(size: 8 << 20)
+            defer { memoryB.close() }
+            let b = try D.attach(daemon, "vhost.B", memory: memoryB, queues: 1)  // every reply within 5 s
+            defer { b.close() }
+            for seed in 0..<4 {
+                #expect(try D.roundTrip(b, sector: UInt64(seed) * 8, seed: 50 + seed), "I/O on B while A's file hangs")
+            }
+            #expect(q.usedIdx == q.lastUsedIdx, "a stuck write completed before the thaw")
+
+            fs.thaw()
+            try Self.expectAllCompleted(writes, on: q, fs: fs)
+        }
+    }
+
     // MARK: Helpers
 
     /// Runs `body` with frontend A's write stuck on the frozen file (queue 0,
@@ -171,7 +208,7 @@ struct StalledBackendTests {
     ) throws {
         guard let fs = FreezableFilesystem.make() else { return }
         defer { fs.remove() }
-        let daemon = try DaemonProcess()
+        let daemon = try DaemonProcess(extraArguments: backend.daemonArguments)
         defer { daemon.stop(); daemon.cleanUp() }
         try D.withLogOnError(daemon) { () throws in
             let memory = try FrontendMemory(size: 8 << 20)
@@ -240,19 +277,23 @@ struct StalledBackendTests {
 
     /// A write put on queue 0 by hand, so its used entry can be checked later.
     struct StuckWrite {
+        let sector: UInt64
         let head: UInt16
         let status: GuestBuffer
         let data: [UInt8]
     }
 
-    /// Pushes a 4 KiB write at `stuckSector` on A's queue 0, kicks, and waits
-    /// until the daemon reports it in flight (popped, waiting on the frozen file).
-    static func pushStuckWrite(_ a: VhostUserFrontend, _ daemon: DaemonProcess) throws -> StuckWrite {
+    /// Pushes a 4 KiB write at `sector` on A's queue 0, kicks, and waits
+    /// until the daemon reports `inFlight` requests (this one popped and
+    /// waiting on the frozen file, with those before it).
+    static func pushStuckWrite(
+        _ a: VhostUserFrontend, _ daemon: DaemonProcess, sector: UInt64 = stuckSector, inFlight expected: Int64 = 1
+    ) throws -> StuckWrite {
         let memory = a.memory
         let q = try a.driverQueue(0)
-        let data = D.pattern(4096, seed: 42)
+        let data = D.pattern(4096, seed: 42 &+ Int(sector))
         let header = try memory.allocate(16, alignment: 16)
-        header.write(BlkWire.header(type: BlkWire.typeOut, sector: stuckSector))
+        header.write(BlkWire.header(type: BlkWire.typeOut, sector: sector))
         let buffer = try memory.allocate(4096, alignment: 4096)
         buffer.write(data)
         let status = try memory.allocate(1, alignment: 1)
@@ -268,12 +309,12 @@ struct StalledBackendTests {
             let listed = try daemon.call("vhost_get_controllers", ["name": .string(ctrlrA)])
             let queue = listed.arrayValue?.first?["sessions"]?.arrayValue?.first?["queues"]?.arrayValue?.first
             inFlight = queue?["in_flight"]?.intValue ?? -1
-            if inFlight == 1 { break }
+            if inFlight == expected { break }
             #expect(q.usedIdx == q.lastUsedIdx, "the write completed on a frozen filesystem")
             usleep(20_000)
         }
-        try #require(inFlight == 1, "the write on the frozen file never showed as in flight (in_flight \(inFlight))")
-        return StuckWrite(head: head, status: status, data: data)
+        try #require(inFlight == expected, "the write on the frozen file never showed as in flight (in_flight \(inFlight))")
+        return StuckWrite(sector: sector, head: head, status: status, data: data)
     }
 
     /// Waits until queue `q` has a used entry to collect (does not collect it).
@@ -297,11 +338,38 @@ struct StalledBackendTests {
         let used = q.popUsed()
         #expect(used?.id == UInt32(write.head), "used entry \(String(describing: used)), head \(write.head)", sourceLocation: sourceLocation)
         #expect(statuses.contains(status), "status \(status) of the stuck write, expected one of \(statuses.sorted())", sourceLocation: sourceLocation)
+        try expectOnDisk(write, fs: fs, sourceLocation: sourceLocation)
+    }
+
+    /// Every write in `writes` gets its used entry on `q` (in any order), with status OK.
+    static func expectAllCompleted(
+        _ writes: [StuckWrite], on q: DriverQueue, fs: FreezableFilesystem, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        var pending = Dictionary(writes.map { (UInt32($0.head), $0) }, uniquingKeysWith: { first, _ in first })
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !pending.isEmpty, ContinuousClock.now < deadline {
+            guard q.usedIdx != q.lastUsedIdx else {
+                usleep(5_000)
+                continue
+            }
+            guard let id = q.peekUsedID(), let write = pending.removeValue(forKey: id) else {
+                Issue.record("unexpected used entry \(String(describing: q.popUsed()))", sourceLocation: sourceLocation)
+                continue
+            }
+            let status = write.status.pointer.load(as: UInt8.self)
+            _ = q.popUsed()
+            #expect(status == BlkWire.statusOK, "status \(status) of the write at sector \(write.sector)", sourceLocation: sourceLocation)
+            try expectOnDisk(write, fs: fs, sourceLocation: sourceLocation)
+        }
+        #expect(pending.isEmpty, "writes at sectors \(pending.values.map(\.sector).sorted()) never completed", sourceLocation: sourceLocation)
+    }
+
+    static func expectOnDisk(_ write: StuckWrite, fs: FreezableFilesystem, sourceLocation: SourceLocation) throws {
         let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: fs.diskPath))
         defer { try? file.close() }
-        try file.seek(toOffset: stuckSector * 512)
+        try file.seek(toOffset: write.sector * 512)
         let onDisk = try file.read(upToCount: write.data.count).map { [UInt8]($0) }
-        #expect(onDisk == write.data, "the stuck write's data in the file", sourceLocation: sourceLocation)
+        #expect(onDisk == write.data, "the stuck write's data at sector \(write.sector) in the file", sourceLocation: sourceLocation)
     }
 
     /// The control thread is not serving: a call got no answer in time.
