@@ -198,6 +198,24 @@ struct StalledBackendTests {
         }
     }
 
+    // MARK: 5. Shutdown
+
+    /// SIGTERM while a write is stuck: the daemon waits for it rather than
+    /// leave the guest's request without a used entry, then exits 0 once the
+    /// filesystem thaws.
+    @Test(arguments: Backend.allCases)
+    func shutdownWaitsForTheStuckWrite(backend: Backend) throws {
+        try Self.withStuckWrite(backend) { daemon, fs, a, q, write in
+            #expect(kill(daemon.pid, SIGTERM) == 0)
+            usleep(Self.settle)
+            #expect(daemon.isRunning, "the daemon exited with a write in flight")
+            #expect(q.usedIdx == q.lastUsedIdx, "the stuck write completed before the thaw")
+            fs.thaw()
+            #expect(daemon.stop() == 0)
+            try Self.expectCompleted(write, on: q, fs: fs)
+        }
+    }
+
     // MARK: Helpers
 
     /// Runs `body` with frontend A's write stuck on the frozen file (queue 0,
