@@ -32,6 +32,8 @@ final class Bdev {
     let blockSize: UInt32
     /// Changed by rescan and resize (`BdevResizeMethods.swift`).
     var numBlocks: UInt64
+    /// A shrink waits for requests in flight at the old size: other resizes are refused until it is done.
+    var shrinkPending = false
     let backing: Backing
     let readOnly: Bool
     /// The controller that uses this bdev, if any (SPDK's claim).

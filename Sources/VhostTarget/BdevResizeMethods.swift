@@ -12,6 +12,7 @@ extension VhostTarget {
         guard let bdev = bdevs[name], bdev.driver == driver, case .file(let file) = bdev.backing else {
             throw .errno(ENODEV)
         }
+        try refuseWhileShrinking(bdev)
         let bytes: UInt64
         do {
             bytes = try file.refreshSize()
@@ -40,6 +41,7 @@ extension VhostTarget {
     /// and the backing was cut.
     func bdevResize(_ p: BdevResizeParams, _ reply: @escaping RPCReply) throws(RPCError) {
         guard let bdev = bdevs[p.name] else { throw .errno(ENODEV) }
+        try refuseWhileShrinking(bdev)
         let numBlocks = try blocks(mebibytes: p.newSizeMiB, of: bdev)
         let bytes = numBlocks &* UInt64(bdev.blockSize)  // checked by blocks(mebibytes:of:)
         if case .file(let file) = bdev.backing, file.isBlockDevice {
@@ -56,7 +58,9 @@ extension VhostTarget {
         }
         if shrinking {
             // Stop new requests beyond the new end and wait for those in flight, then cut.
+            bdev.shrinkPending = true
             setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: true) { [unowned self] in
+                bdev.shrinkPending = false
                 do throws(RPCError) {
                     try resizeBacking(of: bdev, to: bytes)
                     reply(.success(.bool(true)))
@@ -71,6 +75,13 @@ extension VhostTarget {
     }
 
     // MARK: Helpers
+
+    /// A second resize while a shrink waits for its drain would cut the file under it.
+    private func refuseWhileShrinking(_ bdev: Bdev) throws(RPCError) {
+        guard !bdev.shrinkPending else {
+            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(bdev.name) is being shrunk; retry when that call has answered")
+        }
+    }
 
     /// `mebibytes` as whole blocks of `bdev`, refusing 0 and sizes over 1 PiB.
     private func blocks(mebibytes: UInt64, of bdev: Bdev) throws(RPCError) -> UInt64 {

@@ -86,7 +86,8 @@ extension VhostTarget {
     /// The persistence hook: after a successful request that may have
     /// changed state. A failed write is logged; the change itself stands.
     func persistAfter(method: String) {
-        guard configuration.persistConfig, let path = configuration.configFile, !Self.isReadOnly(method: method) else { return }
+        // During shutdown the controllers are already gone from the tables: keep the file as it was.
+        guard configuration.persistConfig, !shuttingDown, let path = configuration.configFile, !Self.isReadOnly(method: method) else { return }
         do {
             try writeConfig(to: path)
         } catch {

@@ -108,8 +108,11 @@ final class RPCServer {
             do {
                 try fd.setNonBlocking()
                 let client = Client(fd: fd)
-                client.token = try loop.register(fd, events: .readable) { [unowned self, unowned client] events in
+                client.token = try loop.register(fd, events: .readable) { [unowned self, weak client] events in
+                    // flush or read may drop (and free) the client: look again after each.
+                    guard let client else { return }
                     if events.contains(.writable) { flush(client) }
+                    guard clients[client.fd.rawValue] === client else { return }
                     if client.awaitingReply {
                         // Unwatched for input until the answer: only a hang-up ends it.
                         if !events.isDisjoint(with: [.hangup, .error]) { drop(client) }

@@ -24,6 +24,10 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     var metricsEndpoint: MetricsEndpoint?
     private var lock: PathLock?
     private var createdSocketDirectory = false
+    /// Controllers deleted whose sessions still drain (shutdown waits for them).
+    private var releasing = 0
+    /// Set once shutdown began: saved configs are no longer rewritten.
+    private(set) var shuttingDown = false
     /// Why the thread-pool engine serves every bdev, when it does.
     private(set) var threadPoolReason: String?
 
@@ -127,19 +131,17 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     /// Stop accepting, end sessions (in-flight I/O completes: the loop runs
     /// until every queue has drained), remove sockets, stop reactors.
     private func stopEverything() {
+        shuttingDown = true
         rpcServer?.close()
         rpcServer = nil
         metricsEndpoint?.close()
         metricsEndpoint = nil
-        var closing = 0
         for name in controllerOrder {
-            guard let controller = controllers[name] else { continue }
-            closing += 1
-            destroy(controller) { closing -= 1 }
+            if let controller = controllers[name] { destroy(controller) }
         }
         controllers.removeAll()
         controllerOrder.removeAll()
-        loop.run(until: { closing == 0 })
+        loop.run(until: { releasing == 0 })  // force-deleted ones included
         for reactor in reactors { reactor.stop() }
         reactors.removeAll()
         for name in bdevOrder { bdevs[name]?.close() }
@@ -160,7 +162,9 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         controller.listenToken = nil
         controller.listener.close()
         unlink(controller.socketPath)
-        let release = {
+        releasing += 1
+        let release = { [unowned self] in
+            releasing -= 1
             controller.bdev?.claimedBy = nil
             controller.closeQoS()
             controller.reactor.load.subtract(1, ordering: .relaxed)
