@@ -48,6 +48,11 @@ public protocol IOEngine: AnyObject {
     /// delivers every available completion as `handler(tag, result)` where
     /// `result` is bytes transferred or -errno. Returns the number delivered.
     func wait(timeoutNanoseconds: Int64?, _ handler: (UInt64, Int32) -> Void) -> Int
+    /// Asks that the pending `.read` with `tag` complete now, with -ECANCELED,
+    /// unless it already completed. Its completion is still delivered by
+    /// `wait`, exactly once (with the bytes read, if the read won the race).
+    /// Nothing happens for a tag that is not a pending `.read`.
+    func cancelRead(tag: UInt64)
     /// Cancels and drains what is in flight and stops the engine; call on the
     /// owning thread before releasing it (a later deinit then does nothing more).
     func close()

@@ -218,6 +218,15 @@ public final class ThreadPoolEngine: IOEngine {
         return 1
     }
 
+    /// Completes the pending read with `tag` with -ECANCELED on the next
+    /// reap. An fd left with no reader leaves the epoll set: once closed, its
+    /// number may come back as another file.
+    public func cancelRead(tag: UInt64) {
+        guard let (read, fd) = reads.remove(tag: tag) else { return }
+        immediate.append(PoolCompletion(tag: read.tag, result: -ECANCELED))
+        if reads.first(fd) == nil { reads.unregister(fd, epollFD: epollFD) }
+    }
+
     /// Completes every pending read on `fd` with `error` (-errno), on the next reap.
     private func failReads(fd: Int32, error: Int32) {
         for read in reads.removeAll(fd) { immediate.append(PoolCompletion(tag: read.tag, result: error)) }
@@ -246,6 +255,24 @@ struct ReadWaiters {
         byFD[fd] = list.isEmpty ? nil : list
     }
     mutating func removeAll(_ fd: Int32) -> [PendingRead] { byFD.removeValue(forKey: fd) ?? [] }
+    /// Takes the read with `tag` out, wherever it waits; returns it and its fd.
+    mutating func remove(tag: UInt64) -> (PendingRead, Int32)? {
+        for (fd, list) in byFD {
+            guard let index = list.firstIndex(where: { $0.tag == tag }) else { continue }
+            var rest = list
+            let read = rest.remove(at: index)
+            byFD[fd] = rest.isEmpty ? nil : rest
+            return (read, fd)
+        }
+        return nil
+    }
+
+    /// Takes `fd` out of the epoll set (an fd no read waits on any more).
+    mutating func unregister(_ fd: Int32, epollFD: Int32) {
+        guard registered.remove(fd) != nil else { return }
+        armed.remove(fd)
+        _ = vb_epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, 0, 0)
+    }
     /// EPOLLONESHOT fired: the registration is disabled until re-armed.
     mutating func disarmed(_ fd: Int32) { armed.remove(fd) }
 

@@ -173,6 +173,24 @@ public final class URingEngine: IOEngine {
 
     public func submit() { _ = flush() }
 
+    /// An IORING_OP_ASYNC_CANCEL by user data; its own completion carries the
+    /// reserved tag and is not delivered. A read waiting on poll (an eventfd
+    /// with nothing to read) is always cancellable.
+    public func cancelRead(tag: UInt64) {
+        var sqe = io_uring_get_sqe(ring)
+        if sqe == nil {
+            _ = flush()  // the SQ is full of unsubmitted entries: make room
+            sqe = io_uring_get_sqe(ring)
+        }
+        guard let sqe else {
+            logger.error("cannot cancel an eventfd read: submission queue full", metadata: ["tag": "\(tag)"])
+            return
+        }
+        io_uring_prep_cancel64(sqe, tag, 0)
+        io_uring_sqe_set_data64(sqe, Self.reservedTag)
+        _ = flush()
+    }
+
     public func wait(timeoutNanoseconds: Int64?, _ handler: (UInt64, Int32) -> Void) -> Int {
         guard !delivering else { return 0 }
         _ = flush()

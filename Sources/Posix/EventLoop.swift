@@ -11,7 +11,10 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
         public init(rawValue: UInt32) { self.rawValue = rawValue }
         public static let readable = Events(rawValue: EPOLLIN.rawValue)
         public static let writable = Events(rawValue: EPOLLOUT.rawValue)
+        /// Either: the peer closed (HUP), or it shut down its writing side (RDHUP).
         public static let hangup = Events(rawValue: EPOLLHUP.rawValue | EPOLLRDHUP.rawValue)
+        /// The peer closed the connection entirely; reported whatever was asked for.
+        public static let closed = Events(rawValue: EPOLLHUP.rawValue)
         public static let error = Events(rawValue: EPOLLERR.rawValue)
     }
     public typealias Handler = (Events) -> Void
@@ -49,9 +52,13 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
         return Token(value: token)
     }
 
-    public func modify(_ token: Token, events: Events) {
+    /// Changes what `token`'s fd is watched for. A peer that shuts down its
+    /// writing side (RDHUP) is reported unless `reportHalfClose` is false,
+    /// for a caller that still has something to send it; a full close always is.
+    public func modify(_ token: Token, events: Events, reportHalfClose: Bool = true) {
         guard let entry = handlers[token.value] else { return }
-        _ = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, entry.fd, events.rawValue | EPOLLRDHUP.rawValue, token.value)
+        let halfClose = reportHalfClose ? EPOLLRDHUP.rawValue : 0
+        _ = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, entry.fd, events.rawValue | halfClose, token.value)
     }
 
     /// Stops watching; safe to call from inside the handler itself.

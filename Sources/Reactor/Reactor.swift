@@ -198,6 +198,13 @@ public final class Reactor: @unchecked Sendable {
         }
     }
 
+    /// Cancels `task`'s pending `.read` in `slot` on the primary engine: it
+    /// completes (once, through `complete`) with -ECANCELED unless it already
+    /// read. Writing the fd instead would race with whoever else reads it.
+    public func cancelRead(task id: UInt32, slot: UInt32) {
+        primary.cancelRead(tag: UInt64(id) << 32 | UInt64(slot))
+    }
+
     /// Asks for `task.flush()` after the next iteration that completes anything:
     /// for a task that stopped popping because an engine was full, while the
     /// slots are held by other tasks' operations.

@@ -20,12 +20,13 @@ final class BackendDrain {
         if remaining == 0 { done() }
     }
 
-    /// Logs every 5 s while requests on the previous backend are in flight.
-    func warnWhileWaiting(on loop: EventLoop, after seconds: UInt64) {
-        loop.after(milliseconds: seconds * 1000) { [weak self, weak loop] in
+    /// Logs every 5 s, with the time since the switch, while requests on the previous backend are in flight.
+    func warnWhileWaiting(on loop: EventLoop) {
+        loop.after(milliseconds: 5000) { [weak self, weak loop] in
             guard let self, let loop, remaining > 0 else { return }
+            let seconds = (EventLoop.nowMilliseconds() &- started) / 1000
             logger.warning("requests on the previous backend still in flight after \(seconds) s")
-            warnWhileWaiting(on: loop, after: seconds + 5)
+            warnWhileWaiting(on: loop)
         }
     }
 }

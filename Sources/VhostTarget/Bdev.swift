@@ -36,8 +36,10 @@ final class Bdev {
     var shrinkPending = false
     let backing: Backing
     let readOnly: Bool
-    /// The controller that uses this bdev, if any (SPDK's claim).
-    var claimedBy: String?
+    /// The controller that uses this bdev, if any (SPDK's claim): the object,
+    /// not its name, which a new controller may take while a force-deleted
+    /// one still drains.
+    weak var claimedBy: Controller?
     /// I/O counted by queues that have stopped since (StatsCollection.swift).
     var retiredStats = IOStats()
     /// `bdev_set_qos_limit`'s limits (QoSMethods.swift).

@@ -59,7 +59,7 @@ extension VhostTarget {
     func bdevDelete(_ name: String, driver: Bdev.Driver) throws(RPCError) -> JSON {
         guard let bdev = bdevs[name], bdev.driver == driver else { throw .errno(ENODEV) }
         if let owner = bdev.claimedBy {
-            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(name) is used by controller \(owner)")
+            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(name) is used by controller \(owner.name)")
         }
         bdevs.removeValue(forKey: name)
         bdevOrder.removeAll { $0 == name }

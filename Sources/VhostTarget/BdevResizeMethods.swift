@@ -54,7 +54,7 @@ extension VhostTarget {
         if shrinking, let owner = bdev.claimedBy, !p.allowShrink {
             throw RPCError(
                 code: -Int(EBUSY),
-                message: "\(RPCError.errorText(EBUSY)): bdev \(p.name) is used by controller \(owner); shrinking it needs allow_shrink")
+                message: "\(RPCError.errorText(EBUSY)): bdev \(p.name) is used by controller \(owner.name); shrinking it needs allow_shrink")
         }
         if shrinking {
             // Stop new requests beyond the new end and wait for those in flight, then cut.
@@ -113,7 +113,7 @@ extension VhostTarget {
         logger.info("bdev resized", metadata: [
             "bdev.name": "\(bdev.name)", "old.blocks": "\(old)", "new.blocks": "\(numBlocks)",
         ])
-        guard let owner = bdev.claimedBy, let controller = controllers[owner], let session = controller.session else {
+        guard let session = bdev.claimedBy?.session else {
             done()
             return
         }

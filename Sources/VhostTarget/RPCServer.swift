@@ -42,6 +42,12 @@ final class RPCServer {
         var closeAfterFlush = false
         /// A request is being served; later ones wait in the socket.
         var awaitingReply = false
+        /// The client shut down its writing side (`nc -N`, `socat`): it is
+        /// answered what it sent, then closed.
+        var inputClosed = false
+        var hasPendingOutput: Bool { outputOffset < output.count }
+        /// Whether its next requests are read now.
+        var readsInput: Bool { !awaitingReply && !closeAfterFlush && !inputClosed }
         init(fd: FileDescriptor) { self.fd = fd }
     }
 
@@ -113,10 +119,9 @@ final class RPCServer {
                     guard let client else { return }
                     if events.contains(.writable) { flush(client) }
                     guard clients[client.fd.rawValue] === client else { return }
-                    if client.awaitingReply {
-                        // Unwatched for input until the answer: only a hang-up ends it.
-                        if !events.isDisjoint(with: [.hangup, .error]) { drop(client) }
-                    } else if events.contains(.readable) || events.contains(.hangup) || events.contains(.error) {
+                    if !events.isDisjoint(with: [.closed, .error]) {
+                        drop(client)  // nothing can reach it any more
+                    } else if client.readsInput && !events.isDisjoint(with: [.readable, .hangup]) {
                         read(client)
                     }
                 }
@@ -141,8 +146,15 @@ final class RPCServer {
         guard clients[client.fd.rawValue] === client else { return }
         var buffer = [UInt8](repeating: 0, count: 65536)
         let n = buffer.withUnsafeMutableBytes { Glibc.read(client.fd.rawValue, $0.baseAddress, $0.count) }
-        if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
+        if n < 0 && errno != EAGAIN && errno != EINTR {
             drop(client)
+            return
+        }
+        if n == 0 {
+            // End of input: every request it sent has been decoded; once
+            // their answers are written it is closed.
+            client.inputClosed = true
+            flush(client)
             return
         }
         guard n > 0 else { return }
@@ -226,16 +238,28 @@ final class RPCServer {
             }
             client.outputOffset += n
         }
-        if client.outputOffset == client.output.count {
+        if !client.hasPendingOutput {
             client.output.removeAll(keepingCapacity: true)
             client.outputOffset = 0
-            if client.closeAfterFlush {
+            if client.closeAfterFlush || (client.inputClosed && !client.awaitingReply) {
                 drop(client)
                 return
             }
-            if let token = client.token { loop.modify(token, events: client.awaitingReply ? [] : .readable) }
-        } else if let token = client.token {
-            loop.modify(token, events: client.awaitingReply ? .writable : [.readable, .writable])
+        }
+        watch(client)
+    }
+
+    /// Watches for what the client can do next: input only when its requests
+    /// are read (none awaits an answer, none failed, its input is open), and
+    /// room in the socket while output is pending. A half-close is reported
+    /// only then too: else it would be reported again and again.
+    private func watch(_ client: Client) {
+        guard let token = client.token else { return }
+        let output: EventLoop.Events = client.hasPendingOutput ? .writable : []
+        if client.readsInput {
+            loop.modify(token, events: output.union(.readable))
+        } else {
+            loop.modify(token, events: output, reportHalfClose: false)
         }
     }
 

@@ -63,7 +63,7 @@ extension Controller {
 extension VhostTarget {
     /// The controller serving `bdev`, if any.
     func controller(serving bdev: Bdev) -> Controller? {
-        guard let owner = bdev.claimedBy, let controller = controllers[owner], controller.bdev === bdev else { return nil }
+        guard let controller = bdev.claimedBy, controller.bdev === bdev else { return nil }
         return controller
     }
 

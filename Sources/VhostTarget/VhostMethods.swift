@@ -51,7 +51,7 @@ extension VhostTarget {
             unlink(socketPath)
             throw .internalError("cannot watch \(socketPath): \(error)")
         }
-        bdev?.claimedBy = name
+        bdev?.claimedBy = controller
         reactor.load.add(1, ordering: .relaxed)
         controllers[name] = controller
         controllerOrder.append(name)
@@ -109,7 +109,7 @@ extension VhostTarget {
         }
         controller.settleStatsBeforeBackendChange()
         controller.bdev = bdev
-        bdev.claimedBy = controller.name
+        bdev.claimedBy = controller
         controller.session?.backendChanged(waitForPreviousRequests: false)
         controller.logger.info("bdev attached", metadata: ["bdev.name": "\(bdev.name)", "capacity": "\(bdev.sizeBytes / 512)"])
         return .bool(true)
@@ -147,7 +147,7 @@ extension VhostTarget {
     private func unclaimedBdev(_ name: String) throws(RPCError) -> Bdev {
         guard let bdev = bdevs[name] else { throw .invalidParams("\(RPCError.errorText(ENODEV)): bdev \(name)") }
         if let owner = bdev.claimedBy {
-            throw .invalidParams("\(RPCError.errorText(EBUSY)): bdev \(name) is already used by controller \(owner)")
+            throw .invalidParams("\(RPCError.errorText(EBUSY)): bdev \(name) is already used by controller \(owner.name)")
         }
         return bdev
     }

@@ -532,7 +532,7 @@ final class VhostUserSession {
             vrings[i].stopping = true
             if stopsInFlight == 0 {
                 drainStarted = EventLoop.nowMilliseconds()
-                warnWhileDraining(after: 5)
+                warnWhileDraining()
             }
             stopsInFlight += 1
             let session = LoopBound(self), loop = self.loop
@@ -562,13 +562,15 @@ final class VhostUserSession {
     }
 
     /// Logs every 5 s while queues are still draining (a disk that hangs).
-    private func warnWhileDraining(after seconds: UInt64) {
+    /// Logs every 5 s while queues drain, with the time since the drain began.
+    private func warnWhileDraining() {
         let started = drainStarted
-        loop.after(milliseconds: seconds * 1000) { [weak self] in
+        loop.after(milliseconds: 5000) { [weak self] in
             guard let self, !closed, stopsInFlight > 0, drainStarted == started else { return }
             let queues = vrings.indices.filter { vrings[$0].stopping }.map(String.init).joined(separator: ", ")
+            let seconds = (EventLoop.nowMilliseconds() &- started) / 1000
             logger.warning("queue \(queues) still draining after \(seconds) s; this frontend waits, the others are served")
-            warnWhileDraining(after: seconds + 5)
+            warnWhileDraining()
         }
     }
 
@@ -617,7 +619,7 @@ final class VhostUserSession {
             if notifyFrontend { self?.notifyConfigChanged() }
             done()
         }
-        drain.warnWhileWaiting(on: loop, after: 5)
+        drain.warnWhileWaiting(on: loop)
         let pending = LoopBound(drain), loop = self.loop
         for server in servers {
             server.reactor.post {

@@ -222,9 +222,10 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
             qosResume()  // a stopping queue does not wait for its QoS budget
         }
         if kickArmed {
-            // Complete our pending eventfd read so nothing stays in the engine.
-            var one: UInt64 = 1
-            _ = withUnsafeBytes(of: &one) { Glibc.write(kickFD, $0.baseAddress, 8) }
+            // Complete the pending kick read so nothing stays in the engine.
+            // Cancelled, not signalled: the frontend may read its own kick
+            // eventfd and take a signal away, and the queue would never stop.
+            reactor.cancelRead(task: taskID, slot: Self.kickSlot)
         }
         finishStopIfIdle()
     }
@@ -255,7 +256,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
                 finishStopIfIdle()
                 return
             }
-            if result < 0 && result != -EAGAIN { logger.warning("kick read failed: \(Errno(-result))") }
+            if result < 0 && result != -EAGAIN && result != -ECANCELED { logger.warning("kick read failed: \(Errno(-result))") }
             stats.countKick()
             armKick()
             processAvail()

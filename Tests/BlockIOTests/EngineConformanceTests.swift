@@ -131,6 +131,55 @@ struct EngineConformanceTests {
         #expect(engine.inFlight == 0)
     }
 
+    @Test("a cancelled eventfd read completes once, with -ECANCELED, and frees its slot", arguments: EngineKind.allCases)
+    func cancelledRead(kind: EngineKind) throws {
+        let engine = try kind.make()
+        let event = try EventFD()
+        defer { event.close() }
+        let buffer = AlignedBuffer(count: 8)
+        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 11))
+        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 12))
+        #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
+        engine.cancelRead(tag: 11)
+        engine.cancelRead(tag: 999)  // no such read: nothing happens
+        var collected = Collected()
+        collect(engine, count: 1, into: &collected)
+        #expect(collected.results == [11: -ECANCELED])
+        #expect(engine.inFlight == 1)
+        // Nothing else completes: the other read still waits, and only it takes the signal.
+        #expect(engine.wait(timeoutNanoseconds: 20_000_000) { collected.add($0, $1) } == 0)
+        event.signal()
+        collect(engine, count: 1, into: &collected)
+        #expect(collected.results == [11: -ECANCELED, 12: 8])
+        #expect(collected.duplicates.isEmpty)
+        #expect(engine.inFlight == 0)
+        engine.cancelRead(tag: 12)  // already completed: nothing more is delivered
+        #expect(engine.wait(timeoutNanoseconds: 20_000_000) { collected.add($0, $1) } == 0)
+    }
+
+    @Test("a read cancelled on a closed eventfd does not hold up one on the next", arguments: EngineKind.allCases)
+    func cancelThenReuse(kind: EngineKind) throws {
+        let engine = try kind.make()
+        let buffer = AlignedBuffer(count: 8)
+        for round in 0..<3 {
+            // A queue's session: arm a kick read, cancel it at stop, close the
+            // fd; the next session's eventfd often gets the same number.
+            let event = try EventFD()
+            let tag = UInt64(round)
+            #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: tag))
+            #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
+            engine.cancelRead(tag: tag)
+            #expect(collect(engine, count: 1).results == [tag: -ECANCELED])
+            event.close()
+        }
+        let event = try EventFD()
+        defer { event.close() }
+        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 7))
+        #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
+        event.signal()
+        #expect(collect(engine, count: 1, seconds: 2).results == [7: 8])
+    }
+
     @Test("non-blocking waits (timeout 0) pick up a signalled eventfd read", arguments: EngineKind.allCases)
     func pollingWait(kind: EngineKind) throws {
         let engine = try kind.make()

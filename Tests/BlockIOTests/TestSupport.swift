@@ -42,9 +42,9 @@ func collect(_ engine: any IOEngine, count: Int, into collected: inout Collected
     }
 }
 
-func collect(_ engine: any IOEngine, count: Int) -> Collected {
+func collect(_ engine: any IOEngine, count: Int, seconds: Int64 = 10) -> Collected {
     var collected = Collected()
-    collect(engine, count: count, into: &collected)
+    collect(engine, count: count, into: &collected, seconds: seconds)
     return collected
 }
 

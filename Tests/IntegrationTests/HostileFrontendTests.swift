@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import JSONRPC
 import Posix
+import Synchronization
 import Testing
 import VhostUser
 import VhostUserFrontend
@@ -436,6 +437,37 @@ struct HostileFrontendTests {
         #expect(!daemon.log.contains("shrank memory"))
     }
 
+    /// A frontend may read its own kick eventfd (it is its fd): one that
+    /// does so in a loop takes away any signal the daemon writes there. The
+    /// queue must stop anyway: GET_VRING_BASE is answered, the next session
+    /// is served, and SIGTERM ends the daemon. Both engines wait for kicks.
+    @Test(arguments: [[], ["--engine", "thread-pool"]])
+    func frontendReadingItsOwnKicksCannotKeepAQueueRunning(engine: [String]) throws {
+        let daemon = try DaemonProcess(extraArguments: engine)
+        defer { daemon.stop(); daemon.cleanUp() }
+        try daemon.call("bdev_malloc_create", ["num_blocks": 2048, "block_size": 512, "name": "M0"])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0"])
+        for round in 0..<5 {
+            let f = try Self.startedFrontend(daemon.socketDirectory + "/vhost.0")
+            defer { f.close(); f.memory.close() }
+            #expect(try Self.roundTrip(f))
+            let thief = try KickThief(f.driverQueue(0).kickFD)
+            usleep(20_000)  // past the reactor's polling phase: its kick read is armed
+            let base = Result { try f.getVringBase(0) }
+            let stolen = thief.finish()
+            guard case .success(let value) = base else {
+                Issue.record("round \(round): GET_VRING_BASE failed (\(base)); the thief read \(stolen) signals")
+                break
+            }
+            #expect(value == 2, "round \(round): the write and the read were popped")
+        }
+        let final = try Self.startedFrontend(daemon.socketDirectory + "/vhost.0")
+        #expect(try Self.roundTrip(final))
+        final.close()
+        final.memory.close()
+        #expect(daemon.stop() == 0)
+    }
+
     /// A frontend with 8 MiB of memory, connected to `socketPath`, one queue of 128 started.
     /// The caller closes it, then its memory.
     static func startedFrontend(_ socketPath: String) throws -> VhostUserFrontend {
@@ -485,5 +517,32 @@ struct HostileFrontendTests {
     static func roundTrip(_ f: VhostUserFrontend) throws -> Bool {
         let sample = [UInt8](repeating: 0xa5, count: 512)
         return try f.write(sector: 1, data: sample).status == BlkWire.statusOK && f.read(sector: 1, count: 1).data == sample
+    }
+}
+
+/// A thread that spins on non-blocking reads of a kick eventfd, as a hostile
+/// frontend may, until `finish()`; it counts the signals it took.
+final class KickThief: Sendable {
+    private let running = Mutex(true)
+    private let taken = Mutex<UInt64>(0)
+    private let done = Mutex(false)
+
+    init(_ kick: EventFD) {
+        let thread = Thread { [self] in
+            while running.withLock({ $0 }) {
+                let value = kick.drain()
+                if value > 0 { taken.withLock { $0 += value } }
+            }
+            done.withLock { $0 = true }
+        }
+        thread.name = "kick-thief"
+        thread.start()
+    }
+
+    /// Stops the thread; returns how many signals it read.
+    func finish() -> UInt64 {
+        running.withLock { $0 = false }
+        while !done.withLock({ $0 }) { usleep(1000) }
+        return taken.withLock { $0 }
     }
 }

@@ -295,6 +295,34 @@ struct HostileRPCTests {
 
     // MARK: 5. Slow and greedy clients
 
+    /// A client may send its requests, shut down its writing side (as
+    /// `nc -N` and `socat` do) and read: it gets every answer, in order,
+    /// then end of file, also when the first answer waits for a queue to
+    /// drain (a forced delete of a controller with a frontend).
+    @Test func halfClosedClientGetsEveryAnswerThenEOF() throws {
+        let daemon = try Self.start()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try daemon.call("bdev_malloc_create", ["num_blocks": 2048, "block_size": 512, "name": "M0"])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0"])
+        let f = try HostileFrontendTests.startedFrontend(daemon.socketDirectory + "/vhost.0")
+        defer { f.close(); f.memory.close() }
+        #expect(try HostileFrontendTests.roundTrip(f))
+
+        let client = try RPCClient(path: daemon.rpcSocket, timeout: .seconds(10))
+        let text = Self.request("vhost_delete_controller", id: 1, params: #"{"ctrlr":"vhost.0","force":true}"#)
+            + Self.request("spdk_get_version", id: 2) + Self.request("vhost_get_controllers", id: 3)
+        try client.sendRaw(Array(text.utf8))
+        client.shutdownWrite()
+        let answers = try (1...3).map { _ in try client.readResponse() }
+        #expect(answers.map { $0["id"] } == [1, 2, 3])
+        #expect(answers[0]["result"] == true, "\(answers[0])")
+        #expect(answers[1]["result"]?["version"] != nil)
+        #expect(answers[2]["result"] == .array([]))
+        Self.expectClosed(client)  // the daemon closed it once answered
+        try daemon.call("bdev_malloc_delete", ["name": "M0"])  // released by the deleted controller
+        Self.expectHealthy(daemon)
+    }
+
     @Test func clientThatNeverReadsIsDroppedAndOthersAreServed() throws {
         let daemon = try Self.start()
         defer { daemon.stop(); daemon.cleanUp() }

@@ -31,6 +31,7 @@ struct StalledBackendTests {
         case uringWithoutIOURing = "uring on the thread-pool engine"
         var createMethod: String { self == .aio ? "bdev_aio_create" : "bdev_uring_create" }
         var deleteMethod: String { self == .aio ? "bdev_aio_delete" : "bdev_uring_delete" }
+        var rescanMethod: String { self == .aio ? "bdev_aio_rescan" : "bdev_uring_rescan" }
         var daemonArguments: [String] { self == .uringWithoutIOURing ? ["--engine", "thread-pool"] : [] }
         var testDescription: String { rawValue }
     }
@@ -92,6 +93,16 @@ struct StalledBackendTests {
             #expect(base.result == nil, "GET_VRING_BASE answered while a write is stuck: \(String(describing: base.result))")
             #expect(q.usedIdx == q.lastUsedIdx, "the stuck write completed before the thaw")
 
+            if backend == .uring {
+                // The operator hears about it every 5 s, with the time it has
+                // taken so far: the drain began over 0.5 s ago (settle).
+                let deadline = ContinuousClock.now + .seconds(11)
+                while !daemon.log.contains("still draining after 10 s") && ContinuousClock.now < deadline { usleep(100_000) }
+                let log = daemon.log
+                #expect(log.contains("queue 0 still draining after 5 s") && log.contains("queue 0 still draining after 10 s"))
+                #expect(!log.contains("still draining after 15 s"))
+            }
+
             if let value = Self.answerAfterThaw(base, fs: fs) {
                 // Every request A made available was popped: the round trip's two and the stuck write.
                 #expect(value == q.publishedAvailIdx, "GET_VRING_BASE after \(q.publishedAvailIdx) popped requests")
@@ -119,6 +130,47 @@ struct StalledBackendTests {
             try Self.expectCompleted(write, on: q, fs: fs)
             #expect(a.channel.waitForClose(timeout: .seconds(5)), "the deleted controller kept its frontend")
             #expect(try Self.promptly(daemon, "vhost_get_controllers").arrayValue?.isEmpty == true)
+            #expect(try Self.promptly(daemon, backend.deleteMethod, ["name": .string(Self.bdevA)]) == .bool(true))
+            #expect(daemon.isRunning)
+        }
+    }
+
+    /// A force-deleted controller keeps its bdev claimed until its queues
+    /// drained, even when a new controller takes its name meanwhile: a rescan
+    /// of the bdev waits for the old controller's stuck write, and the new
+    /// controller's frontend hears nothing of it.
+    @Test func claimStaysWithTheDrainingControllerWhenItsNameIsReused() throws {
+        let backend = Backend.uring
+        try Self.withStuckWrite(backend) { daemon, fs, a, q, write in
+            let delete = Self.backgroundRPC(daemon, "vhost_delete_controller", ["ctrlr": .string(Self.ctrlrA), "force": true])
+            defer { Self.finish(delete, fs: fs, daemon: daemon) }
+            usleep(Self.settle)
+            #expect(delete.result == nil, "the forced delete answered while a write is stuck")
+
+            // A new controller of the same name, on another bdev, with a frontend.
+            try Self.promptly(daemon, "bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": "M1"])
+            try Self.promptly(daemon, "vhost_create_blk_controller", ["ctrlr": .string(Self.ctrlrA), "dev_name": "M1"])
+            let memoryB = try FrontendMemory(size: 8 << 20)
+            defer { memoryB.close() }
+            let b = try D.attach(daemon, Self.ctrlrA, memory: memoryB, queues: 1)
+            defer { b.close() }
+            #expect(try D.roundTrip(b, sector: 0, seed: 5))
+
+            // F0 is still the old controller's: it cannot be deleted, and its rescan waits for the old queue.
+            #expect(throws: (any Error).self) { try Self.promptly(daemon, backend.deleteMethod, ["name": .string(Self.bdevA)]) }
+            let rescan = Self.backgroundRPC(daemon, backend.rescanMethod, ["name": .string(Self.bdevA)])
+            defer { Self.finish(rescan, fs: fs, daemon: daemon) }
+            usleep(Self.settle)
+            #expect(rescan.result == nil, "the rescan answered while the old controller's write is stuck")
+            #expect(throws: FrontendError.self, "the new controller's frontend was told of the other bdev's config") {
+                _ = try b.receiveBackendRequest(timeout: .milliseconds(300))
+            }
+            #expect(q.usedIdx == q.lastUsedIdx, "the stuck write completed before the thaw")
+
+            if let value = Self.answerAfterThaw(delete, fs: fs) { #expect(value == .bool(true)) }
+            if let value = Self.answerAfterThaw(rescan, fs: fs) { #expect(value == .bool(true)) }
+            try Self.expectCompleted(write, on: q, fs: fs)
+            #expect(try D.roundTrip(b, sector: 8, seed: 6))
             #expect(try Self.promptly(daemon, backend.deleteMethod, ["name": .string(Self.bdevA)]) == .bool(true))
             #expect(daemon.isRunning)
         }
