@@ -32,6 +32,12 @@ public enum PosixThread {
         return thread
     }
 
+    /// Starts a thread named `name` that nobody joins: it ends when `body` returns.
+    public static func startDetached(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) {
+        let thread = try start(name: name, body)
+        pthread_detach(thread)
+    }
+
     public static func join(_ thread: pthread_t) { pthread_join(thread, nil) }
 
     /// The kernel thread id of the caller.

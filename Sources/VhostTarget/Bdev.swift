@@ -1,6 +1,7 @@
 import BlockIO
 import CShims
 import Glibc
+import JSONRPC
 import Reactor
 
 /// A backing device (SPDK's bdev): a file or block device, RAM, or null.
@@ -32,8 +33,11 @@ final class Bdev {
     let blockSize: UInt32
     /// Changed by rescan and resize (`BdevResizeMethods.swift`).
     var numBlocks: UInt64
-    /// A shrink waits for requests in flight at the old size: other resizes are refused until it is done.
-    var shrinkPending = false
+    /// A resize or rescan under way ("being shrunk"): a shrink waits for
+    /// requests in flight at the old size, and a file's new size is set or
+    /// read off the control loop. Other resizes, rescans and deleting the
+    /// bdev are refused until it has answered.
+    var operation: String?
     let backing: Backing
     let readOnly: Bool
     /// The controller that uses this bdev, if any (SPDK's claim): the object,
@@ -98,5 +102,12 @@ final class Bdev {
         bytes[8] = (bytes[8] & 0x3F) | 0x80
         let hex = bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }
         return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }.joined(separator: "-")
+    }
+}
+
+extension RPCError {
+    /// A bdev's file or memory could not be opened or resized: its errno and message.
+    init(opening error: BdevOpenError) {
+        self.init(code: -Int(error.errno), message: error.message)
     }
 }

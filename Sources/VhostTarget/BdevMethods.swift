@@ -5,33 +5,54 @@ import VhostBlkAPI
 
 /// bdev_* methods (SPDK's names, parameters and results; PROTOCOL.md §4).
 extension VhostTarget {
-    func bdevUringCreate(_ p: BdevUringCreateParams) throws(RPCError) -> JSON {
-        try createFileBdev(name: p.name, filename: p.filename, blockSize: p.blockSize, readOnly: false, uuid: p.uuid, driver: .uring)
+    func bdevUringCreate(_ p: BdevUringCreateParams, _ reply: @escaping RPCReply) throws(RPCError) {
+        try createFileBdev(
+            name: p.name, filename: p.filename, blockSize: p.blockSize, readOnly: false, uuid: p.uuid, driver: .uring, reply)
     }
 
-    func bdevAioCreate(_ p: BdevAioCreateParams) throws(RPCError) -> JSON {
-        try createFileBdev(name: p.name, filename: p.filename, blockSize: p.blockSize, readOnly: p.readonly, uuid: p.uuid, driver: .aio)
+    func bdevAioCreate(_ p: BdevAioCreateParams, _ reply: @escaping RPCReply) throws(RPCError) {
+        try createFileBdev(
+            name: p.name, filename: p.filename, blockSize: p.blockSize, readOnly: p.readonly, uuid: p.uuid, driver: .aio, reply)
     }
 
-    private func createFileBdev(name: String, filename: String, blockSize: UInt32?, readOnly: Bool, uuid: String?, driver: Bdev.Driver) throws(RPCError) -> JSON {
+    /// Resolves and opens the file off the control loop (`StorageCalls`);
+    /// the name is taken meanwhile. Answers once it is open, or why not.
+    private func createFileBdev(
+        name: String, filename: String, blockSize: UInt32?, readOnly: Bool, uuid: String?, driver: Bdev.Driver,
+        _ reply: @escaping RPCReply
+    ) throws(RPCError) {
         try checkNewBdevName(name)
-        let path = try configuration.backingPathPolicy.pathToOpen(filename)
-        let file: FileBacking
-        do {
-            file = try FileBacking.open(path: path, readOnly: readOnly, blockSize: blockSize)
-        } catch {
-            throw RPCError(code: -Int(error.errno), message: error.message)
-        }
-        let bdev = Bdev(name: name, driver: driver, uuid: uuid, blockSize: file.blockSize,
-                        numBlocks: file.sizeBytes / UInt64(file.blockSize), backing: .file(file), readOnly: readOnly)
-        bdev.inlineIO = driver == .uring && file.isOnMemoryFilesystem && configuration.inlineMemoryFilesystemIO
-        add(bdev)
-        logger.info("bdev created", metadata: [
-            "bdev.name": "\(name)", "driver": "\(driver.rawValue)", "file": "\(filename)",
-            "direct": "\(file.isDirect)", "size": "\(file.sizeBytes)",
-            "io": "\(bdev.inlineIO ? "inline (tmpfs)" : driver == .aio ? "thread-pool" : "engine")",
-        ])
-        return .string(name)
+        let policy = configuration.backingPathPolicy
+        try storageCalls.run("open of \(filename)", { () -> Result<FileBacking, RPCError> in
+            do throws(RPCError) {
+                let path = try policy.pathToOpen(filename)
+                do throws(BdevOpenError) {
+                    return .success(try FileBacking.open(path: path, readOnly: readOnly, blockSize: blockSize))
+                } catch {
+                    return .failure(RPCError(opening: error))
+                }
+            } catch {
+                return .failure(error)
+            }
+        }, then: { [unowned self] opened in
+            bdevsBeingOpened.remove(name)
+            switch opened {
+            case .failure(let error):
+                reply(.failure(error))
+            case .success(let file):
+                let bdev = Bdev(name: name, driver: driver, uuid: uuid, blockSize: file.blockSize,
+                                numBlocks: file.sizeBytes / UInt64(file.blockSize), backing: .file(file), readOnly: readOnly)
+                bdev.inlineIO = driver == .uring && file.isOnMemoryFilesystem && configuration.inlineMemoryFilesystemIO
+                add(bdev)
+                logger.info("bdev created", metadata: [
+                    "bdev.name": "\(name)", "driver": "\(driver.rawValue)", "file": "\(filename)",
+                    "direct": "\(file.isDirect)", "size": "\(file.sizeBytes)",
+                    "io": "\(bdev.inlineIO ? "inline (tmpfs)" : driver == .aio ? "thread-pool" : "engine")",
+                ])
+                reply(.success(.string(name)))
+            }
+        })
+        bdevsBeingOpened.insert(name)
     }
 
     func bdevMallocCreate(_ p: BdevMallocCreateParams) throws(RPCError) -> JSON {
@@ -42,7 +63,7 @@ extension VhostTarget {
         do {
             memory = try MemoryBacking(sizeBytes: size)
         } catch {
-            throw RPCError(code: -Int(error.errno), message: error.message)
+            throw RPCError(opening: error)
         }
         add(Bdev(name: name, driver: .malloc, uuid: p.uuid, blockSize: p.blockSize, numBlocks: p.numBlocks, backing: .memory(memory)))
         return .string(name)
@@ -60,6 +81,9 @@ extension VhostTarget {
         guard let bdev = bdevs[name], bdev.driver == driver else { throw .errno(ENODEV) }
         if let owner = bdev.claimedBy {
             throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(name) is used by controller \(owner.name)")
+        }
+        if let operation = bdev.operation {
+            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(name) is \(operation); retry when that call has answered")
         }
         bdevs.removeValue(forKey: name)
         bdevOrder.removeAll { $0 == name }
@@ -83,7 +107,9 @@ extension VhostTarget {
         guard !name.isEmpty, name.utf8.count <= 255, !name.contains("/") else {
             throw RPCError(code: -Int(EINVAL), message: "Invalid bdev name '\(name)'")
         }
-        if bdevs[name] != nil { throw RPCError(code: -Int(EEXIST), message: "\(RPCError.errorText(EEXIST)): bdev \(name)") }
+        if bdevs[name] != nil || bdevsBeingOpened.contains(name) {
+            throw RPCError(code: -Int(EEXIST), message: "\(RPCError.errorText(EEXIST)): bdev \(name)")
+        }
     }
 
     private func sizeBytes(numBlocks: UInt64, blockSize: UInt32) throws(RPCError) -> UInt64 {

@@ -8,22 +8,35 @@ import VhostBlkAPI
 /// `bdev_resize` (ours). Every size change reaches the controller's running
 /// queues and the guest (CONFIG_CHANGE_MSG).
 extension VhostTarget {
+    /// Reads the file's size off the control loop (`StorageCalls`), then
+    /// hands it to the controller; answers once requests dispatched at the
+    /// old size completed (the file may have shrunk under them).
     func bdevRescan(_ name: String, driver: Bdev.Driver, _ reply: @escaping RPCReply) throws(RPCError) {
         guard let bdev = bdevs[name], bdev.driver == driver, case .file(let file) = bdev.backing else {
             throw .errno(ENODEV)
         }
-        try refuseWhileShrinking(bdev)
-        let bytes: UInt64
-        do {
-            bytes = try file.refreshSize()
-        } catch {
-            throw RPCError(code: -Int(error.errno), message: error.message)
-        }
-        // The file already has its new size: a shrink done outside the daemon
-        // cannot be refused, only reported.
-        setSize(of: bdev, numBlocks: bytes / UInt64(bdev.blockSize), waitForPreviousRequests: true) {
-            reply(.success(.bool(true)))
-        }
+        try refuseWhileBusy(bdev)
+        try storageCalls.run("size check of \(file.path)", { () -> Result<UInt64, RPCError> in
+            do throws(BdevOpenError) {
+                return .success(try file.refreshSize())
+            } catch {
+                return .failure(RPCError(opening: error))
+            }
+        }, then: { [unowned self] result in
+            switch result {
+            case .failure(let error):
+                bdev.operation = nil
+                reply(.failure(error))
+            case .success(let bytes):
+                // The file already has its new size: a shrink done outside the
+                // daemon cannot be refused, only reported.
+                setSize(of: bdev, numBlocks: bytes / UInt64(bdev.blockSize), waitForPreviousRequests: true) {
+                    bdev.operation = nil
+                    reply(.success(.bool(true)))
+                }
+            }
+        })
+        bdev.operation = "being rescanned"
     }
 
     func bdevNullResize(_ p: BdevNullResizeParams) throws(RPCError) -> JSON {
@@ -37,11 +50,12 @@ extension VhostTarget {
         return .bool(true)
     }
 
-    /// A shrink answers once requests dispatched at the old size completed
-    /// and the backing was cut.
+    /// A grow answers once the backing has its new size and the guest was
+    /// told; a shrink once requests dispatched at the old size completed and
+    /// the backing was cut. A file's size is set off the control loop.
     func bdevResize(_ p: BdevResizeParams, _ reply: @escaping RPCReply) throws(RPCError) {
         guard let bdev = bdevs[p.name] else { throw .errno(ENODEV) }
-        try refuseWhileShrinking(bdev)
+        try refuseWhileBusy(bdev)
         let numBlocks = try blocks(mebibytes: p.newSizeMiB, of: bdev)
         let bytes = numBlocks &* UInt64(bdev.blockSize)  // checked by blocks(mebibytes:of:)
         if case .file(let file) = bdev.backing, file.isBlockDevice {
@@ -56,30 +70,32 @@ extension VhostTarget {
                 code: -Int(EBUSY),
                 message: "\(RPCError.errorText(EBUSY)): bdev \(p.name) is used by controller \(owner.name); shrinking it needs allow_shrink")
         }
+        let finish: (Result<Void, RPCError>) -> Void = { result in
+            bdev.operation = nil
+            reply(result.map { .bool(true) })
+        }
         if shrinking {
             // Stop new requests beyond the new end and wait for those in flight, then cut.
-            bdev.shrinkPending = true
+            bdev.operation = "being shrunk"
             setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: true) { [unowned self] in
-                bdev.shrinkPending = false
-                do throws(RPCError) {
-                    try resizeBacking(of: bdev, to: bytes)
-                    reply(.success(.bool(true)))
-                } catch {
-                    reply(.failure(error))
-                }
+                resizeBacking(of: bdev, to: bytes, then: finish)
             }
         } else {
-            try resizeBacking(of: bdev, to: bytes)
-            setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: false) { reply(.success(.bool(true))) }
+            bdev.operation = "being resized"
+            resizeBacking(of: bdev, to: bytes) { [unowned self] result in
+                guard case .success = result else { return finish(result) }
+                setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: false) { finish(.success(())) }
+            }
         }
     }
 
     // MARK: Helpers
 
-    /// A second resize while a shrink waits for its drain would cut the file under it.
-    private func refuseWhileShrinking(_ bdev: Bdev) throws(RPCError) {
-        guard !bdev.shrinkPending else {
-            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(bdev.name) is being shrunk; retry when that call has answered")
+    /// A second resize while one is under way would race it (a shrink waiting
+    /// for its drain would cut the file under a grow).
+    private func refuseWhileBusy(_ bdev: Bdev) throws(RPCError) {
+        if let operation = bdev.operation {
+            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(bdev.name) is \(operation); retry when that call has answered")
         }
     }
 
@@ -92,15 +108,32 @@ extension VhostTarget {
         return bytes / UInt64(bdev.blockSize)
     }
 
-    private func resizeBacking(of bdev: Bdev, to bytes: UInt64) throws(RPCError) {
-        do {
-            switch bdev.backing {
-            case .file(let file): try file.resize(to: bytes)
-            case .memory(let memory): try memory.resize(to: bytes)
-            case .null: break
+    /// Gives the backing `bytes`: a file on a storage thread (`ftruncate`
+    /// waits for the storage), memory at once; then `done`, on the control loop.
+    private func resizeBacking(of bdev: Bdev, to bytes: UInt64, then done: @escaping (Result<Void, RPCError>) -> Void) {
+        switch bdev.backing {
+        case .file(let file):
+            do throws(RPCError) {
+                try storageCalls.run("resize of \(file.path)", { () -> Result<Void, RPCError> in
+                    do throws(BdevOpenError) {
+                        try file.resize(to: bytes)
+                        return .success(())
+                    } catch {
+                        return .failure(RPCError(opening: error))
+                    }
+                }, then: done)
+            } catch {
+                done(.failure(error))
             }
-        } catch {
-            throw RPCError(code: -Int(error.errno), message: error.message)
+        case .memory(let memory):
+            do throws(BdevOpenError) {
+                try memory.resize(to: bytes)
+                done(.success(()))
+            } catch {
+                done(.failure(RPCError(opening: error)))
+            }
+        case .null:
+            done(.success(()))
         }
     }
 

@@ -58,8 +58,8 @@ extension VhostTarget {
         try persistAtStart(path)
     }
 
-    /// Runs one saved call; at start no frontend is connected, so a method
-    /// that may answer later answers at once.
+    /// Runs one saved call; one that answers later (a file opened off the
+    /// loop) is waited for, running the loop, before the next.
     private func replay(_ handler: MethodHandler, _ params: JSON?) throws(RPCError) {
         switch handler {
         case .immediate(let method):
@@ -67,8 +67,8 @@ extension VhostTarget {
         case .deferred(let method):
             var answer: Result<JSON, RPCError>?
             try method(self, params) { answer = $0 }
-            guard let answer else { throw RPCError(code: -Int(EINVAL), message: "did not complete at start") }
-            _ = try answer.get()
+            loop.run(until: { answer != nil })
+            _ = try answer?.get()
         }
     }
 

@@ -7,8 +7,9 @@ extension VhostTarget {
     typealias RPCReply = (Result<JSON, RPCError>) -> Void
 
     /// A method's implementation: most answer at once; those that wait for
-    /// queues to drain (detach, shrink, deleting a controller in use) answer
-    /// through `RPCReply` later, while the loop serves everything else.
+    /// queues to drain (detach, shrink, deleting a controller in use) or for
+    /// storage (opening, resizing or rescanning a file) answer through
+    /// `RPCReply` later, while the loop serves everything else.
     enum MethodHandler: Sendable {
         case immediate(@Sendable (VhostTarget, JSON?) throws(RPCError) -> JSON)
         case deferred(@Sendable (VhostTarget, JSON?, @escaping RPCReply) throws(RPCError) -> Void)
@@ -16,9 +17,9 @@ extension VhostTarget {
 
     /// Every served method, in the order `rpc_get_methods` lists them.
     static let methods: [(name: String, handler: MethodHandler)] = [
-        (BdevUringCreateParams.method, .immediate({ t, p throws(RPCError) in try t.bdevUringCreate(BdevUringCreateParams(params: p)) })),
+        (BdevUringCreateParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevUringCreate(BdevUringCreateParams(params: p), reply) })),
         (BdevUringDeleteParams.method, .immediate({ t, p throws(RPCError) in try t.bdevDelete(BdevUringDeleteParams(params: p).name, driver: .uring) })),
-        (BdevAioCreateParams.method, .immediate({ t, p throws(RPCError) in try t.bdevAioCreate(BdevAioCreateParams(params: p)) })),
+        (BdevAioCreateParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevAioCreate(BdevAioCreateParams(params: p), reply) })),
         (BdevAioDeleteParams.method, .immediate({ t, p throws(RPCError) in try t.bdevDelete(BdevAioDeleteParams(params: p).name, driver: .aio) })),
         (BdevMallocCreateParams.method, .immediate({ t, p throws(RPCError) in try t.bdevMallocCreate(BdevMallocCreateParams(params: p)) })),
         (BdevMallocDeleteParams.method, .immediate({ t, p throws(RPCError) in try t.bdevDelete(BdevMallocDeleteParams(params: p).name, driver: .malloc) })),

@@ -28,6 +28,10 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     private var releasing = 0
     /// Set once shutdown began: saved configs are no longer rewritten.
     private(set) var shuttingDown = false
+    /// Opens, resizes and rescans of files, off the control loop.
+    private(set) lazy var storageCalls = StorageCalls(loop: loop, logger: logger)
+    /// File bdevs whose open has not come back: their names are taken.
+    var bdevsBeingOpened: Set<String> = []
     /// Why the thread-pool engine serves every bdev, when it does.
     private(set) var threadPoolReason: String?
 
@@ -142,6 +146,9 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         controllers.removeAll()
         controllerOrder.removeAll()
         loop.run(until: { releasing == 0 })  // force-deleted ones included
+        if storageCalls.running > 0 {
+            logger.warning("\(storageCalls.running) file operations still wait for their storage; exiting without their answers")
+        }
         for reactor in reactors { reactor.stop() }
         reactors.removeAll()
         for name in bdevOrder { bdevs[name]?.close() }

@@ -218,6 +218,85 @@ struct StalledBackendTests {
         }
     }
 
+    // MARK: 3b. Storage calls of the control plane
+
+    /// Growing a bdev whose file is on a frozen filesystem: `ftruncate` waits
+    /// for the thaw, off the control loop. Meanwhile other RPC clients are
+    /// answered, and a second resize and a rescan are refused (EBUSY). After the thaw the resize answers, the bdev and the guest have
+    /// the new size, and the stuck write completes.
+    @Test(arguments: [Backend.uring, .aio])
+    func resizeOnFrozenStorageWaitsOffTheControlLoop(backend: Backend) throws {
+        try Self.withStuckWrite(backend) { daemon, fs, a, q, write in
+            let resize = Self.backgroundRPC(daemon, "bdev_resize", ["name": .string(Self.bdevA), "new_size_mib": 16])
+            defer { Self.finish(resize, fs: fs, daemon: daemon) }
+            try Self.expectOthersServedWhile(resize, daemon: daemon, stuck: q)
+            for (method, params) in [("bdev_resize", ["name": JSON.string(Self.bdevA), "new_size_mib": 12]),
+                                     (backend.rescanMethod, ["name": .string(Self.bdevA)])] {
+                do {
+                    let answer = try Self.promptly(daemon, method, .object(JSONObject(params)))
+                    Issue.record("\(method) during the resize answered \(answer)")
+                } catch let RPCClientError.rpc(error) {
+                    #expect(error.code == -Int(EBUSY) && error.message.contains("being resized"), "\(method): \(error)")
+                }
+            }
+            #expect(try Self.numBlocks(daemon, Self.bdevA) == 16384, "the size before the resize answered")
+
+            if let value = Self.answerAfterThaw(resize, fs: fs) { #expect(value == .bool(true)) }
+            #expect(try Self.numBlocks(daemon, Self.bdevA) == 32768)
+            try LifecycleTests.expectConfigChange(a)
+            #expect(try LifecycleTests.capacity(a) == 32768, "the capacity the guest reads")
+            try Self.expectCompleted(write, on: q, fs: fs)
+            #expect(daemon.isRunning)
+        }
+    }
+
+    /// Sixteen resizes wait on frozen storage at once; the seventeenth is
+    /// refused (EAGAIN) rather than start one more thread, and every other
+    /// call is answered; the log names the waiting calls after 5 s. After the
+    /// thaw all sixteen answer, and the seventeenth goes through.
+    @Test func storageCallsWaitingAreBounded() throws {
+        guard let fs = FreezableFilesystem.make() else { return }
+        defer { fs.remove() }
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try D.withLogOnError(daemon) { () throws in
+            let names = (0..<17).map { "F\($0)" }
+            for name in names {
+                let path = fs.mountPoint + "/\(name).img"
+                #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20)))
+                try daemon.call("bdev_aio_create", ["filename": .string(path), "name": .string(name), "block_size": 512])
+            }
+            guard fs.freeze() else { return }
+            defer { fs.thaw() }
+            let resizes = names.prefix(16).map { name in
+                Self.backgroundRPC(daemon, "bdev_resize", ["name": .string(name), "new_size_mib": 2])
+            }
+            defer { for call in resizes { Self.finish(call, fs: fs, daemon: daemon) } }
+            usleep(Self.settle)
+            #expect(resizes.allSatisfy { $0.result == nil }, "a resize answered while its filesystem is frozen")
+            do {
+                let answer = try Self.promptly(daemon, "bdev_resize", ["name": .string(names[16]), "new_size_mib": 2])
+                Issue.record("a 17th waiting resize answered \(answer)")
+            } catch let RPCClientError.rpc(error) {
+                #expect(error.code == -Int(EAGAIN) && error.message.contains("16 file operations"), "\(error)")
+            }
+            #expect(try Self.promptly(daemon, "bdev_get_bdevs").arrayValue?.count == 17)
+            // The operator hears of each every 5 s, and of its end.
+            let deadline = ContinuousClock.now + .seconds(8)
+            while !daemon.log.contains("F15.img still waits for its storage after 5 s") && ContinuousClock.now < deadline {
+                usleep(100_000)
+            }
+            #expect(daemon.log.contains("resize of \(fs.mountPoint)/F0.img still waits for its storage after 5 s"))
+            fs.thaw()
+            for call in resizes {
+                if let value = Self.answerAfterThaw(call, fs: fs) { #expect(value == .bool(true)) }
+            }
+            #expect(try Self.promptly(daemon, "bdev_resize", ["name": .string(names[16]), "new_size_mib": 2]) == .bool(true))
+            for name in names { #expect(try Self.numBlocks(daemon, name) == 4096, "\(name)") }
+            #expect(daemon.log.contains("resize of \(fs.mountPoint)/F0.img completed after 5 s"))
+        }
+    }
+
     // MARK: 4. Other files on the same reactor
 
     /// Eight writes stuck on one file (more than the thread pool has workers
@@ -465,6 +544,10 @@ struct StalledBackendTests {
     }
 
     /// `method` called on its own connection from a background thread (waits up to `stallTimeout`).
+    static func numBlocks(_ daemon: DaemonProcess, _ bdev: String) throws -> Int64? {
+        try promptly(daemon, "bdev_get_bdevs", ["name": .string(bdev)]).arrayValue?.first?["num_blocks"]?.intValue
+    }
+
     static func backgroundRPC(_ daemon: DaemonProcess, _ method: String, _ params: JSON) -> BackgroundCall<JSON> {
         let path = daemon.rpcSocket
         return BackgroundCall(method) {

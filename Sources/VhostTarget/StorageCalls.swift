@@ -1,0 +1,90 @@
+import Glibc
+import JSONRPC
+import Logging
+import Posix
+
+/// Filesystem calls that take as long as the storage does: opening a file on
+/// a hung NFS mount, `ftruncate` on a frozen filesystem, `fstat` of a file
+/// whose server does not answer. Each runs on a thread of its own and its
+/// result comes back on the control loop, which meanwhile serves every other
+/// client, controller and frontend.
+///
+/// At most `limit` run at once: beyond that a call is refused (EAGAIN), so
+/// storage that hangs cannot pile up threads. The log names a call still
+/// waiting every 5 s.
+///
+/// Thread confinement: the control loop, but for the calls themselves.
+final class StorageCalls {
+    static let limit = 16
+
+    private let loop: EventLoop
+    private let logger: Logger
+    /// Calls started whose results have not come back.
+    private(set) var running = 0
+
+    init(loop: EventLoop, logger: Logger) {
+        self.loop = loop
+        self.logger = logger
+    }
+
+    /// Runs `call` on a new thread; `done` gets its result on the control loop.
+    /// `what` names it in errors and the log ("open /mnt/nfs/disk.img").
+    func run<T: Sendable>(
+        _ what: String, _ call: @escaping @Sendable () -> T, then done: @escaping (T) -> Void
+    ) throws(RPCError) {
+        guard running < Self.limit else {
+            throw RPCError(
+                code: -Int(EAGAIN),
+                message: "\(RPCError.errorText(EAGAIN)): \(running) file operations already wait for their storage; "
+                    + "\(what) was not started. Check the storage, then retry")
+        }
+        let pending = LoopBound(PendingCall(what: what, started: EventLoop.nowMilliseconds(), logger: logger, done: done))
+        let loop = self.loop
+        do {
+            try PosixThread.startDetached(name: "vb-storage") {
+                let result = call()
+                loop.execute { pending.object.finish(result) }
+            }
+        } catch {
+            throw RPCError(code: -Int(error.rawValue), message: "cannot start a thread for \(what): \(error)")
+        }
+        running += 1
+        pending.object.onFinish = { [weak self] in self?.running -= 1 }
+        warnWhileWaiting(pending.object)
+    }
+
+    private func warnWhileWaiting<T>(_ call: PendingCall<T>) {
+        loop.after(milliseconds: 5000) { [weak self, weak call] in
+            guard let self, let call, !call.finished else { return }
+            let seconds = (EventLoop.nowMilliseconds() &- call.started) / 1000
+            logger.warning("\(call.what) still waits for its storage after \(seconds) s; the daemon serves everything else")
+            warnWhileWaiting(call)
+        }
+    }
+}
+
+/// One call in flight: its completion, run once on the control loop.
+private final class PendingCall<T> {
+    let what: String
+    let started: UInt64
+    private let logger: Logger
+    private var done: ((T) -> Void)?
+    var onFinish: (() -> Void)?
+    var finished: Bool { done == nil }
+
+    init(what: String, started: UInt64, logger: Logger, done: @escaping (T) -> Void) {
+        self.what = what
+        self.started = started
+        self.logger = logger
+        self.done = done
+    }
+
+    func finish(_ result: T) {
+        guard let done else { return }
+        self.done = nil
+        onFinish?()
+        let seconds = (EventLoop.nowMilliseconds() &- started) / 1000
+        if seconds >= 5 { logger.notice("\(what) completed after \(seconds) s") }
+        done(result)
+    }
+}
