@@ -29,6 +29,8 @@ public final class ThreadPoolEngine: IOEngine {
 
     /// The most workers it grows to.
     public let maxThreads: Int
+    /// Where workers run (empty: wherever the thread that starts them may).
+    public let workerCPUs: [Int]
     private let shared: PoolShared
     private var workers: [pthread_t] = []
     private let logger: Logger
@@ -46,10 +48,16 @@ public final class ThreadPoolEngine: IOEngine {
     private static let completionKey = UInt64.max
 
     /// Starts `threads` workers (at least 1), also each file's limit;
-    /// `capacity` bounds queued plus in-flight operations.
-    public init(threads: Int = 4, maxThreads: Int = 64, capacity: Int = 256, logger: Logger = Logger(label: "vhost-blkd.blockio")) throws(Errno) {
+    /// `capacity` bounds queued plus in-flight operations. Workers run on
+    /// `workerCPUs` whichever thread starts them (the reactor starts those it
+    /// adds, and they would inherit its pinning to one CPU).
+    public init(
+        threads: Int = 4, maxThreads: Int = 64, capacity: Int = 256, workerCPUs: [Int] = [],
+        logger: Logger = Logger(label: "vhost-blkd.blockio")
+    ) throws(Errno) {
         self.capacity = max(capacity, 1)
         self.maxThreads = max(maxThreads, threads, 1)
+        self.workerCPUs = workerCPUs
         self.logger = logger
         let shared = try PoolShared(perFileLimit: max(threads, 1))
         let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -87,7 +95,7 @@ public final class ThreadPoolEngine: IOEngine {
 
     private func startWorker() throws(Errno) {
         let shared = self.shared
-        workers.append(try PosixThread.start(name: "vb-pool-\(workers.count)") { shared.workerLoop() })
+        workers.append(try PosixThread.start(name: "vb-pool-\(workers.count)", cpus: workerCPUs) { shared.workerLoop() })
     }
 
     deinit {

@@ -10,6 +10,17 @@ int vb_pin_current_thread(int cpu) {
     return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
+int vb_set_current_thread_cpus(const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) return EINVAL;
+        CPU_SET(cpus[i], &set);
+    }
+    if (CPU_COUNT(&set) == 0) return EINVAL;
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
 int vb_allowed_cpus(uint64_t *mask, int words) {
     cpu_set_t set;
     CPU_ZERO(&set);

@@ -6,22 +6,31 @@ import Glibc
 public enum PosixThread {
     private final class Box: @unchecked Sendable {  // handed to exactly one new thread
         let name: String
-        let cpu: Int?
+        let cpus: [Int]
         let body: @Sendable () -> Void
-        init(name: String, cpu: Int?, body: @escaping @Sendable () -> Void) {
-            self.name = name; self.cpu = cpu; self.body = body
+        init(name: String, cpus: [Int], body: @escaping @Sendable () -> Void) {
+            self.name = name; self.cpus = cpus; self.body = body
         }
     }
 
     /// Starts a joinable thread named `name`, pinned to `cpu` when given.
     public static func start(name: String, cpu: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
-        let box = Unmanaged.passRetained(Box(name: name, cpu: cpu, body: body))
+        try start(name: name, cpus: cpu.map { [$0] } ?? [], body)
+    }
+
+    /// Starts a joinable thread named `name` that runs only on `cpus` (empty:
+    /// wherever its creator may run, which it inherits).
+    public static func start(name: String, cpus: [Int], _ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
+        let box = Unmanaged.passRetained(Box(name: name, cpus: cpus, body: body))
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { arg in
             guard let arg else { return nil }
             let box = Unmanaged<Box>.fromOpaque(arg).takeRetainedValue()
             vb_set_thread_name(box.name)
-            if let cpu = box.cpu { _ = vb_pin_current_thread(Int32(cpu)) }
+            if !box.cpus.isEmpty {
+                let cpus = box.cpus.map { Int32(truncatingIfNeeded: $0) }
+                _ = cpus.withUnsafeBufferPointer { vb_set_current_thread_cpus($0.baseAddress, Int32($0.count)) }
+            }
             box.body()
             return nil
         }, box.toOpaque())

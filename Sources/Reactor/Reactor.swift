@@ -82,12 +82,15 @@ public final class Reactor: @unchecked Sendable {
     public let pollNanosecondsSpent = Atomic<UInt64>(0)
 
     /// `submissionPolling` asks for an SQPOLL ring (`SubmissionPolling`).
+    /// Thread-pool workers run on `poolCPUs` (the daemon's CPUs), not only
+    /// on the reactor's: they block in system calls and need not share its CPU.
     public init(
         index: Int, cpu: Int, useURing: Bool, pollMaxMicroseconds: UInt64 = 32,
-        submissionPolling: SubmissionPolling? = nil, logger: Logger
+        submissionPolling: SubmissionPolling? = nil, poolCPUs: [Int] = [], logger: Logger
     ) throws(Errno) {
         self.index = index
         self.cpu = cpu
+        self.poolCPUs = poolCPUs.isEmpty ? [cpu] : poolCPUs
         pollMaxNanoseconds = pollMaxMicroseconds &* 1000
         var logger = logger
         logger[metadataKey: "reactor"] = "\(index)"
@@ -97,7 +100,7 @@ public final class Reactor: @unchecked Sendable {
             primary = try URingEngine(entries: 512, polling: submissionPolling, logger: logger)
             primaryIsPool = false
         } else {
-            let pool = try ThreadPoolEngine(threads: 4, capacity: 512)
+            let pool = try ThreadPoolEngine(threads: 4, capacity: 512, workerCPUs: poolCPUs, logger: logger)
             primary = pool
             self.pool = pool
             primaryIsPool = true
@@ -111,6 +114,8 @@ public final class Reactor: @unchecked Sendable {
     }
 
     public var engineName: String { primary.name }
+    /// Where this reactor's thread-pool workers run.
+    public let poolCPUs: [Int]
     /// Whether a kernel thread polls this reactor's io_uring submission queue.
     public var submissionPolling: Bool { (primary as? URingEngine)?.submissionPolling ?? false }
 
@@ -250,7 +255,7 @@ public final class Reactor: @unchecked Sendable {
     private func ensurePool() -> ThreadPoolEngine? {
         if let pool { return pool }
         do {
-            let created = try ThreadPoolEngine(threads: 4, capacity: 256)
+            let created = try ThreadPoolEngine(threads: 4, capacity: 256, workerCPUs: poolCPUs, logger: logger)
             pool = created
             logger.info("thread-pool engine started for thread-pool bdevs")
             return created

@@ -100,7 +100,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             do {
                 let reactor = try Reactor(
                     index: index, cpu: cpu, useURing: useURing, pollMaxMicroseconds: configuration.pollMaxMicroseconds,
-                    submissionPolling: configuration.submissionPolling, logger: logger)
+                    submissionPolling: configuration.submissionPolling, poolCPUs: configuration.cpumask.cpus, logger: logger)
                 try reactor.start()
                 reactors.append(reactor)
             } catch {

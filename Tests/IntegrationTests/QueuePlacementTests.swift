@@ -72,4 +72,43 @@ struct QueuePlacementTests {
         #expect(StatsTests.int(total, "num_write_ops") == 6 && StatsTests.int(total, "num_read_ops") == 6)
         #expect(daemon.stop() == 0)
     }
+
+    /// The daemon's threads named `prefix*`, with the CPUs each may run on
+    /// (/proc/PID/task/TID/status, Cpus_allowed_list).
+    static func threads(_ pid: Int32, named prefix: String) -> [(name: String, cpus: String)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { tid in
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/status", encoding: .utf8) else { return nil }
+            var name = "", cpus = ""
+            for line in status.split(separator: "\n") {
+                if line.hasPrefix("Name:") { name = line.dropFirst(5).trimmingCharacters(in: .whitespaces) }
+                if line.hasPrefix("Cpus_allowed_list:") { cpus = line.dropFirst(18).trimmingCharacters(in: .whitespaces) }
+            }
+            return name.hasPrefix(prefix) ? (name, cpus) : nil
+        }
+    }
+
+    /// Reactors are pinned each to its CPU; the thread-pool workers an aio
+    /// bdev's queue starts (from its reactor) may run on every CPU of the
+    /// daemon's cpumask, with either engine.
+    @Test(arguments: [[], ["--engine", "thread-pool"]])
+    func threadPoolWorkersRunOnTheDaemonsCPUs(engine: [String]) throws {
+        let daemon = try DaemonProcess(cpumask: "0x3", extraArguments: engine)
+        defer { daemon.stop(); daemon.cleanUp() }
+        let image = daemon.directory.appendingPathComponent("disk.img").path
+        #expect(FileManager.default.createFile(atPath: image, contents: Data(count: 1 << 20)))
+        try daemon.call("bdev_aio_create", ["filename": .string(image), "name": "A0", "block_size": 512])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "c0", "dev_name": "A0", "cpumask": "0x2"])
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let f = try DataPathTests.attach(daemon, "c0", memory: memory, queues: 1)
+        defer { f.close() }
+        #expect(try DataPathTests.roundTrip(f, queue: 0, sector: 0, seed: 3))
+
+        let reactors = Self.threads(daemon.pid, named: "reactor_").sorted { $0.name < $1.name }
+        #expect(reactors.map(\.cpus) == ["0", "1"], "\(reactors)")
+        let workers = Self.threads(daemon.pid, named: "vb-pool-")
+        #expect(workers.count >= 4, "\(workers)")
+        #expect(workers.allSatisfy { $0.cpus == "0-1" }, "\(workers)")
+    }
 }

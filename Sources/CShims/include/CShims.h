@@ -31,6 +31,8 @@
 /* ---- CPU affinity (CPU_SET is a macro) ---- */
 /** Pins the calling thread to `cpu`; returns 0 or an errno value. */
 int vb_pin_current_thread(int cpu);
+/// Lets the calling thread run on `cpus` only; 0 or an errno (EINVAL for an empty or out-of-range set).
+int vb_set_current_thread_cpus(const int *cpus, int count);
 /** Fills `mask` (bit i = cpu i, for cpus < 64*words) with this process's allowed CPUs. Returns 0 or errno. */
 int vb_allowed_cpus(uint64_t *mask, int words);
 /** Names the calling thread (at most 15 bytes are kept). */
