@@ -27,4 +27,19 @@ public struct EventFD: Sendable {
     }
 
     public func close() { fd.close() }
+
+    /// Whether `fd` is an eventfd (its /proc/self/fd link reads
+    /// `anon_inode:[eventfd]`). A descriptor a peer sends as one may be
+    /// anything: a pipe nobody reads would block its writer once full, a
+    /// regular file would grow with every signal.
+    public static func isEventFD(_ fd: Int32) -> Bool {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = buffer.withUnsafeMutableBufferPointer { raw -> Int in
+            guard let base = raw.baseAddress else { return -1 }
+            return readlink("/proc/self/fd/\(fd)", base, raw.count - 1)
+        }
+        guard n > 0 else { return false }
+        let target = buffer.prefix(n).map { UInt8(bitPattern: $0) }
+        return String(decoding: target, as: UTF8.self) == "anon_inode:[eventfd]"
+    }
 }

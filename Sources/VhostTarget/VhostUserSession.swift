@@ -262,6 +262,7 @@ final class VhostUserSession {
             guard let i = queueIndex(file.index) else { return false }
             if file.noFD { return fail("polling mode (NOFD kick) is not supported") }
             guard !fds.isEmpty else { return fail("SET_VRING_KICK without a descriptor") }
+            guard EventFD.isEventFD(fds[0]) else { return fail("SET_VRING_KICK: the descriptor is not an eventfd") }
             guard stopped([i]) else { return setAsideUntilStopped(message) }
             let fd = fds.removeFirst()
             if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
@@ -279,6 +280,7 @@ final class VhostUserSession {
             let fd: Int32 = file.noFD ? -1 : (fds.first ?? -1)
             if !file.noFD {
                 guard !fds.isEmpty else { return fail("SET_VRING_CALL without a descriptor") }
+                guard EventFD.isEventFD(fds[0]) else { return fail("SET_VRING_CALL: the descriptor is not an eventfd") }
                 fds.removeFirst()
             }
             let old: Int32

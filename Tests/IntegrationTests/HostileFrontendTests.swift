@@ -143,7 +143,7 @@ struct HostileFrontendTests {
         case memTableWithoutFD, kickWithTwoFDs, featuresWithFD, tenFDs
         case queueSizeZero, queueSizeNotPowerOfTwo, queueSizeHuge, queueIndexHuge, kickIndexBeyond
         case overlappingRegions, regionBeyondFile, regionSizeZero, regionAddressOverflow, mmapOffsetOverflow
-        case ringsOutsideMemory
+        case ringsOutsideMemory, kickIsAFile, callIsAPipe
         var testDescription: String { rawValue }
     }
 
@@ -180,6 +180,8 @@ struct HostileFrontendTests {
         var raw: [UInt8] = []
         var rawFDs: [Int32] = []
         var messages: [VhostUserMessage] = []
+        var pipeEnds: [Int32] = []
+        defer { for fd in pipeEnds where fd >= 0 { Glibc.close(fd) } }
         switch kind {
         case .truncatedHeaderThenClose:
             raw = Array(Self.header(request: 8, size: 8).prefix(7))
@@ -251,6 +253,16 @@ struct HostileFrontendTests {
                 Self.message(.setVringKick, .u64(0), fds: [event.fd.rawValue]),
             ]
             reason = "rings are outside guest memory"
+        case .kickIsAFile:
+            messages = [Self.message(.setVringKick, .u64(0), fds: [m])]
+            reason = "SET_VRING_KICK: the descriptor is not an eventfd"
+        case .callIsAPipe:
+            // Nobody reads it: a daemon writing a signal per completion would block once it is full.
+            var ends: [Int32] = [-1, -1]
+            #expect(pipe(&ends) == 0)
+            pipeEnds = ends
+            messages = [Self.message(.setVringCall, .u64(0), fds: [ends[1]])]
+            reason = "SET_VRING_CALL: the descriptor is not an eventfd"
         }
         // The daemon may hang up before the last message is sent.
         var sent = Self.send(messages, raw: raw.count > 0 && rawFDs.count > 8 ? [] : raw, fds: rawFDs, on: channel)
