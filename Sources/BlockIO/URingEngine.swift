@@ -36,6 +36,8 @@ public final class URingEngine: IOEngine {
     private var closed = false
     private var delivering = false
     private var loggedSubmitError = false
+    /// Cancels that found the submission queue full (`cancelRead`).
+    private var pendingCancels: [UInt64] = []
     private let logger: Logger
 
     /// Sets up a ring of `entries` submission slots, trying
@@ -175,20 +177,24 @@ public final class URingEngine: IOEngine {
 
     /// An IORING_OP_ASYNC_CANCEL by user data; its own completion carries the
     /// reserved tag and is not delivered. A read waiting on poll (an eventfd
-    /// with nothing to read) is always cancellable.
+    /// with nothing to read) is always cancellable. With the submission queue
+    /// full (of entries not yet submitted, or not yet taken by the SQPOLL
+    /// thread) the cancel waits in `pendingCancels` and goes with the next
+    /// submission that finds room: it is never dropped.
     public func cancelRead(tag: UInt64) {
-        var sqe = io_uring_get_sqe(ring)
-        if sqe == nil {
-            _ = flush()  // the SQ is full of unsubmitted entries: make room
-            sqe = io_uring_get_sqe(ring)
-        }
-        guard let sqe else {
-            logger.error("cannot cancel an eventfd read: submission queue full", metadata: ["tag": "\(tag)"])
-            return
-        }
-        io_uring_prep_cancel64(sqe, tag, 0)
-        io_uring_sqe_set_data64(sqe, Self.reservedTag)
+        pendingCancels.append(tag)
         _ = flush()
+    }
+
+    /// Puts waiting cancels into free submission entries; returns whether all went.
+    private func queuePendingCancels() -> Bool {
+        while let tag = pendingCancels.first {
+            guard let sqe = io_uring_get_sqe(ring) else { return false }
+            io_uring_prep_cancel64(sqe, tag, 0)
+            io_uring_sqe_set_data64(sqe, Self.reservedTag)
+            pendingCancels.removeFirst()
+        }
+        return true
     }
 
     public func wait(timeoutNanoseconds: Int64?, _ handler: (UInt64, Int32) -> Void) -> Int {
@@ -204,8 +210,9 @@ public final class URingEngine: IOEngine {
         }
         var timeout = timeoutNanoseconds.map { max($0, 0) }
         if timeout == 0 { return 0 }
-        if !submissionPolling && io_uring_sq_ready(ring) > 0 {
-            // The kernel pushed back (EAGAIN/EBUSY): retry the submission soon.
+        if (!submissionPolling && io_uring_sq_ready(ring) > 0) || !pendingCancels.isEmpty {
+            // The kernel pushed back (EAGAIN/EBUSY), or a cancel waits for a
+            // free submission entry: retry soon.
             timeout = min(timeout ?? 1_000_000, 1_000_000)
         }
         _ = blockingWait(timeout)
@@ -225,11 +232,23 @@ public final class URingEngine: IOEngine {
         enabled = true
     }
 
-    /// Submits everything in the SQ; returns 0 or -errno. EAGAIN/EBUSY leave
-    /// the entries in the SQ for the next call (flow control).
+    /// Submits everything in the SQ, with the cancels that waited for room;
+    /// returns 0 or -errno. EAGAIN/EBUSY leave the entries in the SQ for the
+    /// next call (flow control).
     private func flush() -> Int32 {
         enableIfNeeded()
-        guard io_uring_sq_ready(ring) > 0 else { return 0 }
+        var rc: Int32 = 0
+        for _ in 0..<2 {
+            let cancelsQueued = pendingCancels.isEmpty || queuePendingCancels()
+            guard io_uring_sq_ready(ring) > 0 else { return 0 }
+            rc = submitQueued()
+            if rc < 0 || cancelsQueued { return rc }
+            // That submission made room: the cancels that waited go now.
+        }
+        return rc
+    }
+
+    private func submitQueued() -> Int32 {
         while true {
             let rc = io_uring_submit(ring)
             if rc >= 0 { return 0 }

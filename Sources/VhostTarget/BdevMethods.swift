@@ -85,9 +85,20 @@ extension VhostTarget {
         if let operation = bdev.operation {
             throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(name) is \(operation); retry when that call has answered")
         }
+        // A file's close may wait for its storage (NFS flushes on close): off the loop.
+        var closing: (FileBacking, StorageCalls.Slot)?
+        if case .file(let file) = bdev.backing { closing = (file, try storageCalls.reserve(for: "close of \(file.path)")) }
         bdevs.removeValue(forKey: name)
         bdevOrder.removeAll { $0 == name }
-        bdev.close()
+        if let (file, slot) = closing {
+            do {
+                try storageCalls.run("close of \(file.path)", in: slot, { file.close() }, then: { _ in })
+            } catch {
+                file.close()  // no thread to be had
+            }
+        } else {
+            bdev.close()
+        }
         logger.info("bdev deleted", metadata: ["bdev.name": "\(name)"])
         return .bool(true)
     }

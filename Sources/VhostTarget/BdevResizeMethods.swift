@@ -75,10 +75,18 @@ extension VhostTarget {
             reply(result.map { .bool(true) })
         }
         if shrinking {
-            // Stop new requests beyond the new end and wait for those in flight, then cut.
+            // Stop new requests beyond the new end and wait for those in flight,
+            // then cut. The cut's storage call has its place before anything
+            // changes: it cannot be refused once the guest was told.
+            let slot: StorageCalls.Slot?
+            if case .file(let file) = bdev.backing {
+                slot = try storageCalls.reserve(for: "resize of \(file.path)")
+            } else {
+                slot = nil
+            }
             bdev.operation = "being shrunk"
             setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: true) { [unowned self] in
-                resizeBacking(of: bdev, to: bytes, then: finish)
+                resizeBacking(of: bdev, to: bytes, in: slot, then: finish)
             }
         } else {
             bdev.operation = "being resized"
@@ -110,11 +118,14 @@ extension VhostTarget {
 
     /// Gives the backing `bytes`: a file on a storage thread (`ftruncate`
     /// waits for the storage), memory at once; then `done`, on the control loop.
-    private func resizeBacking(of bdev: Bdev, to bytes: UInt64, then done: @escaping (Result<Void, RPCError>) -> Void) {
+    /// With `slot`, the call runs in the place reserved for it.
+    private func resizeBacking(
+        of bdev: Bdev, to bytes: UInt64, in slot: StorageCalls.Slot? = nil, then done: @escaping (Result<Void, RPCError>) -> Void
+    ) {
         switch bdev.backing {
         case .file(let file):
             do throws(RPCError) {
-                try storageCalls.run("resize of \(file.path)", { () -> Result<Void, RPCError> in
+                try storageCalls.run("resize of \(file.path)", in: slot, { () -> Result<Void, RPCError> in
                     do throws(BdevOpenError) {
                         try file.resize(to: bytes)
                         return .success(())

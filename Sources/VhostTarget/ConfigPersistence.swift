@@ -84,14 +84,21 @@ extension VhostTarget {
     }
 
     /// The persistence hook: after a successful request that may have
-    /// changed state. A failed write is logged; the change itself stands.
-    func persistAfter(method: String) {
+    /// changed state. The file is written off the control loop
+    /// (`ConfigWriter`); `done` runs once it was (the RPC answers then, so a
+    /// client that got its answer finds its change in the file). A failed
+    /// write is logged; the change itself stands.
+    func persistAfter(method: String, then done: @escaping () -> Void = {}) {
         // During shutdown the controllers are already gone from the tables: keep the file as it was.
-        guard configuration.persistConfig, !shuttingDown, let path = configuration.configFile, !Self.isReadOnly(method: method) else { return }
-        do {
-            try writeConfig(to: path)
-        } catch {
-            logger.error("\(method) succeeded but config file \(path) could not be rewritten: \(error)")
+        guard configuration.persistConfig, !shuttingDown, let path = configuration.configFile, !Self.isReadOnly(method: method) else {
+            return done()
+        }
+        let text = currentConfig().json.encoded(pretty: true) + "\n"
+        configWriter.write(Array(text.utf8), to: path) { [logger] failure in
+            if let failure {
+                logger.error("\(method) succeeded but config file \(path) could not be rewritten: \(failure)")
+            }
+            done()
         }
     }
 

@@ -76,7 +76,8 @@ extension VhostTarget {
     }
 
     /// Serves `request`; `respond` runs once, when the method has answered
-    /// (a saved config is rewritten first when the method changed it).
+    /// (a saved config is rewritten first when the method changed it, off
+    /// the control loop).
     func handle(_ request: RPCRequest, respond: @escaping RPCReply) {
         guard let handler = Self.handlerTable[request.method] else {
             respond(.failure(.methodNotFound(request.method)))
@@ -84,10 +85,12 @@ extension VhostTarget {
         }
         let finish: RPCReply = { [unowned self] result in
             switch result {
-            case .success: persistAfter(method: request.method)
-            case .failure(let error): logger.debug("RPC \(request.method) failed: \(error.message)")
+            case .success:
+                persistAfter(method: request.method) { respond(result) }
+            case .failure(let error):
+                logger.debug("RPC \(request.method) failed: \(error.message)")
+                respond(result)
             }
-            respond(result)
         }
         do throws(RPCError) {
             switch handler {

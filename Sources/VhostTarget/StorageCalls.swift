@@ -20,23 +20,48 @@ final class StorageCalls {
     private let loop: EventLoop
     private let logger: Logger
     /// Calls started whose results have not come back.
-    private(set) var running = 0
+    fileprivate(set) var running = 0
 
     init(loop: EventLoop, logger: Logger) {
         self.loop = loop
         self.logger = logger
     }
 
+    /// A call's place among the `limit`, taken before the work that leads to
+    /// it (a shrink first waits for requests in flight, then truncates): a
+    /// full table then refuses the work before it starts, not half way.
+    final class Slot {
+        fileprivate weak var owner: StorageCalls?
+        fileprivate var taken = true
+        fileprivate init(owner: StorageCalls) { self.owner = owner }
+
+        /// Gives the place back unused.
+        func release() {
+            guard taken else { return }
+            taken = false
+            owner?.running -= 1
+        }
+    }
+
+    /// Takes a place for a call to `run` later (`in: slot`); throws EAGAIN
+    /// when `limit` calls already wait. `release()` gives it back unused.
+    func reserve(for what: String) throws(RPCError) -> Slot {
+        try checkRoom(for: what)
+        running += 1
+        return Slot(owner: self)
+    }
+
     /// Runs `call` on a new thread; `done` gets its result on the control loop.
     /// `what` names it in errors and the log ("open /mnt/nfs/disk.img").
+    /// With a `slot` from `reserve`, it runs in that place (and never throws EAGAIN).
     func run<T: Sendable>(
-        _ what: String, _ call: @escaping @Sendable () -> T, then done: @escaping (T) -> Void
+        _ what: String, in slot: Slot? = nil, _ call: @escaping @Sendable () -> T, then done: @escaping (T) -> Void
     ) throws(RPCError) {
-        guard running < Self.limit else {
-            throw RPCError(
-                code: -Int(EAGAIN),
-                message: "\(RPCError.errorText(EAGAIN)): \(running) file operations already wait for their storage; "
-                    + "\(what) was not started. Check the storage, then retry")
+        if let slot, slot.taken {
+            slot.taken = false  // the place passes to this call
+        } else {
+            try checkRoom(for: what)
+            running += 1
         }
         let pending = LoopBound(PendingCall(what: what, started: EventLoop.nowMilliseconds(), logger: logger, done: done))
         let loop = self.loop
@@ -46,11 +71,20 @@ final class StorageCalls {
                 loop.execute { pending.object.finish(result) }
             }
         } catch {
+            running -= 1
             throw RPCError(code: -Int(error.rawValue), message: "cannot start a thread for \(what): \(error)")
         }
-        running += 1
         pending.object.onFinish = { [weak self] in self?.running -= 1 }
         warnWhileWaiting(pending.object)
+    }
+
+    private func checkRoom(for what: String) throws(RPCError) {
+        guard running < Self.limit else {
+            throw RPCError(
+                code: -Int(EAGAIN),
+                message: "\(RPCError.errorText(EAGAIN)): \(running) file operations already wait for their storage; "
+                    + "\(what) was not started. Check the storage, then retry")
+        }
     }
 
     private func warnWhileWaiting<T>(_ call: PendingCall<T>) {

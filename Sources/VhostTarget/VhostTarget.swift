@@ -30,6 +30,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     private(set) var shuttingDown = false
     /// Opens, resizes and rescans of files, off the control loop.
     private(set) lazy var storageCalls = StorageCalls(loop: loop, logger: logger)
+    /// `--persist`'s writes of the config file, off the control loop.
+    private(set) lazy var configWriter = ConfigWriter(loop: loop)
     /// File bdevs whose open has not come back: their names are taken.
     var bdevsBeingOpened: Set<String> = []
     /// Why the thread-pool engine serves every bdev, when it does.
@@ -145,9 +147,11 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         }
         controllers.removeAll()
         controllerOrder.removeAll()
-        loop.run(until: { releasing == 0 })  // force-deleted ones included
+        // Force-deleted controllers included; the config file has every change answered.
+        loop.run(until: { releasing == 0 && configWriter.isIdle })
         if storageCalls.running > 0 {
-            logger.warning("\(storageCalls.running) file operations still wait for their storage; exiting without their answers")
+            logger.warning(
+                "\(storageCalls.running) file operations still wait for their storage; the process exits once they return")
         }
         for reactor in reactors { reactor.stop() }
         reactors.removeAll()

@@ -157,6 +157,34 @@ struct EngineConformanceTests {
         #expect(engine.wait(timeoutNanoseconds: 20_000_000) { collected.add($0, $1) } == 0)
     }
 
+    @Test("a cancel that finds the submission queue full waits for room, it is not lost", arguments: EngineKind.allCases)
+    func cancelWithTheQueueFull(kind: EngineKind) throws {
+        for _ in 0..<20 { try cancelWithTheQueueFullOnce(kind: kind) }  // an SQPOLL thread may or may not have made room
+    }
+
+    func cancelWithTheQueueFullOnce(kind: EngineKind) throws {
+        let engine = try kind.make(capacity: 8)
+        let event = try EventFD()
+        defer { event.close() }
+        let buffer = AlignedBuffer(count: 8)
+        var accepted: UInt64 = 0
+        while engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: accepted) {
+            accepted += 1
+            if accepted > 1000 { break }
+        }
+        #expect(accepted == UInt64(engine.capacity))
+        engine.cancelRead(tag: 0)  // before any submission: the SQ is full
+        var collected = Collected()
+        collect(engine, count: 1, into: &collected, seconds: 5)
+        #expect(collected.results == [0: -ECANCELED])
+        #expect(engine.inFlight == engine.capacity - 1)
+        for tag in 1..<accepted { engine.cancelRead(tag: tag) }
+        collect(engine, count: Int(accepted) - 1, into: &collected, seconds: 5)
+        #expect(collected.results.count == Int(accepted) && collected.results.values.allSatisfy { $0 == -ECANCELED })
+        #expect(collected.duplicates.isEmpty)
+        #expect(engine.inFlight == 0)
+    }
+
     @Test("a read cancelled on a closed eventfd does not hold up one on the next", arguments: EngineKind.allCases)
     func cancelThenReuse(kind: EngineKind) throws {
         let engine = try kind.make()

@@ -70,7 +70,18 @@ struct DataIntegrityTests {
             #expect(try f.getConfig(offset: 32, size: 1) == [0])
         }
         #expect(try writeCache(daemon) == .bool(false))
-        let saved = try String(contentsOfFile: configPath, encoding: .utf8)
+        // The guest's change reaches the file shortly after (written off the control loop).
+        func savedConfig(within seconds: Int, until done: (String) -> Bool) -> String {
+            let deadline = ContinuousClock.now + .seconds(seconds)
+            var text = ""
+            repeat {
+                text = (try? String(contentsOfFile: configPath, encoding: .utf8)) ?? ""
+                if done(text) { break }
+                usleep(20_000)
+            } while ContinuousClock.now < deadline
+            return text
+        }
+        let saved = savedConfig(within: 5) { $0.contains("\"write_cache\": false") }
         #expect(saved.contains("\"write_cache\": false"), "\(saved)")
         #expect(daemon.stop() == 0)
 
@@ -85,7 +96,8 @@ struct DataIntegrityTests {
         #expect(try D.roundTrip(f, queue: 0, sector: 9, seed: 1))
         // Back to write-back: the saved config no longer carries the key.
         try f.setConfig(offset: 32, bytes: [1])
-        #expect(!(try String(contentsOfFile: configPath, encoding: .utf8)).contains("write_cache"))
+        let resaved = savedConfig(within: 5) { !$0.contains("write_cache") }
+        #expect(!resaved.contains("write_cache"), "\(resaved)")
     }
 
     /// `write_cache: false` at creation (vhost-blkd's extension): the guest

@@ -266,6 +266,10 @@ struct StalledBackendTests {
                 #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20)))
                 try daemon.call("bdev_aio_create", ["filename": .string(path), "name": .string(name), "block_size": 512])
             }
+            // And one on storage that answers, to shrink while the sixteen wait.
+            let other = daemon.directory.appendingPathComponent("other.img").path
+            #expect(FileManager.default.createFile(atPath: other, contents: Data(count: 8 << 20)))
+            try daemon.call("bdev_aio_create", ["filename": .string(other), "name": "G0", "block_size": 512])
             guard fs.freeze() else { return }
             defer { fs.thaw() }
             let resizes = names.prefix(16).map { name in
@@ -280,7 +284,15 @@ struct StalledBackendTests {
             } catch let RPCClientError.rpc(error) {
                 #expect(error.code == -Int(EAGAIN) && error.message.contains("16 file operations"), "\(error)")
             }
-            #expect(try Self.promptly(daemon, "bdev_get_bdevs").arrayValue?.count == 17)
+            // A shrink is refused before it changes anything: the bdev keeps its size.
+            do {
+                let answer = try Self.promptly(daemon, "bdev_resize", ["name": "G0", "new_size_mib": 4])
+                Issue.record("a shrink with 16 storage calls waiting answered \(answer)")
+            } catch let RPCClientError.rpc(error) {
+                #expect(error.code == -Int(EAGAIN), "\(error)")
+            }
+            #expect(try Self.numBlocks(daemon, "G0") == 16384)
+            #expect(try Self.promptly(daemon, "bdev_get_bdevs").arrayValue?.count == 18)
             // The operator hears of each every 5 s, and of its end.
             let deadline = ContinuousClock.now + .seconds(8)
             while !daemon.log.contains("F15.img still waits for its storage after 5 s") && ContinuousClock.now < deadline {
@@ -294,6 +306,33 @@ struct StalledBackendTests {
             #expect(try Self.promptly(daemon, "bdev_resize", ["name": .string(names[16]), "new_size_mib": 2]) == .bool(true))
             for name in names { #expect(try Self.numBlocks(daemon, name) == 4096, "\(name)") }
             #expect(daemon.log.contains("resize of \(fs.mountPoint)/F0.img completed after 5 s"))
+            #expect(try Self.promptly(daemon, "bdev_resize", ["name": "G0", "new_size_mib": 4]) == .bool(true))
+            #expect(try Self.numBlocks(daemon, "G0") == 8192)
+        }
+    }
+
+    /// `--persist` with the config file on a frozen filesystem: a change is
+    /// made at once but answered only once the file holds it (after the
+    /// thaw); meanwhile other clients are answered.
+    @Test func savedConfigOnFrozenStorageWaitsOffTheControlLoop() throws {
+        guard let fs = FreezableFilesystem.make() else { return }
+        defer { fs.remove() }
+        let configPath = fs.mountPoint + "/vhost-blkd.json"
+        let daemon = try DaemonProcess(extraArguments: ["--config", configPath, "--persist"])
+        defer { daemon.stop(); daemon.cleanUp() }
+        try D.withLogOnError(daemon) { () throws in
+            try daemon.call("bdev_aio_create", ["filename": .string(fs.diskPath), "name": "F0", "block_size": 512])
+            guard fs.freeze() else { return }
+            defer { fs.thaw() }
+            let create = Self.backgroundRPC(daemon, "bdev_malloc_create", ["num_blocks": 2048, "block_size": 512, "name": "M0"])
+            defer { Self.finish(create, fs: fs, daemon: daemon) }
+            usleep(Self.settle)
+            #expect(create.result == nil, "the create answered before the config file could hold it")
+            #expect(try Self.promptly(daemon, "spdk_get_version")["version"] != nil)
+            #expect(try Self.promptly(daemon, "bdev_get_bdevs").arrayValue?.count == 2, "the change itself is made at once")
+            if let value = Self.answerAfterThaw(create, fs: fs) { #expect(value == .string("M0")) }
+            let saved = try String(contentsOfFile: configPath, encoding: .utf8)
+            #expect(saved.contains("\"M0\"") && saved.contains("\"F0\""), "\(saved)")
         }
     }
 
