@@ -189,6 +189,12 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     }
 
     func acceptFrontend(_ controller: Controller) {
+        if let existing = controller.session, !existing.isClosing, existing.checkHangUp() {
+            // The frontend reconnects before the loop handled its hang-up:
+            // end the old session first, as that hang-up would; the new
+            // connection waits in the backlog until it has closed.
+            endSession(existing)
+        }
         if let existing = controller.session, existing.isClosing {
             // The previous session still drains: new connections wait in the
             // backlog until it has closed (`endSession` watches again).

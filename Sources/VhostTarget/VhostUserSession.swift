@@ -649,6 +649,16 @@ final class VhostUserSession {
     /// True once `close` began: the session serves no more messages.
     var isClosing: Bool { closeWaiters != nil || closed }
 
+    /// Whether the frontend has closed its end, whether or not the loop has
+    /// seen it yet (its reconnect may come in the same batch of events);
+    /// logs it when it has.
+    func checkHangUp() -> Bool {
+        var pfd = pollfd(fd: socket.rawValue, events: Int16(POLLRDHUP), revents: 0)
+        guard poll(&pfd, 1, 0) == 1, Int32(pfd.revents) & (POLLHUP | POLLRDHUP | POLLERR) != 0 else { return false }
+        logger.info("frontend disconnected")
+        return true
+    }
+
     /// Ends the session: stops the queues (letting what is in flight
     /// complete), then unmaps memory and closes every descriptor; `done`
     /// runs on the control loop when that is complete. Calling it again adds

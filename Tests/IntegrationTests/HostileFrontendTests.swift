@@ -94,12 +94,18 @@ struct HostileFrontendTests {
         let frontend: VhostUserFrontend
         let load: VerifiedIOLoad
 
+        /// A daemon with malloc controllers `vhost.0` (on M0) and `vhost.1` (on M1), 2 MiB each.
+        static func twoControllers() throws -> DaemonProcess {
+            let daemon = try DaemonProcess()
+            for i in 0..<2 {
+                try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": .string("M\(i)")])
+                try daemon.call("vhost_create_blk_controller", ["ctrlr": .string("vhost.\(i)"), "dev_name": .string("M\(i)")])
+            }
+            return daemon
+        }
+
         init() throws {
-            daemon = try DaemonProcess()
-            try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": "M0"])
-            try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": "M1"])
-            try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0"])
-            try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.1", "dev_name": "M1"])
+            daemon = try Self.twoControllers()
             memory = try FrontendMemory(size: 8 << 20)
             frontend = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.1", memory: memory)
             try frontend.connect()
