@@ -301,14 +301,17 @@ public final class URingEngine: IOEngine {
     private func drain() {
         if flush() < 0 { return }
         guard inFlight > 0 else { return }
-        if let sqe = io_uring_get_sqe(ring) {
-            io_uring_prep_cancel64(sqe, 0, Int32(IORING_ASYNC_CANCEL_ANY))
-            io_uring_sqe_set_data64(sqe, Self.reservedTag)
-            if flush() < 0 { return }
-        }
+        var cancelled = false
         var rounds = 0
         while inFlight > 0 && rounds < 50 {  // at most ~5 s
             rounds += 1
+            if !cancelled, let sqe = io_uring_get_sqe(ring) {
+                // Retried each round: a full SQPOLL queue makes room once its thread took the entries.
+                io_uring_prep_cancel64(sqe, 0, Int32(IORING_ASYNC_CANCEL_ANY))
+                io_uring_sqe_set_data64(sqe, Self.reservedTag)
+                cancelled = true
+            }
+            if flush() < 0 { return }
             let rc = blockingWait(100_000_000)
             if rc < 0 && rc != -ETIME && rc != -EINTR { return }  // e.g. EEXIST: not the owning thread
             _ = reap { _, _ in }

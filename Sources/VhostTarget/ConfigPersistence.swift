@@ -73,12 +73,16 @@ extension VhostTarget {
     }
 
     /// With `--persist`, writes the file once at start, so an unwritable
-    /// location is found now rather than after the first change.
+    /// location is found now rather than after the first change. Through
+    /// `configWriter`, like every write: a guest's change during the replay
+    /// may already be under way, and the newest state must land last.
     private func persistAtStart(_ path: String) throws(TargetStartError) {
         guard configuration.persistConfig else { return }
-        do {
-            try writeConfig(to: path)
-        } catch {
+        let text = currentConfig().json.encoded(pretty: true) + "\n"
+        var outcome: Errno??
+        configWriter.write(Array(text.utf8), to: path) { outcome = $0 }
+        loop.run(until: { outcome != nil })
+        if case .some(.some(let error)) = outcome {
             throw TargetStartError("cannot write config file \(path): \(error)")
         }
     }
@@ -102,10 +106,6 @@ extension VhostTarget {
         }
     }
 
-    private func writeConfig(to path: String) throws(Errno) {
-        let text = currentConfig().json.encoded(pretty: true) + "\n"
-        try AtomicFile.write(path: path, bytes: Array(text.utf8))
-    }
 }
 
 /// Whole-file reads and crash-safe replacement.

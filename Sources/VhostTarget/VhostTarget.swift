@@ -189,14 +189,10 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     }
 
     func acceptFrontend(_ controller: Controller) {
-        if let existing = controller.session, !existing.isClosing, existing.checkHangUp() {
-            // The frontend reconnects before the loop handled its hang-up:
-            // end the old session first, as that hang-up would; the new
-            // connection waits in the backlog until it has closed.
-            endSession(existing)
-        }
-        if let existing = controller.session, existing.isClosing {
-            // The previous session still drains: new connections wait in the
+        if let existing = controller.session, existing.isClosing || existing.hasHungUp() {
+            // The previous session still drains, or its frontend reconnects
+            // before the loop read the rest of what it sent (the session reads
+            // it, then ends at end of file): new connections wait in the
             // backlog until it has closed (`endSession` watches again).
             if let token = controller.listenToken { loop.modify(token, events: []) }
             return

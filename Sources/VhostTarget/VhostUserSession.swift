@@ -649,14 +649,13 @@ final class VhostUserSession {
     /// True once `close` began: the session serves no more messages.
     var isClosing: Bool { closeWaiters != nil || closed }
 
-    /// Whether the frontend has closed its end, whether or not the loop has
-    /// seen it yet (its reconnect may come in the same batch of events);
-    /// logs it when it has.
-    func checkHangUp() -> Bool {
+    /// Whether the frontend has closed its end (or its sending side),
+    /// whether or not the loop has seen it yet: its reconnect may come in
+    /// the same batch of events. What it sent before is still to be read.
+    func hasHungUp() -> Bool {
         var pfd = pollfd(fd: socket.rawValue, events: Int16(POLLRDHUP), revents: 0)
-        guard poll(&pfd, 1, 0) == 1, Int32(pfd.revents) & (POLLHUP | POLLRDHUP | POLLERR) != 0 else { return false }
-        logger.info("frontend disconnected")
-        return true
+        guard poll(&pfd, 1, 0) == 1 else { return false }
+        return Int32(pfd.revents) & (POLLHUP | POLLRDHUP | POLLERR) != 0
     }
 
     /// Ends the session: stops the queues (letting what is in flight

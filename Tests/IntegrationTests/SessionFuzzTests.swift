@@ -113,6 +113,41 @@ struct SessionFuzzTests {
         #expect(refused == 0, "\(refused) of 10 immediate reconnects were refused")
         #expect(daemon.stop() == 0)
     }
+
+    /// What a frontend sent just before it closed is served even when it
+    /// reconnects at once: a write-cache switch (SET_CONFIG) behind 8 KiB of
+    /// SET_FEATURES, more than one read of its socket. The daemon reads the
+    /// old connection to its end before it serves the new one.
+    @Test func messagesSentJustBeforeAReconnectAreServed() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try daemon.call("bdev_malloc_create", ["num_blocks": 2048, "block_size": 512, "name": "M0"])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0"])
+        func writeCache() throws -> JSON? {
+            try daemon.call("vhost_get_controllers", ["name": "vhost.0"]).arrayValue?.first?["backend_specific"]?["block"]?["write_cache"]
+        }
+        var enabled = true
+        for round in 0..<10 {
+            let memory = try FrontendMemory(size: 8 << 20)
+            defer { memory.close() }
+            let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory)
+            try f.connect()
+            let features = f.options.wantedFeatures.intersection(f.deviceFeatures)
+            let setFeatures = VhostUserMessage(request: .setFeatures, payload: .u64(features.rawValue)).encoded()
+            enabled.toggle()
+            let wce = VhostUserPayload.config(offset: 32, size: 1, flags: 0, payload: [enabled ? 1 : 0])
+            // One burst, then the close: most of it is still unread when the reconnect comes.
+            let burst = Array([[UInt8]](repeating: setFeatures, count: 410).joined())  // 20 bytes each
+                + VhostUserMessage(request: .setConfig, payload: wce).encoded()
+            try f.channel.sendRaw(burst)
+            f.close()
+            let again = try VhostUserChannel(path: daemon.socketDirectory + "/vhost.0")
+            defer { again.close() }
+            #expect((try? again.requestU64(.getFeatures)) != nil, "round \(round): the reconnect was refused")
+            #expect(try writeCache() == .bool(enabled), "round \(round): the write-cache switch was lost")
+        }
+        #expect(daemon.stop() == 0)
+    }
 }
 
 // MARK: - Deterministic randomness
