@@ -19,8 +19,8 @@ final class StorageCalls {
 
     private let loop: EventLoop
     private let logger: Logger
-    /// Calls started whose results have not come back.
-    fileprivate(set) var running = 0
+    /// Calls started (or places reserved) whose results have not come back.
+    private(set) var running = 0
 
     init(loop: EventLoop, logger: Logger) {
         self.loop = loop
@@ -31,24 +31,16 @@ final class StorageCalls {
     /// it (a shrink first waits for requests in flight, then truncates): a
     /// full table then refuses the work before it starts, not half way.
     final class Slot {
-        fileprivate weak var owner: StorageCalls?
         fileprivate var taken = true
-        fileprivate init(owner: StorageCalls) { self.owner = owner }
-
-        /// Gives the place back unused.
-        func release() {
-            guard taken else { return }
-            taken = false
-            owner?.running -= 1
-        }
+        fileprivate init() {}
     }
 
     /// Takes a place for a call to `run` later (`in: slot`); throws EAGAIN
-    /// when `limit` calls already wait. `release()` gives it back unused.
+    /// when `limit` calls already wait.
     func reserve(for what: String) throws(RPCError) -> Slot {
         try checkRoom(for: what)
         running += 1
-        return Slot(owner: self)
+        return Slot()
     }
 
     /// Runs `call` on a new thread; `done` gets its result on the control loop.
