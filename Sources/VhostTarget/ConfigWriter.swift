@@ -1,4 +1,3 @@
-import Logging
 import Posix
 
 /// Writes the saved config (`--persist`) off the control loop: `AtomicFile`
