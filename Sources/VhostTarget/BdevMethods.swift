@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import JSONRPC
+import Posix
 import VhostBlkAPI
 
 /// bdev_* methods (SPDK's names, parameters and results; PROTOCOL.md §4).
@@ -103,13 +104,24 @@ extension VhostTarget {
         return .bool(true)
     }
 
-    func bdevGetBdevs(_ p: BdevGetBdevsParams) throws(RPCError) -> JSON {
-        if let name = p.name {
-            guard let bdev = bdevs[name] else { throw .errno(ENODEV) }
-            return .array([describe(bdev)])
+    /// With `name` and `timeout` (ms, SPDK's), waits that long for the bdev
+    /// to appear (one being created on another connection) before ENODEV.
+    func bdevGetBdevs(_ p: BdevGetBdevsParams, _ reply: @escaping RPCReply) throws(RPCError) {
+        guard let name = p.name else {
+            let names = p.page.map { Array($0.slice(bdevOrder)) } ?? bdevOrder
+            return reply(.success(.array(names.compactMap { bdevs[$0] }.map(describe))))
         }
-        let names = p.page.map { Array($0.slice(bdevOrder)) } ?? bdevOrder
-        return .array(names.compactMap { bdevs[$0] }.map(describe))
+        let deadline = EventLoop.nowMilliseconds() &+ min(p.timeout ?? 0, 3_600_000)
+        func answer() {
+            if let bdev = bdevs[name] {
+                reply(.success(.array([describe(bdev)])))
+            } else if EventLoop.nowMilliseconds() >= deadline {
+                reply(.failure(.errno(ENODEV)))
+            } else {
+                loop.after(milliseconds: 10) { answer() }
+            }
+        }
+        answer()
     }
 
     // MARK: Helpers

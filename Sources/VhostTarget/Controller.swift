@@ -26,7 +26,12 @@ final class Controller {
     /// GET_ID answer (virtio 1.2 §5.2.6): the controller name, cut to 20 bytes.
     let serial: [UInt8]
     /// The backing device; nil while empty or detached (capacity 0, I/O fails).
-    var bdev: Bdev?
+    var bdev: Bdev? {
+        didSet { if let bdev { lastBlockSize = bdev.blockSize } }
+    }
+    /// The block size of the last bdev attached (512 before any): what a
+    /// connected guest keeps using after a detach.
+    private var lastBlockSize: UInt32 = 512
     var session: VhostUserSession?
     /// The guest turned the write cache off (CONFIG_WCE `writeback` = 0):
     /// every write is made durable before it completes.
@@ -53,6 +58,7 @@ final class Controller {
         self.maxQueues = maxQueues
         self.serial = Array(name.utf8.prefix(BlkGetID.serialLength))
         self.bdev = bdev
+        lastBlockSize = bdev?.blockSize ?? 512  // didSet does not run in init
         self.listener = listener
         var logger = logger
         logger[metadataKey: "controller.name"] = "\(name)"
@@ -64,8 +70,9 @@ final class Controller {
         queueReactors[index % queueReactors.count]
     }
 
-    /// Block size the guest sees.
-    var blockSize: UInt32 { bdev?.blockSize ?? 512 }
+    /// Block size the guest sees; while detached, the last bdev's (a guest
+    /// reads it once, at probe: a bdev attached later must match it).
+    var blockSize: UInt32 { bdev?.blockSize ?? lastBlockSize }
 
     /// What the queues use for I/O.
     func deviceBackend() -> DeviceBackend {

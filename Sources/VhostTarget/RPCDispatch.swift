@@ -29,7 +29,7 @@ extension VhostTarget {
         (BdevAioRescanParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevRescan(BdevAioRescanParams(params: p).name, driver: .aio, reply) })),
         (BdevNullResizeParams.method, .immediate({ t, p throws(RPCError) in try t.bdevNullResize(BdevNullResizeParams(params: p)) })),
         (BdevResizeParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevResize(BdevResizeParams(params: p), reply) })),
-        (BdevGetBdevsParams.method, .immediate({ t, p throws(RPCError) in try t.bdevGetBdevs(BdevGetBdevsParams(params: p)) })),
+        (BdevGetBdevsParams.method, .deferred({ t, p, reply throws(RPCError) in try t.bdevGetBdevs(BdevGetBdevsParams(params: p), reply) })),
         (BdevGetIostatParams.method, .immediate({ t, p throws(RPCError) in try t.bdevGetIostat(BdevGetIostatParams(params: p)) })),
         (BdevResetIostatParams.method, .immediate({ t, p throws(RPCError) in try t.bdevResetIostat(BdevResetIostatParams(params: p)) })),
         (BdevGetLatencyParams.method, .immediate({ t, p throws(RPCError) in try t.bdevGetLatency(BdevGetLatencyParams(params: p)) })),

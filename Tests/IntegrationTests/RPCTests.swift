@@ -22,6 +22,30 @@ struct RPCTests {
         #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
     }
 
+    /// `bdev_get_bdevs {name, timeout}` (SPDK's): waits up to `timeout` ms
+    /// for the bdev to appear, and other clients are served meanwhile;
+    /// without it, or past it, ENODEV.
+    @Test func getBdevsWaitsForTheNamedBdevUpToItsTimeout() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        let path = daemon.rpcSocket
+        let waiting = BackgroundCall("bdev_get_bdevs later, 5 s") { () throws -> JSON in
+            try RPCClient(path: path, timeout: .seconds(10)).call("bdev_get_bdevs", params: ["name": "later", "timeout": 5000])
+        }
+        usleep(300_000)
+        #expect(waiting.result == nil, "answered before the bdev existed")
+        #expect(throws: RPCClientError.self) { try daemon.call("bdev_get_bdevs", ["name": "later"]) }
+        try daemon.call("bdev_malloc_create", ["num_blocks": 2048, "block_size": 512, "name": "later"])
+        switch waiting.join(timeout: .seconds(2)) {
+        case .success(let answer): #expect(answer.arrayValue?.first?["name"] == "later", "\(answer)")
+        case .failure(let error): Issue.record("bdev_get_bdevs with a timeout failed: \(error)")
+        case nil: Issue.record("bdev_get_bdevs with a timeout did not answer once the bdev existed")
+        }
+        let start = ContinuousClock.now
+        #expect(throws: RPCClientError.self) { try daemon.call("bdev_get_bdevs", ["name": "never", "timeout": 300]) }
+        #expect(ContinuousClock.now - start >= .milliseconds(300))
+    }
+
     @Test func secondDaemonOnSameSocketRefuses() throws {
         let daemon = try DaemonProcess()
         defer { daemon.stop(); daemon.cleanUp() }
