@@ -95,8 +95,8 @@ struct HostileFrontendTests {
         let load: VerifiedIOLoad
 
         /// A daemon with malloc controllers `vhost.0` (on M0) and `vhost.1` (on M1), 2 MiB each.
-        static func twoControllers(extraArguments: [String] = []) throws -> DaemonProcess {
-            let daemon = try DaemonProcess(extraArguments: extraArguments)
+        static func twoControllers(cpumask: String = "0x1", extraArguments: [String] = []) throws -> DaemonProcess {
+            let daemon = try DaemonProcess(cpumask: cpumask, extraArguments: extraArguments)
             for i in 0..<2 {
                 try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": .string("M\(i)")])
                 try daemon.call("vhost_create_blk_controller", ["ctrlr": .string("vhost.\(i)"), "dev_name": .string("M\(i)")])

@@ -41,7 +41,8 @@ struct SessionFuzzTests {
     }
 
     /// For every seed, a daemon (io_uring engine for even seeds, the thread
-    /// pool for odd ones) with two malloc controllers: `vhost.0` takes
+    /// pool for odd ones; two reactors for seeds divisible by 3) with two
+    /// malloc controllers: `vhost.0` takes
     /// `rounds` fuzzed sessions. After each round: the daemon process lives,
     /// answers `spdk_get_version` within 2 s, a bystander on `vhost.1` does a
     /// verified write+read, and a fresh well-behaved frontend on `vhost.0`
@@ -51,8 +52,11 @@ struct SessionFuzzTests {
     /// holds no fatal error.
     @Test(arguments: seeds)
     func randomSessionsLeaveTheDaemonServing(seed: UInt64) throws {
-        // Odd seeds run the thread-pool engine: kick reads through its epoll set.
-        let world = try FuzzWorld(extraArguments: seed % 2 == 1 ? ["--engine", "thread-pool"] : [])
+        // Odd seeds run the thread-pool engine (kick reads through its epoll
+        // set); seeds divisible by 3 two reactors (a controller's queues on both).
+        let world = try FuzzWorld(
+            cpumask: seed % 3 == 0 && ProcessInfo.processInfo.activeProcessorCount >= 2 ? "0x3" : "0x1",
+            extraArguments: seed % 2 == 1 ? ["--engine", "thread-pool"] : [])
         defer { world.tearDown() }
         let baselineFDs = HostileRPCTests.fdCount(world.daemon.pid)
         var totalSteps = 0
@@ -382,8 +386,8 @@ final class FuzzWorld {
     private var bystander: VhostUserFrontend?
     static let sectors: UInt64 = 4096
 
-    init(extraArguments: [String] = []) throws {
-        daemon = try HostileFrontendTests.Bystander.twoControllers(extraArguments: extraArguments)
+    init(cpumask: String = "0x1", extraArguments: [String] = []) throws {
+        daemon = try HostileFrontendTests.Bystander.twoControllers(cpumask: cpumask, extraArguments: extraArguments)
         let memory = try FrontendMemory(size: 8 << 20)
         bystanderMemory = memory
         let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.1", memory: memory)
