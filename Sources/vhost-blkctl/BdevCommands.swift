@@ -40,7 +40,7 @@ struct BdevAioCreate: ParsableCommand {
     @Argument(help: "Block device name") var name: String
     @Argument(help: "Block size for this bdev") var blockSize: UInt32?
     @Flag(name: [.customShort("r"), .long], help: "Set this bdev as read-only") var readonly = false
-    @Flag(name: .long, help: "Support unmap/write-zeroes by fallocate") var fallocate = false
+    @Flag(name: .long, help: "Support unmap/write-zeroes by fallocate (rpc.py's flag; vhost-blkd always does)") var fallocate = false
     @Option(name: [.customShort("u"), .long], help: "UUID of the bdev") var uuid: String?
     @Flag(name: .customLong("no-wait"), help: "Enable the RWF_NOWAIT flag for block devices") var nowait = false
 

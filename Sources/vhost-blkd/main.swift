@@ -14,6 +14,9 @@ struct VhostBlkd: ParsableCommand {
             Manage it with vhost-blkctl or SPDK's rpc.py (spdk-rpc -s RPC_SOCKET ...).
             Set VHOST_BLKD_ENGINE=thread-pool (or pass --engine thread-pool) to serve every bdev \
             with the thread-pool engine instead of io_uring.
+            Defaults: --rpc-socket /var/tmp/vhost-blkd.sock, --socket-dir /var/tmp/vhost-blkd, \
+            --log-level info, --max-queues 32, --poll-max-us 64, --tmpfs-io inline, \
+            --rpc-socket-mode 0600.
             """)
 
     @Option(name: [.customShort("r"), .customLong("rpc-socket")], help: "JSON-RPC Unix socket path.")
@@ -25,7 +28,7 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: [.customShort("m"), .customLong("cpumask")], help: "Reactor CPUs as a hex mask (0x3) or a list ([0,2-3]); default: all allowed CPUs.")
     var cpumask: String?
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical; logs go to standard error.")
     var logLevel = "info"
 
     @Option(name: .customLong("engine"), help: "I/O engine: io_uring (default, falls back to the thread pool when unavailable) or thread-pool.")
@@ -34,7 +37,7 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("tmpfs-io"), help: "I/O on bdev_uring files on tmpfs or ramfs: inline (default: syscalls on the reactor, a page-cache copy each) or engine (io_uring, which hands each to a kernel worker thread there).")
     var tmpfsIO = "inline"
 
-    @Option(name: .customLong("sqpoll-idle-ms"), help: "io_uring submission polling: a kernel thread per reactor picks up submissions (no system call) and spins this many milliseconds after the last one before it sleeps; off by default. Worth it only with spare CPUs: the thread's CPU time is the daemon's.")
+    @Option(name: .customLong("sqpoll-idle-ms"), help: "io_uring submission polling: a kernel thread per reactor picks up submissions (no system call) and spins this many milliseconds (1-60000) after the last one before it sleeps; off by default. Worth it only with spare CPUs: the thread's CPU time is the daemon's.")
     var sqpollIdleMs: UInt32?
 
     @Option(name: .customLong("sqpoll-cpu"), help: "The CPU the submission-polling kernel threads run on (with --sqpoll-idle-ms); default: any CPU the daemon may use.")
@@ -42,10 +45,10 @@ struct VhostBlkd: ParsableCommand {
 
     @Option(name: .customLong("metrics"), help: "Serve Prometheus metrics (GET /metrics) on unix:PATH or 127.0.0.1:PORT; off by default.")
     var metrics: String?
-    @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM).")
+    @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM), 1-256.")
     var maxQueues = 32
 
-    @Option(name: .customLong("poll-max-us"), help: "Adaptive polling: the longest a reactor spins after activity before it sleeps, in microseconds (0: never poll).")
+    @Option(name: .customLong("poll-max-us"), help: "Adaptive polling: the longest a reactor spins after activity before it sleeps, in microseconds, 0-10000 (0: never poll).")
     var pollMaxUs: UInt64 = 64
 
     @Option(name: .customLong("config"), help: "SPDK save_config JSON file replayed at start; the first failing entry stops the start.")
