@@ -137,6 +137,7 @@ struct BdevGetBdevs: ParsableCommand {
     @Option(name: [.customShort("b"), .long], help: "Name of the Blockdev") var name: String?
     @Option(name: [.customShort("t"), .customLong("timeout-ms")], help: "Time in ms to wait for the bdev to appear")
     var timeout: UInt64?
+    @OptionGroup var page: PageOptions
 
-    func run() throws { try invoke(BdevGetBdevsParams(name: name, timeout: timeout), style: .pretty) }
+    func run() throws { try invoke(BdevGetBdevsParams(name: name, timeout: timeout, page: page.listPage), style: .pretty) }
 }

@@ -38,8 +38,25 @@ struct VhostGetControllers: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: VhostGetControllersParams.method, abstract: "List all or specific vhost controller(s)")
     @Option(name: [.customShort("n"), .long], help: "Name of a specific vhost controller to query") var name: String?
+    @OptionGroup var page: PageOptions
 
-    func run() throws { try invoke(VhostGetControllersParams(name: name), style: .pretty) }
+    func run() throws { try invoke(VhostGetControllersParams(name: name, page: page.listPage), style: .pretty) }
+}
+
+/// vhost-blkd's paging of full listings (`offset`/`limit`): with a thousand
+/// entries, pages of a hundred answer within a few milliseconds.
+struct PageOptions: ParsableArguments {
+    @Option(help: "vhost-blkd: skip this many entries (creation order)") var offset: Int?
+    @Option(help: "vhost-blkd: return at most this many entries") var limit: Int?
+
+    func validate() throws {
+        if (offset ?? 0) < 0 || (limit ?? 0) < 0 { throw ValidationError("--offset and --limit must not be negative") }
+    }
+
+    var listPage: ListPage? {
+        guard offset != nil || limit != nil else { return nil }
+        return ListPage(offset: offset ?? 0, limit: limit)
+    }
 }
 
 struct VhostDeleteController: ParsableCommand {

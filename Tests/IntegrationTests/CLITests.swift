@@ -6,6 +6,31 @@ import Testing
 /// `vhost-blkctl` against the running daemon, with rpc.py's argument forms.
 @Suite("vhost-blkctl against the running daemon")
 struct CLITests {
+    /// `--offset`/`--limit` page the full listings (vhost-blkd's extension);
+    /// negative values are refused before any call.
+    @Test func listingsArePaged() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        func ctl(_ args: String...) throws -> (status: Int32, output: String) {
+            try runCommand(DaemonProcess.ctlPath, ["-s", daemon.rpcSocket] + args)
+        }
+        for i in 0..<5 {
+            try daemon.call("bdev_null_create", ["name": .string("N\(i)"), "num_blocks": 64, "block_size": 512])
+            try daemon.call("vhost_create_blk_controller", ["ctrlr": .string("c\(i)"), "dev_name": .string("N\(i)")])
+        }
+        func names(_ output: String, key: String) throws -> [String] {
+            try JSON.parse(Array(output.utf8)).arrayValue?.compactMap { $0[key]?.stringValue } ?? []
+        }
+        let bdevs = try ctl("bdev_get_bdevs", "--offset", "1", "--limit", "2")
+        #expect(bdevs.status == 0, "\(bdevs.output)")
+        #expect(try names(bdevs.output, key: "name") == ["N1", "N2"])
+        let controllers = try ctl("vhost_get_controllers", "--offset", "3")
+        #expect(controllers.status == 0, "\(controllers.output)")
+        #expect(try names(controllers.output, key: "ctrlr") == ["c3", "c4"])
+        let negative = try ctl("vhost_get_controllers", "--limit=-1")
+        #expect(negative.status != 0 && negative.output.contains("must not be negative"), "\(negative.output)")
+    }
+
     @Test func subcommandsWithRPCPyForms() throws {
         let daemon = try DaemonProcess()
         defer { daemon.stop(); daemon.cleanUp() }
