@@ -54,10 +54,21 @@ let package = Package(
             cSettings: gnuSource, swiftSettings: dataPath),
         .target(name: "JSONRPC", dependencies: ["CJansson"], cSettings: gnuSource),
         .target(name: "VhostBlkAPI", dependencies: ["JSONRPC"], cSettings: gnuSource),
+        // The data path: virtqueue servers, the virtio-blk executor's backends,
+        // per-queue stats and QoS; no control-plane type.
+        .target(
+            name: "BlkDevice",
+            dependencies: [
+                "Virtio", "VhostUser", "BlockIO", "Reactor", "Posix", "CShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            cSettings: gnuSource, swiftSettings: dataPath),
+        // The control plane: RPC methods, the bdev and controller registry,
+        // vhost-user sessions, persistence and metrics.
         .target(
             name: "VhostTarget",
             dependencies: [
-                "Virtio", "VhostUser", "BlockIO", "Reactor", "JSONRPC", "VhostBlkAPI", "Posix", "CShims",
+                "BlkDevice", "Virtio", "VhostUser", "BlockIO", "Reactor", "JSONRPC", "VhostBlkAPI", "Posix", "CShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             cSettings: gnuSource, swiftSettings: dataPath),
@@ -98,7 +109,7 @@ let package = Package(
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "Virtio", "Posix"], cSettings: gnuSource),
         .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "Posix"], cSettings: gnuSource),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC", "VhostBlkAPI"], cSettings: gnuSource),
-        .testTarget(name: "VhostTargetTests", dependencies: ["VhostTarget"], cSettings: gnuSource),
+        .testTarget(name: "BlkDeviceTests", dependencies: ["BlkDevice", "Virtio"], cSettings: gnuSource),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["VhostUserFrontend", "Virtio", "VhostUser", "JSONRPC", "Posix", "DaemonTestSupport"],

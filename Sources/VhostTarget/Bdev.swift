@@ -1,3 +1,4 @@
+import BlkDevice
 import BlockIO
 import CShims
 import Glibc

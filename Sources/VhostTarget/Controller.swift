@@ -1,3 +1,4 @@
+import BlkDevice
 import Glibc
 import Logging
 import Posix

@@ -1,3 +1,4 @@
+import BlkDevice
 
 /// The Prometheus text exposition format (version 0.0.4) of the daemon's
 /// counters: the numbers of bdev_get_iostat, bdev_get_latency (as a

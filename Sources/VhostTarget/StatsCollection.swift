@@ -1,3 +1,4 @@
+import BlkDevice
 import Glibc
 
 /// One running virtqueue's counters, copied on its reactor.

@@ -3,8 +3,8 @@ import Reactor
 
 /// What a virtqueue needs to do I/O on a bdev, captured when the queue starts
 /// so the data path never touches the control plane's objects.
-struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handles; I/O on them is thread-safe
-    enum Storage {
+package struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handles; I/O on them is thread-safe
+    package enum Storage {
         /// A file or block device.
         case file(fd: Int32, engine: FileEngine, isBlockDevice: Bool)
         /// RAM: served synchronously on the reactor.
@@ -16,7 +16,7 @@ struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handl
     }
 
     /// How a file-backed queue does its I/O.
-    enum FileEngine {
+    package enum FileEngine {
         /// Asynchronously, through one of the reactor's engines.
         case async(EngineChoice)
         /// As blocking syscalls on the reactor (`IOOperation.performBlocking`):
@@ -25,15 +25,23 @@ struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handl
         case inline
     }
 
-    var storage: Storage
+    package var storage: Storage
     /// Capacity in 512-byte sectors (virtio-blk's unit, virtio 1.2 §5.2.4).
-    var capacitySectors: UInt64
-    var readOnly: Bool
-    var blockSize: UInt32
+    package var capacitySectors: UInt64
+    package var readOnly: Bool
+    package var blockSize: UInt32
     /// GET_ID answer: at most 20 bytes (virtio 1.2 §5.2.6).
-    var serial: [UInt8]
+    package var serial: [UInt8]
     /// Write-through (CONFIG_WCE off): a write completes once fdatasync made it durable.
-    var writeThrough = false
+    package var writeThrough = false
     /// The bdev's rate limiter on this reactor, when it has limits (QoSLimiter.swift).
-    var qos: QoSLimiter?
+    package var qos: QoSLimiter?
+
+    package init(storage: Storage, capacitySectors: UInt64, readOnly: Bool, blockSize: UInt32, serial: [UInt8]) {
+        self.storage = storage
+        self.capacitySectors = capacitySectors
+        self.readOnly = readOnly
+        self.blockSize = blockSize
+        self.serial = serial
+    }
 }

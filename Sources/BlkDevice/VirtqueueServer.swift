@@ -15,12 +15,12 @@ import Virtio
 /// element. Every popped head gets a used element, errors included.
 ///
 /// Thread confinement: after `start()` posts it, everything runs on `reactor`.
-final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // confined to `reactor` once started
-    static let iovecsPerSlot = 260
-    static let kickSlot = UInt32.max
+package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // confined to `reactor` once started
+    package static let iovecsPerSlot = 260
+    package static let kickSlot = UInt32.max
 
-    let queueIndex: Int
-    let reactor: Reactor
+    package let queueIndex: Int
+    package let reactor: Reactor
     private var ring: SplitQueue
     private let memory: GuestMemory
     private let kickFD: Int32
@@ -54,7 +54,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     private var lastCheckedUsed: UInt16
     private var malformedLogged = 0
     /// Counters for bdev_get_iostat and vhost_get_controllers (QueueStats.swift); reactor thread only.
-    let stats: QueueStatsBlock
+    package let stats: QueueStatsBlock
     /// Dirty-page logging during live migration (LOG_ALL with a log base):
     /// nil when off, so the data path pays one branch.
     private var dirtyLog: DirtyLog?
@@ -87,8 +87,8 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     private var depthAverage: UInt32 = 0
     private var wantsPolling = true
     private var pollsGuest = true
-    static let pollOffDepth: UInt32 = 8 * 16
-    static let pollOnDepth: UInt32 = 4 * 16
+    package static let pollOffDepth: UInt32 = 8 * 16
+    package static let pollOnDepth: UInt32 = 4 * 16
 
     /// A popped request its bdev's QoS limit holds back (QoSLimiter.swift):
     /// nothing more is popped until the limiter resumes this queue.
@@ -96,7 +96,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
 
     /// `inflight` and `resubmit` come from inflight recovery (PROTOCOL.md §1):
     /// `resubmit` heads, oldest first, are served before the avail ring.
-    init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: Int32, callFD: Int32,
+    package init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: Int32, callFD: Int32,
          backend: DeviceBackend, reactor: Reactor, logger: Logger,
          inflight: InflightQueue? = nil, resubmit: [UInt16] = []) {
         self.queueIndex = queueIndex
@@ -135,7 +135,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     }
 
     /// A copy of the counters with the current in-flight count (reactor thread).
-    func statsSnapshot() -> QueueStats {
+    package func statsSnapshot() -> QueueStats {
         var copy = stats.snapshot()
         copy.inFlight = inFlight
         copy.size = ring.size
@@ -145,7 +145,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     // MARK: Lifecycle (reactor thread)
 
     /// Registers with the reactor, arms the kick and serves what is already pending.
-    func start() {
+    package func start() {
         taskID = reactor.register(self)
         adoptBackendTraits()
         reactor.setPollable(taskID, true)
@@ -155,7 +155,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     }
 
     /// Replaces the call eventfd (SET_VRING_CALL while running). Returns the old one for the caller to close.
-    func replaceCallFD(_ fd: Int32) -> Int32 {
+    package func replaceCallFD(_ fd: Int32) -> Int32 {
         let old = callFD
         callFD = fd
         return old
@@ -164,7 +164,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     /// Starts or stops dirty logging (vhost-user spec, "Migration"): with a
     /// log, every guest page the device writes from now on is marked: data
     /// read into device-writable buffers, status bytes and the used ring.
-    func setDirtyLog(_ log: DirtyLog?, usedRingGPA: UInt64?) {
+    package func setDirtyLog(_ log: DirtyLog?, usedRingGPA: UInt64?) {
         dirtyLog = log
         self.usedRingGPA = usedRingGPA
         logUsedRing()
@@ -191,7 +191,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     /// now on use it; those in flight finish on the old one, but a read or
     /// write that ends beyond the new capacity completes with IOERR. `drained`
     /// runs once no request dispatched on an earlier backend is in flight.
-    func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
+    package func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
         backend = newBackend
         adoptBackendTraits()
         if !isFileBacked { wantsPolling = true }
@@ -214,7 +214,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
 
     /// Stops popping, lets every in-flight request complete, publishes, then calls
     /// `done` with the last avail index (the GET_VRING_BASE answer).
-    func stop(_ done: @escaping (UInt16) -> Void) {
+    package func stop(_ done: @escaping (UInt16) -> Void) {
         stopping = true
         onStopped = done
         if qosHeld != nil {
@@ -249,7 +249,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
 
     // MARK: ReactorTask
 
-    func complete(slot: UInt32, result: Int32) {
+    package func complete(slot: UInt32, result: Int32) {
         if slot == Self.kickSlot {
             kickArmed = false
             if stopping {
@@ -266,7 +266,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
         finishIO(slot: slot, result: result)
     }
 
-    func flush() {
+    package func flush() {
         if !kickArmed && !stopping { armKick() }
         publishAndNotify()
         if blocked && !stopping {
@@ -330,7 +330,7 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     /// interrupt client 0.52M -> 0.88M (cap 8: 0.76M, cap 1: 0.66M);
     /// O_DIRECT file on this machine's virtual disk 63-66k -> 75-78k at
     /// 3.6 -> 3.85 us CPU per I/O (cap 1: 76-81k at 4.8-5.3 us).
-    static let batchCap = 4
+    package static let batchCap = 4
 
     @discardableResult
     private func processAvail() -> Bool {
@@ -394,16 +394,16 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
 
     // MARK: Adaptive polling (Reactor.pollPhase)
 
-    func beginPoll() {
+    package func beginPoll() {
         ring.disableNotifications()  // NO_NOTIFY without EVENT_IDX; with it, avail_event just stays behind
     }
 
-    func poll() -> Bool {
+    package func poll() -> Bool {
         guard !stopping, !blocked else { return false }
         return processAvail()
     }
 
-    func endPoll() {
+    package func endPoll() {
         guard !stopping else { return }
         ring.enableNotifications()
         if dirtyLog != nil { logUsedRing() }
@@ -453,10 +453,10 @@ final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // c
     }
 
     /// QoSWaiter: where `qosResume` runs.
-    var qosReactor: Reactor { reactor }
+    package var qosReactor: Reactor { reactor }
 
     /// QoSWaiter: the limiter let the held request go: dispatch it, pop on.
-    func qosResume() {
+    package func qosResume() {
         guard let held = qosHeld else { return }
         qosHeld = nil
         dispatch(held.request, slot: held.slot)

@@ -23,7 +23,7 @@ import Virtio
 ///
 /// Build with `-Xswiftc -DVHOST_BLKD_NO_STATS` to compile the hot-path
 /// methods to nothing (to measure what they cost).
-struct QueueStatsBlock: ~Copyable {
+package struct QueueStatsBlock: ~Copyable {
     /// Word offsets in the mapping.
     private enum Layout {
         // Queue counters (page 0).
@@ -77,7 +77,7 @@ struct QueueStatsBlock: ~Copyable {
     /// no slot value can reach outside them.
     private let slotMask: UInt32
 
-    init(slotCount: Int) {
+    package init(slotCount: Int) {
         var capacity = 1
         while capacity < slotCount && capacity < 1 << 16 { capacity <<= 1 }
         slotMask = UInt32(capacity - 1)
@@ -105,7 +105,7 @@ struct QueueStatsBlock: ~Copyable {
     /// A parsed request in `slot`: its type, data bytes and pop time. Every
     /// request that may complete successfully must begin.
     @inline(__always)
-    func begin(_ slot: UInt32, _ type: BlkRequestType, bytes: UInt64, at time: @autoclosure () -> UInt64) {
+    package func begin(_ slot: UInt32, _ type: BlkRequestType, bytes: UInt64, at time: @autoclosure () -> UInt64) {
         #if !VHOST_BLKD_NO_STATS
         let stamp = words + (Layout.pending &+ Int(slot & slotMask) &* Layout.pendingWords)
         stamp[0] = time()
@@ -116,7 +116,7 @@ struct QueueStatsBlock: ~Copyable {
 
     /// The byte range of a discard or write-zeroes request (its payload is only the segment).
     @inline(__always)
-    func setBytes(_ slot: UInt32, _ bytes: UInt64) {
+    package func setBytes(_ slot: UInt32, _ bytes: UInt64) {
         #if !VHOST_BLKD_NO_STATS
         words[Layout.pending &+ Int(slot & slotMask) &* Layout.pendingWords &+ 1] = bytes
         #endif
@@ -126,7 +126,7 @@ struct QueueStatsBlock: ~Copyable {
     /// success as I/O of its request type (SPDK counts only successes), a
     /// failure as an error.
     @inline(__always)
-    func complete(_ slot: UInt32, _ status: BlkStatus, at time: @autoclosure () -> UInt64) {
+    package func complete(_ slot: UInt32, _ status: BlkStatus, at time: @autoclosure () -> UInt64) {
         #if !VHOST_BLKD_NO_STATS
         guard status.rawValue == 0 else { return countError(status) }  // VIRTIO_BLK_S_OK
         let stamp = words + (Layout.pending &+ Int(slot & slotMask) &* Layout.pendingWords)
@@ -165,19 +165,19 @@ struct QueueStatsBlock: ~Copyable {
         words[Layout.runBytes] = 0
     }
 
-    @inline(__always) func countKick() {
+    @inline(__always) package func countKick() {
         #if !VHOST_BLKD_NO_STATS
         words[Layout.kicks] &+= 1
         #endif
     }
 
-    @inline(__always) func countBatch() {
+    @inline(__always) package func countBatch() {
         #if !VHOST_BLKD_NO_STATS
         words[Layout.batches] &+= 1
         #endif
     }
 
-    @inline(__always) func countNotification(sent: Bool) {
+    @inline(__always) package func countNotification(sent: Bool) {
         #if !VHOST_BLKD_NO_STATS
         words[Layout.interruptsSuppressed &+ (sent ? 1 : 0)] &+= 1
         #endif
@@ -209,7 +209,7 @@ struct QueueStatsBlock: ~Copyable {
     // MARK: Readers (reactor thread, rare)
 
     /// The counters as a value.
-    func snapshot() -> QueueStats {
+    package func snapshot() -> QueueStats {
         recordRun()
         var stats = QueueStats()
         stats.kicks = words[Layout.kicks]
@@ -234,7 +234,7 @@ struct QueueStatsBlock: ~Copyable {
 
     /// SPDK's reset modes (`IOStats.reset`); `all` also zeroes the queue
     /// counters, `ioOnly` only the I/O ones.
-    func reset(_ mode: IOStatResetMode) {
+    package func reset(_ mode: IOStatResetMode) {
         recordRun()
         switch mode {
         case .none:

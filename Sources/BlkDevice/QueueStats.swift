@@ -4,14 +4,14 @@ import Virtio
 /// unmap; flush and write-zeroes are vhost-blkd's additions). `other` is
 /// GET_ID, unknown types and malformed chains: counted as requests and, when
 /// they fail, as errors, never as I/O.
-enum IOStatOp: UInt8, CaseIterable, Sendable {
+package enum IOStatOp: UInt8, CaseIterable, Sendable {
     case read, write, unmap, flush, writeZeroes, other
 
     /// Counted ops, in the order results list them.
-    static let counted: [IOStatOp] = [.read, .write, .unmap, .flush, .writeZeroes]
+    package static let counted: [IOStatOp] = [.read, .write, .unmap, .flush, .writeZeroes]
 
     /// The request type counted as this class (virtio 1.2 §5.2.6); nil for `other`.
-    var requestType: BlkRequestType? {
+    package var requestType: BlkRequestType? {
         switch self {
         case .read: return .in  // VIRTIO_BLK_T_IN
         case .write: return .out  // VIRTIO_BLK_T_OUT
@@ -23,7 +23,7 @@ enum IOStatOp: UInt8, CaseIterable, Sendable {
     }
 
     /// The name used in `bdev_get_latency` and the metrics labels.
-    var name: String {
+    package var name: String {
         switch self {
         case .read: return "read"
         case .write: return "write"
@@ -38,15 +38,25 @@ enum IOStatOp: UInt8, CaseIterable, Sendable {
 /// Count, bytes and latency of one operation class (SPDK's
 /// `spdk_bdev_io_stat` fields for one io type). Latency is in nanoseconds,
 /// which are this daemon's ticks (`tick_rate` 1e9).
-struct OpStats: Sendable, Equatable {
-    var ops: UInt64 = 0
-    var bytes: UInt64 = 0
-    var latencySum: UInt64 = 0
+package struct OpStats: Sendable, Equatable {
+    package var ops: UInt64 = 0
+    package var bytes: UInt64 = 0
+    package var latencySum: UInt64 = 0
     /// UInt64.max while nothing was counted (reported as 0, as SPDK does).
-    var latencyMin: UInt64 = .max
-    var latencyMax: UInt64 = 0
+    package var latencyMin: UInt64 = .max
+    package var latencyMax: UInt64 = 0
 
-    mutating func add(_ other: OpStats) {
+    package init() {}
+
+    package init(ops: UInt64, bytes: UInt64, latencySum: UInt64, latencyMin: UInt64, latencyMax: UInt64) {
+        self.ops = ops
+        self.bytes = bytes
+        self.latencySum = latencySum
+        self.latencyMin = latencyMin
+        self.latencyMax = latencyMax
+    }
+
+    package mutating func add(_ other: OpStats) {
         ops &+= other.ops
         bytes &+= other.bytes
         latencySum &+= other.latencySum
@@ -54,7 +64,7 @@ struct OpStats: Sendable, Equatable {
         latencyMax = max(latencyMax, other.latencyMax)
     }
 
-    mutating func resetMinMax() {
+    package mutating func resetMinMax() {
         latencyMin = .max
         latencyMax = 0
     }
@@ -62,7 +72,7 @@ struct OpStats: Sendable, Equatable {
 
 /// A value per counted operation class, as named properties (what the RPC
 /// results and the metrics read), reachable by `IOStatOp` in one place.
-protocol PerOpClass {
+package protocol PerOpClass {
     associatedtype Value
     var read: Value { get set }
     var write: Value { get set }
@@ -73,7 +83,7 @@ protocol PerOpClass {
 
 extension PerOpClass {
     /// The property holding `op`'s value; nil for `.other`.
-    static func field(_ op: IOStatOp) -> WritableKeyPath<Self, Value>? {
+    package static func field(_ op: IOStatOp) -> WritableKeyPath<Self, Value>? {
         switch op {
         case .read: return \.read
         case .write: return \.write
@@ -85,7 +95,7 @@ extension PerOpClass {
     }
 
     /// `op`'s value; nil for `.other` (setting it, or setting nil, is ignored).
-    subscript(counted op: IOStatOp) -> Value? {
+    package subscript(counted op: IOStatOp) -> Value? {
         get { Self.field(op).map { self[keyPath: $0] } }
         set {
             guard let field = Self.field(op), let newValue else { return }
@@ -94,7 +104,7 @@ extension PerOpClass {
     }
 
     /// Applies `body` to every class's value.
-    mutating func updateEach(_ body: (inout Value) -> Void) {
+    package mutating func updateEach(_ body: (inout Value) -> Void) {
         body(&read); body(&write); body(&unmap); body(&flush); body(&writeZeroes)
     }
 }
@@ -102,39 +112,41 @@ extension PerOpClass {
 /// Latency histograms per operation class (`LatencyHistogram`: about 3 %
 /// resolution; 15 KiB each, allocated on the first latency of their class,
 /// so an idle bdev or queue holds none).
-struct LatencyHistograms: PerOpClass, Sendable {
-    var read = LatencyHistogram()
-    var write = LatencyHistogram()
-    var unmap = LatencyHistogram()
-    var flush = LatencyHistogram()
-    var writeZeroes = LatencyHistogram()
+package struct LatencyHistograms: PerOpClass, Sendable {
+    package var read = LatencyHistogram()
+    package var write = LatencyHistogram()
+    package var unmap = LatencyHistogram()
+    package var flush = LatencyHistogram()
+    package var writeZeroes = LatencyHistogram()
 
     /// The class's histogram; nil for `.other` (setting it is ignored).
-    subscript(op: IOStatOp) -> LatencyHistogram? {
+    package subscript(op: IOStatOp) -> LatencyHistogram? {
         get { self[counted: op] }
         set { self[counted: op] = newValue }
     }
 
-    mutating func add(_ other: LatencyHistograms) {
+    package mutating func add(_ other: LatencyHistograms) {
         for op in IOStatOp.counted { self[counted: op]?.add(other[counted: op] ?? LatencyHistogram()) }
     }
 }
 
 /// I/O counters of a bdev or one virtqueue: what `bdev_get_iostat` reports.
-struct IOStats: PerOpClass, Sendable {
-    var read = OpStats(), write = OpStats(), unmap = OpStats(), flush = OpStats(), writeZeroes = OpStats()
+package struct IOStats: PerOpClass, Sendable {
+    package var read = OpStats(), write = OpStats(), unmap = OpStats(), flush = OpStats(), writeZeroes = OpStats()
     /// Requests completed with VIRTIO_BLK_S_IOERR (SPDK's "failed") and VIRTIO_BLK_S_UNSUPP.
-    var failed: UInt64 = 0
-    var unsupported: UInt64 = 0
-    var histograms = LatencyHistograms()
+    package var failed: UInt64 = 0
+    package var unsupported: UInt64 = 0
+    package var histograms = LatencyHistograms()
+
+    package init() {}
 
     /// The class's counters; `.other` reads as empty (setting it is ignored).
-    subscript(op: IOStatOp) -> OpStats {
+    package subscript(op: IOStatOp) -> OpStats {
         get { self[counted: op] ?? OpStats() }
         set { self[counted: op] = newValue }
     }
 
-    mutating func add(_ other: IOStats) {
+    package mutating func add(_ other: IOStats) {
         for op in IOStatOp.counted { self[counted: op]?.add(other[op]) }
         failed &+= other.failed
         unsupported &+= other.unsupported
@@ -143,7 +155,7 @@ struct IOStats: PerOpClass, Sendable {
 
     /// SPDK's reset modes: `all` zeroes everything, `maxmin` only the
     /// latency extremes, `error` only the error counts.
-    mutating func reset(_ mode: IOStatResetMode) {
+    package mutating func reset(_ mode: IOStatResetMode) {
         switch mode {
         case .none:
             return
@@ -161,30 +173,30 @@ struct IOStats: PerOpClass, Sendable {
 /// `reset_mode` of `bdev_get_iostat` / `mode` of `bdev_reset_iostat`;
 /// `ioOnly` (internal) zeroes a queue's I/O counters but not its request,
 /// kick and interrupt counts.
-enum IOStatResetMode: Sendable {
+package enum IOStatResetMode: Sendable {
     case all, maxmin, error, none, ioOnly
 }
 
 /// Everything one virtqueue counts, as a value: built by its
 /// `QueueStatsBlock.snapshot()` on the reactor thread from the raw counters.
-struct QueueStats: Sendable {
-    var io = IOStats()
+package struct QueueStats: Sendable {
+    package var io = IOStats()
     /// Requests completed (every popped head completes once, malformed ones included).
-    var requests: UInt64 = 0
+    package var requests: UInt64 = 0
     /// Kick eventfd reads that completed.
-    var kicks: UInt64 = 0
+    package var kicks: UInt64 = 0
     /// Used-ring publications that signalled the call eventfd, and those that did not (EVENT_IDX, NO_INTERRUPT).
-    var interruptsSent: UInt64 = 0
-    var interruptsSuppressed: UInt64 = 0
+    package var interruptsSent: UInt64 = 0
+    package var interruptsSuppressed: UInt64 = 0
     /// Runs of the avail ring that popped at least one head (requests / batches = mean batch size).
-    var batches: UInt64 = 0
+    package var batches: UInt64 = 0
     /// Filled in by the snapshot: requests popped and not yet completed, and the ring size.
-    var inFlight: Int = 0
-    var size: UInt16 = 0
+    package var inFlight: Int = 0
+    package var size: UInt16 = 0
 
-    var meanBatchSize: Double { batches == 0 ? 0 : Double(requests) / Double(batches) }
+    package var meanBatchSize: Double { batches == 0 ? 0 : Double(requests) / Double(batches) }
 
-    mutating func add(_ other: QueueStats) {
+    package mutating func add(_ other: QueueStats) {
         io.add(other.io)
         requests &+= other.requests
         kicks &+= other.kicks

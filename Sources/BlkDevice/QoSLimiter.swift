@@ -4,25 +4,27 @@ import Virtio
 
 /// A bdev's rate limits (`bdev_set_qos_limit`), in units per second; 0 is
 /// unlimited. Bytes, not MiB: SPDK multiplies the RPC's MiB by 1024 * 1024.
-struct QoSLimits: Equatable, Sendable {
-    var rwIOsPerSec: UInt64 = 0
-    var rwBytesPerSec: UInt64 = 0
-    var rBytesPerSec: UInt64 = 0
-    var wBytesPerSec: UInt64 = 0
+package struct QoSLimits: Equatable, Sendable {
+    package var rwIOsPerSec: UInt64 = 0
+    package var rwBytesPerSec: UInt64 = 0
+    package var rBytesPerSec: UInt64 = 0
+    package var wBytesPerSec: UInt64 = 0
 
-    var isUnlimited: Bool { rwIOsPerSec == 0 && rwBytesPerSec == 0 && rBytesPerSec == 0 && wBytesPerSec == 0 }
+    package init() {}
+
+    package var isUnlimited: Bool { rwIOsPerSec == 0 && rwBytesPerSec == 0 && rBytesPerSec == 0 && wBytesPerSec == 0 }
 }
 
 /// What one request takes from the buckets: one I/O, and its data bytes
 /// from the read or write bucket.
-struct QoSCost: Sendable {
-    var isRead = false
-    var isWrite = false
-    var bytes: UInt64 = 0
+package struct QoSCost: Sendable {
+    package var isRead = false
+    package var isWrite = false
+    package var bytes: UInt64 = 0
 }
 
 /// A queue holding a request back until the limiter lets it go.
-protocol QoSWaiter: AnyObject, Sendable {
+package protocol QoSWaiter: AnyObject, Sendable {
     /// The reactor that serves the queue: `qosResume` runs there.
     var qosReactor: Reactor { get }
     /// The limiter charged the held request: dispatch it and resume popping.
@@ -42,22 +44,22 @@ protocol QoSWaiter: AnyObject, Sendable {
 ///
 /// Thread confinement: `controlLimits` on the control loop; `timer` on
 /// `reactor`; the buckets and waiters under `state`'s mutex.
-final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; timer: home reactor; the rest locked
+package final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; timer: home reactor; the rest locked
     /// How much credit a bucket keeps while nobody draws from it.
-    static let burstNanoseconds: UInt64 = 10_000_000
+    package static let burstNanoseconds: UInt64 = 10_000_000
     /// Shortest and longest timer sleeps (SPDK's timeslice is 1 ms).
-    static let minimumWaitNanoseconds: UInt64 = 1_000_000
-    static let maximumWaitNanoseconds: UInt64 = 100_000_000
+    package static let minimumWaitNanoseconds: UInt64 = 1_000_000
+    package static let maximumWaitNanoseconds: UInt64 = 100_000_000
 
     /// The home reactor: it owns the timer and applies limit changes.
-    let reactor: Reactor
+    package let reactor: Reactor
     /// The limits last sent to the reactor (control loop only).
-    var controlLimits: QoSLimits
+    package var controlLimits: QoSLimits
 
     private let state: Mutex<QoSBuckets>
     private var timer: ReactorTimer?
 
-    init(reactor: Reactor, limits: QoSLimits) {
+    package init(reactor: Reactor, limits: QoSLimits) {
         self.reactor = reactor
         controlLimits = limits
         state = Mutex(QoSBuckets(limits: limits))
@@ -67,7 +69,7 @@ final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; t
 
     /// True when the request may go now (its cost is charged); false when
     /// it must wait: `waiter` is queued and gets `qosResume` in turn.
-    func admit(_ cost: QoSCost, waiter: QoSWaiter) -> Bool {
+    package func admit(_ cost: QoSCost, waiter: QoSWaiter) -> Bool {
         let now = waiter.qosReactor.loopTime.load(ordering: .relaxed)
         let admitted = state.withLock { buckets in buckets.admit(cost, waiter: waiter, now: now) }
         if !admitted {
@@ -81,7 +83,7 @@ final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; t
     }
 
     /// Drops `waiter` (its queue is stopping and sends its request anyway).
-    func forget(_ waiter: QoSWaiter) {
+    package func forget(_ waiter: QoSWaiter) {
         state.withLock { buckets in buckets.waiters.removeAll { $0.waiter === waiter } }
     }
 
@@ -89,14 +91,14 @@ final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; t
 
     /// New limits, live: the buckets keep their credit up to the new burst,
     /// and waiting queues are re-examined at once.
-    func setLimits(_ newLimits: QoSLimits) {
+    package func setLimits(_ newLimits: QoSLimits) {
         let now = reactor.loopTime.load(ordering: .relaxed)
         state.withLock { buckets in buckets.setLimits(newLimits, now: now) }
         release()
     }
 
     /// The controller is going away: nothing is held any more, the timer closes.
-    func close() {
+    package func close() {
         state.withLock { buckets in buckets.closed = true }
         release()
         timer?.close()
@@ -137,22 +139,22 @@ final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; t
 }
 
 /// The token buckets and the queue of held requests (under the limiter's mutex).
-struct QoSBuckets {
-    struct Held {
+package struct QoSBuckets {
+    package struct Held {
         let waiter: QoSWaiter
         let cost: QoSCost
     }
 
-    var limits: QoSLimits
+    package var limits: QoSLimits
     /// Per bucket (I/Os, rw bytes, read bytes, write bytes): the rate per
     /// second (0: no limit) and the tokens left.
-    var rates: [Double]
-    var tokens: [Double]
-    var lastRefill: UInt64 = 0
-    var waiters: [Held] = []
-    var closed = false
+    package var rates: [Double]
+    package var tokens: [Double]
+    package var lastRefill: UInt64 = 0
+    package var waiters: [Held] = []
+    package var closed = false
 
-    init(limits: QoSLimits) {
+    package init(limits: QoSLimits) {
         self.limits = limits
         rates = Self.rates(limits)
         tokens = rates.map { $0 * Self.burstSeconds }
@@ -164,7 +166,7 @@ struct QoSBuckets {
         [Double(limits.rwIOsPerSec), Double(limits.rwBytesPerSec), Double(limits.rBytesPerSec), Double(limits.wBytesPerSec)]
     }
 
-    mutating func admit(_ cost: QoSCost, waiter: QoSWaiter, now: UInt64) -> Bool {
+    package mutating func admit(_ cost: QoSCost, waiter: QoSWaiter, now: UInt64) -> Bool {
         if limits.isUnlimited || closed { return true }
         if waiters.isEmpty {
             refill(now: now)
@@ -177,7 +179,7 @@ struct QoSBuckets {
         return false
     }
 
-    mutating func setLimits(_ newLimits: QoSLimits, now: UInt64) {
+    package mutating func setLimits(_ newLimits: QoSLimits, now: UInt64) {
         refill(now: now)
         limits = newLimits
         rates = Self.rates(newLimits)
@@ -185,7 +187,7 @@ struct QoSBuckets {
     }
 
     /// The waiters that may go now (charged), and the wait for the next one, if any.
-    mutating func release(now: UInt64) -> ([QoSWaiter], UInt64?) {
+    package mutating func release(now: UInt64) -> ([QoSWaiter], UInt64?) {
         refill(now: now)
         var released: [QoSWaiter] = []
         while let first = waiters.first {
@@ -199,7 +201,7 @@ struct QoSBuckets {
     }
 
     /// How long until the oldest held request may go; nil when nothing waits.
-    func nextWait() -> UInt64? {
+    package func nextWait() -> UInt64? {
         guard !closed, let first = waiters.first else { return nil }
         return wait(for: first.cost)
     }
@@ -248,7 +250,7 @@ struct QoSBuckets {
 
 extension QoSCost {
     /// Reads and writes draw their data bytes; every request counts as one I/O.
-    init(_ request: BlkRequest) {
+    package init(_ request: BlkRequest) {
         switch request.type {
         case .in: self.init(isRead: true, isWrite: false, bytes: request.dataLength)
         case .out: self.init(isRead: false, isWrite: true, bytes: request.dataLength)

@@ -1,6 +1,6 @@
 import Testing
 import Virtio
-@testable import VhostTarget
+@testable import BlkDevice
 
 /// The raw per-queue counters: what one request adds, the reset modes, and
 /// the snapshot's values against a plain reference model.

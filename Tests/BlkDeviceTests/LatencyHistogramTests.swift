@@ -1,5 +1,5 @@
 import Testing
-@testable import VhostTarget
+@testable import BlkDevice
 
 /// The stats' latency histogram: bucket layout, percentiles, merging.
 @Suite struct LatencyHistogramTests {
