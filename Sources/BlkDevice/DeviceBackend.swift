@@ -1,9 +1,15 @@
 import BlockIO
 import Reactor
+import Virtio
 
 /// What a virtqueue needs to do I/O on a bdev, captured when the queue starts
-/// so the data path never touches the control plane's objects.
+/// (and again at each resize, attach or detach) so the data path never
+/// touches the control plane's objects.
 package struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handles; I/O on them is thread-safe
+    /// Where the data lives. Each case is served by one file of this module
+    /// (FileBackend, MemoryBackend, NullBackend), and `VirtqueueServer.perform`
+    /// is the one switch over them: a new backend is a new case, a new file
+    /// and a line there.
     package enum Storage {
         /// A file or block device.
         case file(fd: Int32, engine: FileEngine, isBlockDevice: Bool)
@@ -11,7 +17,7 @@ package struct DeviceBackend: @unchecked Sendable {  // the backings are immutab
         case memory(MemoryBacking)
         /// Reads and writes complete at once and touch nothing.
         case null
-        /// No bdev attached: every data request fails with IOERR.
+        /// No bdev attached: every operation fails (the guest sees IOERR).
         case none
     }
 
@@ -43,5 +49,23 @@ package struct DeviceBackend: @unchecked Sendable {  // the backings are immutab
         self.readOnly = readOnly
         self.blockSize = blockSize
         self.serial = serial
+    }
+
+    /// The disk as the virtio-blk executor sees it. Only files have a cache
+    /// to write through, and only regular files zero by punching holes.
+    package var disk: BlkDisk {
+        var syncs = false, punches = false
+        if case .file(_, _, let isBlockDevice) = storage {
+            syncs = writeThrough
+            punches = !isBlockDevice
+        }
+        return BlkDisk(capacitySectors: capacitySectors, readOnly: readOnly, syncsWrites: syncs,
+                       punchesForZeroes: punches, serial: BlkSerial(serial))
+    }
+
+    /// The engine this backend's operations go through, if any (flow control).
+    package var asyncEngine: EngineChoice? {
+        if case .file(_, .async(let engine), _) = storage { return engine }
+        return nil
     }
 }

@@ -1,27 +1,100 @@
 import Glibc
 import Virtio
 
-/// One request in flight on a virtqueue: where its status byte is, what to
-/// report as used length, and how to finish it when the engine answers.
+/// One request in flight on a virtqueue: its head, its status byte, the
+/// operation its backend performs, and what dirty logging marks at the end.
 package struct RequestSlot {
-    package enum Kind: UInt8 {
-        case read, write, flush, discard, writeZeroes, writeZeroesPunch
-        /// The fdatasync that follows a write in write-through mode.
-        case writeSync
-    }
     package var head: UInt16 = 0
-    package var kind: Kind = .read
     package var status: UnsafeMutablePointer<UInt8>?
-    /// Bytes the device moves for reads/writes; checked against the engine's result.
-    package var expectedBytes: UInt64 = 0
-    /// Byte range on the disk: checked at completion against a capacity that
-    /// shrank meanwhile, and reused by the write-zeroes fallback.
-    package var offset: UInt64 = 0
-    package var length: UInt64 = 0
-    /// `VirtqueueServer.backendGeneration` when the request was dispatched.
+    /// The executor's operation in flight (`BlkExecutor.finish` takes it back).
+    package var operation = BlkOperation(.read)
+    /// `VirtqueueServer`'s backend generation when the request was popped.
     package var generation: UInt32 = 0
     /// The chain's device-writable iovecs (dirty logging): the slot's iovecs
     /// `writableFirst ..< writableFirst + writableCount`.
     package var writableFirst: UInt16 = 0
     package var writableCount: UInt16 = 0
+    /// The request's data segments: the slot's iovecs `dataFirst ..< dataFirst + dataCount`.
+    package var dataFirst: UInt16 = 0
+    package var dataCount: UInt16 = 0
+
+    package init(head: UInt16 = 0, generation: UInt32 = 0) {
+        self.head = head
+        self.generation = generation
+    }
+}
+
+/// The request slots of one queue, one per descriptor-table entry, a stack
+/// of the free ones, and each slot's iovecs: raw memory the queue owns, so
+/// the hot path has no array uniqueness or bounds checks (slot numbers come
+/// from the stack, never from the guest).
+///
+/// Thread confinement: the queue's reactor.
+package struct RequestSlots: ~Copyable {
+    /// iovecs per request: a chain's segments after splits across memory
+    /// regions (seg_max in the config space is this less 4, virtio 1.2 §5.2.4).
+    package static let iovecsPerSlot = 260
+
+    package let count: Int
+    private let slots: UnsafeMutablePointer<RequestSlot>
+    private let free: UnsafeMutablePointer<UInt32>
+    package private(set) var freeCount: Int
+    private let iovecs: UnsafeMutablePointer<iovec>
+
+    package init(count: Int) {
+        self.count = count
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: RequestSlot(), count: count)
+        free = .allocate(capacity: count)
+        for i in 0..<count { free[i] = UInt32(count - 1 - i) }
+        freeCount = count
+        iovecs = .allocate(capacity: count * Self.iovecsPerSlot)
+    }
+
+    deinit {
+        slots.deinitialize(count: count)
+        slots.deallocate()
+        free.deallocate()
+        iovecs.deallocate()
+    }
+
+    /// Takes a free slot for `head`, or nil when every slot is in use.
+    @inline(__always)
+    package mutating func take(head: UInt16, generation: UInt32) -> UInt32? {
+        guard freeCount > 0 else { return nil }
+        freeCount -= 1
+        let slot = free[freeCount]
+        slots[Int(slot)] = RequestSlot(head: head, generation: generation)
+        return slot
+    }
+
+    /// Returns `slot` to the free stack.
+    @inline(__always)
+    package mutating func release(_ slot: UInt32) {
+        guard freeCount < count else { return }
+        free[freeCount] = slot
+        freeCount += 1
+    }
+
+    /// Whether `slot` names a request slot (and not, say, the kick read's tag).
+    @inline(__always)
+    package func isSlot(_ slot: UInt32) -> Bool { Int(slot) < count }
+
+    @inline(__always)
+    package subscript(slot: UInt32) -> RequestSlot {
+        get { slots[Int(slot)] }
+        nonmutating set { slots[Int(slot)] = newValue }
+    }
+
+    /// The iovecs of `slot`.
+    @inline(__always)
+    package func iovecs(of slot: UInt32) -> UnsafeMutableBufferPointer<iovec> {
+        UnsafeMutableBufferPointer(start: iovecs + Int(slot) * Self.iovecsPerSlot, count: Self.iovecsPerSlot)
+    }
+
+    /// The `index`th iovec of `slot`.
+    @inline(__always)
+    package func iovecPointer(_ index: Int, of slot: UInt32) -> UnsafeMutablePointer<iovec> {
+        iovecs + (Int(slot) * Self.iovecsPerSlot + index)
+    }
 }

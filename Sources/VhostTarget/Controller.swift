@@ -104,7 +104,7 @@ final class Controller {
     static let sizeMax: UInt32 = 64 << 10
     /// Most data segments per request (seg_max): what a request slot's iovecs
     /// hold, less the header, the status byte and splits across regions.
-    static let segMax = UInt32(VirtqueueServer.iovecsPerSlot - 4)
+    static let segMax = UInt32(RequestSlots.iovecsPerSlot - 4)
 
     /// The virtio-blk configuration space (virtio 1.2 §5.2.4).
     var config: BlkConfig {

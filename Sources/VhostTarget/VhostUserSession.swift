@@ -264,6 +264,7 @@ final class VhostUserSession {
             if file.noFD { return fail("polling mode (NOFD kick) is not supported") }
             guard !fds.isEmpty else { return fail("SET_VRING_KICK without a descriptor") }
             guard EventFD.isEventFD(fds[0]) else { return fail("SET_VRING_KICK: the descriptor is not an eventfd") }
+            guard Self.makeNonBlocking(fds[0]) else { return fail("SET_VRING_KICK: cannot make the eventfd non-blocking") }
             guard stopped([i]) else { return setAsideUntilStopped(message) }
             let fd = fds.removeFirst()
             if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
@@ -282,6 +283,7 @@ final class VhostUserSession {
             if !file.noFD {
                 guard !fds.isEmpty else { return fail("SET_VRING_CALL without a descriptor") }
                 guard EventFD.isEventFD(fds[0]) else { return fail("SET_VRING_CALL: the descriptor is not an eventfd") }
+                guard Self.makeNonBlocking(fds[0]) else { return fail("SET_VRING_CALL: cannot make the eventfd non-blocking") }
                 fds.removeFirst()
             }
             let old: Int32
@@ -407,6 +409,18 @@ final class VhostUserSession {
         inflight?.unmap()
         inflight = region
         return true
+    }
+
+    /// Kick and call eventfds are made non-blocking, so that a frontend
+    /// cannot hold a reactor in read(2) or write(2): one that reads its own
+    /// kick eventfd between the thread pool's wake-up and its read, or one
+    /// whose call eventfd's counter is full. The flag is the open file's,
+    /// shared with the frontend; QEMU creates these eventfds with
+    /// EFD_NONBLOCK already (`event_notifier_init`), so its end sees no
+    /// change. Why a failed signal loses nothing: `CallSignal`.
+    private static func makeNonBlocking(_ fd: Int32) -> Bool {
+        let flags = fcntl(fd, F_GETFL)
+        return flags >= 0 && (flags & O_NONBLOCK != 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0)
     }
 
     private func queueIndex(_ index: UInt32) -> Int? {

@@ -202,6 +202,9 @@ struct DataPathTests {
         let id = try f.getID()
         #expect(id.status == BlkWire.statusOK)
         #expect(String(decoding: id.data.prefix { $0 != 0 }, as: UTF8.self) == "vhost.0")
+        // virtio 1.2 §5.2.6: the 20-byte field, zero-padded, all of it counted as written.
+        #expect(id.data == Array("vhost.0".utf8) + [UInt8](repeating: 0, count: 13))
+        #expect(id.usedLength == 21)
 
         // Last sector, and beyond capacity.
         #expect(try Self.roundTrip(f, sector: Self.sectors - 1, seed: 3))

@@ -48,18 +48,41 @@ enum BlkRequestChecks {
         if range.contains(last), iovecs[last].iov_len != lastBefore.iov_len - 1 {
             fatalError("data range still holds the status byte")
         }
-        _ = request.checkReadWrite(capacity: UInt64(truncatingIfNeeded: request.ioprio))
-        switch request.type {
-        case .discard, .writeZeroes, .secureErase:
-            _ = try? DiscardSegment.decode(request, iovecs: iovecs, maxSegments: 256)
-        case .getID:
-            var cursor = IOVecCursor(iovecs, range: range)
-            let serial = [UInt8](repeating: 0x41, count: 20)
-            _ = serial.withUnsafeBytes { cursor.copyIn(from: $0) }
-        default:
-            break
+        return execute(request, iovecs: iovecs)
+    }
+
+    /// Steps `request` through `BlkExecutor` (the daemon's code) against a
+    /// disk whose traits come from the request's ioprio field, "performing"
+    /// each operation as a backend would. Checks: every operation lies on
+    /// the disk, and the used length never exceeds the chain's writable bytes.
+    static func execute(_ request: BlkRequest, iovecs: UnsafeMutableBufferPointer<iovec>) -> UInt32 {
+        let traits = request.ioprio
+        let disk = BlkDisk(
+            capacitySectors: UInt64(traits >> 8), readOnly: traits & 1 != 0, syncsWrites: traits & 2 != 0,
+            punchesForZeroes: traits & 4 != 0, serial: BlkSerial([UInt8](repeating: 0x41, count: Int(traits >> 3 & 31))))
+        let failing: Int32 = [0, -EIO, -EOPNOTSUPP, -EINVAL][Int(traits >> 6 & 3)]
+        var step = BlkExecutor.start(request, iovecs: iovecs, disk: disk)
+        var operations = 0
+        while case .submit(let operation) = step {
+            operations += 1
+            guard operations <= 3 else { fatalError("more than 3 operations for one request") }
+            let (end, overflow) = operation.offset.addingReportingOverflow(operation.length)
+            guard !overflow, end <= disk.capacitySectors &* 512 else { fatalError("\(operation) beyond the disk") }
+            var result: Int32 = failing
+            switch operation.kind {
+            case .read, .write:
+                guard operation.length == request.dataLength else { fatalError("\(operation) is not the request's data") }
+                if failing == 0 { result = Int32(truncatingIfNeeded: operation.length) }
+            default:
+                break
+            }
+            step = BlkExecutor.finish(operation, result: result, disk: disk)
         }
-        request.setStatus(.ok)
-        return request.writableBytes
+        guard case .complete(let status, let usedLength) = step else { return 0 }
+        guard usedLength >= 1, usedLength <= request.writableBytes else {
+            fatalError("used length \(usedLength) but the chain has \(request.writableBytes) writable bytes")
+        }
+        request.setStatus(status)
+        return usedLength
     }
 }

@@ -1,12 +1,13 @@
-// libFuzzer target: BlkRequestParser over a hand-made, consistent chain
-// (what DescriptorChainWalker hands it; virtio 1.2 §5.2.6).
+// libFuzzer target: BlkRequestParser, then BlkExecutor (the daemon's code), over a
+// hand-made, consistent chain (what DescriptorChainWalker hands it; virtio 1.2 §5.2.6).
 //
 // Input: byte 0 = segments (1...16), byte 1 = how many are device-readable,
 // then one length byte per segment (length = b + 1), then the bytes that
 // fill the segments in order (zeros once the input runs out). Each segment
 // is its own exactly-sized heap block, so ASan flags any stray access.
 // Checks (BlkRequestChecks): data range, data length and status byte stay
-// inside the chain; the status byte is never data.
+// inside the chain; the status byte is never data; the executor keeps every
+// operation on the disk and never reports more bytes written than the chain holds.
 import Glibc
 import Virtio
 

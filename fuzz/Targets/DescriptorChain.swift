@@ -1,6 +1,7 @@
 // libFuzzer target: a split virtqueue in fake guest memory, driven the way
 // the daemon's VirtqueueServer drives it (SplitQueue, DescriptorChainWalker,
-// BlkRequestParser, DiscardSegment; virtio 1.2 §2.7, §5.2.6).
+// BlkRequestParser, then BlkExecutor, the device's step function; virtio 1.2
+// §2.7, §5.2.6).
 //
 // Input layout (little endian, missing bytes read as 0):
 //   0      flags: bit 0 EVENT_IDX, bits 1-2 extra regions (0...3)

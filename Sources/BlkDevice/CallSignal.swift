@@ -1,0 +1,34 @@
+import Glibc
+
+/// A queue's used-buffer notification: the vhost-user call eventfd
+/// (virtio 1.2 §2.7.7; vhost-user spec, "SET_VRING_CALL"), -1 while the
+/// frontend has given none.
+///
+/// The session makes every call eventfd non-blocking when it receives it.
+/// QEMU creates its eventfds with EFD_NONBLOCK already, so its end sees no
+/// change; a frontend that hands over a blocking one and never reads it
+/// can no longer hold the reactor in write(2). A write that fails with
+/// EAGAIN found the counter at its maximum (2^64 - 2): the eventfd is
+/// readable already, so the frontend still sees a signal and none is lost.
+struct CallSignal {
+    private(set) var fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    var isSet: Bool { fd >= 0 }
+
+    /// Replaces the eventfd; returns the old one for the caller to close.
+    mutating func replace(with newFD: Int32) -> Int32 {
+        let old = fd
+        fd = newFD
+        return old
+    }
+
+    /// Adds one to the counter, unless there is no eventfd. Never blocks.
+    @inline(__always)
+    func signal() {
+        guard fd >= 0 else { return }
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) }
+    }
+}
