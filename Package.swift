@@ -110,6 +110,7 @@ let package = Package(
         .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "Posix"], cSettings: gnuSource),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC", "VhostBlkAPI"], cSettings: gnuSource),
         .testTarget(name: "BlkDeviceTests", dependencies: ["BlkDevice", "Virtio"], cSettings: gnuSource),
+        .testTarget(name: "VhostTargetTests", dependencies: ["VhostTarget", "VhostBlkAPI", "JSONRPC"], cSettings: gnuSource),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["VhostUserFrontend", "Virtio", "VhostUser", "JSONRPC", "Posix", "DaemonTestSupport"],

@@ -194,3 +194,28 @@ extension VhostTarget {
         ]
     }
 }
+
+extension VhostTarget {
+    /// The bdev module's methods (here and in BdevResizeMethods.swift). A
+    /// rescan changes no saved state: a file bdev's entry has no size, its
+    /// create reads the file's.
+    static let bdevRPCMethods: [RPCMethod] = [
+        .deferred(BdevUringCreateParams.self, .bdev, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.bdevUringCreate(p, reply) },
+        .immediate(BdevUringDeleteParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevDelete(p.name, driver: .uring) },
+        .deferred(BdevAioCreateParams.self, .bdev, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.bdevAioCreate(p, reply) },
+        .immediate(BdevAioDeleteParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevDelete(p.name, driver: .aio) },
+        .immediate(BdevMallocCreateParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevMallocCreate(p) },
+        .immediate(BdevMallocDeleteParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevDelete(p.name, driver: .malloc) },
+        .immediate(BdevNullCreateParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevNullCreate(p) },
+        .immediate(BdevNullDeleteParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevDelete(p.name, driver: .null) },
+        .deferred(BdevUringRescanParams.self, .bdev, mutatesConfig: false) { t, p, reply throws(RPCError) in
+            try t.bdevRescan(p.name, driver: .uring, reply)
+        },
+        .deferred(BdevAioRescanParams.self, .bdev, mutatesConfig: false) { t, p, reply throws(RPCError) in
+            try t.bdevRescan(p.name, driver: .aio, reply)
+        },
+        .immediate(BdevNullResizeParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevNullResize(p) },
+        .deferred(BdevResizeParams.self, .bdev, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.bdevResize(p, reply) },
+        .deferred(BdevGetBdevsParams.self, .bdev, mutatesConfig: false) { t, p, reply throws(RPCError) in try t.bdevGetBdevs(p, reply) },
+    ]
+}

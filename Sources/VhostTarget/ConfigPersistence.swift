@@ -6,14 +6,10 @@ import VhostBlkAPI
 /// `--config FILE` and `--persist` (issue 5, "config persistence"): the
 /// file is SPDK's `save_config` format. At start every entry is dispatched
 /// through the same handlers as RPC, in order; the first failure stops the
-/// start. With `--persist`, every successful state-changing request rewrites
-/// the file atomically.
+/// start. With `--persist`, every successful request to a method registered
+/// with `mutatesConfig` (`RPCMethod`), and a guest's write-cache change,
+/// rewrites the file atomically.
 extension VhostTarget {
-    /// Methods that never change state: no rewrite after them.
-    static func isReadOnly(method: String) -> Bool {
-        method.contains("_get_") || method.hasPrefix("framework_")
-    }
-
     /// Replays `configuration.configFile` (before the RPC socket exists).
     /// A missing file with `--persist` is a first boot: the daemon starts
     /// empty and writes the file. Throws naming the subsystem, the entry
@@ -43,11 +39,11 @@ extension VhostTarget {
         for subsystem in config.subsystems {
             for (index, entry) in subsystem.entries.enumerated() {
                 let place = "config file \(path): subsystem \(subsystem.name) entry \(index) (\(entry.method))"
-                guard let handler = Self.handlerTable[entry.method] else {
+                guard let method = Self.methodTable[entry.method] else {
                     throw TargetStartError("\(place): unknown method")
                 }
                 do throws(RPCError) {
-                    try replay(handler, entry.params)
+                    try replay(method.handler, entry.params)
                 } catch {
                     throw TargetStartError("\(place) failed: \(error.message) (code \(error.code))")
                 }
@@ -87,20 +83,20 @@ extension VhostTarget {
         }
     }
 
-    /// The persistence hook: after a successful request that may have
-    /// changed state. The file is written off the control loop
-    /// (`ConfigWriter`); `done` runs once it was (the RPC answers then, so a
-    /// client that got its answer finds its change in the file). A failed
-    /// write is logged; the change itself stands.
-    func persistAfter(method: String, then done: @escaping () -> Void = {}) {
+    /// The persistence hook, after `change` (a method that `mutatesConfig`,
+    /// or a guest's SET_CONFIG) succeeded. The file is written off the
+    /// control loop (`ConfigWriter`); `done` runs once it was (the RPC
+    /// answers then, so a client that got its answer finds its change in the
+    /// file). A failed write is logged; the change itself stands.
+    func persistAfter(change: String, then done: @escaping () -> Void = {}) {
         // During shutdown the controllers are already gone from the tables: keep the file as it was.
-        guard configuration.persistConfig, !shuttingDown, let path = configuration.configFile, !Self.isReadOnly(method: method) else {
+        guard configuration.persistConfig, !shuttingDown, let path = configuration.configFile else {
             return done()
         }
         let text = currentConfig().json.encoded(pretty: true) + "\n"
         configWriter.write(Array(text.utf8), to: path) { [logger] failure in
             if let failure {
-                logger.error("\(method) succeeded but config file \(path) could not be rewritten: \(failure)")
+                logger.error("\(change) succeeded but config file \(path) could not be rewritten: \(failure)")
             }
             done()
         }

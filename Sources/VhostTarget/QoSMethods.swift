@@ -106,3 +106,10 @@ extension Controller {
         limiter.reactor.post { limiter.close() }
     }
 }
+
+extension VhostTarget {
+    /// The qos module's methods: limits are saved (`qosConfigEntries`).
+    static let qosRPCMethods: [RPCMethod] = [
+        .immediate(BdevSetQosLimitParams.self, .qos, mutatesConfig: true) { t, p throws(RPCError) in try t.bdevSetQosLimit(p) },
+    ]
+}

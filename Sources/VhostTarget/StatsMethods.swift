@@ -135,3 +135,13 @@ extension IOStatResetMode {
         }
     }
 }
+
+extension VhostTarget {
+    /// The stats module's methods: counters are not saved state, so resets
+    /// change no config either.
+    static let statsRPCMethods: [RPCMethod] = [
+        .immediate(BdevGetIostatParams.self, .stats, mutatesConfig: false) { t, p throws(RPCError) in try t.bdevGetIostat(p) },
+        .immediate(BdevResetIostatParams.self, .stats, mutatesConfig: false) { t, p throws(RPCError) in try t.bdevResetIostat(p) },
+        .immediate(BdevGetLatencyParams.self, .stats, mutatesConfig: false) { t, p throws(RPCError) in try t.bdevGetLatency(p) },
+    ]
+}

@@ -41,7 +41,7 @@ extension VhostTarget {
             maxQueues: configuration.maxQueuesPerController, bdev: bdev, listener: listener, logger: logger)
         controller.socketPermissions = permissions
         controller.writeThrough = p.writeCache == false
-        controller.guestChangedSavedState = { [unowned self] in persistAfter(method: "SET_CONFIG (write cache)") }
+        controller.guestChangedSavedState = { [unowned self] in persistAfter(change: "SET_CONFIG (write cache)") }
         do {
             controller.listenToken = try loop.register(listener, events: .readable) { [unowned self, unowned controller] _ in
                 acceptFrontend(controller)
@@ -181,4 +181,19 @@ extension VhostTarget {
             ],
         ]
     }
+}
+
+extension VhostTarget {
+    /// The vhost module's methods.
+    static let vhostRPCMethods: [RPCMethod] = [
+        .immediate(VhostCreateBlkControllerParams.self, .vhost, mutatesConfig: true) { t, p throws(RPCError) in
+            try t.vhostCreateBlkController(p)
+        },
+        .immediate(VhostGetControllersParams.self, .vhost, mutatesConfig: false) { t, p throws(RPCError) in try t.vhostGetControllers(p) },
+        .deferred(VhostDeleteControllerParams.self, .vhost, mutatesConfig: true) { t, p, reply throws(RPCError) in
+            try t.vhostDeleteController(p, reply)
+        },
+        .immediate(VhostBlkAttachParams.self, .vhost, mutatesConfig: true) { t, p throws(RPCError) in try t.vhostBlkAttach(p) },
+        .deferred(VhostBlkDetachParams.self, .vhost, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.vhostBlkDetach(p, reply) },
+    ]
 }

@@ -178,6 +178,70 @@ struct ConfigPersistenceTests {
         #expect(after == before)
     }
 
+    /// With `--persist`, only a call whose success changes what save_config
+    /// writes rewrites the file: stats resets, rescans of an unchanged file and
+    /// queries leave it alone. Before each call the file is replaced by a
+    /// marker, which a rewrite would overwrite.
+    @Test func persistRewritesOnlyAfterCallsThatChangeTheConfig() throws {
+        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let configPath = directory.appendingPathComponent("vhost-blkd.json").path
+        let arguments = ["--config", configPath, "--persist"]
+        let daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        defer { daemon.stop(); daemon.cleanUp() }
+        let image = try Self.makeImage(directory, "u.img")
+        try daemon.call("bdev_malloc_create", ["name": "M0", "num_blocks": 256, "block_size": 512])
+        try daemon.call("bdev_null_create", ["name": "N0", "num_blocks": 64, "block_size": 512])
+        try daemon.call("bdev_uring_create", ["name": "U0", "filename": .string(image)])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0"])
+
+        let marker = "not rewritten\n"
+        func expectCall(_ method: String, _ params: JSON? = nil, rewrites: Bool, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            try Data(marker.utf8).write(to: URL(fileURLWithPath: configPath))
+            _ = try daemon.call(method, params)
+            let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: configPath)), as: UTF8.self)
+            #expect((text != marker) == rewrites, "\(method) \(rewrites ? "did not rewrite" : "rewrote") the file",
+                    sourceLocation: sourceLocation)
+            if rewrites {
+                #expect(try Self.readJSON(configPath) == (try Self.savedConfig(daemon)), "\(method)", sourceLocation: sourceLocation)
+            }
+        }
+
+        // Statistics, queries and an unchanged file's rescan (a file bdev's size is not saved).
+        try expectCall("bdev_reset_iostat", rewrites: false)
+        try expectCall("bdev_reset_iostat", ["name": "M0", "mode": "maxmin"], rewrites: false)
+        try expectCall("bdev_get_iostat", ["reset_mode": "all"], rewrites: false)
+        try expectCall("bdev_get_latency", rewrites: false)
+        try expectCall("bdev_get_bdevs", rewrites: false)
+        try expectCall("bdev_uring_rescan", ["name": "U0"], rewrites: false)
+        try expectCall("vhost_get_controllers", rewrites: false)
+        try expectCall("framework_get_config", ["name": "bdev"], rewrites: false)
+        try expectCall("framework_get_subsystems", rewrites: false)
+        try expectCall("framework_get_reactors", rewrites: false)
+        try expectCall("framework_start_init", rewrites: false)
+        try expectCall("thread_get_stats", rewrites: false)
+        try expectCall("rpc_get_methods", rewrites: false)
+        try expectCall("spdk_get_version", rewrites: false)
+
+        // Changes to what save_config writes.
+        try expectCall("bdev_set_qos_limit", ["name": "M0", "rw_ios_per_sec": 2000], rewrites: true)
+        #expect(Self.methods(try Self.readJSON(configPath), "bdev").contains("bdev_set_qos_limit"))
+        try expectCall("bdev_null_resize", ["name": "N0", "new_size": 1], rewrites: true)
+        try expectCall("bdev_resize", ["name": "M0", "new_size_mib": 1], rewrites: true)
+        try expectCall("vhost_blk_detach", ["ctrlr": "vhost.0"], rewrites: true)
+        try expectCall("vhost_blk_attach", ["ctrlr": "vhost.0", "dev_name": "N0"], rewrites: true)
+        try expectCall("bdev_uring_delete", ["name": "U0"], rewrites: true)
+        try expectCall("bdev_reset_iostat", rewrites: false)
+
+        // The last rewrite holds everything: a restart from it comes back the same.
+        try expectCall("vhost_delete_controller", ["ctrlr": "vhost.0"], rewrites: true)
+        let before = try Self.snapshot(daemon)
+        #expect(daemon.stop() == 0)
+        let restarted = try DaemonProcess(extraArguments: arguments, directory: directory)
+        defer { restarted.stop() }
+        #expect(try Self.snapshot(restarted) == before)
+    }
+
     @Test func badConfigNamesTheEntryAndLeavesNothing() throws {
         let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
