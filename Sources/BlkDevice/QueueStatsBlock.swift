@@ -14,8 +14,10 @@ import Virtio
 /// struct stored in the server). Nothing is counted twice: a class's
 /// operation count is its histogram's total, and the request count is the
 /// sum of all rows and errors, both added up by `snapshot()`. Successes come
-/// in runs (a batch popped in one reactor iteration and completed in one
-/// shares its latency, which is measured in loop ticks): one that extends
+/// in runs (a batch popped in one reactor iteration and completed together
+/// shares its latency: pops are stamped with the iteration's clock read and
+/// completions with one read per batch, `VirtqueueServer.completionClock`,
+/// both in nanoseconds of CLOCK_MONOTONIC): one that extends
 /// the current run costs a compare, a count and a byte sum, and a run goes
 /// into its row when the next success differs, and before any read. One anonymous
 /// mapping holds everything, so pages never touched (idle classes, unused

@@ -23,6 +23,7 @@ extension VirtqueueServer {
     @discardableResult
     func processAvail() -> Bool {
         guard !stopping else { return false }
+        completionClockStale = true
         var popped = false
         var count = 0
         while true {

@@ -110,7 +110,7 @@ extension VirtqueueServer {
         if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
         ring.addUsed(id: s.head, length: statusByte == nil ? 0 : usedLength)
         if let log = dirtyLog { logWrites(slot: slot, statusByte: statusByte, log: log) }
-        stats.complete(slot, status, at: reactor.loopTime.load(ordering: .relaxed))
+        stats.complete(slot, status, at: completionTime())
         if inflight != nil { noteUsedForInflight(head: s.head) }
         slots.release(slot)
         inFlight -= 1
@@ -119,6 +119,16 @@ extension VirtqueueServer {
             reportPreviousBackendDrainedIfIdle()
         }
         reactor.markDirty(taskID)
+    }
+
+    /// `completionClock`, read again when stale.
+    @inline(__always)
+    func completionTime() -> UInt64 {
+        if completionClockStale {
+            completionClock = Reactor.now()
+            completionClockStale = false
+        }
+        return completionClock
     }
 
     func logMalformed(_ message: String) {

@@ -79,6 +79,15 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// Whether this queue takes part in the reactor's polling now.
     var pollsGuest = true
 
+    /// When requests completed, for their latency (virtio-blk has no clock
+    /// of its own): read at the first completion after a pop batch or a
+    /// reactor iteration began, and shared by the completions until the next
+    /// one, so a batch of requests served inline (RAM, null, tmpfs) costs one
+    /// clock read and still reports the time their work took. Pops are
+    /// stamped with the reactor's `loopTime`, read once per iteration.
+    var completionClock: UInt64 = 0
+    var completionClockStale = true
+
     /// A popped request its bdev's QoS limit holds back (QoSLimiter.swift):
     /// nothing more is popped until the limiter resumes this queue.
     var qosHeld: (request: BlkRequest, slot: UInt32)?
@@ -247,6 +256,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     }
 
     package func flush() {
+        completionClockStale = true
         if !kickArmed && !stopping { armKick() }
         publishAndNotify()
         if blocked && !stopping {

@@ -419,7 +419,8 @@ public final class Reactor: @unchecked Sendable {
         }
     }
 
-    static func now() -> UInt64 {
+    /// CLOCK_MONOTONIC in nanoseconds (the unit of `loopTime` and of the queues' latency stamps).
+    public static func now() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)

@@ -196,6 +196,30 @@ struct StatsTests {
         #expect(throws: (any Error).self) { try daemon.call("bdev_get_iostat", ["reset_mode": "sometimes"]) }
     }
 
+    /// Latency is wall-clock time from pop to completion for every backend:
+    /// requests served inline (RAM, tmpfs) complete in the reactor iteration
+    /// that popped them, and once all reported 0 ns.
+    @Test(arguments: [DataPathTests.Backend.malloc, .tmpfs, .uring])
+    func latencyIsMeasuredForEveryBackend(backend: DataPathTests.Backend) throws {
+        let daemon = try DataPathTests.daemonServing(.ioUring, backend, bdev: "D0")
+        defer { daemon.stop(); daemon.cleanUp() }
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let f = try DataPathTests.attach(daemon, "vhost.0", memory: memory, queues: 1)
+        defer { f.close() }
+        for i in 0..<50 { #expect(try DataPathTests.roundTrip(f, sector: UInt64(i) * 8, seed: i)) }
+        let s = try Self.iostat(daemon, "D0")
+        for op in ["read", "write"] {
+            #expect(Self.int(s, "num_\(op)_ops") == 50)
+            #expect(Self.int(s, "\(op)_latency_ticks") > 0, "\(backend) \(op)s take time")
+            #expect(Self.int(s, "max_\(op)_latency_ticks") > 0 && Self.int(s, "min_\(op)_latency_ticks") <= Self.int(s, "max_\(op)_latency_ticks"))
+        }
+        let latency = try daemon.call("bdev_get_latency", ["name": "D0"])
+        let read = try #require(latency["bdevs"]?.arrayValue?.first?["read"])
+        #expect(Self.int(read, "count") == 50)
+        #expect(Self.int(read, "p50") > 0 && Self.int(read, "p99") >= Self.int(read, "p50"), "\(read)")
+    }
+
     @Test func reactorsAndThreads() throws {
         let daemon = try DataPathTests.daemonServing(.ioUring, .malloc, bdev: "M0")
         defer { daemon.stop(); daemon.cleanUp() }
