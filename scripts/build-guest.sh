@@ -14,7 +14,7 @@
 # Needs: apt-get/apt-cache (network access to the Debian archive, only when
 # the kernel package must be fetched), dpkg-deb, busybox-static, fio, cpio,
 # gzip, ldd. No KVM, no root beyond what apt-get download needs.
-# See PROTOCOL.md section 5.
+# See docs/PROTOCOL-NOTES.md, "Test guests".
 set -eu
 
 say() { printf 'build-guest: %s\n' "$*"; }

@@ -1,7 +1,8 @@
 import Glibc
 
 /// Why a backing could not be opened, with the errno the RPC layer reports
-/// (`{"code": -errno, "message": ...}`, PROTOCOL.md) and a precise message,
+/// (`{"code": -errno, "message": ...}`, docs/PROTOCOL-NOTES.md, "Envelope and
+/// errors") and a precise message,
 /// e.g. "No such file or directory: /x" or
 /// "File size 1000 is not a multiple of the block size 512".
 public struct BdevOpenError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -1,4 +1,5 @@
-/// A JSON value, as carried by the JSON-RPC socket (PROTOCOL.md §4).
+/// A JSON value, as carried by the JSON-RPC socket (docs/PROTOCOL-NOTES.md,
+/// "The JSON-RPC socket").
 ///
 /// Integers and reals stay apart, as jansson keeps them: `1` is `.int(1)`,
 /// `1.0` is `.double(1)`. Objects keep their keys in insertion order.

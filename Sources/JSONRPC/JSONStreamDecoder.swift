@@ -1,8 +1,8 @@
 internal import CJansson
 
 /// Splits a byte stream of back-to-back JSON values into values
-/// (PROTOCOL.md §4: no framing, no newline required; rpc.py sends pretty
-/// JSON with no trailing newline).
+/// (no framing, no newline required; rpc.py sends pretty JSON with no
+/// trailing newline: docs/PROTOCOL-NOTES.md, "Framing").
 ///
 /// Feed bytes with `append`, then call `next()` until it answers
 /// `.needMoreInput`. A `.parseError` or `.tooLarge` is final: the stream has

@@ -1,5 +1,6 @@
 /// Finds where the first complete JSON value in a byte stream ends, without
-/// parsing it (PROTOCOL.md §4: requests arrive back to back, unframed).
+/// parsing it (requests arrive back to back, unframed: docs/PROTOCOL-NOTES.md,
+/// "Framing").
 ///
 /// jansson reports a token cut at the end of the buffer (`tru`, `1e`, `"\u00`)
 /// as invalid rather than premature, so the decoder first finds the value's

@@ -2,7 +2,8 @@ import Glibc
 
 /// A blocking JSON-RPC client over a Unix stream socket, for the CLI and
 /// tests. One request at a time; responses are read with
-/// `JSONStreamDecoder` (PROTOCOL.md §4). Not thread-safe: use from one thread.
+/// `JSONStreamDecoder` (docs/PROTOCOL-NOTES.md, "Framing"). Not thread-safe:
+/// use from one thread.
 public final class RPCClient {
     /// The socket path connected to.
     public let path: String

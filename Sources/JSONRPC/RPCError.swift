@@ -1,6 +1,7 @@
 import Glibc
 
-/// A JSON-RPC error object (PROTOCOL.md §4: codes as SPDK uses them).
+/// A JSON-RPC error object, with codes as SPDK uses them (SPDK JSON-RPC,
+/// "Error response message"; docs/PROTOCOL-NOTES.md, "Envelope and errors").
 public struct RPCError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Int
     public var message: String

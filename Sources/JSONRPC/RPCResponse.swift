@@ -1,5 +1,5 @@
-/// Response encoding (PROTOCOL.md §4): one compact JSON object per
-/// response, followed by "\n".
+/// Response encoding (docs/PROTOCOL-NOTES.md, "Framing"): one compact JSON
+/// object per response, followed by "\n".
 public enum RPCResponse {
     /// `{"jsonrpc":"2.0","id":ID,"result":RESULT}\n`.
     public static func result(id: JSON?, _ result: JSON) -> String {

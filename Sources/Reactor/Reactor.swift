@@ -7,7 +7,7 @@ import Synchronization
 
 /// A pinned thread serving virtqueues: one wait point per reactor, where guest
 /// kicks (eventfd reads), disk completions and cross-thread messages all
-/// arrive through the same engine (DESIGN.md, "The data path").
+/// arrive through the same engine (docs/ARCHITECTURE.md, "The data path").
 ///
 /// Thread confinement: every member except `post`, `postAndWait`, `load`,
 /// `stop` and the immutable `index`/`cpu` is used only on the reactor thread.

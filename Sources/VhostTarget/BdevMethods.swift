@@ -4,7 +4,10 @@ import JSONRPC
 import Posix
 import VhostBlkAPI
 
-/// bdev_* methods (SPDK's names, parameters and results; PROTOCOL.md §4).
+/// bdev_* methods (SPDK's names, parameters and results: SPDK JSON-RPC,
+/// "bdev_malloc_create", "bdev_null_create", "bdev_aio_create",
+/// "bdev_uring_create", "bdev_get_bdevs"; error codes in
+/// api/vhost-blkd.openrpc.json).
 extension VhostTarget {
     func bdevUringCreate(_ p: BdevUringCreateParams, _ reply: @escaping RPCReply) throws(RPCError) {
         try createFileBdev(

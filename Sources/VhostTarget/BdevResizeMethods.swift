@@ -3,7 +3,7 @@ import Glibc
 import JSONRPC
 import VhostBlkAPI
 
-/// Resizing bdevs while guests use them (PROTOCOL.md §1, "Live resize"):
+/// Resizing bdevs while guests use them (docs/PROTOCOL-NOTES.md, "Live resize"):
 /// `bdev_uring_rescan`, `bdev_aio_rescan`, `bdev_null_resize` (SPDK's) and
 /// `bdev_resize` (ours). Every size change reaches the controller's running
 /// queues and the guest (CONFIG_CHANGE_MSG).

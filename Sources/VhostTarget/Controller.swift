@@ -86,7 +86,8 @@ final class Controller {
         return backend
     }
 
-    /// Virtio features offered to the frontend (PROTOCOL.md §1, §2).
+    /// Virtio features offered to the frontend (virtio 1.2 §5.2.3 and §6;
+    /// docs/PROTOCOL-NOTES.md, "What a vhost-user-blk back end offers").
     var offeredFeatures: VirtioFeatures {
         var f: VirtioFeatures = [
             .version1, .indirectDesc, .eventIdx, .sizeMax, .segMax, .blockSize, .topology,

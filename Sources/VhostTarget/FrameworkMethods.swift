@@ -2,7 +2,8 @@ import JSONRPC
 import VhostBlkAPI
 
 /// framework_* and rpc_get_methods: what SPDK's `save_config` and
-/// `load_config` (rpc/config.py) call (PROTOCOL.md §4).
+/// `load_config` (rpc/config.py) call (docs/PROTOCOL-NOTES.md, "save_config
+/// and load_config").
 extension VhostTarget {
     /// The subsystems, in the order their configs replay.
     static let subsystems: [(name: String, dependsOn: [String])] = [("bdev", []), ("vhost_blk", ["bdev"])]

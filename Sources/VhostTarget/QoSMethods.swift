@@ -3,10 +3,10 @@ import Glibc
 import JSONRPC
 import VhostBlkAPI
 
-/// `bdev_set_qos_limit` (SPDK's name, parameters and checks; PROTOCOL.md §4)
-/// and how limits reach the queues: each controller serving a limited bdev
-/// has one `QoSLimiter` on its reactor, handed to its queues in their
-/// `DeviceBackend`.
+/// `bdev_set_qos_limit` (SPDK's name, parameters and checks: SPDK JSON-RPC,
+/// "bdev_set_qos_limit") and how limits reach the queues: each controller
+/// serving a limited bdev has one `QoSLimiter` on its reactor, handed to its
+/// queues in their `DeviceBackend`.
 extension VhostTarget {
     static let qosIOsPerSecondUnit: UInt64 = 1000
     static let bytesPerMiB: UInt64 = 1 << 20

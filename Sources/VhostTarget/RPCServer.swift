@@ -3,9 +3,10 @@ import JSONRPC
 import Logging
 import Posix
 
-/// The JSON-RPC socket (PROTOCOL.md §4): requests are JSON values back to
-/// back with no framing; each gets one response line, in order. Runs on the
-/// control loop; a client that sends garbage, too much, or never reads is dropped.
+/// The JSON-RPC socket (docs/PROTOCOL-NOTES.md, "Framing"): requests are JSON
+/// values back to back with no framing; each gets one response line, in
+/// order. Runs on the control loop; a client that sends garbage, too much, or
+/// never reads is dropped.
 ///
 /// A method may answer later (one that waits for queues to drain): its
 /// client's next requests wait, unread, until it has; other clients are

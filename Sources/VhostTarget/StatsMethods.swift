@@ -4,7 +4,8 @@ import JSONRPC
 import VhostBlkAPI
 
 /// bdev_get_iostat, bdev_reset_iostat, bdev_get_latency (SPDK's names and
-/// result shapes, PROTOCOL.md §4; the latency method is vhost-blkd's).
+/// result shapes, SPDK JSON-RPC, "bdev_get_iostat"; the latency method is
+/// vhost-blkd's, in api/vhost-blkd.openrpc.json).
 /// Ticks are CLOCK_MONOTONIC nanoseconds: `tick_rate` is 1e9.
 extension VhostTarget {
     static let tickRate: Int64 = 1_000_000_000

@@ -3,7 +3,10 @@ import JSONRPC
 import Posix
 import VhostBlkAPI
 
-/// vhost_* methods (SPDK's names, parameters and results; PROTOCOL.md §4).
+/// vhost_* methods (SPDK's names, parameters and results: SPDK JSON-RPC,
+/// "vhost_create_blk_controller", "vhost_get_controllers",
+/// "vhost_delete_controller"; our additions and every error code in
+/// api/vhost-blkd.openrpc.json).
 /// SPDK answers vhost errors with -32602 and the strerror text.
 extension VhostTarget {
     func vhostCreateBlkController(_ p: VhostCreateBlkControllerParams) throws(RPCError) -> JSON {

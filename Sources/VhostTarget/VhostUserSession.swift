@@ -11,7 +11,8 @@ import Virtio
 ///
 /// Messages are decoded on the control loop; anything that touches a running
 /// queue travels to that queue's reactor and completes there
-/// (vhost-user spec, "Communication"; PROTOCOL.md §1).
+/// (vhost-user spec, "Communication"; docs/PROTOCOL-NOTES.md, "vhost-user
+/// with QEMU 7.2").
 ///
 /// The control loop never waits for a queue to drain: a message that needs
 /// stopped queues (GET_VRING_BASE, SET_MEM_TABLE, ...) starts stopping them
@@ -71,7 +72,8 @@ final class VhostUserSession {
     private var closeWaiters: [() -> Void]?
     private var closed = false
 
-    /// Requests whose frontend waits for a reply whatever was negotiated (PROTOCOL.md §1).
+    /// Requests whose frontend waits for a reply whatever was negotiated
+    /// (docs/PROTOCOL-NOTES.md, "Replies").
     static let alwaysReplied: Set<VhostUserRequest> = [
         .getFeatures, .getProtocolFeatures, .getQueueNum, .getVringBase, .getConfig, .getInflightFD,
         .getMaxMemSlots, .getStatus,
@@ -507,7 +509,8 @@ final class VhostUserSession {
         return true
     }
 
-    /// Inflight tracking for queue `i` (PROTOCOL.md §1 "Inflight tracking"):
+    /// Inflight tracking for queue `i` (vhost-user spec, "Inflight I/O
+    /// tracking"; docs/PROTOCOL-NOTES.md, "Inflight tracking across restarts"):
     /// the area to keep up to date, the heads a restarted daemon serves again
     /// (requests the last one popped but never completed), and the avail
     /// index to start from: the used ring's index plus those heads, as
@@ -645,8 +648,8 @@ final class VhostUserSession {
         }
     }
 
-    /// Sends CONFIG_CHANGE_MSG on the backend channel (PROTOCOL.md §1, "Live
-    /// resize") without asking for a reply: QEMU answers it only after a
+    /// Sends CONFIG_CHANGE_MSG on the backend channel (docs/PROTOCOL-NOTES.md,
+    /// "Live resize") without asking for a reply: QEMU answers it only after a
     /// GET_CONFIG on the main socket, which this same thread serves.
     func notifyConfigChanged() {
         guard protocolFeatures.contains(.config), protocolFeatures.contains(.slaveReq), let channel = backendChannel else {

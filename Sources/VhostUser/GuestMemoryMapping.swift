@@ -3,7 +3,8 @@ import Posix
 import Virtio
 
 /// The mmapped guest memory of one vhost-user session (SET_MEM_TABLE,
-/// ADD_MEM_REG, REM_MEM_REG; PROTOCOL.md §1 "Payloads").
+/// ADD_MEM_REG, REM_MEM_REG; vhost-user spec, "Payload" and "Memory access";
+/// docs/PROTOCOL-NOTES.md, "Payloads").
 ///
 /// Each region maps `mmapOffset + size` bytes of its fd from offset 0
 /// (MAP_SHARED) and uses `base + mmapOffset`, so two regions may share one

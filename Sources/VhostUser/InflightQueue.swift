@@ -2,7 +2,7 @@ import Synchronization
 
 /// One split queue's area in the inflight-tracking region that the front-end
 /// keeps for the back-end across reconnects (vhost-user spec, "Inflight I/O
-/// tracking"; PROTOCOL.md §1 "Inflight tracking").
+/// tracking"; docs/PROTOCOL-NOTES.md, "Inflight tracking across restarts").
 ///
 /// Layout: a 16-byte header `u64 features, u16 version, u16 desc_num,
 /// u16 last_batch_head, u16 used_idx`, then `desc_num` 16-byte entries

@@ -4,7 +4,7 @@
 public enum VhostUserBackendRequest: UInt32, Sendable {
     case iotlbMessage = 1
     /// The device's config space changed (live resize): the front-end
-    /// re-reads it with GET_CONFIG (PROTOCOL.md §1, "Live resize").
+    /// re-reads it with GET_CONFIG (docs/PROTOCOL-NOTES.md, "Live resize").
     case configChange = 2
     case vringHostNotifier = 3
 }

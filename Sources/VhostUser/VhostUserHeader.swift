@@ -10,7 +10,7 @@ public struct VhostUserHeader: Hashable, Sendable {
     public static let flagReply: UInt32 = 0x4
     /// Bit 3: the sender wants a REPLY_ACK u64 reply.
     public static let flagNeedReply: UInt32 = 0x8
-    /// Flags of every reply: exactly version | REPLY (PROTOCOL.md §1).
+    /// Flags of every reply: exactly version | REPLY (docs/PROTOCOL-NOTES.md, "Replies").
     public static let replyFlags: UInt32 = version | flagReply
 
     public var request: VhostUserRequest

@@ -1,5 +1,5 @@
 /// One vhost-user message: header, decoded payload and the descriptors that
-/// came with it (vhost-user spec "Message specification").
+/// came with it (vhost-user spec, "Message Specification").
 ///
 /// fd ownership: `fds` are open descriptors owned by whoever holds the
 /// message. The handler keeps the ones it needs and closes every other one
@@ -41,7 +41,9 @@ public struct VhostUserMessage: Sendable {
     }
 
     /// Decodes and validates `body` for `header.request`: exact payload size,
-    /// region and config limits, and the number of fds (PROTOCOL.md §1).
+    /// region and config limits, and the number of fds (vhost-user spec,
+    /// "Payload" and "Front-end message types"; docs/PROTOCOL-NOTES.md,
+    /// "Payloads" and "File descriptors").
     ///
     /// fd ownership: on success the returned message owns `fds`; on a throw
     /// the caller still owns them and must close them all.

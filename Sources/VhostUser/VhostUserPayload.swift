@@ -37,7 +37,7 @@ public struct MemoryRegionDescriptor: Hashable, Sendable {
     }
 }
 
-/// A decoded vhost-user payload (vhost-user spec "Message payload"; PROTOCOL.md §1 "Payloads").
+/// A decoded vhost-user payload (vhost-user spec, "Payload"; docs/PROTOCOL-NOTES.md, "Payloads").
 public enum VhostUserPayload: Hashable, Sendable {
     /// No payload.
     case none

@@ -1,4 +1,5 @@
-/// vhost-user protocol feature bits (GET/SET_PROTOCOL_FEATURES; PROTOCOL.md §1).
+/// vhost-user protocol feature bits (GET/SET_PROTOCOL_FEATURES; vhost-user
+/// spec, "Protocol features").
 public struct VhostUserProtocolFeatures: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }

@@ -1,5 +1,6 @@
-/// Back-end → front-end replies (vhost-user spec "Reply"). Flags are exactly
-/// version | REPLY (0x5): QEMU drops the connection on anything else.
+/// Back-end → front-end replies (vhost-user spec, "Header"). Flags are exactly
+/// version | REPLY (0x5): QEMU drops the connection on anything else
+/// (docs/PROTOCOL-NOTES.md, "Replies").
 public enum VhostUserReply {
     /// Header with flags 0x5 and `payload`'s bytes.
     public static func encode(request: VhostUserRequest, payload: VhostUserPayload) -> [UInt8] {

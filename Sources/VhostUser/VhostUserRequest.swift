@@ -1,5 +1,5 @@
-/// A vhost-user front-end request number (vhost-user spec "Front-end message types";
-/// PROTOCOL.md §1). A raw wire value: unknown numbers are data, never a trap.
+/// A vhost-user front-end request number (vhost-user spec, "Front-end message
+/// types"). A raw wire value: unknown numbers are data, never a trap.
 public struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }

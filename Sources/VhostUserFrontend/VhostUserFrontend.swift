@@ -4,7 +4,7 @@ import VhostUser
 import Virtio
 
 /// An in-repo vhost-user front end that drives a back end the way QEMU 7.2's
-/// `vhost-user-blk-pci` does (PROTOCOL.md §1 "Sequence"), for integration
+/// `vhost-user-blk-pci` does (docs/PROTOCOL-NOTES.md, "Message sequence"), for integration
 /// tests and benchmarks.
 ///
 /// Control messages go through `channel` from one thread; once started, each

@@ -1,4 +1,4 @@
-/// `struct virtio_blk_config` (virtio 1.2 §5.2.4; offsets in PROTOCOL.md §2),
+/// `struct virtio_blk_config` (virtio 1.2 §5.2.4, which gives the field offsets),
 /// served little-endian to GET_CONFIG.
 public struct BlkConfig: Sendable, Equatable {
     /// Bytes of the layout this type defines (through the zoned fields).

@@ -92,7 +92,8 @@ public struct BlkRequest: @unchecked Sendable {
     }
 
     /// Whether `count` sectors from `sector` fit a disk of `capacity` sectors:
-    /// `sector <= capacity && count <= capacity - sector` (PROTOCOL.md §2).
+    /// `sector <= capacity && count <= capacity - sector`, which cannot overflow
+    /// (virtio 1.2 §5.2.6; docs/PROTOCOL-NOTES.md, "virtio-blk").
     public static func rangeFits(sector: UInt64, count: UInt64, capacity: UInt64) -> Bool {
         sector <= capacity && count <= capacity - sector
     }

@@ -1,5 +1,6 @@
 /// Virtio feature bits relevant to virtio-blk over vhost-user
-/// (virtio 1.2 §5.2.3 and §6; PROTOCOL.md §2).
+/// (virtio 1.2 §5.2.3 and §6; what QEMU 7.2 passes through:
+/// docs/PROTOCOL-NOTES.md, "What a vhost-user-blk back end offers").
 public struct VirtioFeatures: OptionSet, Sendable, Hashable {
     public var rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }

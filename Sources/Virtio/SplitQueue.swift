@@ -1,6 +1,6 @@
 import Synchronization
 
-/// A view over one split virtqueue in guest memory (virtio 1.2 §2.7; PROTOCOL.md §3).
+/// A view over one split virtqueue in guest memory (virtio 1.2 §2.7).
 ///
 /// Layout: descriptor table `16*n`; avail ring `flags, idx, ring[n], used_event`;
 /// used ring `flags, idx, ring[n] of {id, len}, avail_event`; all little-endian.

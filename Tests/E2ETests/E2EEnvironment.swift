@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Where the end-to-end tests find QEMU and the guest image, and whether they
-/// can run here (PROTOCOL.md section 5).
+/// can run here (docs/PROTOCOL-NOTES.md, "Test guests").
 ///
 /// The e2e suites use `.enabled(if: E2EEnvironment.isEnabled, E2EEnvironment.skipComment)`
 /// and start with `try E2EEnvironment.requireReady()`: on a developer machine

@@ -10,7 +10,8 @@ struct GuestDisk: Sendable {
     var socketPath: String
     var numQueues = 1
     /// QEMU's `reconnect=N` (seconds): reconnect after the backend goes away
-    /// (needed for daemon-restart tests, PROTOCOL.md section 1 "Inflight").
+    /// (needed for daemon-restart tests; docs/PROTOCOL-NOTES.md, "Inflight
+    /// tracking across restarts").
     var reconnectSeconds: Int? = nil
     /// Further `-device` properties, e.g. `["queue-size=256", "packed=on"]`.
     var deviceProperties: [String] = []
@@ -44,7 +45,7 @@ struct GuestResult: Sendable {
 }
 
 /// A QEMU (TCG) guest booting the e2e kernel and initramfs with a test script
-/// and vhost-user-blk disks (PROTOCOL.md section 5).
+/// and vhost-user-blk disks (docs/PROTOCOL-NOTES.md, "Test guests").
 ///
 /// Files live in `workDirectory`: `<name>.initrd`, `<name>.console.log`,
 /// `<name>.qemu.log` and, with `qmp`, `<name>.qmp`. QEMU is killed when the

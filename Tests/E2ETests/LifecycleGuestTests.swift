@@ -4,7 +4,7 @@ import JSONRPC
 import Testing
 
 /// A running QEMU 7.2 guest whose disk grows, is detached, is replaced and is
-/// finally force-deleted over JSON-RPC, without a reboot (PROTOCOL.md §1
+/// finally force-deleted over JSON-RPC, without a reboot (docs/PROTOCOL-NOTES.md,
 /// "Live resize"; qemu-storage-daemon 7.2 cannot show a resize to a running guest).
 @Suite("Guests across live resize, detach, attach and delete", .serialized, .enabled(if: E2EEnvironment.isEnabled, E2EEnvironment.skipComment))
 struct LifecycleGuestTests {

@@ -6,7 +6,8 @@ import Testing
 /// The daemon dies (`kill -9`) or is restarted (SIGTERM) while a guest runs
 /// verified fio: QEMU 7.2 reconnects (`reconnect=1`), the restarted daemon
 /// reloads its persisted config and resubmits what was in flight from the
-/// inflight region (PROTOCOL.md §1 "Inflight tracking"), and fio finishes
+/// inflight region (docs/PROTOCOL-NOTES.md, "Inflight tracking across
+/// restarts"), and fio finishes
 /// with no error and a clean verify.
 @Suite("Guests across daemon crashes and restarts", .serialized, .enabled(if: E2EEnvironment.isEnabled, E2EEnvironment.skipComment))
 struct RestartGuestTests {

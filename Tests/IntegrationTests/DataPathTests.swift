@@ -7,7 +7,8 @@ import VhostUserFrontend
 import Virtio
 
 /// The virtio-blk data path of the real daemon, driven through the in-repo
-/// vhost-user front end (virtio 1.2 §5.2.6, PROTOCOL.md §1).
+/// vhost-user front end (virtio 1.2 §5.2.6; docs/PROTOCOL-NOTES.md, "vhost-user
+/// with QEMU 7.2").
 @Suite("Data path against the running daemon")
 struct DataPathTests {
     enum Engine: String, CaseIterable, CustomTestStringConvertible {

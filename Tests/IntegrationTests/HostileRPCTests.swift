@@ -5,9 +5,10 @@ import JSONRPC
 import Posix
 import Testing
 
-/// Hostile JSON-RPC clients against the real daemon (issue 5 part 4,
-/// PROTOCOL.md §4): every one gets a bounded answer or is dropped, and
-/// another client is still served correctly and quickly afterwards.
+/// Hostile JSON-RPC clients against the real daemon (issue 5 part 4;
+/// docs/PROTOCOL-NOTES.md, "The JSON-RPC socket"): every one gets a bounded
+/// answer or is dropped, and another client is still served correctly and
+/// quickly afterwards.
 @Suite("Hostile RPC clients against the running daemon")
 struct HostileRPCTests {
     // MARK: Helpers

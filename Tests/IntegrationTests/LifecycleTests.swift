@@ -8,7 +8,7 @@ import VhostUserFrontend
 import Virtio
 
 /// Controllers changing under a running front end: live resize, attach,
-/// detach and forced delete (PROTOCOL.md §1 "Live resize"), against the real
+/// detach and forced delete (docs/PROTOCOL-NOTES.md, "Live resize"), against the real
 /// daemon through the in-repo front end.
 @Suite("Live resize, attach, detach and delete")
 struct LifecycleTests {

@@ -3,7 +3,8 @@ import Foundation
 import JSONRPC
 import Testing
 
-/// The JSON-RPC socket of the real daemon: framing, errors, methods (PROTOCOL.md §4).
+/// The JSON-RPC socket of the real daemon: framing, errors, methods
+/// (docs/PROTOCOL-NOTES.md, "The JSON-RPC socket").
 @Suite("JSON-RPC against the running daemon")
 struct RPCTests {
     @Test func versionMethodsAndSocketMode() throws {

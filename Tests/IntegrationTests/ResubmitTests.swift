@@ -10,7 +10,8 @@ import Virtio
 
 /// A daemon killed with requests popped but not completed: its successor
 /// serves them again from the inflight region, each exactly once, and then
-/// goes on with the ring (PROTOCOL.md §1 "Inflight tracking").
+/// goes on with the ring (vhost-user spec, "Inflight I/O tracking";
+/// docs/PROTOCOL-NOTES.md, "Inflight tracking across restarts").
 @Suite("Inflight resubmission across a daemon crash")
 struct ResubmitTests {
     typealias D = DataPathTests

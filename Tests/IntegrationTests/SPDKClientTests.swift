@@ -14,7 +14,8 @@ import Glibc
 /// `VHOST_BLKD_E2E=1` a venv that cannot be set up fails the tests; elsewhere
 /// (no python3-venv, no network) they are skipped.
 enum SPDKClient {
-    /// The `spdk` release whose rpc.py PROTOCOL.md §4 was checked against.
+    /// The `spdk` release whose rpc.py the notes in docs/PROTOCOL-NOTES.md
+    /// ("The JSON-RPC socket") were checked against.
     static let pinnedVersion = "26.9"
 
     /// The package root, found from this file's path (Tests/IntegrationTests/<file>).
@@ -129,8 +130,8 @@ enum SPDKClientError: Error, CustomStringConvertible {
 }
 
 /// The real SPDK client (`spdk-rpc` 26.9) against the running daemon, for
-/// every method the daemon implements (PROTOCOL.md §4: "SPDK JSON-RPC, as
-/// rpc.py expects it").
+/// every method the daemon implements (docs/PROTOCOL-NOTES.md, "The JSON-RPC
+/// socket").
 @Suite("spdk-rpc (SPDK's rpc.py) against the running daemon",
        .enabled(if: SPDKClient.isEnabled, SPDKClient.skipComment))
 struct SPDKClientTests {
@@ -225,7 +226,7 @@ struct SPDKClientTests {
         }
     }
 
-    /// rpc.py's resize and rescan commands (PROTOCOL.md §1 "Live resize").
+    /// rpc.py's resize and rescan commands (docs/PROTOCOL-NOTES.md, "Live resize").
     @Test func resizeAndRescan() throws {
         let daemon = try startDaemon()
         defer { daemon.stop(); daemon.cleanUp() }

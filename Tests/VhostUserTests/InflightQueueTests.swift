@@ -1,7 +1,8 @@
 import Testing
 import VhostUser
 
-/// Inflight tracking's bookkeeping and recovery (PROTOCOL.md §1 "Inflight tracking").
+/// Inflight tracking's bookkeeping and recovery (vhost-user spec, "Inflight I/O
+/// tracking").
 @Suite struct InflightQueueTests {
     /// An 8-aligned area for `queueSize` and a fake used ring of ids.
     final class Area {

@@ -1,5 +1,5 @@
 // libFuzzer target: the JSON-RPC stream decoder and request envelope
-// (JSONStreamDecoder, RPCRequest; PROTOCOL.md §4).
+// (JSONStreamDecoder, RPCRequest; docs/PROTOCOL-NOTES.md, "The JSON-RPC socket").
 //
 // Input: byte 0 picks a chunk size (1...255, 0 = all at once); the rest is
 // what a client writes to the RPC socket. The stream is decoded twice, in

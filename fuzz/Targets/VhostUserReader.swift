@@ -1,5 +1,6 @@
 // libFuzzer target: the vhost-user framing and payload decoder
-// (VhostUserMessageReader + VhostUserMessage.decode; PROTOCOL.md §1).
+// (VhostUserMessageReader + VhostUserMessage.decode; vhost-user spec,
+// "Message Specification"; docs/PROTOCOL-NOTES.md, "File descriptors").
 //
 // Input: byte 0 picks how the rest is cut into `recvmsg` chunks and how many
 // (fake) fds ride on each; the rest is the byte stream a front end sends.
