@@ -6,20 +6,26 @@ import Glibc
 ///
 /// Each mapping is registered with `SharedMemoryGuard` (when installed): if
 /// the file shrinks under it, accesses past the end find zero pages instead
-/// of killing the process, and `lostPages` tells.
+/// of killing the process, and `lostPages` tells. A mapping the installed
+/// guard cannot take is unmapped and refused (`SharedMappingError.unguarded`).
 public struct SharedMapping: @unchecked Sendable {  // the pointer is shared guest memory; users synchronise via the ring protocol
     public let base: UnsafeMutableRawPointer
     public let length: Int
     private let guardSlot: Int32
 
     /// Maps `length` bytes of `fd` from offset 0, read-write, MAP_SHARED.
-    public init(fd: FileDescriptor, length: Int, offset: Int = 0) throws(Errno) {
-        guard length > 0 else { throw Errno.EINVAL }
+    public init(fd: FileDescriptor, length: Int, offset: Int = 0) throws(SharedMappingError) {
+        guard length > 0 else { throw .mmap(.EINVAL) }
         let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, off_t(offset))
-        guard let p, p != MAP_FAILED else { throw Errno.current }
+        guard let p, p != MAP_FAILED else { throw .mmap(.current) }
+        do {
+            guardSlot = try SharedMemoryGuard.register(p, length: length)
+        } catch {
+            munmap(p, length)
+            throw .unguarded(error)
+        }
         base = p
         self.length = length
-        guardSlot = SharedMemoryGuard.register(p, length: length)
     }
 
     /// Pages that were gone when touched (the file shrank) and now read as zeros.

@@ -131,11 +131,13 @@ public struct GuestMemoryMapping: Sendable {
         if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) < length {
             throw .badRegion(index: index, reason: "mmap_offset + size exceeds the file size \(st.st_size)")
         }
-        do {
+        do throws(SharedMappingError) {
             let mapping = try SharedMapping(fd: FileDescriptor(fd), length: length)
             return MappedRegion(descriptor: d, mapping: mapping)
+        } catch .mmap(let e) {
+            throw .mapFailed(index: index, errno: e.rawValue)
         } catch {
-            throw .mapFailed(index: index, errno: error.rawValue)
+            throw .badRegion(index: index, reason: "\(error)")  // SharedMappingError.unguarded
         }
     }
 }

@@ -71,7 +71,7 @@ public final class FrontendMemory: @unchecked Sendable {  // immutable after ini
             mapping = try SharedMapping(fd: fd, length: size)
         } catch {
             fd.close()
-            throw .system(error)
+            throw .system(error.errno)
         }
         self.size = size
         self.base = mapping.base

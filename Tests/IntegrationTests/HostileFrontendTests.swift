@@ -410,27 +410,97 @@ struct HostileFrontendTests {
     @Test(arguments: ShrinkCase.allCases)
     func shrunkGuestMemoryDisconnectsOnlyThatFrontend(_ kind: ShrinkCase) throws {
         let world = try Bystander()
+        try Self.shrinkUnderARunningQueue(world, kind)
+    }
+
+    /// A frontend on vhost.0 of `world` shrinks its memory as `kind` says:
+    /// it is disconnected with the reason in the log, the bystander and the
+    /// daemon go on.
+    static func shrinkUnderARunningQueue(_ world: Bystander, _ kind: ShrinkCase, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let f = try Self.startedFrontend(world.daemon.socketDirectory + "/vhost.0")
         defer { f.close(); f.memory.close() }
         let memory = f.memory
-        #expect(try Self.roundTrip(f))  // served before the shrink
+        #expect(try Self.roundTrip(f), sourceLocation: sourceLocation)  // served before the shrink
         let (q, _) = try Self.pushRequestWithDataAbove4MiB(f, write: kind == .writeFromLostPages)
         usleep(20_000)  // the reactor's polling phase after the round trip is over: it waits for a kick
         // From here on this process must not touch the pages past the new end either.
         if kind == .ringsLost {
             q.publish()
-            #expect(ftruncate(memory.fd.rawValue, 0) == 0)
+            #expect(ftruncate(memory.fd.rawValue, 0) == 0, sourceLocation: sourceLocation)
         } else {
-            #expect(ftruncate(memory.fd.rawValue, 4 << 20) == 0)
+            #expect(ftruncate(memory.fd.rawValue, 4 << 20) == 0, sourceLocation: sourceLocation)
             q.publish()  // the rings are below the new end
         }
         q.kickFD.signal()
-        #expect(f.channel.waitForClose(timeout: .seconds(5)), "\(kind): the daemon kept the connection")
+        #expect(f.channel.waitForClose(timeout: .seconds(5)), "\(kind): the daemon kept the connection", sourceLocation: sourceLocation)
         let reason = "the frontend shrank memory it shares with the daemon"
         let deadline = ContinuousClock.now + .seconds(3)
         while !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
-        world.finish(kind.rawValue, reason: reason)
-        #expect(world.daemon.log.contains("session ended"))
+        world.finish(kind.rawValue, reason: reason, sourceLocation: sourceLocation)
+        #expect(world.daemon.log.contains("session ended"), sourceLocation: sourceLocation)
+    }
+
+    /// `kill -BUS` (SI_USER) and sigqueue(3) (SI_QUEUE) at the daemon: no
+    /// memory faulted, so the guard ignores them and logs the sender; the
+    /// daemon keeps serving, and a frontend that shrinks its memory
+    /// afterwards is still caught. (The handler once put back SIGBUS's
+    /// previous action for any signal outside its ranges, for good: the
+    /// next shrink, or the next `kill -BUS`, ended the daemon.)
+    @Test func sentBusSignalsNeitherKillTheDaemonNorSwitchTheGuardOff() throws {
+        let world = try Bystander()
+        for _ in 0..<3 {
+            #expect(kill(world.daemon.pid, SIGBUS) == 0)
+            usleep(50_000)
+        }
+        #expect(sigqueue(world.daemon.pid, SIGBUS, sigval(sival_int: 7)) == 0)
+        let line = "SIGBUS signal(s) sent by a process (last sender: pid \(getpid())"
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !world.daemon.log.contains(line) && world.daemon.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
+        #expect(world.daemon.isRunning, "kill -BUS ended the daemon")
+        #expect(world.daemon.log.contains(line), "log lacks '\(line)':\n\(world.daemon.log.suffix(2000))")
+        try Self.shrinkUnderARunningQueue(world, .readIntoLostPages)
+    }
+
+    /// The guard's range table once had 4,096 slots, and a mapping made past
+    /// them was silently left unguarded: with 520 sessions holding 8 guest
+    /// memory regions each (4,160 ranges, plus the bystander's), a shrink
+    /// under the next frontend killed the daemon. It must be caught like
+    /// any other.
+    @Test func aShrinkPastFourThousandGuardedRangesIsCaught() throws {
+        let world = try Bystander()
+        let sessions = 520
+        let client = try world.daemon.client()
+        // Eight one-page regions, each its own mapping in the daemon, all in one memfd.
+        let memfd = try Memfd.create(name: "eight-regions", size: 8 << 12)
+        defer { memfd.close() }
+        let regions = (0..<8).map { i in
+            Self.region(gpa: UInt64(i) << 12, size: 1 << 12, user: 0x7000_0000_0000 + UInt64(i << 12), offset: UInt64(i) << 12)
+        }
+        let unused = try FrontendMemory(size: 4096)  // these sessions send their own table
+        var frontends: [VhostUserFrontend] = []
+        defer {
+            for f in frontends { f.close() }
+            unused.close()
+        }
+        var options = VhostUserFrontend.Options()
+        options.useBackendChannel = false
+        options.useInflight = false
+        for i in 0..<sessions {
+            _ = try client.call("bdev_null_create", params: ["name": .string("G\(i)"), "num_blocks": 2048, "block_size": 512])
+            _ = try client.call("vhost_create_blk_controller", params: ["ctrlr": .string("g\(i)"), "dev_name": .string("G\(i)")])
+            let f = try VhostUserFrontend(socketPath: world.daemon.socketDirectory + "/g\(i)", memory: unused, options: options)
+            frontends.append(f)
+            try f.connect()
+            #expect(f.replyAck)
+            try f.channel.send(
+                Self.message(.setMemTable, .memoryTable(regions), fds: [Int32](repeating: memfd.rawValue, count: 8)), ack: true)
+        }
+        #expect(world.daemon.isRunning)
+        // Every table was mapped (debug log), the bystander's too.
+        #expect(world.daemon.log.components(separatedBy: "memory table set").count - 1 >= sessions + 1)
+        try Self.shrinkUnderARunningQueue(world, .readIntoLostPages)
+        // The 520 sessions are still there, their memory tables intact.
+        #expect(!world.daemon.log.contains("SET_MEM_TABLE refused"))
     }
 
     /// The kernel, not the daemon, touches the lost pages of a request on a
