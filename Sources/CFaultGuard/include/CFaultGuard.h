@@ -18,8 +18,10 @@
    (the Swift runtime's backtrace, or the default: the process dies with a
    core dump, as it should).
 
-   The handler is C because it runs in signal context: it only reads atomics,
-   calls mmap, write and sigaction, and takes no locks (signal-safety(7)). */
+   The handler is C because it runs in signal context: it reads atomics,
+   takes no locks and calls only write and sigaction (async-signal-safe,
+   signal-safety(7)) and mmap (not on that list, but a bare system call in
+   glibc: no lock, no allocation). */
 #include <stddef.h>
 #include <stdint.h>
 
