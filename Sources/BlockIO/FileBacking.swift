@@ -44,6 +44,10 @@ public final class FileBacking: @unchecked Sendable {
 
     deinit { close() }
 
+    /// Opens the backing's path with open(2) `flags`: a descriptor, or why not.
+    /// `BackingPathPolicy` passes one that opens beneath an allowed directory.
+    public typealias Opener = (_ flags: Int32) throws(BdevOpenError) -> Int32
+
     /// Opens a regular file or a block device, read-write or read-only.
     ///
     /// Regular files: O_DIRECT when the filesystem accepts it for `blockSize`
@@ -53,49 +57,87 @@ public final class FileBacking: @unchecked Sendable {
     /// (file); given → a power of two in 512...65536, at least the device's
     /// logical block size. Refuses directories, character devices, FIFOs,
     /// sockets, empty files and sizes that are not a multiple of the block size.
-    public static func open(path: String, readOnly: Bool, blockSize: UInt32?) throws(BdevOpenError) -> FileBacking {
+    ///
+    /// `opener` does every open (default: open(2) of `path`). The file is
+    /// first looked at through an O_PATH descriptor, which opens nothing
+    /// (open(2): no FIFO wait, no device open routine); each descriptor opened
+    /// for I/O must then be that same inode (st_dev, st_ino), so a path
+    /// swapped in between is refused, never used.
+    public static func open(path: String, readOnly: Bool, blockSize: UInt32?, opener: Opener? = nil) throws(BdevOpenError) -> FileBacking {
         if let blockSize, blockSize < 512 || blockSize > 65536 || blockSize & (blockSize - 1) != 0 {
             throw .invalid("Invalid block size \(blockSize): must be a power of two from 512 to 65536")
         }
+        let open: Opener
+        if let opener { open = opener } else { open = plainOpener(path) }
+        let probe = try open(vb_o_path() | O_CLOEXEC)
         var st = stat()
-        if stat(path, &st) != 0 { throw .system(errno, path) }
+        let rc = fstat(probe, &st)
+        let error = errno
+        Glibc.close(probe)
+        if rc != 0 { throw .system(error, path) }
         let kind = st.st_mode & S_IFMT
         if kind == S_IFDIR { throw .system(EISDIR, path) }
         guard kind == S_IFREG || kind == S_IFBLK else {
             throw .invalid("Not a regular file or block device: \(path)")
         }
-        let access = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        let opening = Opening(path: path, open: open, kind: kind, device: st.st_dev, inode: st.st_ino,
+                              flags: (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
         if kind == S_IFBLK {
-            return try openBlockDevice(path: path, flags: access, blockSize: blockSize, readOnly: readOnly)
+            return try openBlockDevice(opening, blockSize: blockSize, readOnly: readOnly)
         }
-        return try openRegularFile(path: path, flags: access, blockSize: blockSize ?? 512, readOnly: readOnly)
+        return try openRegularFile(opening, blockSize: blockSize ?? 512, readOnly: readOnly)
     }
 
-    private static func openFD(_ path: String, _ flags: Int32) -> Int32 {
-        var fd: Int32
-        repeat { fd = Glibc.open(path, flags) } while fd < 0 && errno == EINTR
-        return fd
+    /// open(2) of `path`.
+    private static func plainOpener(_ path: String) -> Opener {
+        return { flags throws(BdevOpenError) -> Int32 in
+            var fd: Int32
+            repeat { fd = Glibc.open(path, flags) } while fd < 0 && errno == EINTR
+            if fd < 0 { throw .system(errno, path) }
+            return fd
+        }
     }
 
-    /// Confirms that the opened fd is still what `stat` saw (no swap in between).
-    private static func checkKind(_ fd: Int32, _ expected: mode_t, _ path: String) throws(BdevOpenError) -> stat {
-        var st = stat()
-        if fstat(fd, &st) != 0 {
-            let error = errno
-            Glibc.close(fd)
-            throw .system(error, path)
+    /// The open in progress: how to open, and which inode the opens must reach.
+    private struct Opening {
+        let path: String
+        let open: Opener
+        let kind: mode_t
+        let device: dev_t
+        let inode: ino_t
+        let flags: Int32
+
+        /// Opens for I/O with `extra` flags and checks it is the inode the
+        /// probe saw. O_NONBLOCK makes the open itself return at once even
+        /// if a FIFO was swapped in (open(2)); it is cleared before any I/O
+        /// (io_uring would return EAGAIN for a non-blocking file). O_NOCTTY:
+        /// a terminal swapped in never becomes the controlling one. Returns
+        /// the descriptor and its stat, or -errno when the open itself failed.
+        func openChecked(_ extra: Int32 = 0) throws(BdevOpenError) -> (fd: Int32, stat: stat) {
+            let fd = try open(flags | extra | O_NONBLOCK | O_NOCTTY)
+            var st = stat()
+            if fstat(fd, &st) != 0 {
+                let error = errno
+                Glibc.close(fd)
+                throw .system(error, path)
+            }
+            guard st.st_mode & S_IFMT == kind, st.st_dev == device, st.st_ino == inode else {
+                Glibc.close(fd)
+                throw BdevOpenError(errno: EAGAIN, message: "\(String(cString: strerror(EAGAIN))): \(path) was replaced while it was being opened; retry")
+            }
+            let current = fcntl(fd, F_GETFL)
+            if current < 0 || fcntl(fd, F_SETFL, current & ~O_NONBLOCK) != 0 {
+                let error = errno
+                Glibc.close(fd)
+                throw .system(error, path)
+            }
+            return (fd, st)
         }
-        if st.st_mode & S_IFMT != expected {
-            Glibc.close(fd)
-            throw .invalid("Not a regular file or block device: \(path)")
-        }
-        return st
     }
 
-    private static func openBlockDevice(path: String, flags: Int32, blockSize: UInt32?, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
-        let fd = openFD(path, flags | vb_o_direct())
-        if fd < 0 { throw .system(errno, path) }
-        _ = try checkKind(fd, S_IFBLK, path)
+    private static func openBlockDevice(_ opening: Opening, blockSize: UInt32?, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
+        let path = opening.path
+        let fd = try opening.openChecked(vb_o_direct()).fd
         var bytes: UInt64 = 0
         var logical: Int32 = 0
         var rc = vb_blkgetsize64(fd, &bytes)
@@ -119,16 +161,19 @@ public final class FileBacking: @unchecked Sendable {
                            memoryAlignment: Int(deviceBlock), sizeBytes: bytes, isReadOnly: readOnly)
     }
 
-    private static func openRegularFile(path: String, flags: Int32, blockSize: UInt32, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
-        var fd = openFD(path, flags | vb_o_direct())
-        var direct = fd >= 0
-        if fd < 0 {
-            guard errno == EINVAL else { throw .system(errno, path) }
-            fd = openFD(path, flags)
-            if fd < 0 { throw .system(errno, path) }
+    private static func openRegularFile(_ opening: Opening, blockSize: UInt32, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
+        let path = opening.path
+        var opened: (fd: Int32, stat: stat)
+        var direct = true
+        do throws(BdevOpenError) {
+            opened = try opening.openChecked(vb_o_direct())
+        } catch where error.errno == EINVAL {
+            // The filesystem refuses O_DIRECT (open(2) EINVAL).
+            opened = try opening.openChecked()
+            direct = false
         }
-        let st = try checkKind(fd, S_IFREG, path)
-        let bytes = UInt64(clamping: st.st_size)
+        var fd = opened.fd
+        let bytes = UInt64(clamping: opened.stat.st_size)
         do throws(BdevOpenError) {
             try checkSize(bytes, blockSize: blockSize, path: path)
         } catch {
@@ -138,9 +183,7 @@ public final class FileBacking: @unchecked Sendable {
         if direct && !directReadWorks(fd: fd, blockSize: blockSize) {
             // The filesystem's direct-I/O alignment is coarser than blockSize.
             Glibc.close(fd)
-            fd = openFD(path, flags)
-            if fd < 0 { throw .system(errno, path) }
-            _ = try checkKind(fd, S_IFREG, path)
+            fd = try opening.openChecked().fd
             direct = false
         }
         return FileBacking(path: path, fd: fd, isBlockDevice: false, isDirect: direct, blockSize: blockSize,

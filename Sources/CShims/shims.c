@@ -153,3 +153,17 @@ int vb_io_uring_enable_rings(int ring_fd) {
     long rc = syscall(__NR_io_uring_register, ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     return rc < 0 ? -errno : 0;
 }
+
+#include <linux/openat2.h>
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+int vb_openat2_beneath(int dirfd, const char *path, int flags) {
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = (uint64_t)(unsigned)flags;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long rc;
+    do { rc = syscall(SYS_openat2, dirfd, path, &how, sizeof(how)); } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : (int)rc;
+}

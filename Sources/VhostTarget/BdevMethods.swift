@@ -29,9 +29,10 @@ extension VhostTarget {
         let policy = configuration.backingPathPolicy
         try storageCalls.run("open of \(filename)", { () -> Result<FileBacking, RPCError> in
             do throws(RPCError) {
-                let path = try policy.pathToOpen(filename)
+                let target = try policy.target(for: filename)
                 do throws(BdevOpenError) {
-                    return .success(try FileBacking.open(path: path, readOnly: readOnly, blockSize: blockSize))
+                    return .success(try FileBacking.open(
+                        path: target.path, readOnly: readOnly, blockSize: blockSize, opener: target.opener))
                 } catch {
                     return .failure(RPCError(opening: error))
                 }

@@ -38,6 +38,30 @@ struct FileBackingTests {
         #expect(openError(path)?.errno == EINVAL)
     }
 
+    @Test("an opener that reaches another file after the probe is refused (EAGAIN)")
+    func swappedBetweenOpens() {
+        let first = TempFile(directory: "/var/tmp", size: 65536)
+        let second = TempFile(directory: "/var/tmp", size: 65536)
+        var calls = 0
+        let failure: BdevOpenError?
+        do {
+            let backing = try FileBacking.open(path: first.path, readOnly: false, blockSize: nil) { flags throws(BdevOpenError) -> Int32 in
+                calls += 1
+                // The O_PATH probe sees the first file; the open for I/O the second.
+                let fd = Glibc.open(calls == 1 ? first.path : second.path, flags)
+                if fd < 0 { throw BdevOpenError(errno: errno, message: "open") }
+                return fd
+            }
+            backing.close()
+            failure = nil
+        } catch {
+            failure = error
+        }
+        #expect(calls == 2)
+        #expect(failure?.errno == EAGAIN)
+        #expect(failure?.message.contains("replaced while it was being opened") == true)
+    }
+
     @Test("a size that is not a multiple of the block size is refused")
     func oddSize() {
         let file = TempFile(directory: "/var/tmp", size: 1000)

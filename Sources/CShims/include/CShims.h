@@ -64,10 +64,17 @@ int vb_blkgetsize64(int fd, uint64_t *size);
 int vb_blksszget(int fd, int *size);
 int vb_blkflsbuf(int fd);
 
+/* ---- openat2(2) (glibc 2.36 has no wrapper; struct open_how is in linux/openat2.h) ---- */
+/** openat2(2) of `path` relative to `dirfd` with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS: every
+    component, symlinks and ".." included, must resolve inside `dirfd`, else EXDEV (or ELOOP for a
+    /proc magic link). `flags` as for openat(2); no mode. Returns the fd or -errno (ENOSYS before 5.6). */
+int vb_openat2_beneath(int dirfd, const char *path, int flags);
+
 /* ---- Constants that are macros Swift does not import ---- */
 static inline int vb_falloc_punch_hole(void) { return FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE; }
 static inline int vb_falloc_zero_range(void) { return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE; }
 static inline int vb_o_direct(void) { return O_DIRECT; }
+static inline int vb_o_path(void) { return O_PATH; }
 static inline unsigned vb_mfd_cloexec(void) { return MFD_CLOEXEC; }
 
 /* ---- Memory barriers for rings shared with another process ---- */
