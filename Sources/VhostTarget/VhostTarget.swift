@@ -36,11 +36,14 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     var bdevsBeingOpened: Set<String> = []
     /// Why the thread-pool engine serves every bdev, when it does.
     private(set) var threadPoolReason: String?
+    /// The controllers' listeners out of descriptors (a descriptor held in reserve).
+    private let listenerReserve: ListenerReserve
 
     public init(configuration: TargetConfiguration, logger: Logger) throws(Errno) {
         self.configuration = configuration
         self.logger = logger
         loop = try EventLoop()
+        listenerReserve = ListenerReserve(loop: loop, logger: logger)
     }
 
     /// Takes the RPC socket's lock, starts reactors and listens for RPC clients.
@@ -202,7 +205,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             do {
                 fd = try UnixSocket.accept(controller.listener)
             } catch {
-                controller.logger.error("accept failed: \(error)")
+                // Level-triggered: returning with the connection still queued would spin.
+                if listenerReserve.acceptFailed(controller, error) { continue }
                 return
             }
             guard let fd else { return }
