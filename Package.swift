@@ -76,7 +76,8 @@ let package = Package(
             name: "VhostUserFrontend", dependencies: ["Virtio", "VhostUser", "Posix", "CShims"],
             cSettings: gnuSource),
 
-        // Test support: the real daemon as a child process (integration and e2e tests).
+        // Test support: the real daemon as a child process (integration and e2e tests),
+        // and the tools some tests need (missing ones fail the tests under CI=true).
         .target(name: "DaemonTestSupport", dependencies: ["JSONRPC"], cSettings: gnuSource),
 
         // Executables: thin.
@@ -107,7 +108,7 @@ let package = Package(
         // Tests: one folder per target, plus the process-level suites.
         .testTarget(name: "VirtioTests", dependencies: ["Virtio"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "Virtio", "Posix"], cSettings: gnuSource),
-        .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "Posix"], cSettings: gnuSource),
+        .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "Posix", "DaemonTestSupport"], cSettings: gnuSource),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC", "VhostBlkAPI"], cSettings: gnuSource),
         .testTarget(name: "BlkDeviceTests", dependencies: ["BlkDevice", "Virtio"], cSettings: gnuSource),
         .testTarget(name: "VhostTargetTests", dependencies: ["VhostTarget", "VhostBlkAPI", "JSONRPC"], cSettings: gnuSource),

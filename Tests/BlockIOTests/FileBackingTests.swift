@@ -1,4 +1,5 @@
 import BlockIO
+import DaemonTestSupport
 import Glibc
 import Testing
 
@@ -129,11 +130,11 @@ struct FileBackingTests {
         let dir = "/var/tmp/blockio-ramfs-\(getpid())"
         #expect(mkdir(dir, 0o700) == 0)
         defer { rmdir(dir) }
-        guard shell("mount -t ramfs ramfs \(dir)").status == 0 else {
-            print("note: cannot mount ramfs here; buffered fallback not exercised")
-            return
+        let tools = try TestPrerequisites.requireTools(["mount", "umount"])
+        guard shell("\(tools[0]) -t ramfs ramfs \(dir)").status == 0 else {
+            try TestPrerequisites.unavailable("mount -t ramfs failed (needs root)")
         }
-        defer { _ = shell("umount \(dir)") }
+        defer { _ = shell("\(tools[1]) \(dir)") }
         let file = TempFile(directory: dir, size: 65536)
         let backing = try FileBacking.open(path: file.path, readOnly: false, blockSize: nil)
         defer { backing.close() }
@@ -145,13 +146,13 @@ struct FileBackingTests {
     @Test("a loop block device: size, logical block size, O_DIRECT I/O", arguments: [512, 4096] as [UInt32])
     func loopDevice(sectorSize: UInt32) throws {
         let file = TempFile(directory: "/var/tmp", size: 16 << 20)
-        let attached = shell("losetup -f --show -b \(sectorSize) \(file.path)")
+        let losetup = try TestPrerequisites.requireTools(["losetup"])[0]
+        let attached = shell("\(losetup) -f --show -b \(sectorSize) \(file.path)")
         guard attached.status == 0, attached.output.hasPrefix("/dev/loop") else {
-            print("note: losetup unavailable here (status \(attached.status)); loop device test skipped")
-            return
+            try TestPrerequisites.unavailable("losetup -f failed with status \(attached.status) (a loop device needs root)")
         }
         let device = attached.output
-        defer { _ = shell("losetup -d \(device)") }
+        defer { _ = shell("\(losetup) -d \(device)") }
 
         let backing = try FileBacking.open(path: device, readOnly: false, blockSize: nil)
         defer { backing.close() }

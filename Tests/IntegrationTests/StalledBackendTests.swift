@@ -14,8 +14,8 @@ import Virtio
 /// only after the thaw, but the daemon's control thread goes on serving
 /// every other RPC client and frontend meanwhile.
 ///
-/// Needs root (loop device, mkfs.ext4, mount, fsfreeze); elsewhere each test
-/// prints why and returns.
+/// Needs root (loop device, mkfs.ext4, mount, fsfreeze): without them each
+/// test fails under CI=true and is skipped elsewhere (`TestPrerequisites`).
 @Suite("A stalled backend holds up only what waits for it")
 struct StalledBackendTests {
     typealias D = DataPathTests
@@ -255,7 +255,7 @@ struct StalledBackendTests {
     /// call is answered; the log names the waiting calls after 5 s. After the
     /// thaw all sixteen answer, and the seventeenth goes through.
     @Test func storageCallsWaitingAreBounded() throws {
-        guard let fs = FreezableFilesystem.make() else { return }
+        let fs = try FreezableFilesystem.make()
         defer { fs.remove() }
         let daemon = try DaemonProcess()
         defer { daemon.stop(); daemon.cleanUp() }
@@ -270,7 +270,7 @@ struct StalledBackendTests {
             let other = daemon.directory.appendingPathComponent("other.img").path
             #expect(FileManager.default.createFile(atPath: other, contents: Data(count: 8 << 20)))
             try daemon.call("bdev_aio_create", ["filename": .string(other), "name": "G0", "block_size": 512])
-            guard fs.freeze() else { return }
+            try fs.freeze()
             defer { fs.thaw() }
             let resizes = names.prefix(16).map { name in
                 Self.backgroundRPC(daemon, "bdev_resize", ["name": .string(name), "new_size_mib": 2])
@@ -315,14 +315,14 @@ struct StalledBackendTests {
     /// made at once but answered only once the file holds it (after the
     /// thaw); meanwhile other clients are answered.
     @Test func savedConfigOnFrozenStorageWaitsOffTheControlLoop() throws {
-        guard let fs = FreezableFilesystem.make() else { return }
+        let fs = try FreezableFilesystem.make()
         defer { fs.remove() }
         let configPath = fs.mountPoint + "/vhost-blkd.json"
         let daemon = try DaemonProcess(extraArguments: ["--config", configPath, "--persist"])
         defer { daemon.stop(); daemon.cleanUp() }
         try D.withLogOnError(daemon) { () throws in
             try daemon.call("bdev_aio_create", ["filename": .string(fs.diskPath), "name": "F0", "block_size": 512])
-            guard fs.freeze() else { return }
+            try fs.freeze()
             defer { fs.thaw() }
             let create = Self.backgroundRPC(daemon, "bdev_malloc_create", ["num_blocks": 2048, "block_size": 512, "name": "M0"])
             defer { Self.finish(create, fs: fs, daemon: daemon) }
@@ -394,7 +394,7 @@ struct StalledBackendTests {
         _ backend: Backend,
         _ body: (DaemonProcess, FreezableFilesystem, VhostUserFrontend, DriverQueue, StuckWrite) throws -> Void
     ) throws {
-        guard let fs = FreezableFilesystem.make() else { return }
+        let fs = try FreezableFilesystem.make()
         defer { fs.remove() }
         let daemon = try DaemonProcess(extraArguments: backend.daemonArguments)
         defer { daemon.stop(); daemon.cleanUp() }
@@ -403,7 +403,7 @@ struct StalledBackendTests {
             defer { memory.close() }
             let a = try frontendA(daemon, backend, fs, memory: memory)
             defer { a.close() }
-            guard fs.freeze() else { return }
+            try fs.freeze()
             defer { fs.thaw() }
             let write = try pushStuckWrite(a, daemon)
             try body(daemon, fs, a, try a.driverQueue(0), write)
@@ -658,12 +658,7 @@ final class FreezableFilesystem: @unchecked Sendable {
     }
 
     /// The tool's path in the usual system folders (a test's PATH may lack /sbin).
-    static func tool(_ name: String) -> String {
-        for folder in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(folder)/\(name)") {
-            return "\(folder)/\(name)"
-        }
-        return "/usr/sbin/\(name)"
-    }
+    static func tool(_ name: String) -> String { TestPrerequisites.tool(name) ?? "/usr/sbin/\(name)" }
 
     /// Runs `name arguments`; returns the output on failure (nil on success).
     @discardableResult
@@ -676,61 +671,60 @@ final class FreezableFilesystem: @unchecked Sendable {
         }
     }
 
-    /// Sets it up; nil, with the reason printed, where that is not possible (not root, no loop devices).
-    static func make() -> FreezableFilesystem? {
+    /// Sets it up and checks that it freezes and thaws. Where that is not
+    /// possible (a tool missing, not root, no loop devices) the test fails
+    /// under CI=true and is skipped elsewhere (`TestPrerequisites.unavailable`).
+    static func make() throws -> FreezableFilesystem {
+        try TestPrerequisites.requireTools(["losetup", "mkfs.ext4", "mount", "umount", "fsfreeze"])
         let base = "/tmp/vbd-frz-\(UUID().uuidString.prefix(8))"
         let image = base + ".img"
         let fm = FileManager.default
-        func skip(_ why: String) -> FreezableFilesystem? {
-            print("frozen-filesystem tests skipped: \(why)")
-            return nil
-        }
         guard fm.createFile(atPath: image, contents: nil),
               let handle = FileHandle(forWritingAtPath: image),
               (try? handle.truncate(atOffset: 64 << 20)) != nil
         else {
             try? fm.removeItem(atPath: image)
-            return skip("cannot create \(image)")
+            try TestPrerequisites.unavailable("cannot create \(image)")
         }
         try? handle.close()
         let (status, output) = (try? runCommand(tool("losetup"), ["-f", "--show", image])) ?? (-1, "losetup did not run")
         guard status == 0 else {
             try? fm.removeItem(atPath: image)
-            return skip("losetup: \(output)")
+            try TestPrerequisites.unavailable("losetup (a loop device needs root): \(output)")
         }
         let device = output.trimmingCharacters(in: .whitespacesAndNewlines)
         let fs = FreezableFilesystem(image: image, mountPoint: base, device: device)
         fs.mounted = false
-        if let why = run("mkfs.ext4", ["-q", "-F", device]) {
+        func give(up why: String) throws -> Never {
             fs.remove()
-            return skip(why)
+            try TestPrerequisites.unavailable(why)
         }
+        if let why = run("mkfs.ext4", ["-q", "-F", device]) { try give(up: why) }
         do {
             try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
         } catch {
-            fs.remove()
-            return skip("mkdir \(base): \(error)")
+            try give(up: "mkdir \(base): \(error)")
         }
-        if let why = run("mount", [device, base]) {
-            fs.remove()
-            return skip(why)
-        }
+        if let why = run("mount", [device, base]) { try give(up: why) }
         fs.mounted = true
         guard fm.createFile(atPath: fs.diskPath, contents: Data(count: 8 << 20)) else {
-            fs.remove()
-            return skip("cannot create \(fs.diskPath)")
+            try give(up: "cannot create \(fs.diskPath)")
         }
+        // Freezing works here (a later failure is then a real one).
+        if let why = run("fsfreeze", ["-f", base]) { try give(up: why) }
+        fs.frozen = true
+        fs.thaw()
         return fs
     }
 
-    /// fsfreeze -f; false, with the reason printed, where it fails.
-    func freeze() -> Bool {
-        if let why = Self.run("fsfreeze", ["-f", mountPoint]) {
-            print("frozen-filesystem test skipped: \(why)")
-            return false
-        }
+    /// fsfreeze -f; `make()` showed it works, so a failure here fails the test.
+    func freeze() throws {
+        if let why = Self.run("fsfreeze", ["-f", mountPoint]) { throw FreezeError(description: why) }
         frozen = true
-        return true
+    }
+
+    struct FreezeError: Error, CustomStringConvertible {
+        let description: String
     }
 
     /// fsfreeze -u, if frozen (any number of times).
