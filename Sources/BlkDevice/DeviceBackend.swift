@@ -60,7 +60,7 @@ package struct DeviceBackend: @unchecked Sendable {  // the backings are immutab
             punches = !isBlockDevice
         }
         return BlkDisk(capacitySectors: capacitySectors, readOnly: readOnly, syncsWrites: syncs,
-                       punchesForZeroes: punches, serial: BlkSerial(serial))
+                       punchesForZeroes: punches, serial: BlkSerial(serial), limits: DeviceLimits.blk)
     }
 
     /// The engine this backend's operations go through, if any (flow control).

@@ -98,22 +98,13 @@ final class Controller {
         return f
     }
 
-    /// Largest data segment (virtio 1.2 §5.2.4 size_max). SeaBIOS 1.16, QEMU
-    /// 7.2's BIOS, computes its largest request as size_max * seg_max / 512
-    /// in 16 bits: a product of 32 MiB or more wraps to zero-length reads
-    /// that it retries forever, so keep 64 KiB * 256 = 16 MiB.
-    static let sizeMax: UInt32 = 64 << 10
-    /// Most data segments per request (seg_max): what a request slot's iovecs
-    /// hold, less the header, the status byte and splits across regions.
-    static let segMax = UInt32(RequestSlots.iovecsPerSlot - 4)
-
     /// The virtio-blk configuration space (virtio 1.2 §5.2.4).
     var config: BlkConfig {
         var c = BlkConfig()
         let blockSize = self.blockSize
         c.capacity = (bdev?.sizeBytes ?? 0) / 512
-        c.sizeMax = Self.sizeMax
-        c.segMax = Self.segMax
+        c.sizeMax = DeviceLimits.sizeMax
+        c.segMax = DeviceLimits.segMax
         c.blkSize = blockSize
         c.physicalBlockExp = 0
         c.minIOSize = 1
@@ -121,10 +112,10 @@ final class Controller {
         c.numQueues = UInt16(clamping: maxQueues)
         c.writeback = writeThrough ? 0 : 1
         let alignment = max(1, blockSize / 512)
-        c.maxDiscardSectors = 1 << 22
+        c.maxDiscardSectors = DeviceLimits.maxDiscardSectors
         c.maxDiscardSeg = 1
         c.discardSectorAlignment = alignment
-        c.maxWriteZeroesSectors = 1 << 22
+        c.maxWriteZeroesSectors = DeviceLimits.maxWriteZeroesSectors
         c.maxWriteZeroesSeg = 1
         c.writeZeroesMayUnmap = 1
         return c

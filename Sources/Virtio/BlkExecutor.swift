@@ -49,14 +49,18 @@ public struct BlkDisk: Equatable, Sendable {
     public var punchesForZeroes: Bool
     /// The GET_ID answer.
     public var serial: BlkSerial
+    /// What the device advertises (virtio 1.2 §5.2.4); larger requests
+    /// complete with IOERR, so no guest makes a reactor copy more at once.
+    public var limits: BlkLimits
 
     public init(capacitySectors: UInt64, readOnly: Bool, syncsWrites: Bool = false,
-                punchesForZeroes: Bool = false, serial: BlkSerial = BlkSerial()) {
+                punchesForZeroes: Bool = false, serial: BlkSerial = BlkSerial(), limits: BlkLimits = .unlimited) {
         self.capacitySectors = capacitySectors
         self.readOnly = readOnly
         self.syncsWrites = syncsWrites
         self.punchesForZeroes = punchesForZeroes
         self.serial = serial
+        self.limits = limits
     }
 
     /// Whether `offset ..< offset + length` (bytes) lies on the disk now.
@@ -65,6 +69,27 @@ public struct BlkDisk: Equatable, Sendable {
         let (end, overflow) = offset.addingReportingOverflow(length)
         return !overflow && end <= capacitySectors &* BlkRequest.sectorSize
     }
+}
+
+/// The largest requests a device takes (virtio 1.2 §5.2.4, the config
+/// space's size_max, seg_max, max_discard_sectors and max_write_zeroes_sectors).
+public struct BlkLimits: Equatable, Sendable {
+    /// Data bytes of one read or write: size_max * seg_max. Not checked per
+    /// segment: SeaBIOS sends its whole transfer, up to that product, in one
+    /// descriptor, and Linux keeps within both.
+    public var maxTransferBytes: UInt64
+    /// Sectors in one DISCARD or WRITE_ZEROES segment.
+    public var maxDiscardSectors: UInt32
+    public var maxWriteZeroesSectors: UInt32
+
+    public init(maxTransferBytes: UInt64, maxDiscardSectors: UInt32, maxWriteZeroesSectors: UInt32) {
+        self.maxTransferBytes = maxTransferBytes
+        self.maxDiscardSectors = maxDiscardSectors
+        self.maxWriteZeroesSectors = maxWriteZeroesSectors
+    }
+
+    /// No limit but the disk's capacity (unit tests of other rules).
+    public static let unlimited = BlkLimits(maxTransferBytes: .max, maxDiscardSectors: .max, maxWriteZeroesSectors: .max)
 }
 
 /// The virtio-blk device as a pure step function (virtio 1.2 §5.2.6): a
@@ -87,7 +112,8 @@ public enum BlkExecutor {
     public static func start(_ request: BlkRequest, iovecs: UnsafeMutableBufferPointer<iovec>, disk: BlkDisk) -> BlkStep {
         switch request.type {
         case .in, .out:
-            guard request.checkReadWrite(capacity: disk.capacitySectors) == .ok else { return .complete(.ioErr, usedLength: 1) }
+            guard request.checkReadWrite(capacity: disk.capacitySectors) == .ok,
+                  request.dataLength <= disk.limits.maxTransferBytes else { return .complete(.ioErr, usedLength: 1) }
             let isWrite = request.type == .out
             if isWrite && disk.readOnly { return .complete(.ioErr, usedLength: 1) }
             if request.dataLength == 0 { return .complete(.ok, usedLength: 1) }
@@ -107,7 +133,8 @@ public enum BlkExecutor {
 
     /// DISCARD and WRITE_ZEROES (virtio 1.2 §5.2.6.2): one segment; no data
     /// is IOERR, more segments or a partial one UNSUPP; unknown flags, and
-    /// UNMAP on a discard, UNSUPP; a range off the disk IOERR.
+    /// UNMAP on a discard, UNSUPP; a range off the disk or over the
+    /// advertised maximum IOERR.
     @usableFromInline
     static func startRange(_ request: BlkRequest, iovecs: UnsafeMutableBufferPointer<iovec>, disk: BlkDisk) -> BlkStep {
         let segment: DiscardSegment
@@ -122,7 +149,9 @@ public enum BlkExecutor {
         let isDiscard = request.type == .discard
         if segment.hasUnknownFlags || (isDiscard && segment.flags != 0) { return .complete(.unsupported, usedLength: 1) }
         let sectors = UInt64(segment.numSectors)
-        guard BlkRequest.rangeFits(sector: segment.sector, count: sectors, capacity: disk.capacitySectors) else {
+        let most = isDiscard ? disk.limits.maxDiscardSectors : disk.limits.maxWriteZeroesSectors
+        guard BlkRequest.rangeFits(sector: segment.sector, count: sectors, capacity: disk.capacitySectors),
+              segment.numSectors <= most else {
             return .complete(.ioErr, usedLength: 1)
         }
         if disk.readOnly { return .complete(.ioErr, usedLength: 1) }

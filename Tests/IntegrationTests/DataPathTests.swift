@@ -240,6 +240,34 @@ struct DataPathTests {
         #expect(daemon.isRunning)
     }
 
+    /// A request over the advertised size_max * seg_max (16 MiB) fails with
+    /// IOERR instead of holding the reactor for a copy of any size; one of
+    /// exactly that size, in one descriptor as SeaBIOS sends it, is served.
+    @Test(arguments: [Backend.malloc, .tmpfs])
+    func requestsOverTheAdvertisedMaximumFail(backend: Backend) throws {
+        let daemon = try Self.startDaemon()
+        defer { daemon.stop(); daemon.cleanUp() }
+        let sectors: UInt64 = 65536  // 32 MiB
+        try Self.createBdev(daemon, backend, name: "D0", sectors: sectors)
+        try Self.createController(daemon, "vhost.0", bdev: "D0")
+        let memory = try FrontendMemory(size: 48 << 20)
+        defer { memory.close() }
+        let f = try Self.attach(daemon, "vhost.0", memory: memory, queues: 1)
+        defer { f.close() }
+        // virtio 1.2 §5.2.4: size_max @8, seg_max @12, max_discard_sectors @36.
+        let config = try f.getConfig(size: 40)
+        let sizeMax = try #require(Self.le(config, at: 8, as: UInt32.self))
+        let segMax = try #require(Self.le(config, at: 12, as: UInt32.self))
+        let most = Int(sizeMax) * Int(segMax)
+        #expect(most == 16 << 20)
+        #expect(try f.read(sector: 0, count: most / 512).status == BlkWire.statusOK)
+        #expect(try f.read(sector: 0, count: most / 512 + 1).status == BlkWire.statusIOErr)
+        #expect(try f.write(sector: 8, data: [UInt8](repeating: 3, count: most + 4096)).status == BlkWire.statusIOErr)
+        let maxDiscard = try #require(Self.le(config, at: 36, as: UInt32.self))
+        #expect(try f.discard(segments: [BlkSegment(sector: 0, sectors: maxDiscard + 1)]).status == BlkWire.statusIOErr)
+        #expect(try Self.roundTrip(f, sector: 8, seed: 4))  // the queue goes on
+    }
+
     @Test(arguments: Engine.allCases)
     func readOnlyControllerRefusesWrites(engine: Engine) throws {
         let daemon = try Self.startDaemon(engine)

@@ -112,6 +112,24 @@ import Virtio
             == .complete(.ioErr, usedLength: 1))
     }
 
+    @Test func requestsOverTheAdvertisedLimitsFail() throws {
+        let g = try FakeGuest()
+        var disk = Self.disk
+        disk.limits = BlkLimits(maxTransferBytes: 4096, maxDiscardSectors: 8, maxWriteZeroesSectors: 16)
+        #expect(Self.start(g, try Self.request(g, type: 0, sector: 0, dataIn: 4096), disk: disk)
+            == .submit(BlkOperation(.read, offset: 0, length: 4096)))
+        #expect(Self.start(g, try Self.request(g, type: 0, sector: 0, dataIn: 4608), disk: disk) == .complete(.ioErr, usedLength: 1))
+        #expect(Self.start(g, try Self.request(g, type: 1, sector: 0, dataOut: [UInt8](repeating: 7, count: 8192)), disk: disk)
+            == .complete(.ioErr, usedLength: 1))
+        func range(_ type: UInt32, sectors: UInt32) throws -> BlkStep {
+            Self.start(g, try Self.request(g, type: type, dataOut: DiscardSegment(sector: 0, numSectors: sectors, flags: 0).bytes), disk: disk)
+        }
+        #expect(try range(11, sectors: 8) == .submit(BlkOperation(.discard, offset: 0, length: 4096)))
+        #expect(try range(11, sectors: 9) == .complete(.ioErr, usedLength: 1))
+        #expect(try range(13, sectors: 16) == .submit(BlkOperation(.writeZeroes, offset: 0, length: 8192)))
+        #expect(try range(13, sectors: 17) == .complete(.ioErr, usedLength: 1))
+    }
+
     @Test func rangeCompletionsAndTheWriteZeroesFallback() {
         let discard = BlkOperation(.discard, offset: 0, length: 4096)
         #expect(BlkExecutor.finish(discard, result: 0, disk: Self.disk) == .complete(.ok, usedLength: 1))
