@@ -41,14 +41,13 @@ final class VhostUserSession {
     }
 
     unowned let controller: Controller
-    let socket: FileDescriptor
-    let peerPID: Int32?
     private let loop: EventLoop
     var token: EventLoop.Token?
     /// Called on the control loop when a message handled after a drain ended
     /// the session (the target closes it, as it does when `readable` fails).
     var onFailure: (() -> Void)?
-    private var reader = VhostUserMessageReader()
+    /// The socket: bytes and descriptors in, replies out.
+    private var connection: SessionConnection
     private var logger: Logger
 
     private(set) var features: VirtioFeatures = []
@@ -85,25 +84,22 @@ final class VhostUserSession {
 
     init(controller: Controller, socket: FileDescriptor, loop: EventLoop) {
         self.controller = controller
-        self.socket = socket
         self.loop = loop
-        self.peerPID = UnixSocket.peerPID(socket)
+        connection = SessionConnection(socket: socket)
         var logger = controller.logger
-        logger[metadataKey: "frontend.pid"] = "\(peerPID.map(String.init) ?? "?")"
+        logger[metadataKey: "frontend.pid"] = "\(connection.peerPID.map(String.init) ?? "?")"
         self.logger = logger
         vrings = Array(repeating: Vring(), count: controller.maxQueues)
     }
+
+    /// The frontend's process, when the kernel told (SO_PEERCRED).
+    var peerPID: Int32? { connection.peerPID }
 
     // MARK: Input
 
     /// Reads what the (non-blocking) socket has and handles every complete
     /// message. Returns false when the session must end (peer closed or
     /// protocol error).
-    ///
-    /// `VhostUserMessageReader` buffers partial messages, so a peer that
-    /// dribbles bytes never holds the control loop, and attributes descriptors
-    /// to the message they were sent with (a `recvmsg` may return earlier
-    /// messages glued to the one that carries them).
     func readable(_ events: EventLoop.Events) -> Bool {
         if setAside != nil {
             // Unwatched but for hang-ups while a message waits for a drain.
@@ -113,41 +109,30 @@ final class VhostUserSession {
             }
             return true
         }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let received: UnixSocket.Received
-        do throws(Errno) {
-            received = try buffer.withUnsafeMutableBytes { raw in
-                Result { () throws(Errno) in try UnixSocket.receive(socket, into: raw, maxFDs: 8) }
-            }.get()
-        } catch {
-            if error == .EAGAIN { return true }
+        switch connection.receive() {
+        case .bytes:
+            return handleBufferedMessages()
+        case .wouldBlock:
+            return true
+        case .endOfFile:
+            logger.info("frontend disconnected")
+            return false
+        case .tooManyDescriptors:
+            return fail("more file descriptors than any message carries")
+        case .failed(let error):
             logger.info("frontend socket error: \(error)")
             return false
         }
-        if received.count == 0 {
-            for fd in received.fds { Glibc.close(fd) }
-            logger.info("frontend disconnected")
-            return false
-        }
-        if received.truncated {
-            for fd in received.fds { Glibc.close(fd) }
-            return fail("more file descriptors than any message carries")
-        }
-        buffer.withUnsafeBytes { raw in
-            reader.feed(UnsafeRawBufferPointer(rebasing: raw[0..<received.count]), fds: received.fds)
-        }
-        return handleBufferedMessages()
     }
 
-    /// Handles the complete messages the reader holds, in order, until one
-    /// is set aside for a drain.
+    /// Handles the complete messages the connection holds, in order, until
+    /// one is set aside for a drain.
     private func handleBufferedMessages() -> Bool {
         while setAside == nil {
             let message: VhostUserMessage?
-            do {
-                message = try reader.nextMessage()
+            do throws(VhostUserError) {
+                message = try connection.nextMessage()
             } catch {
-                for fd in reader.takeRejectedFDs() { Glibc.close(fd) }
                 return fail("bad message: \(error)")
             }
             guard let message else { return true }
@@ -400,10 +385,10 @@ final class VhostUserSession {
             region.unmap()
             return fail("GET_INFLIGHT_FD while queues run")
         }
-        let bytes = VhostUserReply.inflight(
+        let payload = VhostUserPayload.inflight(
             mmapSize: UInt64(region.mapping.length), mmapOffset: 0, numQueues: numQueues, queueSize: queueSize)
         do {
-            try UnixSocket.sendAll(socket, bytes, fds: [fd.rawValue])
+            try connection.reply(to: .getInflightFD, payload, fd: fd)
         } catch {
             region.unmap()
             return fail("cannot reply to GET_INFLIGHT_FD: \(error)")
@@ -435,7 +420,7 @@ final class VhostUserSession {
 
     private func reply(_ request: VhostUserRequest, _ payload: VhostUserPayload) -> Bool {
         do {
-            try UnixSocket.sendAll(socket, VhostUserReply.encode(request: request, payload: payload))
+            try connection.reply(to: request, payload)
             return true
         } catch {
             return fail("cannot reply to \(request): \(error)")
@@ -667,14 +652,8 @@ final class VhostUserSession {
     /// True once `close` began: the session serves no more messages.
     var isClosing: Bool { closeWaiters != nil || closed }
 
-    /// Whether the frontend has closed its end (or its sending side),
-    /// whether or not the loop has seen it yet: its reconnect may come in
-    /// the same batch of events. What it sent before is still to be read.
-    func hasHungUp() -> Bool {
-        var pfd = pollfd(fd: socket.rawValue, events: Int16(POLLRDHUP), revents: 0)
-        guard poll(&pfd, 1, 0) == 1 else { return false }
-        return Int32(pfd.revents) & (POLLHUP | POLLRDHUP | POLLERR) != 0
-    }
+    /// Whether the frontend has closed its end (`SessionConnection.hasHungUp`).
+    func hasHungUp() -> Bool { connection.hasHungUp() }
 
     /// Ends the session: stops the queues (letting what is in flight
     /// complete), then unmaps memory and closes every descriptor; `done`
@@ -705,13 +684,12 @@ final class VhostUserSession {
         }
         mapping?.unmapAll()
         mapping = nil
-        for fd in reader.takeAllFDs() { Glibc.close(fd) }
         backendChannel?.close()
         backendChannel = nil
         inflight?.unmap()
         inflight = nil
         dirtyLog = nil
-        socket.close()
+        connection.close()
         closed = true
         let waiters = closeWaiters ?? []
         closeWaiters = nil
