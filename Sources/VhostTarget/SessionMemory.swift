@@ -1,0 +1,131 @@
+import BlkDevice
+import Posix
+import VhostUser
+import Virtio
+
+/// Memory the frontend shares with the daemon: the guest memory map
+/// (vhost-user spec, "Memory access"), the dirty-page log ("Migration")
+/// and the inflight region ("Inflight I/O tracking").
+extension VhostUserSession {
+    // MARK: Guest memory
+
+    /// SET_MEM_TABLE (its queues are stopped): maps the new table, then
+    /// starts `restart` again. Takes ownership of `fds`, mapped or not.
+    func setMemoryTable(_ regions: [MemoryRegionDescriptor], fds: [Int32], restart: [Int]) throws(SessionRefusal) {
+        let newMapping: GuestMemoryMapping
+        do {
+            newMapping = try GuestMemoryMapping.map(regions, fds: fds)
+        } catch {
+            throw SessionRefusal("SET_MEM_TABLE refused: \(error)")
+        }
+        mapping?.unmapAll()
+        mapping = newMapping
+        logger.debug("memory table set", metadata: ["regions": "\(regions.count)"])
+        for i in restart { try startQueue(i) }
+    }
+
+    /// False, with the reason logged, when the frontend shrank a file it shared
+    /// (guest memory, dirty log, inflight region) under the daemon: the
+    /// caller then ends the session (`SharedMemoryGuard`).
+    func sharedMemoryIntact() -> Bool {
+        let lost = (mapping?.lostPages ?? 0) + (dirtyLog?.lostPages ?? 0) + (inflight?.mapping.lostPages ?? 0)
+        guard lost > 0 else { return true }
+        return fail("the frontend shrank memory it shares with the daemon: \(lost) pages were gone when touched")
+    }
+
+    // MARK: Dirty logging (live migration)
+
+    /// SET_LOG_BASE: maps the log (the caller closes `fd`) and hands it to
+    /// the running queues.
+    func setLogBase(fd: Int32, size: UInt64, offset: UInt64) throws(SessionRefusal) {
+        do {
+            dirtyLog = try DirtyLog(fd: FileDescriptor(fd), size: size, offset: offset)
+        } catch {
+            throw SessionRefusal("SET_LOG_BASE refused: \(error)")
+        }
+        logger.info("dirty log set", metadata: ["log.bytes": "\(size)"])
+        applyDirtyLog()
+    }
+
+    /// The log a queue writes to: only while LOG_ALL is negotiated and a log is set.
+    var activeDirtyLog: DirtyLog? { features.contains(.logAll) ? dirtyLog : nil }
+
+    /// The used ring's guest-physical address when SET_VRING_ADDR asked for its logging.
+    func usedRingGPA(_ i: Int) -> UInt64? {
+        guard let address = vrings[i].address, address.flags & VringAddress.flagLog != 0 else { return nil }
+        return address.log
+    }
+
+    /// Hands every running queue the current log, and waits until they use
+    /// it: from the reply on, every write the device makes is logged.
+    func applyDirtyLog() {
+        let log = activeDirtyLog
+        for i in vrings.indices {
+            guard let server = vrings[i].server else { continue }
+            let gpa = usedRingGPA(i)
+            server.reactor.postAndWait { server.setDirtyLog(log, usedRingGPA: gpa) }
+        }
+    }
+
+    // MARK: Inflight tracking
+
+    /// GET_INFLIGHT_FD (no queue runs): a new zeroed region, kept; returns
+    /// the reply and the region's fd to send with it.
+    func newInflightRegion(numQueues: UInt16, queueSize: UInt16) throws(SessionRefusal) -> (VhostUserPayload, FileDescriptor) {
+        let region: InflightRegion, fd: FileDescriptor
+        do {
+            (region, fd) = try InflightRegion.create(numQueues: numQueues, queueSize: queueSize)
+        } catch {
+            throw SessionRefusal("GET_INFLIGHT_FD refused: \(error)")
+        }
+        inflight?.unmap()
+        inflight = region
+        let payload = VhostUserPayload.inflight(
+            mmapSize: UInt64(region.mapping.length), mmapOffset: 0, numQueues: numQueues, queueSize: queueSize)
+        return (payload, fd)
+    }
+
+    /// SET_INFLIGHT_FD (no queue runs): maps the frontend's region (the
+    /// caller closes `fd`); the queues recover from it as they start.
+    func setInflightRegion(fd: Int32, size: UInt64, offset: UInt64, numQueues: UInt16, queueSize: UInt16) throws(SessionRefusal) {
+        do {
+            let region = try InflightRegion.map(
+                fd: FileDescriptor(fd), size: size, offset: offset, numQueues: numQueues, queueSize: queueSize)
+            inflight?.unmap()
+            inflight = region
+            logger.debug("inflight region set", metadata: ["queues": "\(numQueues)", "queue.size": "\(queueSize)"])
+        } catch {
+            throw SessionRefusal("SET_INFLIGHT_FD refused: \(error)")
+        }
+    }
+
+    /// Inflight tracking for queue `i` (vhost-user spec, "Inflight I/O
+    /// tracking"): the area to keep up to date, the heads a restarted
+    /// daemon serves again (requests the last one popped but never
+    /// completed), and the avail index to start from: the used ring's index
+    /// plus those heads, as libvhost-user does, since QEMU's base after a
+    /// crash is its own guess.
+    func inflightState(queue i: Int, ring: SplitQueue, base: UInt16) -> (area: InflightQueue?, resubmit: [UInt16], lastAvailIdx: UInt16) {
+        guard let region = inflight else { return (nil, [], base) }
+        guard var area = region.queue(i, queueSize: ring.size) else {
+            logger.warning("queue \(i) of size \(ring.size) has no area in the inflight region (\(region.numQueues) queues of \(region.queueSize)): not tracked")
+            return (nil, [], base)
+        }
+        guard area.isInitialized else {
+            area.initialize(usedIdx: ring.usedIdx)
+            return (area, [], base)
+        }
+        guard let recovery = area.recover(ringUsedIdx: ring.usedIdx, usedID: { ring.usedElementID(slot: $0) }) else {
+            // Not the ring the region describes (new rings without a new region): nothing is in flight.
+            logger.info("queue \(i): the inflight region does not match the ring; starting it afresh")
+            area.initialize(usedIdx: ring.usedIdx)
+            return (area, [], base)
+        }
+        if recovery.lastAvailIdx != base || !recovery.resubmit.isEmpty {
+            logger.notice("queue \(i) recovered from the inflight region", metadata: [
+                "resubmit": "\(recovery.resubmit.count)", "last_avail": "\(recovery.lastAvailIdx)", "frontend_base": "\(base)",
+            ])
+        }
+        return (area, recovery.resubmit, recovery.lastAvailIdx)
+    }
+}

@@ -1,0 +1,193 @@
+import BlkDevice
+import Glibc
+import Posix
+import VhostUser
+import Virtio
+
+/// Queue lifecycle: the kick, call and enable messages that start a queue,
+/// starting it on its reactor, and stopping it without waiting (vhost-user
+/// spec, "Ring states": a ring is started once it has a kick and is
+/// enabled, and stopped by GET_VRING_BASE).
+extension VhostUserSession {
+    // MARK: Kick, call, enable
+
+    /// SET_VRING_KICK on stopped queue `i`: keeps `fd` as its kick and
+    /// starts it if it may run. Without protocol features rings start
+    /// enabled; with them, only after SET_VRING_ENABLE (vhost-user spec, "Ring states").
+    func setKick(queue i: Int, fd: Int32) throws(SessionRefusal) {
+        if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
+        vrings[i].kickFD = fd
+        if !protocolFeatures.isEmpty || features.contains(.protocolFeatures) {
+            if vrings[i].enabled { try startQueue(i) }
+        } else {
+            vrings[i].enabled = true
+            try startQueue(i)
+        }
+    }
+
+    /// SET_VRING_CALL: `fd` (-1: never signal) replaces queue `i`'s call
+    /// eventfd; a running queue switches on its reactor before the old one closes.
+    func setCall(queue i: Int, fd: Int32) {
+        let old: Int32
+        if let server = vrings[i].server {
+            old = server.reactor.postAndWait { server.replaceCallFD(fd) }
+        } else {
+            old = vrings[i].callFD
+        }
+        if old >= 0 { Glibc.close(old) }
+        vrings[i].callFD = fd
+    }
+
+    /// SET_VRING_ENABLE (queue `i` is stopped when `enabled` is false): a
+    /// queue that has its kick starts.
+    func setEnabled(queue i: Int, _ enabled: Bool) throws(SessionRefusal) {
+        vrings[i].enabled = enabled
+        if enabled, vrings[i].server == nil, vrings[i].kickFD >= 0 {
+            try startQueue(i)
+        }
+    }
+
+    /// GET_VRING_BASE on stopped queue `i`: forgets its kick, disables it,
+    /// and returns the base to reply with (the next avail index to serve).
+    func forgetKick(queue i: Int) -> UInt16 {
+        if vrings[i].kickFD >= 0 {
+            Glibc.close(vrings[i].kickFD)
+            vrings[i].kickFD = -1
+        }
+        vrings[i].enabled = false
+        return vrings[i].base
+    }
+
+    /// Refuses a kick or call `fd` that is not an eventfd, and makes it
+    /// non-blocking, so that a frontend cannot hold a reactor in read(2)
+    /// or write(2): one that reads its own kick eventfd between the thread
+    /// pool's wake-up and its read, or one whose call eventfd's counter is
+    /// full. The flag is the open file's, shared with the frontend; QEMU
+    /// creates these eventfds with EFD_NONBLOCK already
+    /// (`event_notifier_init`), so its end sees no change. Why a failed
+    /// signal loses nothing: `CallSignal`.
+    static func acceptEventFD(_ fd: Int32, for request: VhostUserRequest) throws(SessionRefusal) {
+        guard EventFD.isEventFD(fd) else { throw SessionRefusal("\(request): the descriptor is not an eventfd") }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0 && (flags & O_NONBLOCK != 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0) else {
+            throw SessionRefusal("\(request): cannot make the eventfd non-blocking")
+        }
+    }
+
+    // MARK: Start
+
+    /// Starts serving queue `i` on its reactor (`Controller.reactor(forQueue:)`).
+    func startQueue(_ i: Int) throws(SessionRefusal) {
+        let vring = vrings[i]
+        guard vring.server == nil else { return }
+        guard let address = vring.address, vring.size > 0, vring.kickFD >= 0 else {
+            throw SessionRefusal("queue \(i) started before SET_VRING_NUM/ADDR/KICK")
+        }
+        guard let memory = mapping?.memory else { throw SessionRefusal("queue \(i) started before SET_MEM_TABLE") }
+        let sizes = SplitQueue.layoutSizes(size: vring.size)
+        guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
+              let avail = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.avail)),
+              let used = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.used)) else {
+            throw SessionRefusal("queue \(i) rings are outside guest memory")
+        }
+        func ring(lastAvailIdx: UInt16) throws(SessionRefusal) -> SplitQueue {
+            do {
+                return try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used,
+                                      eventIdx: features.contains(.eventIdx), lastAvailIdx: lastAvailIdx)
+            } catch {
+                throw SessionRefusal("queue \(i) refused: \(error)")
+            }
+        }
+        var queue = try ring(lastAvailIdx: vring.base)
+        let tracking = inflightState(queue: i, ring: queue, base: vring.base)
+        if tracking.lastAvailIdx != vring.base { queue = try ring(lastAvailIdx: tracking.lastAvailIdx) }
+        let server = VirtqueueServer(
+            queueIndex: i, ring: queue, memory: memory, kickFD: vring.kickFD, callFD: vring.callFD,
+            backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
+            inflight: tracking.area, resubmit: tracking.resubmit)
+        vrings[i].server = server
+        let log = activeDirtyLog, gpa = usedRingGPA(i)
+        server.reactor.post {
+            if log != nil { server.setDirtyLog(log, usedRingGPA: gpa) }
+            server.start()
+        }
+        logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
+    }
+
+    // MARK: Stop, set aside, resume
+
+    /// True when none of `queues` runs; otherwise asks those still running
+    /// to stop (each completes what it has in flight, publishes, and reports
+    /// its last avail index for GET_VRING_BASE) and returns false: the
+    /// message that asked is set aside until `queueStopped`.
+    func stopped(_ queues: [Int]) -> Bool {
+        var allStopped = true
+        for i in queues {
+            guard let server = vrings[i].server else { continue }
+            allStopped = false
+            guard !vrings[i].stopping else { continue }
+            vrings[i].stopping = true
+            if stopsInFlight == 0 {
+                drainStarted = EventLoop.nowMilliseconds()
+                warnWhileDraining()
+            }
+            stopsInFlight += 1
+            let session = LoopBound(self), loop = self.loop
+            server.reactor.post {
+                server.stop { last in
+                    loop.execute { session.object.queueStopped(i, server: server, lastAvail: last) }
+                }
+            }
+        }
+        return allStopped
+    }
+
+    /// Queue `i` stopped with `lastAvail` (control loop). The last queue
+    /// to stop finishes a close, or runs the message set aside.
+    private func queueStopped(_ i: Int, server: VirtqueueServer, lastAvail: UInt16) {
+        guard vrings[i].server === server else { return }
+        vrings[i].base = lastAvail
+        vrings[i].server = nil
+        vrings[i].stopping = false
+        controller.retireStats(of: server)
+        stopsInFlight -= 1
+        guard stopsInFlight == 0 else { return }
+        if closeWaiters != nil {
+            finishClose()
+        } else {
+            resumeAfterDrain()
+        }
+    }
+
+    /// Sets `message` aside until the queues being stopped have reported,
+    /// and stops watching the socket meanwhile (the kernel holds what the
+    /// frontend sends next; `readable` still sees a hang-up).
+    func setAsideUntilStopped(_ message: VhostUserMessage, restart: [Int]) {
+        setAside = SetAside(message: message, restart: restart)
+        if let token { loop.modify(token, events: []) }
+    }
+
+    /// The last queue asked to stop has: runs the message set aside, then
+    /// those that followed it.
+    private func resumeAfterDrain() {
+        guard let waiting = setAside else { return }
+        setAside = nil
+        if let token { loop.modify(token, events: .readable) }
+        if !process(waiting.message, restart: waiting.restart) || !handleBufferedMessages() {
+            onFailure?()
+        }
+    }
+
+    /// Logs every 5 s while queues drain (a disk that hangs), with the time
+    /// since the drain began.
+    private func warnWhileDraining() {
+        let started = drainStarted
+        loop.after(milliseconds: 5000) { [weak self] in
+            guard let self, !closed, stopsInFlight > 0, drainStarted == started else { return }
+            let queues = vrings.indices.filter { vrings[$0].stopping }.map(String.init).joined(separator: ", ")
+            let seconds = (EventLoop.nowMilliseconds() &- started) / 1000
+            logger.warning("queue \(queues) still draining after \(seconds) s; this frontend waits, the others are served")
+            warnWhileDraining()
+        }
+    }
+}
