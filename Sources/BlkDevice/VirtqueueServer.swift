@@ -220,11 +220,16 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         done(ring.lastAvailIdx)
     }
 
-    /// A broken avail ring: nothing more is popped from it (the session
-    /// notices and disconnects the frontend).
+    /// Called on the reactor when the avail ring breaks; the session
+    /// disconnects the frontend. Set before `start()`.
+    package var onRingBroken: (@Sendable (VirtioError) -> Void)?
+
+    /// A broken avail ring: nothing more is popped from it, and the session
+    /// learns why (`onRingBroken`).
     func ringBroke(_ error: VirtioError) {
         logger.error("guest ring is broken, queue stopped: \(error)")
         stopping = true
+        onRingBroken?(error)
     }
 
     private func armKick() {

@@ -106,12 +106,25 @@ extension VhostUserSession {
             backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
             inflight: tracking.area, resubmit: tracking.resubmit)
         vrings[i].server = server
+        let session = LoopBound(self), loop = self.loop
+        server.onRingBroken = { error in
+            loop.execute { session.object.ringBroke(queue: i, server: server, error) }
+        }
         let log = activeDirtyLog, gpa = usedRingGPA(i)
         server.reactor.post {
             if log != nil { server.setDirtyLog(log, usedRingGPA: gpa) }
             server.start()
         }
         logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
+    }
+
+    /// Queue `i`'s avail ring broke (virtio 1.2 §2.7.6: an index or head
+    /// out of range): the guest, or a frontend writing its memory, broke the
+    /// protocol, so the frontend is disconnected with the reason (control loop).
+    private func ringBroke(queue i: Int, server: VirtqueueServer, _ error: VirtioError) {
+        guard vrings[i].server === server, !isClosing else { return }
+        _ = fail("queue \(i): the guest's ring is broken: \(error)")
+        onFailure?()
     }
 
     // MARK: Stop, set aside, resume

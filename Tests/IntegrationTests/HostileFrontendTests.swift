@@ -357,11 +357,11 @@ struct HostileFrontendTests {
         case .headOutOfRange:
             q.pushAvail(head: 4000)
             q.publishAndKick(force: true)
-            reason = "guest ring is broken"
+            reason = "disconnecting frontend: queue 0: the guest's ring is broken"
         case .availIndexFarAhead:
             q.setAvailIdx(q.availIdx &+ 1000)
             q.kickFD.signal()
-            reason = "guest ring is broken"
+            reason = "disconnecting frontend: queue 0: the guest's ring is broken"
         case .sectorBeyondDisk:
             #expect(try f.read(sector: sectors, count: 1).status == BlkWire.statusIOErr)
             #expect(try f.write(sector: sectors + 1, data: [UInt8](repeating: 1, count: 512)).status == BlkWire.statusIOErr)
@@ -380,8 +380,9 @@ struct HostileFrontendTests {
             reason = ""
         }
         if kind == .headOutOfRange || kind == .availIndexFarAhead {
-            // The queue is stopped, not the session: no used entry comes.
+            // Nothing more is popped, and the frontend is disconnected with the reason.
             #expect(throws: FrontendError.self) { try q.waitUsed(timeout: .milliseconds(500)) }
+            try StatsTests.waitForNoSession(world.daemon, "vhost.0")
         } else {
             // The session goes on serving after a failed request.
             let sample = [UInt8](repeating: 0x5a, count: 512)
