@@ -97,3 +97,52 @@ struct ResubmitTests {
         return data.read(count: 4096)
     }
 }
+
+/// After a restart or a reconnect no completion goes unsignalled (issue 19):
+/// a queue signals its call eventfd when it starts, since a daemon that died
+/// between publishing used elements and signalling them left a guest waiting
+/// for an interrupt (libvirt 9.0, kill -9, reconnect=5: 16 completions sat in
+/// the used ring), and again when SET_VRING_CALL replaces the eventfd, for
+/// what was published while the frontend had none or watched the old one.
+@Suite("Interrupts across reconnects")
+struct InterruptAfterReconnectTests {
+    /// Waits up to `milliseconds` for `fd` to be signalled; drains it.
+    static func signalled(_ fd: EventFD, within milliseconds: Int32 = 2000) -> Bool {
+        var pfd = pollfd(fd: fd.fd.rawValue, events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, milliseconds) == 1 && fd.drain() > 0
+    }
+
+    @Test func aStartingQueueAndANewCallEventfdAreSignalled() throws {
+        let daemon = try DataPathTests.daemonServing(.ioUring, .malloc, bdev: "M0")
+        defer { daemon.stop(); daemon.cleanUp() }
+        let memory = try FrontendMemory(size: 8 << 20)
+        defer { memory.close() }
+        let f = try DataPathTests.attach(daemon, "vhost.0", memory: memory, queues: 1)
+        defer { f.close() }
+        let q = try f.driverQueue(0)
+        #expect(f.replyAck, "SET_VRING_CALL is acked, so each step below follows the one before")
+        // Started: one signal, though nothing completed yet.
+        #expect(Self.signalled(q.callFD))
+        #expect(try DataPathTests.roundTrip(f, sector: 1, seed: 1))
+        _ = q.callFD.drain()
+
+        // A new call eventfd while the queue runs: signalled at once.
+        let replacement = try EventFD()
+        defer { replacement.close() }
+        try f.channel.send(VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [replacement.fd.rawValue]), ack: f.replyAck)
+        #expect(Self.signalled(replacement))
+        #expect(!Self.signalled(q.callFD, within: 100), "the old eventfd is no longer used")
+
+        // No call eventfd (VHOST_USER_VRING_NOFD_MASK): completions published meanwhile are
+        // signalled on the eventfd that comes next.
+        try f.channel.send(VhostUserMessage(request: .setVringCall, payload: .u64(1 << 8), fds: []), ack: f.replyAck)
+        _ = replacement.drain()
+        let write = try f.write(sector: 2, data: DataPathTests.pattern(512, seed: 2), layout: BlkLayout(busyPoll: true))
+        #expect(write.status == BlkWire.statusOK)
+        #expect(!Self.signalled(replacement, within: 100))
+        let next = try EventFD()
+        defer { next.close() }
+        try f.channel.send(VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [next.fd.rawValue]), ack: f.replyAck)
+        #expect(Self.signalled(next))
+    }
+}
