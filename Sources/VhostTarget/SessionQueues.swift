@@ -107,7 +107,9 @@ extension VhostUserSession {
             inflight: tracking.area, resubmit: tracking.resubmit)
         vrings[i].server = server
         let session = LoopBound(self), loop = self.loop
-        server.onRingBroken = { error in
+        // Weak: the server keeps this closure.
+        server.onRingBroken = { [weak server] error in
+            guard let server else { return }
             loop.execute { session.object.ringBroke(queue: i, server: server, error) }
         }
         let log = activeDirtyLog, gpa = usedRingGPA(i)
