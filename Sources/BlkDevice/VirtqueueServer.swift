@@ -44,6 +44,8 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// Requests dispatched before the latest `updateBackend` still in flight.
     var previousBackendInFlight = 0
     private var onPreviousBackendDrained: [() -> Void] = []
+    /// Backends replaced while requests dispatched on them were in flight, kept until those complete.
+    private var retiredBackends: [DeviceBackend] = []
     let logger: Logger
     /// Trace logging, decided once: asking the log handler per request costs
     /// an existential copy of it.
@@ -164,6 +166,8 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// write that ends beyond the new capacity completes with IOERR. `drained`
     /// runs once no request dispatched on an earlier backend is in flight.
     package func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
+        // Requests in flight may still use the old backend's RAM (a copy on the thread pool).
+        if inFlight > 0 { retiredBackends.append(backend) }
         backend = newBackend
         adoptBackendTraits()
         backendGeneration &+= 1
@@ -177,7 +181,9 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     }
 
     func reportPreviousBackendDrainedIfIdle() {
-        guard previousBackendInFlight == 0, !onPreviousBackendDrained.isEmpty else { return }
+        guard previousBackendInFlight == 0 else { return }
+        retiredBackends.removeAll()
+        guard !onPreviousBackendDrained.isEmpty else { return }
         let waiters = onPreviousBackendDrained
         onPreviousBackendDrained = []
         for waiter in waiters { waiter() }
