@@ -107,10 +107,12 @@ extension VhostUserSession {
             inflight: tracking.area, resubmit: tracking.resubmit)
         vrings[i].server = server
         let session = LoopBound(self), loop = self.loop
-        // Weak: the server keeps this closure.
-        server.onRingBroken = { [weak server] error in
-            guard let server else { return }
-            loop.execute { session.object.ringBroke(queue: i, server: server, error) }
+        // The server keeps this closure, so it names the server by identity: a
+        // strong capture would leak every queue, and a weak one would give the
+        // server a side table that slows each retain and release on the hot path.
+        let id = ObjectIdentifier(server)
+        server.onRingBroken = { error in
+            loop.execute { session.object.ringBroke(queue: i, server: id, error) }
         }
         let log = activeDirtyLog, gpa = usedRingGPA(i)
         server.reactor.post {
@@ -123,8 +125,8 @@ extension VhostUserSession {
     /// Queue `i`'s avail ring broke (virtio 1.2 §2.7.6: an index or head
     /// out of range): the guest, or a frontend writing its memory, broke the
     /// protocol, so the frontend is disconnected with the reason (control loop).
-    private func ringBroke(queue i: Int, server: VirtqueueServer, _ error: VirtioError) {
-        guard vrings[i].server === server, !isClosing else { return }
+    private func ringBroke(queue i: Int, server: ObjectIdentifier, _ error: VirtioError) {
+        guard let current = vrings[i].server, ObjectIdentifier(current) == server, !isClosing else { return }
         _ = fail("queue \(i): the guest's ring is broken: \(error)")
         onFailure?()
     }
