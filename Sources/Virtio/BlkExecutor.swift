@@ -108,7 +108,7 @@ public enum BlkExecutor {
     public static let maxRangeSegments = 1
 
     /// The first step of `request`, whose data segments are `iovecs[request.dataRange]`.
-    @inlinable
+    @inlinable @inline(__always)
     public static func start(_ request: BlkRequest, iovecs: UnsafeMutableBufferPointer<iovec>, disk: BlkDisk) -> BlkStep {
         switch request.type {
         case .in, .out:
@@ -163,7 +163,7 @@ public enum BlkExecutor {
     /// The step after `operation` finished with `result` (bytes moved, or
     /// 0, or -errno). A read or write must have moved every byte and still
     /// lie on the disk, which may have shrunk while it was in flight.
-    @inlinable
+    @inlinable @inline(__always)
     public static func finish(_ operation: BlkOperation, result: Int32, disk: BlkDisk) -> BlkStep {
         switch operation.kind {
         case .read:
@@ -186,7 +186,7 @@ public enum BlkExecutor {
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     static func moved(_ result: Int32, _ operation: BlkOperation, _ disk: BlkDisk) -> Bool {
         result >= 0 && UInt64(result) == operation.length && disk.contains(offset: operation.offset, length: operation.length)
     }
