@@ -110,8 +110,14 @@ let package = Package(
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VhostUserFrontend", "Virtio", "Posix"], cSettings: gnuSource),
         .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "Posix", "DaemonTestSupport"], cSettings: gnuSource),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC", "VhostBlkAPI"], cSettings: gnuSource),
-        .testTarget(name: "BlkDeviceTests", dependencies: ["BlkDevice", "Virtio"], cSettings: gnuSource),
-        .testTarget(name: "VhostTargetTests", dependencies: ["VhostTarget", "VhostBlkAPI", "JSONRPC"], cSettings: gnuSource),
+        .testTarget(
+            name: "BlkDeviceTests",
+            dependencies: ["BlkDevice", "Virtio", "Reactor", "BlockIO", "Posix", .product(name: "Logging", package: "swift-log")],
+            cSettings: gnuSource),
+        .testTarget(
+            name: "VhostTargetTests",
+            dependencies: ["VhostTarget", "VhostBlkAPI", "JSONRPC", "Posix", .product(name: "Logging", package: "swift-log")],
+            cSettings: gnuSource),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["VhostUserFrontend", "Virtio", "VhostUser", "JSONRPC", "Posix", "DaemonTestSupport"],

@@ -5,7 +5,11 @@ import Virtio
 /// What a virtqueue needs to do I/O on a bdev, captured when the queue starts
 /// (and again at each resize, attach or detach) so the data path never
 /// touches the control plane's objects.
-package struct DeviceBackend: @unchecked Sendable {  // the backings are immutable handles; I/O on them is thread-safe
+///
+/// `@unchecked Sendable`: built on the control loop, then owned by the
+/// queue's reactor; the backings are immutable handles (sizes atomic, the
+/// QoS limiter under its mutex).
+package struct DeviceBackend: @unchecked Sendable {  // control loop, then the queue's reactor
     /// Where the data lives. Each case is served by one file of this module
     /// (FileBackend, MemoryBackend, NullBackend), and `VirtqueueServer.perform`
     /// is the one switch over them: a new backend is a new case, a new file

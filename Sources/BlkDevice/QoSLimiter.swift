@@ -43,7 +43,8 @@ package protocol QoSWaiter: AnyObject, Sendable {
 /// waits; a released queue resumes on its own reactor.
 ///
 /// Thread confinement: `controlLimits` on the control loop; `timer` on
-/// `reactor`; the buckets and waiters under `state`'s mutex.
+/// `reactor`; the buckets and waiters under `state`'s mutex. Debug builds
+/// check the reactor-side calls (`Reactor.preconditionOnReactor`).
 package final class QoSLimiter: @unchecked Sendable {  // controlLimits: control loop; timer: home reactor; the rest locked
     /// How much credit a bucket keeps while nobody draws from it.
     package static let burstNanoseconds: UInt64 = 10_000_000
@@ -70,6 +71,7 @@ package final class QoSLimiter: @unchecked Sendable {  // controlLimits: control
     /// True when the request may go now (its cost is charged); false when
     /// it must wait: `waiter` is queued and gets `qosResume` in turn.
     package func admit(_ cost: QoSCost, waiter: QoSWaiter) -> Bool {
+        waiter.qosReactor.preconditionOnReactor()
         let now = waiter.qosReactor.loopTime.load(ordering: .relaxed)
         let admitted = state.withLock { buckets in buckets.admit(cost, waiter: waiter, now: now) }
         if !admitted {
@@ -84,6 +86,7 @@ package final class QoSLimiter: @unchecked Sendable {  // controlLimits: control
 
     /// Drops `waiter` (its queue is stopping and sends its request anyway).
     package func forget(_ waiter: QoSWaiter) {
+        waiter.qosReactor.preconditionOnReactor()
         state.withLock { buckets in buckets.waiters.removeAll { $0.waiter === waiter } }
     }
 
@@ -92,6 +95,7 @@ package final class QoSLimiter: @unchecked Sendable {  // controlLimits: control
     /// New limits, live: the buckets keep their credit up to the new burst,
     /// and waiting queues are re-examined at once.
     package func setLimits(_ newLimits: QoSLimits) {
+        reactor.preconditionOnReactor()
         let now = reactor.loopTime.load(ordering: .relaxed)
         state.withLock { buckets in buckets.setLimits(newLimits, now: now) }
         release()
@@ -99,6 +103,7 @@ package final class QoSLimiter: @unchecked Sendable {  // controlLimits: control
 
     /// The controller is going away: nothing is held any more, the timer closes.
     package func close() {
+        reactor.preconditionOnReactor()
         state.withLock { buckets in buckets.closed = true }
         release()
         timer?.close()
@@ -121,6 +126,7 @@ package final class QoSLimiter: @unchecked Sendable {  // controlLimits: control
     }
 
     private func armTimer() {
+        reactor.preconditionOnReactor()
         guard let wait = state.withLock({ buckets in buckets.nextWait() }) else { return }
         if timer == nil {
             do {

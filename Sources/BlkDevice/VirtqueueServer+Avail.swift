@@ -87,15 +87,18 @@ extension VirtqueueServer {
     // MARK: Adaptive polling (Reactor.pollPhase)
 
     package func beginPoll() {
+        reactor.preconditionOnReactor()
         ring.disableNotifications()  // NO_NOTIFY without EVENT_IDX; with it, avail_event just stays behind
     }
 
     package func poll() -> Bool {
+        reactor.preconditionOnReactor()
         guard !stopping, !blocked else { return false }
         return processAvail()
     }
 
     package func endPoll() {
+        reactor.preconditionOnReactor()
         guard !stopping else { return }
         ring.enableNotifications()
         if dirtyLog != nil { logUsedRing() }

@@ -39,6 +39,7 @@ extension VirtqueueServer {
     /// device writes from now on is marked: data read into device-writable
     /// buffers, status bytes and the used ring.
     package func setDirtyLog(_ log: DirtyLog?, usedRingGPA: UInt64?) {
+        reactor.preconditionOnReactor()
         dirtyLog = log
         self.usedRingGPA = usedRingGPA
         logUsedRing()

@@ -19,7 +19,7 @@ import Virtio
 /// `+Requests` runs each request through the executor and the backend;
 /// `+Publish` publishes used elements, signals the guest and logs dirty pages.
 ///
-/// Thread confinement: after `start()` posts it, everything runs on `reactor`.
+/// Thread confinement: after `start()` posts it, everything runs on `reactor` (checked in debug builds).
 package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // confined to `reactor` once started
     /// The tag of the kick eventfd's read in the engine (request slots are below the queue size).
     static let kickSlot = UInt32.max
@@ -128,6 +128,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
 
     /// A copy of the counters with the current in-flight count (reactor thread).
     package func statsSnapshot() -> QueueStats {
+        reactor.preconditionOnReactor()
         var copy = stats.snapshot()
         copy.inFlight = inFlight
         copy.size = ring.size
@@ -142,6 +143,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// them left a guest that waits for an interrupt (a spurious one is
     /// harmless, a lost one hangs it).
     package func start() {
+        reactor.preconditionOnReactor()
         taskID = reactor.register(self)
         adoptBackendTraits()
         reactor.setPollable(taskID, true)
@@ -156,6 +158,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// signalled on the old one it no longer watches, are not lost. Returns
     /// the old eventfd for the caller to close.
     package func replaceCallFD(_ fd: Int32) -> Int32 {
+        reactor.preconditionOnReactor()
         let old = call.replace(with: fd)
         call.signal()
         return old
@@ -166,6 +169,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// write that ends beyond the new capacity completes with IOERR. `drained`
     /// runs once no request dispatched on an earlier backend is in flight.
     package func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
+        reactor.preconditionOnReactor()
         // Requests in flight may still use the old backend's RAM (a copy on the thread pool).
         if inFlight > 0 { retiredBackends.append(backend) }
         backend = newBackend
@@ -203,6 +207,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// Stops popping, lets every in-flight request complete, publishes, then calls
     /// `done` with the last avail index (the GET_VRING_BASE answer).
     package func stop(_ done: @escaping (UInt16) -> Void) {
+        reactor.preconditionOnReactor()
         stopping = true
         onStopped = done
         if qosHeld != nil {
@@ -250,6 +255,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     // MARK: ReactorTask
 
     package func complete(slot: UInt32, result: Int32) {
+        reactor.preconditionOnReactor()
         if slot == Self.kickSlot {
             kickArmed = false
             if stopping {
@@ -267,6 +273,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     }
 
     package func flush() {
+        reactor.preconditionOnReactor()
         completionClockStale = true
         if !kickArmed && !stopping { armKick() }
         publishAndNotify()
@@ -286,6 +293,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
 
     /// The limiter let the held request go: dispatch it, pop on.
     package func qosResume() {
+        reactor.preconditionOnReactor()
         guard let held = qosHeld else { return }
         qosHeld = nil
         dispatch(held.request, slot: held.slot)

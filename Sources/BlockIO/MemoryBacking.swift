@@ -10,7 +10,7 @@ import Synchronization
 /// `@unchecked Sendable`: the mapping is fixed; reactors copy in and out of
 /// disjoint or guest-ordered ranges (a disk gives no stronger guarantee);
 /// `release` is once-only and must follow the bdev's detach from every reactor.
-public final class MemoryBacking: @unchecked Sendable {
+public final class MemoryBacking: @unchecked Sendable {  // no lock: reactors copy; size atomic (see above)
     public let base: UnsafeMutableRawPointer
     /// The size I/O may use; changed by `resize`.
     public var sizeBytes: UInt64 { size.load(ordering: .acquiring) }

@@ -5,6 +5,10 @@ import Synchronization
 /// A single-threaded epoll loop for the control plane (RPC clients and
 /// vhost-user sockets). Everything registered runs on the loop's thread;
 /// `execute` and `stop` are the only calls allowed from other threads.
+///
+/// The loop's thread is the one that created it until `run` is called, then
+/// the one that runs it (the daemon's main thread, for both). Debug builds
+/// check confined calls (`preconditionInLoop`).
 public final class EventLoop: @unchecked Sendable {  // handlers/timers: confined to the loop thread
     public struct Events: OptionSet, Sendable {
         public let rawValue: UInt32
@@ -27,7 +31,8 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
     private let pending = Mutex<[@Sendable () -> Void]>([])
     private let stopping = Atomic<Bool>(false)
     private var timers: [(deadline: UInt64, work: () -> Void)] = []
-    private let ownerTID = Atomic<Int32>(0)
+    /// The loop thread's `pthread_self()` (no system call to compare).
+    @usableFromInline let owner = Atomic<pthread_t>(pthread_self())
 
     public init() throws(Errno) {
         epoll = FileDescriptor(try retryingEINTR { epoll_create1(Int32(EPOLL_CLOEXEC)) })
@@ -41,10 +46,19 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
     }
 
     /// Whether the caller runs on this loop's thread.
-    public var inLoop: Bool { ownerTID.load(ordering: .relaxed) == PosixThread.currentTID }
+    @inlinable public var inLoop: Bool { owner.load(ordering: .relaxed) == pthread_self() }
+
+    /// Debug builds stop here unless the caller runs on the loop's thread
+    /// (SwiftNIO's `preconditionInEventLoop`); release builds compile it out.
+    /// Control-plane objects call it at their entry points.
+    @inlinable
+    public func preconditionInLoop(file: StaticString = #fileID, line: UInt = #line) {
+        assert(inLoop, "control-plane state touched off the control loop's thread", file: file, line: line)
+    }
 
     /// Watches `fd`; `handler` runs on the loop thread with the ready events.
     public func register(_ fd: FileDescriptor, events: Events, handler: @escaping Handler) throws(Errno) -> Token {
+        preconditionInLoop()
         let token = nextToken
         nextToken &+= 1
         _ = try checkNegErrno(vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, fd.rawValue, events.rawValue | EPOLLRDHUP.rawValue, token))
@@ -56,6 +70,7 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
     /// writing side (RDHUP) is reported unless `reportHalfClose` is false,
     /// for a caller that still has something to send it; a full close always is.
     public func modify(_ token: Token, events: Events, reportHalfClose: Bool = true) {
+        preconditionInLoop()
         guard let entry = handlers[token.value] else { return }
         let halfClose = reportHalfClose ? EPOLLRDHUP.rawValue : 0
         _ = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, entry.fd, events.rawValue | halfClose, token.value)
@@ -63,6 +78,7 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
 
     /// Stops watching; safe to call from inside the handler itself.
     public func unregister(_ token: Token) {
+        preconditionInLoop()
         guard let entry = handlers.removeValue(forKey: token.value) else { return }
         _ = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_DEL, entry.fd, 0, 0)
     }
@@ -75,6 +91,7 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
 
     /// Runs `work` on the loop thread after `milliseconds` (loop thread only).
     public func after(milliseconds: UInt64, _ work: @escaping () -> Void) {
+        preconditionInLoop()
         timers.append((Self.nowMilliseconds() &+ milliseconds, work))
     }
 
@@ -93,7 +110,7 @@ public final class EventLoop: @unchecked Sendable {  // handlers/timers: confine
     /// Serves events, posted work and timers until `done()` holds (checked
     /// before every wait): shutdown uses it to let sessions finish draining.
     public func run(until done: () -> Bool) {
-        ownerTID.store(PosixThread.currentTID, ordering: .relaxed)
+        owner.store(pthread_self(), ordering: .relaxed)
         var events = [UInt32](repeating: 0, count: 64)
         var datas = [UInt64](repeating: 0, count: 64)
         while !done() {

@@ -8,7 +8,10 @@ import Glibc
 /// the file shrinks under it, accesses past the end find zero pages instead
 /// of killing the process, and `lostPages` tells. A mapping the installed
 /// guard cannot take is unmapped and refused (`SharedMappingError.unguarded`).
-public struct SharedMapping: @unchecked Sendable {  // the pointer is shared guest memory; users synchronise via the ring protocol
+///
+/// `@unchecked Sendable`: immutable; its owner (the daemon's control loop)
+/// maps and unmaps it; reactors share the bytes under the ring protocol.
+public struct SharedMapping: @unchecked Sendable {  // control loop maps; reactors use the bytes
     public let base: UnsafeMutableRawPointer
     public let length: Int
     private let guardSlot: Int32

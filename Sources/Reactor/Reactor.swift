@@ -10,8 +10,9 @@ import Synchronization
 /// arrive through the same engine (docs/ARCHITECTURE.md, "The data path").
 ///
 /// Thread confinement: every member except `post`, `postAndWait`, `load`,
-/// `stop` and the immutable `index`/`cpu` is used only on the reactor thread.
-public final class Reactor: @unchecked Sendable {
+/// `stop`, the atomics and the immutable `index`/`cpu` is used only on the
+/// reactor thread; debug builds check it (`preconditionOnReactor`).
+public final class Reactor: @unchecked Sendable {  // the reactor thread, but for the calls named above
     public let index: Int
     public let cpu: Int
     public let logger: Logger
@@ -46,6 +47,9 @@ public final class Reactor: @unchecked Sendable {
     public let load = Atomic<Int>(0)
     /// Kernel thread id, once running.
     public let threadID = Atomic<Int32>(0)
+    /// The reactor thread's `pthread_self()`, once running: what
+    /// `isOnReactor` compares with (no system call, unlike `threadID`).
+    @usableFromInline let owner = Atomic<pthread_t>(0)
     /// CPU time accounting for framework_get_reactors: ticks spent busy vs waiting.
     public let busyNanoseconds = Atomic<UInt64>(0)
     public let idleNanoseconds = Atomic<UInt64>(0)
@@ -131,6 +135,19 @@ public final class Reactor: @unchecked Sendable {
         thread = nil
     }
 
+    // MARK: Thread confinement
+
+    /// Whether the caller runs on this reactor's thread.
+    @inlinable public var isOnReactor: Bool { owner.load(ordering: .relaxed) == pthread_self() }
+
+    /// Debug builds stop here unless the caller runs on this reactor's
+    /// thread (SwiftNIO's `preconditionInEventLoop`); release builds compile
+    /// it out. Reactor-confined objects call it at their entry points.
+    @inlinable
+    public func preconditionOnReactor(file: StaticString = #fileID, line: UInt = #line) {
+        assert(isOnReactor, "reactor-confined state touched off reactor_\(index)'s thread", file: file, line: line)
+    }
+
     // MARK: Cross-thread messages
 
     /// Runs `work` on the reactor thread soon (any thread).
@@ -155,6 +172,7 @@ public final class Reactor: @unchecked Sendable {
 
     /// Registers a task; the id goes into the tag of every operation it queues.
     public func register(_ task: ReactorTask) -> UInt32 {
+        preconditionOnReactor()
         if let id = freeIDs.popLast() {
             tasks[Int(id)] = task
             return id
@@ -169,6 +187,7 @@ public final class Reactor: @unchecked Sendable {
 
     /// Forgets a task; the task must have nothing in flight.
     public func unregister(_ id: UInt32) {
+        preconditionOnReactor()
         guard Int(id) < tasks.count, id > Self.poolTaskID else { return }
         if isWaiting[Int(id)] {
             isWaiting[Int(id)] = false
@@ -192,6 +211,7 @@ public final class Reactor: @unchecked Sendable {
 
     /// Queues `op` for task `id` with `slot`; false when that engine is full.
     public func enqueue(_ op: IOOperation, task id: UInt32, slot: UInt32, on choice: EngineChoice = .primary) -> Bool {
+        preconditionOnReactor()
         let tag = UInt64(id) << 32 | UInt64(slot)
         switch choice {
         case .primary:
@@ -207,6 +227,7 @@ public final class Reactor: @unchecked Sendable {
     /// completes (once, through `complete`) with -ECANCELED unless it already
     /// read. Writing the fd instead would race with whoever else reads it.
     public func cancelRead(task id: UInt32, slot: UInt32) {
+        preconditionOnReactor()
         primary.cancelRead(tag: UInt64(id) << 32 | UInt64(slot))
     }
 
@@ -239,6 +260,7 @@ public final class Reactor: @unchecked Sendable {
 
     /// Includes task `id` in polling phases (`ReactorTask.poll`), or not.
     public func setPollable(_ id: UInt32, _ on: Bool) {
+        preconditionOnReactor()
         guard Int(id) < isPollable.count, isPollable[Int(id)] != on else { return }
         isPollable[Int(id)] = on
         if on { pollable.append(id) } else { pollable.removeAll { $0 == id } }
@@ -274,6 +296,7 @@ public final class Reactor: @unchecked Sendable {
     // MARK: The loop
 
     private func run() {
+        owner.store(pthread_self(), ordering: .relaxed)
         threadID.store(PosixThread.currentTID, ordering: .relaxed)
         logger.info("reactor started", metadata: [
             "cpu": "\(cpu)", "engine": "\(primary.name)\(submissionPolling ? " (sqpoll)" : "")",
@@ -313,6 +336,7 @@ public final class Reactor: @unchecked Sendable {
         if !primaryIsPool { pool?.close() }
         primary.close()
         logger.info("reactor stopped")
+        owner.store(0, ordering: .relaxed)  // a later thread may get the same pthread_t
     }
 
     /// QEMU's rule: a sleep no longer than the current window means polling

@@ -25,6 +25,7 @@ public final class ReactorTimer: ReactorTask {
     /// `fired` runs on the reactor once per expiry of an `arm`.
     public init(reactor: Reactor, fired: @escaping () -> Void) throws(Errno) {
         self.reactor = reactor
+        reactor.preconditionOnReactor()
         // Blocking on purpose: io_uring polls it, the thread pool reads it on a worker.
         let created = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
         guard created >= 0 else {
@@ -42,6 +43,7 @@ public final class ReactorTimer: ReactorTask {
 
     /// Fires once after `nanoseconds` (at least 1), replacing an earlier deadline.
     public func arm(afterNanoseconds nanoseconds: UInt64) {
+        reactor.preconditionOnReactor()
         guard !closing else { return }
         setTime(max(1, nanoseconds))
         isArmed = true
@@ -51,6 +53,7 @@ public final class ReactorTimer: ReactorTask {
     /// Stops the timer for good: the pending read (if any) is completed at
     /// once, then the task is unregistered and the descriptor closed.
     public func close() {
+        reactor.preconditionOnReactor()
         guard !closing else { return }
         closing = true
         fired = nil
@@ -85,6 +88,7 @@ public final class ReactorTimer: ReactorTask {
     // MARK: ReactorTask
 
     public func complete(slot: UInt32, result: Int32) {
+        reactor.preconditionOnReactor()
         readQueued = false
         if closing {
             finishClose()

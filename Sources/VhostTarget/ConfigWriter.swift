@@ -6,7 +6,8 @@ import Posix
 /// made while a write is under way share the next one. Each caller's `done`
 /// runs on the control loop once a write that includes its change finished.
 ///
-/// Thread confinement: the control loop, but for the writes themselves.
+/// Thread confinement: the control loop, but for the writes themselves
+/// (checked in debug builds).
 final class ConfigWriter {
     typealias Completion = (Errno?) -> Void
 
@@ -22,6 +23,7 @@ final class ConfigWriter {
     /// Writes `bytes` to `path` after the write under way, if any; `done`
     /// gets nil or why it failed.
     func write(_ bytes: [UInt8], to path: String, then done: @escaping Completion) {
+        loop.preconditionInLoop()
         if writing != nil {
             next = (path, bytes, (next?.waiters ?? []) + [done])
         } else {
@@ -53,6 +55,7 @@ final class ConfigWriter {
     }
 
     private func finished(_ failure: Errno?) {
+        loop.preconditionInLoop()
         let waiters = writing ?? []
         writing = nil
         if let next {

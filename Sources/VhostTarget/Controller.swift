@@ -9,7 +9,8 @@ import Virtio
 /// manages. It owns its listening socket and outlives frontend connections;
 /// at most one session (frontend connection) is active at a time.
 ///
-/// Thread confinement: the control loop's thread.
+/// Thread confinement: the control loop's thread; debug builds check the
+/// mutators (`EventLoop.preconditionInLoop`).
 final class Controller {
     let name: String
     let socketPath: String
@@ -28,20 +29,29 @@ final class Controller {
     let serial: [UInt8]
     /// The backing device; nil while empty or detached (capacity 0, I/O fails).
     var bdev: Bdev? {
-        didSet { if let bdev { lastBlockSize = bdev.blockSize } }
+        didSet {
+            loop.preconditionInLoop()
+            if let bdev { lastBlockSize = bdev.blockSize }
+        }
     }
     /// The block size of the last bdev attached (512 before any): what a
     /// connected guest keeps using after a detach.
     private var lastBlockSize: UInt32 = 512
-    var session: VhostUserSession?
+    var session: VhostUserSession? {
+        didSet { loop.preconditionInLoop() }
+    }
     /// The guest turned the write cache off (CONFIG_WCE `writeback` = 0):
     /// every write is made durable before it completes.
-    var writeThrough = false
+    var writeThrough = false {
+        didSet { loop.preconditionInLoop() }
+    }
     /// Called on the control loop when a frontend changed state the saved
     /// config keeps (the write cache): the target rewrites `--persist` files.
     var guestChangedSavedState: (() -> Void)?
     let listener: FileDescriptor
     var listenToken: EventLoop.Token?
+    /// The control loop: the only thread that touches the controller.
+    let loop: EventLoop
     let logger: Logger
     /// `socket_mode`/`socket_group` as requested, kept for `framework_get_config`.
     var socketPermissions = SocketPermissions()
@@ -49,7 +59,7 @@ final class Controller {
     var qosLimiter: QoSLimiter?
 
     init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor, queueReactors: [Reactor],
-         maxQueues: Int, bdev: Bdev?, listener: FileDescriptor, logger: Logger) {
+         maxQueues: Int, bdev: Bdev?, listener: FileDescriptor, loop: EventLoop, logger: Logger) {
         self.name = name
         self.socketPath = socketPath
         self.cpumask = cpumask
@@ -61,6 +71,7 @@ final class Controller {
         self.bdev = bdev
         lastBlockSize = bdev?.blockSize ?? 512  // didSet does not run in init
         self.listener = listener
+        self.loop = loop
         var logger = logger
         logger[metadataKey: "controller.name"] = "\(name)"
         self.logger = logger
@@ -77,6 +88,7 @@ final class Controller {
 
     /// What the queues use for I/O.
     func deviceBackend() -> DeviceBackend {
+        loop.preconditionInLoop()
         guard let bdev else {
             return DeviceBackend(storage: .none, capacitySectors: 0, readOnly: readOnly, blockSize: 512, serial: serial)
         }

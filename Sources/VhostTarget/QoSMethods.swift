@@ -73,6 +73,7 @@ extension Controller {
     /// The limiter the queues use for `bdev`: nil while it never had limits
     /// here; otherwise this controller's, told about changed limits.
     func qosLimiter(for bdev: Bdev) -> QoSLimiter? {
+        loop.preconditionInLoop()
         let limits = bdev.qosLimits
         if let limiter = qosLimiter {
             if limiter.controlLimits != limits {
@@ -91,6 +92,7 @@ extension Controller {
     /// limiter goes to them with the backend (no config change for the guest),
     /// an existing one changes its limits on the reactor.
     func applyQoS() {
+        loop.preconditionInLoop()
         guard let bdev else { return }
         let hadLimiter = qosLimiter != nil
         let limiter = qosLimiter(for: bdev)
@@ -101,6 +103,7 @@ extension Controller {
 
     /// The controller is deleted (after its session ended): held requests go, the timer closes.
     func closeQoS() {
+        loop.preconditionInLoop()
         guard let limiter = qosLimiter else { return }
         qosLimiter = nil
         limiter.reactor.post { limiter.close() }

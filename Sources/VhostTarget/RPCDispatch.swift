@@ -68,6 +68,7 @@ extension VhostTarget {
     /// (after a method that `mutatesConfig`, a saved config is rewritten
     /// first, off the control loop).
     func handle(_ request: RPCRequest, respond: @escaping RPCReply) {
+        loop.preconditionInLoop()
         guard let method = Self.methodTable[request.method] else {
             respond(.failure(.methodNotFound(request.method)))
             return

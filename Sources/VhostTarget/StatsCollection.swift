@@ -24,6 +24,7 @@ extension Controller {
     /// A copy of every running queue's counters; `reset` is applied on the
     /// reactor right after the copy, so nothing is lost between the two.
     func queueSnapshots(reset: IOStatResetMode = .none) -> [QueueSnapshot] {
+        loop.preconditionInLoop()
         let servers = runningServers
         guard !servers.isEmpty else { return [] }
         let name = self.name
@@ -47,6 +48,7 @@ extension Controller {
     /// Folds a stopped queue's I/O counters into its bdev's totals, so they
     /// survive queue restarts and the session's end.
     func retireStats(of server: VirtqueueServer) {
+        loop.preconditionInLoop()
         let stats = server.reactor.postAndWait { server.statsSnapshot() }
         bdev?.retiredStats.add(stats.io)
     }
@@ -55,6 +57,7 @@ extension Controller {
     /// queues counted into the current bdev's totals (dropped when there is
     /// none) and zeroes their I/O counters, so each bdev keeps its own.
     func settleStatsBeforeBackendChange() {
+        loop.preconditionInLoop()
         for snapshot in queueSnapshots(reset: .ioOnly) {
             bdev?.retiredStats.add(snapshot.stats.io)
         }

@@ -13,7 +13,8 @@ import Posix
 /// storage that hangs cannot pile up threads. The log names a call still
 /// waiting every 5 s.
 ///
-/// Thread confinement: the control loop, but for the calls themselves.
+/// Thread confinement: the control loop, but for the calls themselves
+/// (checked in debug builds, results included).
 final class StorageCalls {
     static let limit = 16
 
@@ -38,6 +39,7 @@ final class StorageCalls {
     /// Takes a place for a call to `run` later (`in: slot`); throws EAGAIN
     /// when `limit` calls already wait.
     func reserve(for what: String) throws(RPCError) -> Slot {
+        loop.preconditionInLoop()
         try checkRoom(for: what)
         running += 1
         return Slot()
@@ -49,13 +51,15 @@ final class StorageCalls {
     func run<T: Sendable>(
         _ what: String, in slot: Slot? = nil, _ call: @escaping @Sendable () -> T, then done: @escaping (T) -> Void
     ) throws(RPCError) {
+        loop.preconditionInLoop()
         if let slot, slot.taken {
             slot.taken = false  // the place passes to this call
         } else {
             try checkRoom(for: what)
             running += 1
         }
-        let pending = LoopBound(PendingCall(what: what, started: EventLoop.nowMilliseconds(), logger: logger, done: done))
+        let pending = LoopBound(
+            PendingCall(what: what, started: EventLoop.nowMilliseconds(), loop: loop, logger: logger, done: done))
         let loop = self.loop
         do {
             try PosixThread.startDetached(name: "vb-storage") {
@@ -93,19 +97,22 @@ final class StorageCalls {
 private final class PendingCall<T> {
     let what: String
     let started: UInt64
+    private let loop: EventLoop
     private let logger: Logger
     private var done: ((T) -> Void)?
     var onFinish: (() -> Void)?
     var finished: Bool { done == nil }
 
-    init(what: String, started: UInt64, logger: Logger, done: @escaping (T) -> Void) {
+    init(what: String, started: UInt64, loop: EventLoop, logger: Logger, done: @escaping (T) -> Void) {
         self.what = what
         self.started = started
+        self.loop = loop
         self.logger = logger
         self.done = done
     }
 
     func finish(_ result: T) {
+        loop.preconditionInLoop()
         guard let done else { return }
         self.done = nil
         onFinish?()

@@ -10,7 +10,8 @@ import Reactor
 /// serves the JSON-RPC socket and every vhost-user socket.
 ///
 /// Thread confinement: bdevs, controllers and sessions are touched only on the
-/// control loop's thread (the one that calls `run()`); reactors get work by message.
+/// control loop's thread (the one that calls `run()`); reactors get work by
+/// message. Debug builds check the entry points (`EventLoop.preconditionInLoop`).
 public final class VhostTarget: @unchecked Sendable {  // state confined to the control loop thread; `requestShutdown` is thread-safe
     public let configuration: TargetConfiguration
     let logger: Logger
@@ -172,6 +173,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     /// Stops listening at once; `done` runs once the session (if any) has
     /// drained and closed and the bdev is released.
     func destroy(_ controller: Controller, then done: @escaping () -> Void = {}) {
+        loop.preconditionInLoop()
         if let token = controller.listenToken { loop.unregister(token) }
         controller.listenToken = nil
         controller.listener.close()
@@ -192,6 +194,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     }
 
     func acceptFrontend(_ controller: Controller) {
+        loop.preconditionInLoop()
         if let existing = controller.session, existing.isClosing || existing.hasHungUp() {
             // The previous session still drains, or its frontend reconnects
             // before the loop read the rest of what it sent (the session reads
@@ -239,6 +242,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     /// Stops serving `session`'s frontend; once its queues have drained it
     /// closes, the controller accepts a frontend again, and `done` runs.
     func endSession(_ session: VhostUserSession, then done: (() -> Void)? = nil) {
+        loop.preconditionInLoop()
         if !session.isClosing {
             if let token = session.token { loop.unregister(token) }
             session.token = nil

@@ -10,7 +10,7 @@ import Posix
 /// `@unchecked Sendable`: the mapping is shared memory written only through
 /// atomic ORs; it is unmapped when the last holder (the session, the running
 /// queues) lets go, so a queue never writes to an unmapped log.
-public final class DirtyLog: @unchecked Sendable {
+public final class DirtyLog: @unchecked Sendable {  // no lock: atomic ORs from the queues' reactors
     public static let pageSize: UInt64 = 0x1000
 
     private let mapping: SharedMapping

@@ -5,7 +5,7 @@ import Glibc
 /// `@unchecked Sendable`: `host` points into a mapping whose owner (the
 /// vhost-user session) keeps it alive while any copy of a table that holds it
 /// is in use; the bytes themselves are shared with the guest and never trusted.
-public struct GuestMemoryRegion: @unchecked Sendable {
+public struct GuestMemoryRegion: @unchecked Sendable {  // immutable; mapped on the control loop, read on the queues' reactors
     /// First guest-physical address of the region.
     public let guestPhysAddr: UInt64
     /// Length in bytes (non-zero).
@@ -39,7 +39,7 @@ public struct GuestMemoryRegion: @unchecked Sendable {
 /// Cheap to copy; regions are kept sorted by guest-physical address. Lookups
 /// scan linearly (vhost-user tables are small). `@unchecked Sendable` for the
 /// same reason as `GuestMemoryRegion`.
-public struct GuestMemory: @unchecked Sendable {
+public struct GuestMemory: @unchecked Sendable {  // immutable; built on the control loop, read on the queues' reactors
     /// Upper bound on regions (VHOST_USER_MAX_MEM_SLOTS-style limit).
     public static let maxRegions = 509
 
