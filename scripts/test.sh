@@ -14,5 +14,20 @@ swift build --build-tests
 set +e
 swift test --skip-build 2>&1 | tee /tmp/vhost-blkd-test.log
 status=${PIPESTATUS[0]}
+# The data path again against a release daemon (and release vhost-blkctl and
+# vhost-blk-bench): release builds compile it without dynamic exclusivity
+# checks (Package.swift's `dataPath`) and without the thread-confinement
+# assertions, which every test above runs with.
+data_path='DataPathTests|DataIntegrityTests|FlowControlTests|InlineFileIOTests|ResubmitTests|DirtyLogTests|HybridPollingTests|FairnessTests|HostileFrontendTests|QoSTests'
+release_started=$(date +%s)
+if swift build -c release --product vhost-blkd && swift build -c release --product vhost-blkctl \
+    && swift build -c release --product vhost-blk-bench; then
+    VHOST_BLKD_BIN="$(swift build -c release --show-bin-path)/vhost-blkd" swift test --skip-build --filter "$data_path" \
+        2>&1 | tee /tmp/vhost-blkd-release-test.log
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+    status=1
+fi
+echo "release data-path step: $(( $(date +%s) - release_started )) s"
 { RUNTIME=1 QUICK=1 scripts/bench.sh >/tmp/vhost-blkd-bench.log 2>&1 || status=1; tail -n 15 /tmp/vhost-blkd-bench.log; }  # benchmark smoke test: every row must complete; no timing is asserted
 exit $status
