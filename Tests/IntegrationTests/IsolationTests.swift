@@ -10,25 +10,26 @@ import VhostUserFrontend
 import Virtio
 
 /// Tenant isolation (issue 19, acceptance): an attacker, on a controller of
-/// its own, does what a hostile QEMU or RPC client may do while a
-/// neighbour controller on the same reactor (`-m 0x1`) runs verified I/O.
-/// The neighbour keeps at least 80 % of its solo IOPS and its p99 stays
-/// under twice the solo p99; `spdk_get_version` answers with p99 under
-/// 50 ms; the daemon stays up; the attacker gets its documented outcome.
+/// its own, does what a hostile QEMU or RPC client may do while a neighbour
+/// controller on the same reactor (`-m 0x1`) runs verified I/O. The
+/// neighbour keeps at least 80 % of its solo IOPS and its p99 stays under
+/// twice the solo p99; `spdk_get_version` answers with p99 under 50 ms; the
+/// daemon stays up; the attacker gets its documented outcome.
 ///
-/// The machine these run on may be shared (2 CPUs, other builds and
-/// tests), so short solo and attacked windows alternate
-/// (`IsolationHarness.windows` of each, ABBA order) and their quieter
-/// quartiles are compared: the upper quartile of IOPS, the lower quartile
-/// of the neighbour's p99 and of the RPC client's. Other work on the
-/// machine only ever takes from the neighbour, in solo and attacked
-/// windows alike, while an attack that costs the neighbour does so in
-/// every attacked window; medians, tried first, swung by 2x between runs
-/// with no attack at all. A window in which the neighbour completes
-/// nothing fails the test unless the hypervisor stole the machine's CPUs
-/// then, and the neighbour must still complete requests after the last
-/// window. Each test prints an `isolation <attack>: ...` line, and a
-/// second one with where the daemon's threads spent their time.
+/// The machine these run on may be shared (2 CPUs, other builds and tests),
+/// so short solo and attacked windows alternate (`IsolationHarness.windows`
+/// of each, ABBA order) and their quieter quartiles are compared: the upper
+/// quartile of IOPS, the lower quartile of the neighbour's p99 and of the
+/// RPC client's. Other work on the machine only ever takes from the
+/// neighbour, in solo and attacked windows alike, while an attack that
+/// costs the neighbour does so in every attacked window; medians, tried
+/// first, swung by 2x between runs with no attack at all. A window in which
+/// the neighbour completes nothing fails the test, unless the reactor was
+/// runnable and given no CPU then (seen on the shared machine: 0.3-0.5 s,
+/// solo windows too) or the hypervisor stole the CPUs; the neighbour must
+/// still complete requests after the last window. Each test prints an
+/// `isolation <attack>: ...` line, and a second one with where the daemon's
+/// threads spent their time.
 @Suite("Tenant isolation: an attacker beside a neighbour on one reactor", .serialized)
 struct IsolationTests {
     typealias H = IsolationHarness
@@ -372,9 +373,17 @@ final class IsolationHarness {
                 w.rpcP99 = Double(Window.percentile(calls.latencies, 0.99)) / 1e6
                 w.rpcCalls = calls.latencies.count
                 if w.latencies.isEmpty && stall == nil {
-                    // Nothing completed: the daemon stalled, unless the whole machine did.
+                    // Nothing completed: the daemon stalled, unless the machine did not run it. A
+                    // reactor that is runnable and got no CPU time in the window was starved (its
+                    // wait is counted only once it runs again); one that sleeps with requests on
+                    // its ring, or spins, stalled.
                     let diagnostics = stallDiagnostics()
-                    if w.cpu.steal < 10 { stall = diagnostics } else { print("isolation \(name): no completion in a window with \(w.cpu.steal) % of the CPU time stolen (the machine stalled):\n\(diagnostics)") }
+                    let starved = w.cpu.steal >= 10 || (reactorState() == "R" && w.cpu.reactor < 5)
+                    if starved {
+                        print("isolation \(name): no completion in a window, the reactor runnable but given no CPU (\(w.cpu.steal) % stolen):\n\(diagnostics)")
+                    } else {
+                        stall = diagnostics
+                    }
                 }
                 if attackWindow {
                     attacked.append(w)
@@ -395,6 +404,20 @@ final class IsolationHarness {
         return IsolationReport(
             name: name, solo: solo, attacked: attacked, rpcFailures: pinger.failures, neighbour: neighbour.outcome,
             daemonRunning: daemon.isRunning, outcome: described, stall: stall, log: { [daemon] in String(daemon.log.suffix(3000)) })
+    }
+
+    /// The scheduler state of `reactor_0` (proc(5) /proc/PID/task/TID/stat: R runnable, S sleeping).
+    func reactorState() -> String {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon.pid)/task")) ?? []
+        for tid in tasks {
+            let base = "/proc/\(daemon.pid)/task/\(tid)/"
+            guard (try? String(contentsOfFile: base + "comm", encoding: .utf8))?.hasPrefix("reactor_0") == true,
+                  let stat = try? String(contentsOfFile: base + "stat", encoding: .utf8),
+                  let paren = stat.lastIndex(of: ")")
+            else { continue }
+            return stat[stat.index(after: paren)...].split(separator: " ").first.map(String.init) ?? "?"
+        }
+        return "?"
     }
 
     /// Where the daemon's threads wait (proc(5): wchan, and the kernel stack
