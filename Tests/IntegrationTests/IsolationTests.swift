@@ -107,7 +107,8 @@ struct IsolationTests {
             let behind = queue.publishedAvailIdx &- value
             #expect(Int(behind) <= reads.inFlight, "base \(value), published \(queue.publishedAvailIdx), \(reads.inFlight) in flight")
             let ms = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
-            return "\(done) requests served, \(failed) failed, \(stolen.load(ordering: .relaxed)) kicks stolen; GET_VRING_BASE answered \(value) in \(H.format(ms, 1)) ms"
+            return "\(done) requests served, \(failed) failed, \(stolen.load(ordering: .relaxed)) kicks stolen; "
+                + "GET_VRING_BASE answered \(value) in \(H.format(ms, 1)) ms"
         }
         report.check()
     }
@@ -164,7 +165,8 @@ struct IsolationTests {
             // Descriptors back: a frontend is served again.
             let served = flood.servedAgain(timeout: .seconds(3))
             #expect(served == nil, "a frontend is not served after the flood: \(served ?? "")")
-            return "RLIMIT_NOFILE \(t.limit): \(t.closedAtOnce) of \(t.held) held connections closed at once, \(t.floods) flood connections; \(warnings) warning(s); served again after"
+            return "RLIMIT_NOFILE \(t.limit): \(t.closedAtOnce) of \(t.held) held connections closed at once, "
+                + "\(t.floods) flood connections; \(warnings) warning(s); served again after"
         }
         report.check()
     }
@@ -604,7 +606,8 @@ struct IsolationReport {
         let describe = { (w: [Window]) in
             w.map {
                 "\(f($0.iops, 0)) IOPS p99 \(f($0.p99, 0)) us max \(f(Double($0.latencies.max() ?? 0) / 1000, 0)) us, rpc p99 \(f($0.rpcP99, 1)) ms "
-                    + "(waiting for a CPU: reactor \($0.cpu.reactorWaiting) %, control \($0.cpu.controlWaiting) %, driver \($0.cpu.neighbourWaiting) %; stolen \($0.cpu.steal) %)"
+                    + "(waiting for a CPU: reactor \($0.cpu.reactorWaiting) %, control \($0.cpu.controlWaiting) %, "
+                    + "driver \($0.cpu.neighbourWaiting) %; stolen \($0.cpu.steal) %)"
             }
                 .joined(separator: ", ")
         }
@@ -1096,7 +1099,9 @@ final class EMFILEFlood: IsolationAttack, @unchecked Sendable {  // begin/end fr
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in raw.copyBytes(from: Array(path.utf8.prefix(raw.count - 1))) }
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, __CONST_SOCKADDR_ARG(__sockaddr__: $0), socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, __CONST_SOCKADDR_ARG(__sockaddr__: $0), socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard rc == 0 else {
             Glibc.close(fd)
@@ -1178,7 +1183,11 @@ final class SwapRace: Sendable {
                 _ = try client.call("bdev_uring_create", params: ["name": .string(name), "filename": .string(allowed + "/dir/disk.img")])
                 let blocks = (try? client.call("bdev_get_bdevs", params: ["name": .string(name)]))?.arrayValue?.first?["num_blocks"]
                 tally.withLock { t in
-                    if blocks == .int(2048) { t.inside += 1 } else if blocks == .int(4096) { t.outside += 1 } else { t.other.append("num_blocks \(String(describing: blocks))") }
+                    switch blocks {
+                    case .int(2048): t.inside += 1
+                    case .int(4096): t.outside += 1
+                    default: t.other.append("num_blocks \(String(describing: blocks))")
+                    }
                 }
                 _ = try? client.call("bdev_uring_delete", params: ["name": .string(name)])
             } catch RPCClientError.rpc(let error) {
