@@ -17,6 +17,8 @@ package struct RequestSlot {
     /// The request's data segments: the slot's iovecs `dataFirst ..< dataFirst + dataCount`.
     package var dataFirst: UInt16 = 0
     package var dataCount: UInt16 = 0
+    /// Bytes of a large inline copy done so far (`LargeCopies`).
+    package var progress: UInt64 = 0
 
     package init(head: UInt16 = 0, generation: UInt32 = 0) {
         self.head = head

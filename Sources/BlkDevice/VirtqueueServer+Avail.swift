@@ -93,8 +93,10 @@ extension VirtqueueServer {
 
     package func poll() -> Bool {
         reactor.preconditionOnReactor()
-        guard !stopping, !blocked else { return false }
-        return processAvail()
+        // A large copy goes on while the queue stops: the stop waits for it.
+        let copied = continueLargeCopy()
+        guard !stopping, !blocked else { return copied }
+        return processAvail() || copied
     }
 
     package func endPoll() {

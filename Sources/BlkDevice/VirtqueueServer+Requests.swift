@@ -86,43 +86,25 @@ extension VirtqueueServer {
         let count = Int(s.dataCount)
         switch backend.storage {
         case .file(let fd, let engine, _):
-            let io = FileBackend.ioOperation(operation, fd: fd, data: data, count: count)
             guard case .async(let choice) = engine else {
-                if operation.length > Self.inlineLimit && offload(io, slot: slot) { return nil }
-                return io.performBlocking()
+                if operation.length > LargeCopies.chunk && operation.movesData { return copyInChunks(slot: slot) }
+                return FileBackend.ioOperation(operation, fd: fd, data: data, count: count).performBlocking()
             }
+            let io = FileBackend.ioOperation(operation, fd: fd, data: data, count: count)
             if reactor.enqueue(io, task: taskID, slot: slot, on: choice) { return nil }
             // The queue checked for room before popping; fail this one rather than leak it.
             logger.error("engine refused an operation after reporting room")
             return -EIO
         case .memory:
-            guard let memoryBacking else { return -ENXIO }
-            if operation.length > Self.inlineLimit, operation.kind == .read || operation.kind == .write {
-                let copy = MemoryCopy(backing: memoryBacking, isWrite: operation.kind == .write, iovecs: data,
-                                      count: count, offset: operation.offset)
-                if offload(.copy(copy), slot: slot) { return nil }
-            }
-            return memoryBacking._withUnsafeGuaranteedRef {
+            if operation.length > LargeCopies.chunk && operation.movesData { return copyInChunks(slot: slot) }
+            return memoryBacking?._withUnsafeGuaranteedRef {
                 MemoryBackend.perform(operation, on: $0, data: data, count: count)
-            }
+            } ?? -ENXIO
         case .null:
             return NullBackend.perform(operation)
         case .none:
             return -ENXIO
         }
-    }
-
-    /// The most data a request served inline (RAM, tmpfs) copies on the
-    /// reactor: about 5-20 us of memcpy, so a batch of them holds the
-    /// queues beside it for a few tens of microseconds at most. Larger
-    /// requests (up to `DeviceLimits`' 16 MiB) go to the reactor's thread
-    /// pool; a 4 KiB workload never does.
-    static let inlineLimit: UInt64 = 64 << 10
-
-    /// Hands `io` to the reactor's thread pool; false when it is full (the
-    /// caller then performs it inline, as before).
-    private func offload(_ io: IOOperation, slot: UInt32) -> Bool {
-        reactor.enqueue(io, task: taskID, slot: slot, on: .threadPool)
     }
 
     /// Writes the status (when the chain has a status byte) and the used element, and frees the slot.

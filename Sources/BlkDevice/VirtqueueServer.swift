@@ -44,8 +44,12 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// Requests dispatched before the latest `updateBackend` still in flight.
     var previousBackendInFlight = 0
     private var onPreviousBackendDrained: [() -> Void] = []
-    /// Backends replaced while requests dispatched on them were in flight, kept until those complete.
-    private var retiredBackends: [DeviceBackend] = []
+    /// Backends replaced while requests dispatched on them were in flight,
+    /// with their generation, kept until those complete (a large copy goes
+    /// on with the backend it began on).
+    private var retiredBackends: [(generation: UInt32, backend: DeviceBackend)] = []
+    /// Large reads and writes on inline backends under way (`LargeCopies`).
+    var largeCopies = LargeCopies()
     let logger: Logger
     /// Trace logging, decided once: asking the log handler per request costs
     /// an existential copy of it.
@@ -170,8 +174,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// runs once no request dispatched on an earlier backend is in flight.
     package func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
         reactor.preconditionOnReactor()
-        // Requests in flight may still use the old backend's RAM (a copy on the thread pool).
-        if inFlight > 0 { retiredBackends.append(backend) }
+        if inFlight > 0 { retiredBackends.append((backendGeneration, backend)) }
         backend = newBackend
         adoptBackendTraits()
         backendGeneration &+= 1
@@ -182,6 +185,12 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
             // A queue blocked on a full engine of the old backend re-checks now.
             reactor.markDirty(taskID)
         }
+    }
+
+    /// The backend requests of `generation` were dispatched on.
+    func backend(of generation: UInt32) -> DeviceBackend? {
+        if generation == backendGeneration { return backend }
+        return retiredBackends.first { $0.generation == generation }?.backend
     }
 
     func reportPreviousBackendDrainedIfIdle() {

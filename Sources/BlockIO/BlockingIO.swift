@@ -21,8 +21,6 @@ extension IOOperation {
                 result = Int(Glibc.fallocate(fd, mode, off_t(truncatingIfNeeded: offset), off_t(truncatingIfNeeded: length)))
             case let .read(fd, buffer, length):
                 result = Glibc.read(fd, buffer, length)
-            case let .copy(copy):
-                return copy.perform()
             }
         } while result < 0 && errno == EINTR
         return result < 0 ? -errno : Int32(clamping: result)

@@ -18,37 +18,6 @@ public enum IOOperation {
     /// reactor's single wait point in the same engine as the disk I/O.
     /// The fd should be non-blocking.
     case read(fd: Int32, buffer: UnsafeMutableRawPointer, length: Int)
-    /// A copy between RAM (a malloc bdev) and the iovecs at `offset`: what
-    /// a reactor hands a thread-pool worker when the copy is too large to
-    /// make inline. The thread pool only; io_uring refuses it.
-    case copy(MemoryCopy)
-}
-
-/// A `MemoryBacking` read or write, unretained: the queue that asks holds
-/// the backing until the copy completes (a plain value, so building an
-/// `IOOperation` costs no reference counting).
-public struct MemoryCopy: @unchecked Sendable {  // the backing is thread-safe for I/O; the iovecs belong to the request
-    public let backing: Unmanaged<MemoryBacking>
-    public let isWrite: Bool
-    public let iovecs: UnsafePointer<iovec>
-    public let count: Int
-    public let offset: UInt64
-
-    public init(backing: Unmanaged<MemoryBacking>, isWrite: Bool, iovecs: UnsafePointer<iovec>, count: Int, offset: UInt64) {
-        self.backing = backing
-        self.isWrite = isWrite
-        self.iovecs = iovecs
-        self.count = count
-        self.offset = offset
-    }
-
-    /// Performs the copy; returns bytes moved or -errno, as `MemoryBacking` does.
-    public func perform() -> Int32 {
-        backing._withUnsafeGuaranteedRef { memory in
-            isWrite ? memory.write(from: iovecs, count: count, offset: offset)
-                : memory.read(into: iovecs, count: count, offset: offset)
-        }
-    }
 }
 
 /// An asynchronous I/O engine (cloud-hypervisor's `AsyncIo`): queue, submit

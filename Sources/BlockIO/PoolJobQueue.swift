@@ -94,8 +94,6 @@ extension PoolJob {
         case .readv(let fd, _, _, _), .writev(let fd, _, _, _), .fdatasync(let fd), .fallocate(let fd, _, _, _),
              .read(let fd, _, _):
             return fd
-        case .copy:
-            return -1  // RAM never hangs; all copies share one limit
         }
     }
 }

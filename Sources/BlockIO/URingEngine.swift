@@ -154,7 +154,6 @@ public final class URingEngine: IOEngine {
     }
 
     public func enqueue(_ op: IOOperation, tag: UInt64) -> Bool {
-        if case .copy = op { return false }  // no syscall to submit: the thread pool runs copies
         guard inFlight < capacity, let sqe = io_uring_get_sqe(ring) else { return false }
         switch op {
         case let .readv(fd, iovecs, count, offset):
@@ -168,8 +167,6 @@ public final class URingEngine: IOEngine {
         case let .read(fd, buffer, length):
             // Offset -1: the file position (eventfds, pipes, sockets).
             io_uring_prep_read(sqe, fd, buffer, UInt32(clamping: max(length, 0)), UInt64.max)
-        case .copy:
-            io_uring_prep_nop(sqe)  // not reached: refused above
         }
         io_uring_sqe_set_data64(sqe, tag)
         inFlight += 1

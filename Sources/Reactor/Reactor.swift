@@ -279,7 +279,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         do {
             let created = try ThreadPoolEngine(threads: 4, capacity: 256, workerCPUs: poolCPUs, logger: logger)
             pool = created
-            logger.info("thread-pool engine started (thread-pool bdevs, and copies too large to make inline)")
+            logger.info("thread-pool engine started for thread-pool bdevs")
             return created
         } catch {
             logger.error("cannot start the thread-pool engine: \(error)")

@@ -17,6 +17,10 @@ public struct BlkOperation: Equatable, Sendable {
     public var offset: UInt64
     public var length: UInt64
 
+    /// A read or write: it moves the request's data segments.
+    @inlinable
+    public var movesData: Bool { kind == .read || kind == .write }
+
     @inlinable
     public init(_ kind: Kind, offset: UInt64 = 0, length: UInt64 = 0) {
         self.kind = kind

@@ -119,6 +119,38 @@ struct IsolationTests {
     /// covers its mapping, the daemon disconnects it with a log line, and
     /// goes on. Each attacked window shrinks again and again, a new
     /// session each time.
+    /// A frontend keeps four reads of 16 MiB in flight, the largest the
+    /// device advertises (size_max * seg_max, virtio 1.2 §5.2.4), on RAM and
+    /// on tmpfs, whose I/O is otherwise copied on the reactor. Copies over
+    /// 64 KiB go to the reactor's thread pool (`VirtqueueServer.inlineLimit`),
+    /// so the neighbour's requests do not wait behind them; a read over the
+    /// maximum fails with IOERR (`BlkLimits`).
+    @Test(arguments: [DataPathTests.Backend.malloc, .tmpfs])
+    func oversizedRequests(backend: DataPathTests.Backend) throws {
+        let harness = try IsolationHarness { daemon in
+            try DataPathTests.createBdev(daemon, backend, name: "A0", sectors: 65536)  // 32 MiB
+            try daemon.call("vhost_create_blk_controller", ["ctrlr": "attacker", "dev_name": "A0"])
+        }
+        defer { harness.close() }
+        let memory = try FrontendMemory(size: 80 << 20)
+        defer { memory.close() }
+        let attacker = try DataPathTests.attach(harness.daemon, "attacker", memory: memory, queues: 1)
+        defer { attacker.close() }
+        let most = 16 << 20
+        let over = try attacker.read(sector: 0, count: most / 512 + 1).status
+        let reads = try PolledReads(attacker.driverQueue(0), memory: memory, bytes: most)
+        let attack = LoopAttack(reads.step)
+        attack.afterEnd = reads.endWindow
+        let report = try harness.measure("oversized requests (\(backend))", attack: attack) {
+            #expect(over == BlkWire.statusIOErr, "a read over size_max * seg_max was served")
+            let (done, failed, windows) = reads.tally
+            #expect(done > 0 && windows == H.windows, "the attacker's reads did not complete in every window")
+            #expect(failed == 0, "\(failed) of the attacker's 16 MiB reads failed")
+            return "\(done) reads of 16 MiB served off the reactor, \(failed) failed; 16 MiB + 512 B: status \(over) (IOERR)"
+        }
+        report.check()
+    }
+
     @Test func memfdShrinkPastFourThousandGuardedRanges() throws {
         var holders: [VhostUserFrontend] = []
         let harness = try IsolationHarness { daemon in
@@ -946,12 +978,13 @@ final class PolledReads: @unchecked Sendable {  // `step` runs on one attack thr
     private let counts = Mutex<(done: Int, failed: Int, windows: Int, sawWindow: Bool)>((0, 0, 0, false))
     private(set) var inFlight = 0
 
-    init(_ queue: DriverQueue, memory: FrontendMemory) throws {
+    /// Reads of `bytes` each (one descriptor, as SeaBIOS sends them).
+    init(_ queue: DriverQueue, memory: FrontendMemory, bytes: Int = 512) throws {
         self.queue = queue
         slots = try (0..<Self.batch).map { i in
             let header = try memory.allocate(16, alignment: 16)
             header.write(BlkWire.header(type: BlkWire.typeIn, sector: UInt64(i)))
-            return (header, try memory.allocate(512, alignment: 512), try memory.allocate(1, alignment: 1))
+            return (header, try memory.allocate(bytes, alignment: 4096), try memory.allocate(1, alignment: 1))
         }
     }
 
