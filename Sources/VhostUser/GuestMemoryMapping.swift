@@ -1,14 +1,18 @@
+import CShims
 import Glibc
 import Posix
 import Virtio
 
 /// The mmapped guest memory of one vhost-user session (SET_MEM_TABLE,
-/// ADD_MEM_REG, REM_MEM_REG; vhost-user spec, "Payload" and "Memory access";
-/// docs/PROTOCOL-NOTES.md, "Payloads").
+/// ADD_MEM_REG, REM_MEM_REG; vhost-user spec, "Memory access").
 ///
-/// Each region maps `mmapOffset + size` bytes of its fd from offset 0
-/// (MAP_SHARED) and uses `base + mmapOffset`, so two regions may share one
-/// memfd. fds are closed once mapped: the mappings keep the memory.
+/// Each region of a regular file (memfd, tmpfs, hugetlbfs) maps its fd from
+/// `mmapOffset` rounded down to the file's page size (hugetlbfs: its huge
+/// page) to `mmapOffset + size`, so the address space a table takes is its
+/// size: QEMU slices one memfd into RAM below and above 4 GiB, and mapping
+/// each slice from offset 0 took the lower slice twice. Other files (device
+/// DAX) map from offset 0, whose alignment every device accepts. Two regions
+/// may share one fd. fds are closed once mapped: the mappings keep the memory.
 ///
 /// Ownership: the value owns its mappings. Replacing a table or removing a
 /// region never unmaps memory a reactor may still use: the caller unmaps the
@@ -19,6 +23,17 @@ public struct GuestMemoryMapping: Sendable {
     public struct MappedRegion: Sendable {
         public let descriptor: MemoryRegionDescriptor
         public let mapping: SharedMapping
+        /// Where the region's first byte lies in `mapping`.
+        public let hostOffset: Int
+    }
+
+    /// A region checked and placed in its file, not mapped yet.
+    private struct Plan {
+        let descriptor: MemoryRegionDescriptor
+        let fd: Int32
+        let fileOffset: Int
+        let length: Int
+        let hostOffset: Int
     }
 
     public private(set) var regions: [MappedRegion]
@@ -38,16 +53,30 @@ public struct GuestMemoryMapping: Sendable {
 
     /// Maps a SET_MEM_TABLE. Takes ownership of `fds` (one per region, same
     /// order): they are closed on success and on failure. On failure nothing
-    /// stays mapped.
-    public static func map(_ descriptors: [MemoryRegionDescriptor], fds: [Int32]) throws(VhostUserError) -> GuestMemoryMapping {
+    /// stays mapped. A table whose mappings would take more than
+    /// `maxMappedBytes` of address space is refused before anything is
+    /// mapped (`.memoryOverLimit`).
+    public static func map(
+        _ descriptors: [MemoryRegionDescriptor], fds: [Int32], maxMappedBytes: UInt64 = .max
+    ) throws(VhostUserError) -> GuestMemoryMapping {
         defer { for fd in fds { Glibc.close(fd) } }
         guard descriptors.count == fds.count else {
             throw .wrongFDCount(request: .setMemTable, got: fds.count, expected: descriptors.count)
         }
+        var plans: [Plan] = []
+        var total: UInt64 = 0
+        for (i, d) in descriptors.enumerated() {
+            let plan = try plan(d, fd: fds[i], index: i)
+            plans.append(plan)
+            // Each length fits an Int; eight of them cannot overflow, but say so.
+            let (sum, overflow) = total.addingReportingOverflow(UInt64(plan.length))
+            total = overflow ? .max : sum
+        }
+        guard total <= maxMappedBytes else { throw .memoryOverLimit(mappedBytes: total, limit: maxMappedBytes) }
         var mapped: [MappedRegion] = []
         do throws(VhostUserError) {
-            for (i, d) in descriptors.enumerated() {
-                mapped.append(try mapRegion(d, fd: fds[i], index: i))
+            for (i, plan) in plans.enumerated() {
+                mapped.append(try map(plan, index: i))
             }
             return try GuestMemoryMapping(regions: mapped)
         } catch {
@@ -60,7 +89,7 @@ public struct GuestMemoryMapping: Sendable {
     /// all cases). On failure the mapping is unchanged.
     public mutating func add(_ descriptor: MemoryRegionDescriptor, fd: Int32) throws(VhostUserError) {
         defer { Glibc.close(fd) }
-        let region = try Self.mapRegion(descriptor, fd: fd, index: regions.count)
+        let region = try Self.map(Self.plan(descriptor, fd: fd, index: regions.count), index: regions.count)
         let candidate = regions + [region]
         do throws(VhostUserError) {
             memory = try Self.table(candidate)
@@ -89,6 +118,16 @@ public struct GuestMemoryMapping: Sendable {
         return removed.mapping
     }
 
+    /// Address space the regions' mappings take.
+    public var mappedBytes: UInt64 { regions.reduce(0) { $0 &+ UInt64($1.mapping.length) } }
+
+    /// The end of the highest guest-physical range in the table (0 when
+    /// empty): what a dirty log must cover (vhost-user spec, "Migration").
+    public var guestPhysicalEnd: UInt64 {
+        // Validated by `GuestMemory`: no region's end overflows.
+        memory.regions.reduce(0) { Swift.max($0, $1.guestPhysAddr &+ $1.size) }
+    }
+
     /// Pages of the regions that were gone when touched: the frontend shrank a
     /// file it shared (`SharedMemoryGuard` put zero pages in their place).
     public var lostPages: Int { regions.reduce(0) { $0 + $1.mapping.lostPages } }
@@ -103,7 +142,7 @@ public struct GuestMemoryMapping: Sendable {
             GuestMemoryRegion(
                 guestPhysAddr: r.descriptor.guestPhysAddr, size: r.descriptor.size,
                 userAddr: r.descriptor.userAddr,
-                host: r.mapping.base + Int(truncatingIfNeeded: r.descriptor.mmapOffset))
+                host: r.mapping.base + r.hostOffset)
         }
         do {
             return try GuestMemory(regions: entries)
@@ -112,8 +151,8 @@ public struct GuestMemoryMapping: Sendable {
         }
     }
 
-    /// Validates `d` and maps `mmapOffset + size` bytes of `fd` from offset 0.
-    private static func mapRegion(_ d: MemoryRegionDescriptor, fd: Int32, index: Int) throws(VhostUserError) -> MappedRegion {
+    /// Validates `d` and places it in its file (see the type's comment).
+    private static func plan(_ d: MemoryRegionDescriptor, fd: Int32, index: Int) throws(VhostUserError) -> Plan {
         guard d.size > 0 else { throw .badRegion(index: index, reason: "size is 0") }
         guard !d.guestPhysAddr.addingReportingOverflow(d.size).overflow else {
             throw .badRegion(index: index, reason: "guest_phys_addr + size overflows")
@@ -122,18 +161,47 @@ public struct GuestMemoryMapping: Sendable {
             throw .badRegion(index: index, reason: "userspace_addr + size overflows")
         }
         let (end, overflow) = d.mmapOffset.addingReportingOverflow(d.size)
-        guard !overflow, let length = Int(exactly: end) else {
+        guard !overflow, let endOffset = Int(exactly: end) else {
             throw .badRegion(index: index, reason: "mmap_offset + size overflows")
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            // Not a regular file (or no fstat): from offset 0, as any device allows.
+            return Plan(descriptor: d, fd: fd, fileOffset: 0, length: endOffset, hostOffset: Int(truncatingIfNeeded: d.mmapOffset))
         }
         // A mapping past the end of a regular file (memfd, hugetlbfs) would
         // SIGBUS on first touch: refuse it up front.
-        var st = stat()
-        if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) < length {
+        if Int(st.st_size) < endOffset {
             throw .badRegion(index: index, reason: "mmap_offset + size exceeds the file size \(st.st_size)")
         }
+        let page = pageSize(of: fd)
+        let start = d.mmapOffset - d.mmapOffset % page
+        var length = end - start  // start <= mmapOffset < end
+        if page > UInt64(getpagesize()) {
+            // hugetlbfs maps and unmaps whole huge pages.
+            let (roundedUp, overflow) = length.addingReportingOverflow(page - 1)
+            guard !overflow else { throw .badRegion(index: index, reason: "mmap_offset + size overflows") }
+            length = roundedUp / page * page
+        }
+        guard let fileOffset = Int(exactly: start), let mappedLength = Int(exactly: length) else {
+            throw .badRegion(index: index, reason: "mmap_offset + size overflows")
+        }
+        return Plan(descriptor: d, fd: fd, fileOffset: fileOffset, length: mappedLength, hostOffset: Int(truncatingIfNeeded: d.mmapOffset - start))
+    }
+
+    /// The page size mmap offsets in `fd`'s file must be multiples of: a
+    /// hugetlbfs file's huge page, the system page otherwise.
+    private static func pageSize(of fd: Int32) -> UInt64 {
+        let hugetlbfsMagic = 0x9584_58f6
+        var fs = statfs()
+        if fstatfs(fd, &fs) == 0, Int(fs.f_type) == hugetlbfsMagic, fs.f_bsize > 0 { return UInt64(fs.f_bsize) }
+        return UInt64(getpagesize())
+    }
+
+    private static func map(_ plan: Plan, index: Int) throws(VhostUserError) -> MappedRegion {
         do throws(SharedMappingError) {
-            let mapping = try SharedMapping(fd: FileDescriptor(fd), length: length)
-            return MappedRegion(descriptor: d, mapping: mapping)
+            let mapping = try SharedMapping(fd: FileDescriptor(plan.fd), length: plan.length, offset: plan.fileOffset)
+            return MappedRegion(descriptor: plan.descriptor, mapping: mapping, hostOffset: plan.hostOffset)
         } catch .mmap(let e) {
             throw .mapFailed(index: index, errno: e.rawValue)
         } catch {

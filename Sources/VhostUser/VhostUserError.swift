@@ -19,6 +19,9 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
     case badRegion(index: Int, reason: String)
     /// The region table failed `GuestMemory` validation (e.g. overlapping ranges).
     case invalidMemoryTable(VirtioError)
+    /// A memory table whose mappings would take `mappedBytes` of address
+    /// space, over the session's `limit`; nothing was mapped.
+    case memoryOverLimit(mappedBytes: UInt64, limit: UInt64)
     /// mmap of region `index` failed with `errno`.
     case mapFailed(index: Int, errno: Int32)
     /// REM_MEM_REG named a region that is not mapped.
@@ -50,6 +53,8 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
             return "memory region \(i): \(reason)"
         case .invalidMemoryTable(let e):
             return "invalid memory table: \(e)"
+        case .memoryOverLimit(let mapped, let limit):
+            return "memory table maps \(mapped) bytes, over the limit of \(limit)"
         case .mapFailed(let i, let e):
             return "mmap of memory region \(i) failed (errno \(e))"
         case .regionNotFound(let gpa, let size):

@@ -126,4 +126,65 @@ import Virtio
         }
         mapping.unmapAll()
     }
+
+    // MARK: Address space (issue 19 item 4)
+
+    /// QEMU slices one memfd into RAM below and above 4 GiB: each slice is
+    /// mapped once, from its own offset, so the table takes its size in
+    /// address space (from offset 0 it took the lower slice twice).
+    @Test func slicesOfOneMemfdAreMappedOnce() throws {
+        let fd = try memfd(0x100000)
+        let dup = Glibc.dup(fd)
+        let table = [
+            MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x80000, userAddr: 0x7f00_0000_0000, mmapOffset: 0),
+            MemoryRegionDescriptor(guestPhysAddr: 0x1_0000_0000, size: 0x80000, userAddr: 0x7f00_0008_0000, mmapOffset: 0x80000),
+        ]
+        let mapping = try GuestMemoryMapping.map(table, fds: [fd, dup])
+        defer { mapping.unmapAll() }
+        #expect(mapping.mappedBytes == 0x100000)
+        #expect(mapping.regions.map(\.mapping.length) == [0x80000, 0x80000])
+        #expect(mapping.guestPhysicalEnd == 0x1_0008_0000)
+        #expect(mapping.memory.hostPointer(gpa: 0x1_0000_0000, length: 1)?.load(as: UInt8.self) == 0x80)
+        #expect(mapping.memory.hostPointer(gpa: 0x1_0007_f000, length: 1)?.load(as: UInt8.self) == 0xff)
+        #expect(mapping.memory.hostPointer(gpa: 0x7f000, length: 1)?.load(as: UInt8.self) == 0x7f)
+    }
+
+    /// An mmap offset inside a page: the mapping starts at that page, the
+    /// region at its offset in it.
+    @Test func unalignedOffsetMapsFromItsPage() throws {
+        let fd = try memfd(0x3000)
+        let byte = try SharedMapping(fd: FileDescriptor(fd), length: 0x3000)
+        byte.base.storeBytes(of: 0xab, toByteOffset: 0x1800, as: UInt8.self)
+        byte.unmap()
+        let region = MemoryRegionDescriptor(guestPhysAddr: 0x4000, size: 0x1000, userAddr: 0x1000_0000, mmapOffset: 0x1800)
+        let mapping = try GuestMemoryMapping.map([region], fds: [fd])
+        defer { mapping.unmapAll() }
+        #expect(mapping.mappedBytes == 0x1800)  // [0x1000, 0x2800) of the file
+        #expect(mapping.memory.hostPointer(gpa: 0x4000, length: 1)?.load(as: UInt8.self) == 0xab)
+    }
+
+    /// A table over the limit is refused before any region is mapped: eight
+    /// regions of 12.5 TiB over one sparse 12.5 TiB memfd (they all alias its
+    /// start) cost nothing to ask for and would take 100 TiB of address space.
+    @Test func tableOverTheLimitIsRefusedUnmapped() throws {
+        let slice: UInt64 = 25 << 39  // 12.5 TiB
+        let fd = try Memfd.create(name: "sparse", size: Int(slice))
+        let ino = Self.inode(fd.rawValue)
+        let table = (0..<8).map {
+            MemoryRegionDescriptor(guestPhysAddr: UInt64($0) * slice, size: slice, userAddr: UInt64($0 + 1) << 44, mmapOffset: 0)
+        }
+        let fds = (0..<8).map { _ in Glibc.dup(fd.rawValue) }
+        fd.close()
+        #expect(throws: VhostUserError.memoryOverLimit(mappedBytes: 8 * slice, limit: 64 << 30)) {
+            try GuestMemoryMapping.map(table, fds: fds, maxMappedBytes: 64 << 30)
+        }
+        #expect(fds.allSatisfy { !stillOpen($0, ino) })
+        // At the limit exactly, a table is mapped.
+        let small = try memfd(0x10000)
+        let mapping = try GuestMemoryMapping.map(
+            [MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x10000, userAddr: 0x1000_0000, mmapOffset: 0)],
+            fds: [small], maxMappedBytes: 0x10000)
+        #expect(mapping.mappedBytes == 0x10000)
+        mapping.unmapAll()
+    }
 }
