@@ -25,6 +25,8 @@ final class Controller {
     let queueReactors: [Reactor]
     /// Most queues a frontend may use (GET_QUEUE_NUM).
     let maxQueues: Int
+    /// What a session of this controller may make the daemon hold.
+    let limits: SessionLimits
     /// GET_ID answer (virtio 1.2 §5.2.6): the controller name, cut to 20 bytes.
     let serial: [UInt8]
     /// The backing device; nil while empty or detached (capacity 0, I/O fails).
@@ -59,7 +61,8 @@ final class Controller {
     var qosLimiter: QoSLimiter?
 
     init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor, queueReactors: [Reactor],
-         maxQueues: Int, bdev: Bdev?, listener: FileDescriptor, loop: EventLoop, logger: Logger) {
+         maxQueues: Int, limits: SessionLimits = SessionLimits(), bdev: Bdev?, listener: FileDescriptor, loop: EventLoop,
+         logger: Logger) {
         self.name = name
         self.socketPath = socketPath
         self.cpumask = cpumask
@@ -67,6 +70,7 @@ final class Controller {
         self.reactor = reactor
         self.queueReactors = queueReactors.isEmpty ? [reactor] : queueReactors
         self.maxQueues = maxQueues
+        self.limits = limits
         self.serial = Array(name.utf8.prefix(BlkGetID.serialLength))
         self.bdev = bdev
         lastBlockSize = bdev?.blockSize ?? 512  // didSet does not run in init

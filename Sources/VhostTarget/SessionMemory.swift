@@ -9,18 +9,26 @@ import Virtio
 extension VhostUserSession {
     // MARK: Guest memory
 
+    /// The session's limits (`SessionBudget`).
+    var budget: SessionBudget { SessionBudget(limits: controller.limits) }
+
     /// SET_MEM_TABLE (its queues are stopped): maps the new table, then
-    /// starts `restart` again. Takes ownership of `fds`, mapped or not.
+    /// starts `restart` again. Takes ownership of `fds`, mapped or not. A
+    /// table over the session's memory limit is refused before anything is
+    /// mapped, so it cannot take address space another session needs.
     func setMemoryTable(_ regions: [MemoryRegionDescriptor], fds: [Int32], restart: [Int]) throws(SessionRefusal) {
         let newMapping: GuestMemoryMapping
-        do {
-            newMapping = try GuestMemoryMapping.map(regions, fds: fds)
+        let limit = budget.memoryLimit(withLog: dirtyLog?.sizeBytes ?? 0)
+        do throws(VhostUserError) {
+            newMapping = try GuestMemoryMapping.map(regions, fds: fds, maxMappedBytes: limit)
+        } catch .memoryOverLimit(let mapped, let limit) {
+            throw budget.memoryRefusal(mappedBytes: mapped, regions: regions.count, limit: limit)
         } catch {
             throw SessionRefusal("SET_MEM_TABLE refused: \(error)")
         }
         mapping?.unmapAll()
         mapping = newMapping
-        logger.debug("memory table set", metadata: ["regions": "\(regions.count)"])
+        logger.debug("memory table set", metadata: ["regions": "\(regions.count)", "mapped.bytes": "\(newMapping.mappedBytes)"])
         for i in restart { try startQueue(i) }
     }
 
@@ -36,8 +44,12 @@ extension VhostUserSession {
     // MARK: Dirty logging (live migration)
 
     /// SET_LOG_BASE: maps the log (the caller closes `fd`) and hands it to
-    /// the running queues.
+    /// the running queues. A log larger than the memory table can need, or
+    /// one that takes the session over its limit, is refused unmapped
+    /// (`SessionBudget.checkLog`).
     func setLogBase(fd: Int32, size: UInt64, offset: UInt64) throws(SessionRefusal) {
+        try budget.checkLog(
+            size: size, guestPhysicalEnd: mapping?.guestPhysicalEnd ?? 0, mappedMemory: mapping?.mappedBytes ?? 0)
         do {
             dirtyLog = try DirtyLog(fd: FileDescriptor(fd), size: size, offset: offset)
         } catch {

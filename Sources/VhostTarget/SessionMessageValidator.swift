@@ -113,6 +113,19 @@ struct SessionMessageValidator {
         guard fdCount > 0 else { throw SessionRefusal("\(request) without a descriptor") }
     }
 
+    /// GET/SET_INFLIGHT_FD: a region for at most the controller's queues,
+    /// each a ring size virtio allows (vhost-user spec, "Inflight I/O
+    /// tracking"), so its size follows from what GET_QUEUE_NUM answered,
+    /// never from what the frontend claims.
+    func inflightLayout(_ request: VhostUserRequest, numQueues: UInt16, queueSize: UInt16) throws(SessionRefusal) {
+        guard numQueues >= 1, Int(numQueues) <= queues.count else {
+            throw SessionRefusal("\(request) for \(numQueues) queues; the controller has \(queues.count)")
+        }
+        guard queueSize >= 1, UInt32(queueSize) <= Self.maxQueueSize, queueSize & (queueSize &- 1) == 0 else {
+            throw SessionRefusal("\(request) for queues of \(queueSize) entries, not a power of two up to 32768")
+        }
+    }
+
     /// GET/SET_INFLIGHT_FD: only while every queue is stopped (the region
     /// describes the rings as a queue starts; vhost-user spec, "Inflight
     /// I/O tracking").

@@ -146,11 +146,13 @@ extension VhostUserSession {
             break  // QEMU does not use it for vhost-user; the fd is closed with the others.
         case (.getInflightFD, .inflight(_, _, let numQueues, let queueSize)):
             try check.noQueueRunning(request)
+            try check.inflightLayout(request, numQueues: numQueues, queueSize: queueSize)
             let (payload, fd) = try newInflightRegion(numQueues: numQueues, queueSize: queueSize)
             return .reply(payload, fd: fd)
         case (.setInflightFD, .inflight(let size, let offset, let numQueues, let queueSize)):
             try check.hasDescriptor(request, fdCount: fds.count)
             try check.noQueueRunning(request)
+            try check.inflightLayout(request, numQueues: numQueues, queueSize: queueSize)
             try setInflightRegion(fd: fds[0], size: size, offset: offset, numQueues: numQueues, queueSize: queueSize)
         case (.setSlaveReqFD, _):
             try check.hasDescriptor(request, fdCount: fds.count)

@@ -41,7 +41,8 @@ extension VhostTarget {
         let controller = Controller(
             name: name, socketPath: socketPath, cpumask: mask, readOnly: p.readonly, reactor: reactor,
             queueReactors: queueReactors(for: mask, home: reactor),
-            maxQueues: configuration.maxQueuesPerController, bdev: bdev, listener: listener, loop: loop, logger: logger)
+            maxQueues: configuration.maxQueuesPerController, limits: configuration.sessionLimits, bdev: bdev,
+            listener: listener, loop: loop, logger: logger)
         controller.socketPermissions = permissions
         controller.writeThrough = p.writeCache == false
         controller.guestChangedSavedState = { [unowned self] in persistAfter(change: "SET_CONFIG (write cache)") }

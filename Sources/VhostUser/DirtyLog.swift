@@ -13,6 +13,19 @@ import Posix
 public final class DirtyLog: @unchecked Sendable {  // no lock: atomic ORs from the queues' reactors
     public static let pageSize: UInt64 = 0x1000
 
+    /// The bytes of log that cover guest-physical addresses below `end`, as
+    /// QEMU sizes the log it sends (`vhost_get_log_size`): whole 64-bit
+    /// words, each for 64 pages.
+    public static func bytesCovering(guestPhysicalEnd end: UInt64) -> UInt64 {
+        let wordSpan = pageSize * 64
+        let words = end / wordSpan + (end % wordSpan == 0 ? 0 : 1)
+        return words * 8  // at most 2^46 words
+    }
+
+    /// What QEMU adds to a log it grows for a bigger memory table, to resize
+    /// it less often (`VHOST_LOG_BUFFER`, at most 4 KiB).
+    public static let frontendSlackBytes: UInt64 = 0x1000
+
     private let mapping: SharedMapping
     private let bytes: UnsafeMutablePointer<UInt8>
     /// Log bytes: pages beyond `sizeBytes * 8` are not logged.

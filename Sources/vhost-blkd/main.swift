@@ -15,8 +15,8 @@ struct VhostBlkd: ParsableCommand {
             Set VHOST_BLKD_ENGINE=thread-pool (or pass --engine thread-pool) to serve every bdev \
             with the thread-pool engine instead of io_uring.
             Defaults: --rpc-socket /var/tmp/vhost-blkd.sock, --socket-dir /var/tmp/vhost-blkd, \
-            --log-level info, --max-queues 32, --poll-max-us 64, --tmpfs-io inline, \
-            --rpc-socket-mode 0600.
+            --log-level info, --max-queues 32, --max-session-memory 64G, --poll-max-us 64, \
+            --tmpfs-io inline, --rpc-socket-mode 0600.
             """)
 
     @Option(name: [.customShort("r"), .customLong("rpc-socket")], help: "JSON-RPC Unix socket path.")
@@ -48,6 +48,9 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("max-queues"), help: "Queues each controller offers (GET_QUEUE_NUM), 1-256.")
     var maxQueues = 32
 
+    @Option(name: .customLong("max-session-memory"), help: "Guest memory one frontend may have the daemon map, in bytes or with a K, M, G or T suffix (1M-128T); a memory table over it disconnects the frontend.")
+    var maxSessionMemory = "64G"
+
     @Option(name: .customLong("poll-max-us"), help: "Adaptive polling: the longest a reactor spins after activity before it sleeps, in microseconds, 0-10000 (0: never poll).")
     var pollMaxUs: UInt64 = 64
 
@@ -77,6 +80,10 @@ struct VhostBlkd: ParsableCommand {
         guard pollMaxUs <= 10_000 else { throw ValidationError("--poll-max-us must be 0...10000") }
         config.pollMaxMicroseconds = pollMaxUs
         guard (1...256).contains(maxQueues) else { throw ValidationError("--max-queues must be 1...256") }
+        guard let memory = ByteSize.parse(maxSessionMemory), SessionLimits.memoryRange.contains(memory) else {
+            throw ValidationError("--max-session-memory takes bytes or a size such as 64G, from 1M to 128T, not '\(maxSessionMemory)'")
+        }
+        config.sessionLimits.maxMemoryBytes = memory
         if let cpumask {
             guard let mask = CPUSet(parsing: cpumask) else { throw ValidationError("invalid cpumask '\(cpumask)'") }
             let allowed = CPUSet.allowed()

@@ -125,4 +125,19 @@ import Virtio
         #expect(Self.refusal { try v.hasDescriptor(.setSlaveReqFD, fdCount: 0) } == "SET_SLAVE_REQ_FD without a descriptor")
         #expect(Self.refusal { try v.hasDescriptor(.setLogBase, fdCount: 1) } == nil)
     }
+
+    /// GET/SET_INFLIGHT_FD: the region's layout is bounded by the controller.
+    @Test func inflightLayoutWithinTheController() {
+        let v = Self.validator()  // two queues
+        #expect(Self.refusal { try v.inflightLayout(.getInflightFD, numQueues: 2, queueSize: 32768) } == nil)
+        #expect(Self.refusal { try v.inflightLayout(.setInflightFD, numQueues: 1, queueSize: 1) } == nil)
+        #expect(Self.refusal { try v.inflightLayout(.getInflightFD, numQueues: 3, queueSize: 128) }
+            == "GET_INFLIGHT_FD for 3 queues; the controller has 2")
+        #expect(Self.refusal { try v.inflightLayout(.setInflightFD, numQueues: 0, queueSize: 128) }
+            == "SET_INFLIGHT_FD for 0 queues; the controller has 2")
+        for size in [UInt16(0), 3, 65535] {
+            #expect(Self.refusal { try v.inflightLayout(.getInflightFD, numQueues: 1, queueSize: size) }
+                == "GET_INFLIGHT_FD for queues of \(size) entries, not a power of two up to 32768")
+        }
+    }
 }
