@@ -26,10 +26,18 @@ package struct RequestSlot {
     }
 }
 
-/// The request slots of one queue, one per descriptor-table entry, a stack
-/// of the free ones, and each slot's iovecs: raw memory the queue owns, so
-/// the hot path has no array uniqueness or bounds checks (slot numbers come
-/// from the stack, never from the guest).
+/// The request slots of one queue, a stack of the free ones, and each
+/// slot's iovecs: raw memory the queue owns, so the hot path has no array
+/// uniqueness or bounds checks (slot numbers come from the stack, never
+/// from the guest).
+///
+/// A queue has at most `SessionLimits.maxRequestsPerQueue` slots, fewer
+/// than its ring's entries when the ring is larger: slot numbers are not
+/// heads, so a queue whose slots are all taken only stops popping until
+/// one frees (flow control, `VirtqueueServer.processAvail`). The iovecs
+/// (4 KiB a slot) are one anonymous mapping that the kernel backs as each
+/// slot is first used, and the stack hands out the slot freed last first:
+/// what a queue holds resident follows the depth it reached, not its slots.
 ///
 /// Thread confinement: the queue's reactor.
 package struct RequestSlots: ~Copyable {
@@ -42,6 +50,8 @@ package struct RequestSlots: ~Copyable {
     private let free: UnsafeMutablePointer<UInt32>
     package private(set) var freeCount: Int
     private let iovecs: UnsafeMutablePointer<iovec>
+    /// Bytes of the iovecs' anonymous mapping; 0 when they were allocated instead.
+    private let iovecsMapped: Int
 
     package init(count: Int) {
         self.count = count
@@ -50,14 +60,28 @@ package struct RequestSlots: ~Copyable {
         free = .allocate(capacity: count)
         for i in 0..<count { free[i] = UInt32(count - 1 - i) }
         freeCount = count
-        iovecs = .allocate(capacity: count * Self.iovecsPerSlot)
+        let bytes = count * Self.iovecsPerSlot * MemoryLayout<iovec>.stride
+        if let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+           raw != MAP_FAILED {
+            // Backed page by page even where transparent huge pages are "always".
+            _ = madvise(raw, bytes, MADV_NOHUGEPAGE)
+            iovecs = raw.bindMemory(to: iovec.self, capacity: count * Self.iovecsPerSlot)
+            iovecsMapped = bytes
+        } else {
+            iovecs = .allocate(capacity: count * Self.iovecsPerSlot)
+            iovecsMapped = 0
+        }
     }
 
     deinit {
         slots.deinitialize(count: count)
         slots.deallocate()
         free.deallocate()
-        iovecs.deallocate()
+        if iovecsMapped > 0 {
+            munmap(iovecs, iovecsMapped)
+        } else {
+            iovecs.deallocate()
+        }
     }
 
     /// Takes a free slot for `head`, or nil when every slot is in use.

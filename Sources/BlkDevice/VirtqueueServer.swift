@@ -100,10 +100,11 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
 
     /// `inflight` and `resubmit` come from inflight recovery (vhost-user
     /// spec, "Inflight I/O tracking"): `resubmit` heads, oldest first, are
-    /// served before the avail ring.
+    /// served before the avail ring. At most `maxRequests` requests are in
+    /// flight (`RequestSlots`), whatever the ring's size.
     package init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: Int32, callFD: Int32,
                  backend: DeviceBackend, reactor: Reactor, logger: Logger,
-                 inflight: InflightQueue? = nil, resubmit: [UInt16] = []) {
+                 inflight: InflightQueue? = nil, resubmit: [UInt16] = [], maxRequests: Int = 1024) {
         self.queueIndex = queueIndex
         self.ring = ring
         self.memory = memory
@@ -117,8 +118,8 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         self.logger = logger
         tracing = logger.logLevel <= .trace
         let count = Int(ring.size)
-        slots = RequestSlots(count: count)
-        stats = QueueStatsBlock(slotCount: count)
+        slots = RequestSlots(count: max(1, min(count, maxRequests)))
+        stats = QueueStatsBlock(slotCount: slots.count)
         lastCheckedUsed = ring.usedIdx
         self.inflight = inflight
         self.resubmit = resubmit.reversed()

@@ -9,9 +9,16 @@ public struct SessionLimits: Sendable, Equatable {
     /// its memory table as mapped (`--max-session-memory`). 64 GiB: 1,000
     /// sessions at the limit take 62.5 TiB.
     public var maxMemoryBytes: UInt64 = 64 << 30
+    /// Requests one queue may have in flight (`--max-requests-per-queue`):
+    /// its request slots, whatever its ring size. 1024 is twice what an
+    /// engine holds per reactor (512), so it never limits a queue's depth
+    /// there; a queue costs ~4.5 MiB of address space at this many slots.
+    public var maxRequestsPerQueue = 1024
 
     /// Bounds of `--max-session-memory`: 1 MiB up to the x86-64 user address space.
     public static let memoryRange: ClosedRange<UInt64> = (1 << 20)...(128 << 40)
+    /// Bounds of `--max-requests-per-queue`: up to the largest ring (virtio 1.2 §2.7).
+    public static let requestsRange: ClosedRange<Int> = 1...32768
 
     public init() {}
 }

@@ -104,7 +104,7 @@ extension VhostUserSession {
         let server = VirtqueueServer(
             queueIndex: i, ring: queue, memory: memory, kickFD: vring.kickFD, callFD: vring.callFD,
             backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
-            inflight: tracking.area, resubmit: tracking.resubmit)
+            inflight: tracking.area, resubmit: tracking.resubmit, maxRequests: controller.limits.maxRequestsPerQueue)
         vrings[i].server = server
         let session = LoopBound(self), loop = self.loop
         // The server keeps this closure, so it names the server by identity: a

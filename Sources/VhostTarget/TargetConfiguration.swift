@@ -18,7 +18,8 @@ public struct TargetConfiguration: Sendable {
     public var inlineMemoryFilesystemIO = true
     /// Queues a controller offers (GET_QUEUE_NUM); QEMU defaults to one per vCPU.
     public var maxQueuesPerController = 32
-    /// What each frontend session may make the daemon hold (`--max-session-memory`).
+    /// What each frontend session may make the daemon hold
+    /// (`--max-session-memory`, `--max-requests-per-queue`).
     public var sessionLimits = SessionLimits()
     /// Permission bits of the RPC socket (`--rpc-socket-mode`).
     public var rpcSocketMode: mode_t = 0o600

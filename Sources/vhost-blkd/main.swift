@@ -15,8 +15,8 @@ struct VhostBlkd: ParsableCommand {
             Set VHOST_BLKD_ENGINE=thread-pool (or pass --engine thread-pool) to serve every bdev \
             with the thread-pool engine instead of io_uring.
             Defaults: --rpc-socket /var/tmp/vhost-blkd.sock, --socket-dir /var/tmp/vhost-blkd, \
-            --log-level info, --max-queues 32, --max-session-memory 64G, --poll-max-us 64, \
-            --tmpfs-io inline, --rpc-socket-mode 0600.
+            --log-level info, --max-queues 32, --max-session-memory 64G, --max-requests-per-queue 1024, \
+            --poll-max-us 64, --tmpfs-io inline, --rpc-socket-mode 0600.
             """)
 
     @Option(name: [.customShort("r"), .customLong("rpc-socket")], help: "JSON-RPC Unix socket path.")
@@ -51,6 +51,9 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("max-session-memory"), help: "Guest memory one frontend may have the daemon map, in bytes or with a K, M, G or T suffix (1M-128T); a memory table over it disconnects the frontend.")
     var maxSessionMemory = "64G"
 
+    @Option(name: .customLong("max-requests-per-queue"), help: "Requests one queue may have in flight, 1-32768, whatever its ring size; more wait in the ring.")
+    var maxRequestsPerQueue = 1024
+
     @Option(name: .customLong("poll-max-us"), help: "Adaptive polling: the longest a reactor spins after activity before it sleeps, in microseconds, 0-10000 (0: never poll).")
     var pollMaxUs: UInt64 = 64
 
@@ -84,6 +87,10 @@ struct VhostBlkd: ParsableCommand {
             throw ValidationError("--max-session-memory takes bytes or a size such as 64G, from 1M to 128T, not '\(maxSessionMemory)'")
         }
         config.sessionLimits.maxMemoryBytes = memory
+        guard SessionLimits.requestsRange.contains(maxRequestsPerQueue) else {
+            throw ValidationError("--max-requests-per-queue must be 1...32768")
+        }
+        config.sessionLimits.maxRequestsPerQueue = maxRequestsPerQueue
         if let cpumask {
             guard let mask = CPUSet(parsing: cpumask) else { throw ValidationError("invalid cpumask '\(cpumask)'") }
             let allowed = CPUSet.allowed()

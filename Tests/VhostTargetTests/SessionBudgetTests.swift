@@ -15,6 +15,7 @@ import VhostUser
     @Test func defaultsFitAThousandTenantsInTheAddressSpace() {
         let limits = SessionLimits()
         #expect(limits.maxMemoryBytes == 64 * Self.gib)
+        #expect(limits.maxRequestsPerQueue == 1024)
         // 1,000 sessions at the limit, each with its largest log: under half of 128 TiB.
         let perSession = limits.maxMemoryBytes + Self.budget.logAllowance
         #expect(1000 * perSession < (128 << 40) / 2)
