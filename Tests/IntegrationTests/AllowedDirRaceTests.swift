@@ -37,17 +37,25 @@ struct AllowedDirRaceTests {
     /// renameat2(2)'s RENAME_EXCHANGE (linux/fs.h): both names swap atomically.
     static let renameExchange: UInt32 = 1 << 1
 
-    @Test func swappedDirectoryNeverLeadsOutside() throws {
+    /// A fresh `base` with `base/images/dir/disk.img` (1 MiB, 2048 blocks)
+    /// under the allowed directory, `base/secret/disk.img` (2 MiB) outside,
+    /// and `images/swap`, a symlink to `secret` that the swapper exchanges
+    /// with `images/dir`: same name, told apart by size.
+    static func swapLayout() throws -> (base: String, allowed: String) {
         let base = "/tmp/vbd-\(UUID().uuidString.prefix(8))"
         let allowed = base + "/images"
         let outside = base + "/secret"
         let fm = FileManager.default
         try fm.createDirectory(atPath: allowed + "/dir", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: outside, withIntermediateDirectories: true)
-        // Same name, told apart by size: 1 MiB inside (2048 blocks), 2 MiB outside.
         try PermissionsTests.makeFile(allowed + "/dir/disk.img", size: 1 << 20)
         try PermissionsTests.makeFile(outside + "/disk.img", size: 2 << 20)
         try fm.createSymbolicLink(atPath: allowed + "/swap", withDestinationPath: outside)
+        return (base, allowed)
+    }
+
+    @Test func swappedDirectoryNeverLeadsOutside() throws {
+        let (base, allowed) = try Self.swapLayout()
 
         let daemon = try DaemonProcess(extraArguments: ["--allowed-dir", allowed], directory: URL(fileURLWithPath: base))
         defer { daemon.stop(); daemon.cleanUp() }

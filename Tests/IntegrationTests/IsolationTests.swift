@@ -211,16 +211,7 @@ struct IsolationTests {
     /// (renameat2(2) RENAME_EXCHANGE), while RPC clients create and delete
     /// bdevs on the image: no create opens the file outside.
     @Test func symlinkSwapRaceOnAllowedDir() throws {
-        let base = "/tmp/vbd-\(UUID().uuidString.prefix(8))"
-        let allowed = base + "/images"
-        let outside = base + "/secret"
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: allowed + "/dir", withIntermediateDirectories: true)
-        try fm.createDirectory(atPath: outside, withIntermediateDirectories: true)
-        // Told apart by size: 1 MiB inside (2048 blocks), 2 MiB outside.
-        try PermissionsTests.makeFile(allowed + "/dir/disk.img", size: 1 << 20)
-        try PermissionsTests.makeFile(outside + "/disk.img", size: 2 << 20)
-        try fm.createSymbolicLink(atPath: allowed + "/swap", withDestinationPath: outside)
+        let (base, allowed) = try AllowedDirRaceTests.swapLayout()
         let harness = try IsolationHarness(arguments: ["--allowed-dir", allowed], directory: URL(fileURLWithPath: base)) { _ in }
         defer { harness.close() }
         let race = SwapRace(harness.daemon, allowed: allowed)
