@@ -142,6 +142,24 @@ int vb_unix_connect(int fd, const char *path) {
     do { rc = connect(fd, (struct sockaddr *)&a, sizeof(a)); } while (rc != 0 && errno == EINTR);
     return rc == 0 ? 0 : -errno;
 }
+long vb_unix_sendto(int fd, const char *address, const void *buf, size_t len) {
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof(a));
+    a.sun_family = AF_UNIX;
+    size_t n = strlen(address);
+    if (n < 2 && address[0] == '@') return -EINVAL;
+    if (n == 0 || n > sizeof(a.sun_path)) return -ENAMETOOLONG;
+    memcpy(a.sun_path, address, n);
+    socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    if (address[0] == '@') {
+        a.sun_path[0] = 0;  /* abstract namespace: the name is the bytes after the NUL, no terminator */
+    } else if (n < sizeof(a.sun_path)) {
+        length += 1;  /* the path's NUL */
+    }
+    long rc;
+    do { rc = sendto(fd, buf, len, MSG_NOSIGNAL, (struct sockaddr *)&a, length); } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : rc;
+}
 int vb_accept(int fd) {
     int c;
     do { c = accept4(fd, NULL, NULL, SOCK_CLOEXEC); } while (c < 0 && (errno == EINTR || errno == ECONNABORTED));

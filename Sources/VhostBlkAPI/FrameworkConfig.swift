@@ -52,6 +52,41 @@ public struct FrameworkStartInitParams: RPCMethodParams {
     public var json: JSON { .object(JSONObject()) }
 }
 
+/// vhost-blkd extension. `framework_get_failed_config` (no params) ->
+/// `[{subsystem, method, params, error: {code, message}}]`: the `--config`
+/// entries that failed at start (or on the last
+/// `framework_retry_failed_config`), in config order, each as
+/// `framework_get_config` lists an entry plus why it failed. The daemon
+/// serves everything else; a persisted config keeps these entries.
+public struct FrameworkGetFailedConfigParams: RPCMethodParams {
+    public static let method = "framework_get_failed_config"
+
+    public init() {}
+
+    public init(params: JSON?) throws(RPCError) {
+        self = try Self.decode(params) { (_: inout RPCParams) throws(RPCError) in Self() }
+    }
+
+    public var json: JSON { .object(JSONObject()) }
+}
+
+/// vhost-blkd extension. `framework_retry_failed_config` (no params) ->
+/// `{recovered, failed}`: replays every failed `--config` entry again, in
+/// config order (a controller whose bdev fails again fails with it);
+/// `recovered` counts those that now succeeded, `failed` lists the rest as
+/// `framework_get_failed_config` does.
+public struct FrameworkRetryFailedConfigParams: RPCMethodParams {
+    public static let method = "framework_retry_failed_config"
+
+    public init() {}
+
+    public init(params: JSON?) throws(RPCError) {
+        self = try Self.decode(params) { (_: inout RPCParams) throws(RPCError) in Self() }
+    }
+
+    public var json: JSON { .object(JSONObject()) }
+}
+
 /// The file `save_config` writes and `vhost-blkd --config` reads:
 /// `{"subsystems": [{"subsystem": NAME, "config": [{"method", "params"}]}]}`.
 public struct SavedConfig: Sendable, Equatable {

@@ -13,6 +13,7 @@ public enum VhostBlkMethods {
         VhostBlkAttachParams.self, VhostBlkDetachParams.self,
         RpcGetMethodsParams.self, SpdkGetVersionParams.self,
         FrameworkGetSubsystemsParams.self, FrameworkGetConfigParams.self, FrameworkStartInitParams.self,
+        FrameworkGetFailedConfigParams.self, FrameworkRetryFailedConfigParams.self,
         FrameworkGetReactorsParams.self, ThreadGetStatsParams.self,
     ]
 

@@ -5,15 +5,20 @@ import VhostBlkAPI
 
 /// `--config FILE` and `--persist` (issue 5, "config persistence"): the
 /// file is SPDK's `save_config` format. At start every entry is dispatched
-/// through the same handlers as RPC, in order; the first failure stops the
-/// start. With `--persist`, every successful request to a method registered
-/// with `mutatesConfig` (`RPCMethod`), and a guest's write-cache change,
-/// rewrites the file atomically.
+/// through the same handlers as RPC, in order. An entry that fails is logged
+/// and kept aside (`failedConfig`, ConfigReplay.swift) while the rest is
+/// served; `--strict-config` makes the first failure stop the start instead
+/// (docs/OPERATIONS.md, "Boot with a bad entry"). With `--persist`, every
+/// successful request to a method registered with `mutatesConfig`
+/// (`RPCMethod`), and a guest's write-cache change, rewrites the file
+/// atomically, failed entries included.
 extension VhostTarget {
     /// Replays `configuration.configFile` (before the RPC socket exists).
     /// A missing file with `--persist` is a first boot: the daemon starts
-    /// empty and writes the file. Throws naming the subsystem, the entry
-    /// index, the method and the reason.
+    /// empty and writes the file. A file that cannot be read or parsed stops
+    /// the start (nothing in it could be kept); so does any failing entry
+    /// with `--strict-config`. Errors name the subsystem, the entry index,
+    /// the method and the reason.
     func loadConfigFile() throws(TargetStartError) {
         guard let path = configuration.configFile else { return }
         let bytes: [UInt8]
@@ -35,37 +40,28 @@ extension VhostTarget {
         } catch {
             throw TargetStartError("config file \(path): \(error)")
         }
-        var replayed = 0
+        var items: [ConfigReplay.Item] = []
         for subsystem in config.subsystems {
             for (index, entry) in subsystem.entries.enumerated() {
-                let place = "config file \(path): subsystem \(subsystem.name) entry \(index) (\(entry.method))"
-                guard let method = Self.methodTable[entry.method] else {
-                    throw TargetStartError("\(place): unknown method")
-                }
-                do throws(RPCError) {
-                    try replay(method.handler, entry.params)
-                } catch {
-                    throw TargetStartError("\(place) failed: \(error.message) (code \(error.code))")
-                }
-                replayed += 1
+                items.append(ConfigReplay.Item(
+                    subsystem: subsystem.name, entry: entry,
+                    place: "config file \(path): subsystem \(subsystem.name) entry \(index) (\(entry.method))"))
             }
         }
-        logger.info("config loaded", metadata: ["config.file": "\(path)", "entries": "\(replayed)"])
-        try persistAtStart(path)
-    }
-
-    /// Runs one saved call; one that answers later (a file opened off the
-    /// loop) is waited for, running the loop, before the next.
-    private func replay(_ handler: MethodHandler, _ params: JSON?) throws(RPCError) {
-        switch handler {
-        case .immediate(let method):
-            _ = try method(self, params)
-        case .deferred(let method):
-            var answer: Result<JSON, RPCError>?
-            try method(self, params) { answer = $0 }
-            loop.run(until: { answer != nil })
-            _ = try answer?.get()
+        let replay = ConfigReplay(items: items, stopAtFirstFailure: configuration.strictConfig)
+        var finished = false
+        run(replay) { _ in finished = true }
+        loop.run(until: { finished })
+        for (item, error) in replay.failed {
+            let text = error.code == -32601 ? "\(item.place): unknown method" : "\(item.place) failed: \(error.message) (code \(error.code))"
+            if configuration.strictConfig { throw TargetStartError(text) }
+            logger.error("\(text); serving the rest without it (framework_get_failed_config lists it, framework_retry_failed_config retries it)")
         }
+        failedConfig = replay.failedEntries
+        logger.info("config loaded", metadata: [
+            "config.file": "\(path)", "entries": "\(replay.applied)", "failed": "\(failedConfig.count)",
+        ])
+        try persistAtStart(path)
     }
 
     /// With `--persist`, writes the file once at start, so an unwritable
@@ -74,7 +70,7 @@ extension VhostTarget {
     /// may already be under way, and the newest state must land last.
     private func persistAtStart(_ path: String) throws(TargetStartError) {
         guard configuration.persistConfig else { return }
-        let text = currentConfig().json.encoded(pretty: true) + "\n"
+        let text = persistedConfig().json.encoded(pretty: true) + "\n"
         var outcome: Errno??
         configWriter.write(Array(text.utf8), to: path) { outcome = $0 }
         loop.run(until: { outcome != nil })
@@ -93,7 +89,7 @@ extension VhostTarget {
         guard configuration.persistConfig, !shuttingDown, let path = configuration.configFile else {
             return done()
         }
-        let text = currentConfig().json.encoded(pretty: true) + "\n"
+        let text = persistedConfig().json.encoded(pretty: true) + "\n"
         configWriter.write(Array(text.utf8), to: path) { [logger] failure in
             if let failure {
                 logger.error("\(change) succeeded but config file \(path) could not be rewritten: \(failure)")

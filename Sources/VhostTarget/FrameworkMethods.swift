@@ -79,13 +79,18 @@ extension VhostTarget {
 
 extension VhostTarget {
     /// The framework module's methods, with the reactor statistics
-    /// (ReactorStatsMethods.swift); none changes saved state.
+    /// (ReactorStatsMethods.swift) and the failed config entries'
+    /// (ConfigReplay.swift); only a retry changes saved state.
     static let frameworkRPCMethods: [RPCMethod] = [
         .immediate(RpcGetMethodsParams.self, .framework, mutatesConfig: false) { t, p in t.rpcGetMethods(p) },
         .immediate(SpdkGetVersionParams.self, .framework, mutatesConfig: false) { _, _ in VhostTarget.versionJSON },
         .immediate(FrameworkGetSubsystemsParams.self, .framework, mutatesConfig: false) { t, _ in t.frameworkGetSubsystems() },
         .immediate(FrameworkGetConfigParams.self, .framework, mutatesConfig: false) { t, p throws(RPCError) in try t.frameworkGetConfig(p) },
         .immediate(FrameworkStartInitParams.self, .framework, mutatesConfig: false) { _, _ in .bool(true) },
+        .immediate(FrameworkGetFailedConfigParams.self, .framework, mutatesConfig: false) { t, _ in t.frameworkGetFailedConfig() },
+        .deferred(FrameworkRetryFailedConfigParams.self, .framework, mutatesConfig: true) { t, _, reply throws(RPCError) in
+            try t.frameworkRetryFailedConfig(reply)
+        },
         .immediate(FrameworkGetReactorsParams.self, .framework, mutatesConfig: false) { t, _ in t.frameworkGetReactors() },
         .immediate(ThreadGetStatsParams.self, .framework, mutatesConfig: false) { t, _ in t.threadGetStats() },
     ]

@@ -76,6 +76,7 @@ extension VhostTarget {
         let finish: RPCReply = { [unowned self] result in
             switch result {
             case .success where method.mutatesConfig:
+                pruneFailedConfig()
                 persistAfter(change: request.method) { respond(result) }
             case .success:
                 respond(result)

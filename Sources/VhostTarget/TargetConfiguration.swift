@@ -32,6 +32,15 @@ public struct TargetConfiguration: Sendable {
     /// Rewrite `configFile` after every successful change (`--persist`); a
     /// missing file then means a first boot and the daemon starts empty.
     public var persistConfig = false
+    /// `--strict-config`: the first `configFile` entry that fails stops the
+    /// start (exit 1). Without it the entry is logged, listed by
+    /// `framework_get_failed_config`, kept in a persisted file, and the rest
+    /// of the file is served (docs/OPERATIONS.md, "Boot with a bad entry").
+    public var strictConfig = false
+    /// systemd's notification socket (`Type=notify`, from `$NOTIFY_SOCKET`):
+    /// `READY=1` once the RPC socket and every restored controller's socket
+    /// exist, `STATUS=` lines, `STOPPING=1` at shutdown. Nil: not notified.
+    public var systemdNotify: SystemdNotify?
     /// Prometheus text endpoint (`--metrics`); nil: off.
     public var metricsAddress: MetricsAddress?
 

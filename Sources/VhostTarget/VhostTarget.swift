@@ -33,6 +33,11 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     private(set) lazy var storageCalls = StorageCalls(loop: loop, logger: logger)
     /// `--persist`'s writes of the config file, off the control loop.
     private(set) lazy var configWriter = ConfigWriter(loop: loop)
+    /// `--config` entries that failed at start or on the last retry, in
+    /// config order (ConfigReplay.swift).
+    var failedConfig: [FailedConfigEntry] = []
+    /// A `framework_retry_failed_config` is replaying entries.
+    var retryingFailedConfig = false
     /// File bdevs whose open has not come back: their names are taken.
     var bdevsBeingOpened: Set<String> = []
     /// Why the thread-pool engine serves every bdev, when it does.
@@ -75,6 +80,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             stopEverything()
             throw error
         }
+        // Every socket exists now: the RPC socket, and each restored controller's (created by the replay).
+        notify(["READY=1", "STATUS=\(statusLine)"])
         logger.info("vhost-blkd listening", metadata: [
             "rpc.socket": "\(rpcPath)", "socket.dir": "\(configuration.socketDirectory)",
             "cpumask": "\(configuration.cpumask.hexMask)", "engine": "\(reactors.first?.engineName ?? "?")",
@@ -141,6 +148,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     /// Stop accepting, end sessions (in-flight I/O completes: the loop runs
     /// until every queue has drained), remove sockets, stop reactors.
     private func stopEverything() {
+        if !shuttingDown, rpcServer != nil { notify(["STOPPING=1", "STATUS=stopping"]) }
         shuttingDown = true
         rpcServer?.close()
         rpcServer = nil
@@ -167,6 +175,30 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         lock = nil
         logger.info("vhost-blkd stopped")
     }
+
+    // MARK: systemd
+
+    /// What `STATUS=` says: how much is served, and how many config entries failed.
+    var statusLine: String {
+        var line = "serving \(controllers.count) controllers, \(bdevs.count) bdevs"
+        if !failedConfig.isEmpty {
+            line += "; \(failedConfig.count) config entries failed (vhost-blkctl framework_get_failed_config)"
+        }
+        return line
+    }
+
+    /// Sends `assignments` to systemd (`Type=notify`), when started by it.
+    func notify(_ assignments: [String]) {
+        guard let notifier = configuration.systemdNotify else { return }
+        do {
+            try notifier.send(assignments)
+        } catch {
+            logger.warning("cannot notify systemd at \(notifier.address): \(error)")
+        }
+    }
+
+    /// A new `STATUS=` after the served set changed (a retry).
+    func notifyStatus() { notify(["STATUS=\(statusLine)"]) }
 
     // MARK: Controllers' sockets
 

@@ -27,6 +27,24 @@ struct FrameworkStartInit: ParsableCommand {
     func run() throws { try invoke(FrameworkStartInitParams(), style: .none) }
 }
 
+struct FrameworkGetFailedConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: FrameworkGetFailedConfigParams.method,
+        abstract: "Print the --config entries that failed at start (or on the last retry), each with its error",
+        discussion: "vhost-blkd extension. The daemon serves the rest of its config; a --persist file keeps these entries.")
+
+    func run() throws { try invoke(FrameworkGetFailedConfigParams(), style: .pretty) }
+}
+
+struct FrameworkRetryFailedConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: FrameworkRetryFailedConfigParams.method,
+        abstract: "Replay the failed --config entries again, in config order, once their cause is fixed",
+        discussion: "vhost-blkd extension. Prints how many entries recovered and those that still fail.")
+
+    func run() throws { try invoke(FrameworkRetryFailedConfigParams(), style: .pretty) }
+}
+
 /// rpc.py's client-side `save_config`: framework_get_subsystems, then
 /// framework_get_config for each, written as one `{"subsystems": [...]}` file.
 struct SaveConfig: ParsableCommand {

@@ -23,6 +23,7 @@ struct VhostBlkctl: ParsableCommand {
             VhostBlkAttach.self, VhostBlkDetach.self,
             RpcGetMethods.self, SpdkGetVersion.self, FrameworkGetReactors.self, ThreadGetStats.self,
             FrameworkGetSubsystems.self, FrameworkGetConfig.self, FrameworkStartInit.self,
+            FrameworkGetFailedConfig.self, FrameworkRetryFailedConfig.self,
             SaveConfig.self, LoadConfig.self,
             Iostat.self,
         ])

@@ -14,6 +14,8 @@ struct VhostBlkd: ParsableCommand {
             Manage it with vhost-blkctl or SPDK's rpc.py (spdk-rpc -s RPC_SOCKET ...).
             Set VHOST_BLKD_ENGINE=thread-pool (or pass --engine thread-pool) to serve every bdev \
             with the thread-pool engine instead of io_uring.
+            Started by systemd with Type=notify (NOTIFY_SOCKET set), it sends READY=1 once the RPC \
+            socket and every controller socket restored from --config exist, and STOPPING=1 at shutdown.
             Defaults: --rpc-socket /var/tmp/vhost-blkd.sock, --socket-dir /var/tmp/vhost-blkd, \
             --log-level info, --max-queues 32, --max-session-memory 64G, --max-requests-per-queue 1024, \
             --poll-max-us 64, --tmpfs-io inline, --rpc-socket-mode 0600.
@@ -57,8 +59,11 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: .customLong("poll-max-us"), help: "Adaptive polling: the longest a reactor spins after activity before it sleeps, in microseconds, 0-10000 (0: never poll).")
     var pollMaxUs: UInt64 = 64
 
-    @Option(name: .customLong("config"), help: "SPDK save_config JSON file replayed at start; the first failing entry stops the start.")
+    @Option(name: .customLong("config"), help: "SPDK save_config JSON file replayed at start; an entry that fails is logged and left out (framework_get_failed_config lists it, framework_retry_failed_config retries it) and the rest is served.")
     var configFile: String?
+
+    @Flag(name: .customLong("strict-config"), help: "The first --config entry that fails stops the start (exit 1) instead of being left out.")
+    var strictConfig = false
 
     @Flag(name: .customLong("persist"), help: "Rewrite the --config file atomically after every successful change (a missing file is a first boot: start empty).")
     var persist = false
@@ -138,6 +143,13 @@ struct VhostBlkd: ParsableCommand {
         let openFiles = FileDescriptorTable.prepare()
         logger.debug("descriptor limit \(openFiles)")
 
+        // systemd's Type=notify (sd_notify(3)): READY=1 once every socket exists. The
+        // variable is removed so nothing the daemon starts inherits it.
+        let notifySocket = ProcessInfoLite.environment("NOTIFY_SOCKET")
+        config.systemdNotify = SystemdNotify.fromEnvironment(unsetEnvironment: true)
+        if config.systemdNotify == nil, let raw = notifySocket {
+            logger.warning("NOTIFY_SOCKET '\(raw)' is not an AF_UNIX socket path or @abstract name: systemd is not notified")
+        }
         let target = try VhostTarget(configuration: config, logger: logger)
         do {
             try target.shutdownOn(signals: [SIGINT, SIGTERM])
@@ -167,8 +179,10 @@ extension VhostBlkd {
     /// --config/--persist, --rpc-socket-mode/--rpc-socket-group and --allowed-dir.
     func applyAccessOptions(to config: inout TargetConfiguration) throws {
         if persist && configFile == nil { throw ValidationError("--persist needs --config FILE") }
+        if strictConfig && configFile == nil { throw ValidationError("--strict-config needs --config FILE") }
         config.configFile = configFile
         config.persistConfig = persist
+        config.strictConfig = strictConfig
         guard let mode = mode_t(rpcSocketMode.hasPrefix("0o") ? String(rpcSocketMode.dropFirst(2)) : rpcSocketMode, radix: 8),
               mode <= 0o777
         else { throw ValidationError("--rpc-socket-mode '\(rpcSocketMode)' is not an octal mode 0...0777") }

@@ -84,7 +84,7 @@ struct ExamplesTests {
         #expect(unit.sections == ["Unit", "Service", "Install"])
         #expect(unit["Service", "RuntimeDirectory"] == ["vhost-blkd"])
         #expect(unit["Service", "Restart"] == ["on-failure"])
-        #expect(unit["Service", "Type"] == ["simple"])
+        #expect(unit["Service", "Type"] == ["notify"], "READY=1 once the sockets exist (docs/OPERATIONS.md)")
         #expect(unit["Install", "WantedBy"] == ["multi-user.target"])
         #expect(unit["Service", "SystemCallFilter"].isEmpty, "a syscall filter would block io_uring_setup")
         #expect(unit["Service", "MemoryDenyWriteExecute"].isEmpty)

@@ -49,6 +49,9 @@ ssize_t vb_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, 
 /** bind/connect on AF_UNIX with a path (sockaddr arguments are transparent unions under _GNU_SOURCE). 0 or -errno. */
 int vb_unix_bind(int fd, const char *path);
 int vb_unix_connect(int fd, const char *path);
+/// One datagram to the AF_UNIX socket `address` (a path, or an abstract name when
+/// it starts with '@': sd_notify(3)); 0 or -errno.
+long vb_unix_sendto(int fd, const char *address, const void *buf, size_t len);
 /** accept4 with SOCK_CLOEXEC; fd or -errno. */
 int vb_accept(int fd);
 /** SO_PEERCRED: the peer's pid, or -1. */
