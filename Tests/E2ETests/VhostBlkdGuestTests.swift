@@ -92,5 +92,34 @@ struct VhostBlkdGuestTests {
         #expect(result.console.contains("E2E-OK: data verified after reboot"))
         #expect(daemon.stop() == 0)
     }
+    /// A boot that degrades (issue 24): the config's second disk sits on an
+    /// image that is not there (an NFS share not yet mounted); the daemon
+    /// starts anyway and a guest does verified I/O on the first disk, while
+    /// framework_get_failed_config names the second.
+    @Test func guestOnTheGoodControllerOfADegradedBoot() throws {
+        try E2EEnvironment.requireReady()
+        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let configPath = directory.appendingPathComponent("config.json").path
+        let missing = directory.appendingPathComponent("nfs/vm1.img").path
+        let config: JSON = ["subsystems": [
+            ["subsystem": "bdev", "config": [
+                ["method": "bdev_malloc_create", "params": ["name": "disk0", "num_blocks": 131072, "block_size": 512]],  // 64 MiB
+                ["method": "bdev_uring_create", "params": ["name": "disk1", "filename": .string(missing)]],
+            ]],
+            ["subsystem": "vhost_blk", "config": [
+                ["method": "vhost_create_blk_controller", "params": ["ctrlr": "vhost.0", "dev_name": "disk0"]],
+                ["method": "vhost_create_blk_controller", "params": ["ctrlr": "vhost.1", "dev_name": "disk1"]],
+            ]],
+        ]]
+        try Data(config.encoded(pretty: true).utf8).write(to: URL(fileURLWithPath: configPath))
+        let daemon = try DaemonProcess(cpumask: "0x1", extraArguments: ["--config", configPath, "--persist"], directory: directory)
+        defer { daemon.stop(); daemon.cleanUp() }
+        let failed = try daemon.call("framework_get_failed_config").arrayValue ?? []
+        #expect(failed.compactMap { $0["params"]?["name"]?.stringValue ?? $0["params"]?["ctrlr"]?.stringValue } == ["disk1", "vhost.1"])
+        let script = GuestScript.diskCheck(sectors: 64 * 2048, serial: "vhost.0", fio: FioJob(size: "16M"))
+        let result = try boot(daemon, script: script, label: "degraded-boot")
+        #expect(result.succeeded, "\(result.summary)\n--- daemon log ---\n\(daemon.log.suffix(3000))")
+        #expect(daemon.stop() == 0)
+    }
 }
-
