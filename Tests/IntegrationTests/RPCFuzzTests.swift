@@ -1373,7 +1373,8 @@ final class RPCFuzzWorld {
         let status = daemon.stop()
         if status != 0 { problems.append(RPCFuzzProblem(text: "SIGTERM before the restart: exit status \(status)")) }
         do {
-            daemon = try DaemonProcess(cpumask: cpumask, extraArguments: extraArguments + ["--config", path], directory: daemon.directory)
+            daemon = try DaemonProcess(cpumask: cpumask, extraArguments: extraArguments + ["--config", path, "--strict-config"],
+                                   directory: daemon.directory)  // strict: an entry that fails to replay is a finding
         } catch {
             return problems + [RPCFuzzProblem(text: "restart with --config \(config.encoded().prefix(2000)): \(error)")]
         }
