@@ -186,15 +186,17 @@ extension VhostTarget {
     }
 
     /// After a successful change: a failed entry whose bdev or controller
-    /// now exists (the operator created it by hand) is superseded by it.
+    /// now exists (the operator created it by hand) is superseded by it, and
+    /// so are the failed bdev entries (QoS) that were to follow that create.
     func pruneFailedConfig() {
+        let bdevsMade = Set(failedConfig.compactMap(\.createdBdev).filter { bdevs[$0] != nil || bdevsBeingOpened.contains($0) })
+        let controllersMade = Set(failedConfig.compactMap(\.createdController).filter { controllers[$0] != nil })
+        guard !bdevsMade.isEmpty || !controllersMade.isEmpty else { return }
         failedConfig.removeAll { failed in
-            if let name = failed.createdBdev ?? (failed.subsystem == "bdev" ? failed.neededBdev : nil) {
-                return bdevs[name] != nil || bdevsBeingOpened.contains(name)
-            }
-            if let name = failed.createdController ?? failed.neededController {
-                return controllers[name] != nil
-            }
+            if let name = failed.createdBdev { return bdevsMade.contains(name) }
+            if let name = failed.createdController { return controllersMade.contains(name) }
+            if failed.subsystem == "bdev", let name = failed.neededBdev { return bdevsMade.contains(name) }
+            if let name = failed.neededController { return controllersMade.contains(name) }
             return false
         }
     }

@@ -115,17 +115,23 @@ struct BootDegradationTests {
     }
 
     /// A failed entry is superseded by a bdev or controller of its name made
-    /// by hand; a controller saved with a CPU the daemon no longer has is
-    /// reported, and the rest is served.
+    /// by hand (with the QoS entry that followed that create; another
+    /// bdev's stays); a controller saved with a CPU the daemon no longer has
+    /// is reported, and the rest is served.
     @Test func handMadeReplacementAndMissingCPU() throws {
         let directory = try Self.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let configPath = directory.appendingPathComponent("config.json").path
         var config = Self.mixedConfig(missingImage: directory.appendingPathComponent("none/vm1.img").path)
         if case .object(var root) = config, case .array(var subsystems)? = root["subsystems"],
+           case .object(var bdev) = subsystems[0], case .array(var bdevEntries)? = bdev["config"],
            case .object(var vhost) = subsystems[1], case .array(var entries)? = vhost["config"] {
+            // A QoS entry of a bdev that is served, refused for a reason of its own.
+            bdevEntries.append(["method": "bdev_set_qos_limit", "params": ["name": "M0", "bogus": 1]])
+            bdev["config"] = .array(bdevEntries)
             entries.append(["method": "vhost_create_blk_controller", "params": ["ctrlr": "vhost.cpu", "cpumask": "0x8000"]])
             vhost["config"] = .array(entries)
+            subsystems[0] = .object(bdev)
             subsystems[1] = .object(vhost)
             root["subsystems"] = .array(subsystems)
             config = .object(root)
@@ -134,7 +140,7 @@ struct BootDegradationTests {
         let daemon = try DaemonProcess(cpumask: "0x1", extraArguments: ["--config", configPath, "--persist"], directory: directory)
         defer { daemon.stop() }
         let failed = try daemon.call("framework_get_failed_config").arrayValue ?? []
-        #expect(failed.count == 4)
+        #expect(failed.count == 5)
         let cpu = failed.last
         #expect(cpu?["params"]?["ctrlr"] == "vhost.cpu")
         #expect(cpu?["error"]?["message"]?.stringValue?.contains("cpumask") == true, "\(failed)")
@@ -147,12 +153,15 @@ struct BootDegradationTests {
         try daemon.call("bdev_uring_create", ["name": "U1", "filename": .string(other)])
         let left = try daemon.call("framework_get_failed_config").arrayValue ?? []
         #expect(left.compactMap { $0["params"]?["ctrlr"]?.stringValue } == ["vhost.1", "vhost.cpu"])
+        #expect(left.first?["params"]?["name"] == "M0", "another bdev's failed entry stays: \(left)")
+        #expect(left.count == 3)
         let saved = Self.entries(try Self.readJSON(configPath))
         #expect(saved.filter { $0 == "bdev_uring_create U1" }.count == 1, "\(saved)")
         // The retry serves vhost.1 on it; vhost.cpu stays failed.
         let retried = try daemon.call("framework_retry_failed_config")
         #expect(retried["recovered"] == 1)
         #expect(retried["failed"]?.arrayValue?.compactMap { $0["params"]?["ctrlr"]?.stringValue } == ["vhost.cpu"])
+        #expect(retried["failed"]?.arrayValue?.count == 2)
         #expect(Self.exists(daemon.socketDirectory + "/vhost.1"))
         #expect(daemon.stop() == 0)
     }
