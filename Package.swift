@@ -84,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "vhost-blkd",
             dependencies: [
-                "VhostTarget", "BlockIO", "Posix",
+                "VhostTarget", "VhostBlkAPI", "BlockIO", "Posix",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Drive vhost-blkd over its JSON-RPC socket with the Python standard library only.
 
-    examples/orchestrate.py [-s /var/tmp/vhost-blkd.sock] [--dir DIR] [--name NAME]
+    examples/orchestrate.py [-s /run/vhost-blkd/rpc.sock] [--dir DIR] [--name NAME]
+
+The socket is -s, else $VHOST_BLKD_RPC_SOCKET, else the daemon's default (as vhost-blkctl).
 
 What an orchestrator does for one VM disk, in order:
 
@@ -85,7 +87,8 @@ MIB = 1024 * 1024
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-s", "--server", default="/var/tmp/vhost-blkd.sock", help="vhost-blkd RPC socket")
+    default_socket = os.environ.get("VHOST_BLKD_RPC_SOCKET") or "/run/vhost-blkd/rpc.sock"
+    parser.add_argument("-s", "--server", default=default_socket, help="vhost-blkd RPC socket")
     parser.add_argument("--dir", default=None, help="where to create the backing file (default: a temporary directory)")
     parser.add_argument("--name", default="orch0", help="bdev name; the controller is vhost.NAME")
     args = parser.parse_args()

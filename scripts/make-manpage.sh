@@ -25,6 +25,9 @@ for page in vhost-blkctl.1 vhost-blkd.1; do
     [ -s "$work/$page" ] || { echo "$0: generate-manual wrote no $page" >&2; exit 1; }
 done
 cp "$work/vhost-blkctl.1" "$out/vhost-blkctl.1"
-# The daemon is a system administration command: section 8.
-sed -e 's/^\.Dt VHOST-BLKD 1$/.Dt VHOST-BLKD 8/' "$work/vhost-blkd.1" >"$out/vhost-blkd.8"
+# The daemon is a system administration command: section 8. It has no subcommands:
+# drop the "subcommand" operand and the "help" subcommand generate-manual adds to
+# every command's page.
+sed -e 's/^\.Dt VHOST-BLKD 1$/.Dt VHOST-BLKD 8/' -e '/^\.Ar subcommand$/d' -e '/^\.It Em help$/,/^\.El$/d' \
+    "$work/vhost-blkd.1" >"$out/vhost-blkd.8"
 echo "wrote $out/vhost-blkctl.1 and $out/vhost-blkd.8"

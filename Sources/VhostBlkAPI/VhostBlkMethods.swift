@@ -15,6 +15,7 @@ public enum VhostBlkMethods {
         FrameworkGetSubsystemsParams.self, FrameworkGetConfigParams.self, FrameworkStartInitParams.self,
         FrameworkGetFailedConfigParams.self, FrameworkRetryFailedConfigParams.self,
         FrameworkGetReactorsParams.self, ThreadGetStatsParams.self,
+        LogSetLevelParams.self, LogGetLevelParams.self, LogSetPrintLevelParams.self, LogGetPrintLevelParams.self,
     ]
 
     /// The method names.

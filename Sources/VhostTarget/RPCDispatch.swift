@@ -19,7 +19,7 @@ extension VhostTarget {
     /// One served method, registered by its module (each `*Methods.swift`
     /// file lists its own).
     struct RPCMethod: Sendable {
-        enum Module: Sendable { case bdev, stats, qos, vhost, framework }
+        enum Module: Sendable { case bdev, stats, qos, vhost, framework, log }
 
         let name: String
         let module: Module
@@ -50,7 +50,8 @@ extension VhostTarget {
 
     /// Every served method, in the order `rpc_get_methods` lists them (the
     /// order of `VhostBlkMethods.paramTypes`).
-    static let methods: [RPCMethod] = bdevRPCMethods + statsRPCMethods + qosRPCMethods + vhostRPCMethods + frameworkRPCMethods
+    static let methods: [RPCMethod] =
+        bdevRPCMethods + statsRPCMethods + qosRPCMethods + vhostRPCMethods + frameworkRPCMethods + logRPCMethods
 
     static let methodTable: [String: RPCMethod] = Dictionary(
         methods.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })

@@ -1,13 +1,14 @@
 import BlockIO
 import Glibc
 import Posix
+import VhostBlkAPI
 
 /// How the daemon runs: where its sockets go and which CPUs it serves from.
 public struct TargetConfiguration: Sendable {
     /// JSON-RPC socket (SPDK's `-r`).
-    public var rpcSocketPath: String = "/var/tmp/vhost-blkd.sock"
+    public var rpcSocketPath: String = RPCSocketDefault.path
     /// Directory for controller sockets, one per controller named after it (SPDK's `-S`).
-    public var socketDirectory: String = "/var/tmp/vhost-blkd"
+    public var socketDirectory: String = RPCSocketDefault.socketDirectory
     /// Reactor CPUs, one reactor each (SPDK's `-m`).
     public var cpumask: CPUSet = .allowed()
     /// Serve every bdev with the thread-pool engine even where io_uring works.
@@ -43,6 +44,9 @@ public struct TargetConfiguration: Sendable {
     public var systemdNotify: SystemdNotify?
     /// Prometheus text endpoint (`--metrics`); nil: off.
     public var metricsAddress: MetricsAddress?
+    /// The log threshold every logger of the daemon reads (`--log-level`,
+    /// then `log_set_level`/`log_set_print_level`; LogMethods.swift).
+    public var logControl = LogControl(level: .info)
 
     /// Adaptive polling: the longest a reactor spins after activity before
     /// sleeping, in microseconds (QEMU's poll-max-ns); 0 turns polling off.

@@ -25,6 +25,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     var metricsEndpoint: MetricsEndpoint?
     private var lock: PathLock?
     private var createdSocketDirectory = false
+    private var createdRPCDirectory: String?
     /// Controllers deleted whose sessions still drain (shutdown waits for them).
     private var releasing = 0
     /// Set once shutdown began: saved configs are no longer rewritten.
@@ -56,6 +57,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     /// Throws `TargetStartError` with a message for the operator.
     public func start() throws(TargetStartError) {
         let rpcPath = configuration.rpcSocketPath
+        try prepareRPCDirectory()
         do {
             lock = try PathLock(path: rpcPath + ".lock")
         } catch {
@@ -86,6 +88,23 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             "rpc.socket": "\(rpcPath)", "socket.dir": "\(configuration.socketDirectory)",
             "cpumask": "\(configuration.cpumask.hexMask)", "engine": "\(reactors.first?.engineName ?? "?")",
         ])
+    }
+
+    /// The RPC socket's directory (the default's /run/vhost-blkd outside a
+    /// systemd unit that makes it), created one level deep like `-S`'s.
+    private func prepareRPCDirectory() throws(TargetStartError) {
+        let path = configuration.rpcSocketPath
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        let dir = String(path[..<slash])
+        var st = stat()
+        if stat(dir, &st) == 0 { return }
+        let error = Errno.current
+        guard error == Errno(ENOENT) else { throw TargetStartError("cannot use RPC socket directory \(dir): \(error)") }
+        guard mkdir(dir, 0o755) == 0 else {
+            throw TargetStartError(
+                "cannot create RPC socket directory \(dir): \(Errno.current) (choose another socket with -r or VHOST_BLKD_RPC_SOCKET)")
+        }
+        createdRPCDirectory = dir
     }
 
     private func prepareSocketDirectory() throws(TargetStartError) {
@@ -173,6 +192,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         if createdSocketDirectory { rmdir(configuration.socketDirectory) }
         lock?.release()
         lock = nil
+        if let dir = createdRPCDirectory { rmdir(dir) }  // only if empty
         logger.info("vhost-blkd stopped")
     }
 

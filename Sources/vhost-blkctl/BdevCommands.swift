@@ -40,9 +40,9 @@ struct BdevAioCreate: ParsableCommand {
     @Argument(help: "Block device name") var name: String
     @Argument(help: "Block size for this bdev") var blockSize: UInt32?
     @Flag(name: [.customShort("r"), .long], help: "Set this bdev as read-only") var readonly = false
-    @Flag(name: .long, help: "Support unmap/write-zeroes by fallocate (rpc.py's flag; vhost-blkd always does)") var fallocate = false
+    @Flag(name: .long, help: "Support unmap/write-zeroes by fallocate (accepted for rpc.py; vhost-blkd always does)") var fallocate = false
     @Option(name: [.customShort("u"), .long], help: "UUID of the bdev") var uuid: String?
-    @Flag(name: .customLong("no-wait"), help: "Enable the RWF_NOWAIT flag for block devices") var nowait = false
+    @Flag(name: .customLong("no-wait"), help: "Enable the RWF_NOWAIT flag for block devices (accepted for rpc.py; ignored by vhost-blkd)") var nowait = false
 
     func run() throws {
         try invoke(
@@ -68,11 +68,11 @@ struct BdevMallocCreate: ParsableCommand {
     @Argument(help: "Data block size for this bdev") var blockSize: UInt32
     @Option(name: [.customShort("b"), .long], help: "Name of the bdev") var name: String?
     @Option(name: [.customShort("u"), .long], help: "UUID of the bdev") var uuid: String?
-    @Option(name: [.customShort("p"), .long], help: "Physical block size for this bdev")
+    @Option(name: [.customShort("p"), .long], help: "Physical block size for this bdev (accepted for rpc.py; ignored by vhost-blkd)")
     var physicalBlockSize: UInt32?
-    @Option(name: [.customShort("o"), .long], help: "Split on optimal IO boundary, in blocks (0 = disabled)")
+    @Option(name: [.customShort("o"), .long], help: "Split on optimal IO boundary, in blocks (0 = disabled) (accepted for rpc.py; ignored by vhost-blkd)")
     var optimalIoBoundary: UInt32?
-    @Option(name: [.customShort("n"), .long], help: "NUMA node ID for the memory (-1 = any)") var numaId: Int32?
+    @Option(name: [.customShort("n"), .long], help: "NUMA node ID for the memory (-1 = any) (accepted for rpc.py; ignored by vhost-blkd)") var numaId: Int32?
 
     func run() throws {
         let params = BdevMallocCreateParams(
@@ -98,16 +98,16 @@ struct BdevNullCreate: ParsableCommand {
     @Argument(help: "Size of null bdev in MB (int > 0)") var totalSize: UInt64
     @Argument(help: "Data block size for this bdev") var blockSize: UInt32
     @Option(name: [.customShort("u"), .long], help: "UUID of the bdev") var uuid: String?
-    @Option(name: [.customShort("p"), .long], help: "Physical block size for this bdev")
+    @Option(name: [.customShort("p"), .long], help: "Physical block size for this bdev (accepted for rpc.py; ignored by vhost-blkd)")
     var physicalBlockSize: UInt32?
-    @Option(name: [.customShort("a"), .long], help: "Preferred write alignment in blocks")
+    @Option(name: [.customShort("a"), .long], help: "Preferred write alignment in blocks (accepted for rpc.py; ignored by vhost-blkd)")
     var preferredWriteAlignment: UInt32?
-    @Option(name: [.customShort("g"), .long], help: "Preferred write granularity in blocks")
+    @Option(name: [.customShort("g"), .long], help: "Preferred write granularity in blocks (accepted for rpc.py; ignored by vhost-blkd)")
     var preferredWriteGranularity: UInt32?
-    @Option(name: [.customShort("s"), .long], help: "Optimal write size in blocks") var optimalWriteSize: UInt32?
-    @Option(name: [.customShort("c"), .long], help: "Preferred unmap alignment in blocks")
+    @Option(name: [.customShort("s"), .long], help: "Optimal write size in blocks (accepted for rpc.py; ignored by vhost-blkd)") var optimalWriteSize: UInt32?
+    @Option(name: [.customShort("c"), .long], help: "Preferred unmap alignment in blocks (accepted for rpc.py; ignored by vhost-blkd)")
     var preferredUnmapAlignment: UInt32?
-    @Option(name: [.customShort("r"), .long], help: "Preferred unmap granularity in blocks")
+    @Option(name: [.customShort("r"), .long], help: "Preferred unmap granularity in blocks (accepted for rpc.py; ignored by vhost-blkd)")
     var preferredUnmapGranularity: UInt32?
 
     func run() throws {

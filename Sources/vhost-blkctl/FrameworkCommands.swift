@@ -88,7 +88,7 @@ struct LoadConfig: ParsableCommand {
             it with the daemon's error (exit 1), leaving the entries before it applied.
             """)
     @Option(name: [.customShort("j"), .long], help: "Valid JSON configuration (default: stdin)") var jsonConf: String?
-    @Flag(name: [.customShort("i"), .long], help: "Include RPC aliases") var includeAliases = false
+    @Flag(name: [.customShort("i"), .long], help: "Include RPC aliases (accepted; vhost-blkd has none)") var includeAliases = false
 
     func run() throws {
         let text: String

@@ -1,12 +1,18 @@
+import Glibc
+import VhostBlkAPI
+
 /// The options given before the subcommand name, as rpc.py takes them
 /// (`-s SOCK`, `-t TIMEOUT`). They are taken out of the argument list
 /// before ArgumentParser sees it, so subcommands may reuse `-s` and `-t`
 /// for their own options (as rpc.py's do).
+///
+/// The socket: `-s`, else `$VHOST_BLKD_RPC_SOCKET` (set and not empty), else
+/// the daemon's own default (`RPCSocketDefault`).
 struct GlobalOptions: Sendable {
-    static let defaultSocket = "/var/tmp/vhost-blkd.sock"
+    static let defaultSocket = RPCSocketDefault.path
     static let defaultTimeout = 60.0
 
-    var socket = GlobalOptions.defaultSocket
+    var socket: String
     var timeoutSeconds = GlobalOptions.defaultTimeout
     /// The arguments left for ArgumentParser (subcommand and its arguments).
     var remaining: [String] = []
@@ -14,7 +20,8 @@ struct GlobalOptions: Sendable {
     var error: String?
 
     /// Splits `arguments` (without the program name).
-    init(arguments: [String]) {
+    init(arguments: [String], environment: (String) -> String? = GlobalOptions.variable) {
+        socket = RPCSocketDefault.resolve(environment: environment(RPCSocketDefault.environmentVariable))
         var index = 0
         scan: while index < arguments.count {
             let argument = arguments[index]
@@ -45,6 +52,11 @@ struct GlobalOptions: Sendable {
             }
         }
         remaining = Array(arguments[index...])
+    }
+
+    /// getenv.
+    static func variable(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
     }
 
     /// `--server=X` -> ("--server", "X"); `-sX` -> ("-s", "X").

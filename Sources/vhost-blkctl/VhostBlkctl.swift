@@ -1,4 +1,5 @@
 import ArgumentParser
+import VhostBlkAPI
 
 /// `vhost-blkctl [-s SOCK] [-t TIMEOUT] <method> ...`: calls one JSON-RPC
 /// method of vhost-blkd, with rpc.py's arguments and output.
@@ -8,7 +9,8 @@ struct VhostBlkctl: ParsableCommand {
         abstract: "Manage vhost-blkd over its SPDK-compatible JSON-RPC socket.",
         discussion: """
             Global options go before the method name:
-              -s, --server SOCK     RPC socket (default \(GlobalOptions.defaultSocket))
+              -s, --server SOCK     RPC socket (default $\(RPCSocketDefault.environmentVariable) if set, \
+            else \(GlobalOptions.defaultSocket), where vhost-blkd listens by default)
               -t, --timeout SECS    time to wait for a response (default 60)
             """,
         subcommands: [
@@ -24,6 +26,7 @@ struct VhostBlkctl: ParsableCommand {
             RpcGetMethods.self, SpdkGetVersion.self, FrameworkGetReactors.self, ThreadGetStats.self,
             FrameworkGetSubsystems.self, FrameworkGetConfig.self, FrameworkStartInit.self,
             FrameworkGetFailedConfig.self, FrameworkRetryFailedConfig.self,
+            LogSetLevel.self, LogGetLevel.self, LogSetPrintLevel.self, LogGetPrintLevel.self,
             SaveConfig.self, LoadConfig.self,
             Iostat.self,
         ])

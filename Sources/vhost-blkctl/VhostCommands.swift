@@ -15,9 +15,9 @@ struct VhostCreateBlkController: ParsableCommand {
     @Argument(help: "Name of the vhost controller") var ctrlr: String
     @Argument(help: "Name of the bdev to expose as the block device (omit for an empty controller)") var devName: String?
     @Option(help: "CPU mask for the controller's threads") var cpumask: String?
-    @Option(help: "virtio blk transport name (default: vhost_user_blk)") var transport: String?
+    @Option(help: "virtio blk transport name (only vhost_user_blk, the default)") var transport: String?
     @Flag(name: [.customShort("r"), .long], help: "Expose the block device as read-only") var readonly = false
-    @Flag(name: [.customShort("p"), .long], help: "Set controller as packed ring supported") var packedRing = false
+    @Flag(name: [.customShort("p"), .long], help: "Set controller as packed ring supported (refused: vhost-blkd has split rings only)") var packedRing = false
     @Option(help: "Permission bits of the controller's socket, octal (default 0600; 0660 for libvirt's QEMU)")
     var socketMode: SocketMode?
     @Option(help: "Group (name or gid) of the controller's socket, e.g. kvm")
@@ -73,7 +73,7 @@ struct RpcGetMethods: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: RpcGetMethodsParams.method, abstract: "Get list of supported RPC methods")
     @Flag(name: [.customShort("c"), .long], help: "Only methods callable in the current state") var current = false
-    @Flag(name: [.customShort("i"), .long], help: "Include deprecated method aliases") var includeAliases = false
+    @Flag(name: [.customShort("i"), .long], help: "Include deprecated method aliases (accepted; vhost-blkd has none)") var includeAliases = false
 
     func run() throws {
         try invoke(RpcGetMethodsParams(current: current, includeAliases: includeAliases), style: .pretty)

@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import BlockIO
 import Posix
+import VhostBlkAPI
 import VhostTarget
 
 /// `vhost-blkd`: serves vhost-user-blk controllers, managed over an SPDK-compatible JSON-RPC socket.
@@ -12,26 +13,31 @@ struct VhostBlkd: ParsableCommand {
         abstract: "Serve files, block devices and RAM as virtio-blk disks to QEMU over vhost-user.",
         discussion: """
             Manage it with vhost-blkctl or SPDK's rpc.py (spdk-rpc -s RPC_SOCKET ...).
+            Without --rpc-socket the daemon listens on $VHOST_BLKD_RPC_SOCKET if set, else on \
+            /run/vhost-blkd/rpc.sock, where vhost-blkctl looks by default too (it reads the same variable).
             Set VHOST_BLKD_ENGINE=thread-pool (or pass --engine thread-pool) to serve every bdev \
             with the thread-pool engine instead of io_uring.
             Started by systemd with Type=notify (NOTIFY_SOCKET set), it sends READY=1 once the RPC \
             socket and every controller socket restored from --config exist, and STOPPING=1 at shutdown.
-            Defaults: --rpc-socket /var/tmp/vhost-blkd.sock, --socket-dir /var/tmp/vhost-blkd, \
-            --log-level info, --max-queues 32, --max-session-memory 64G, --max-requests-per-queue 1024, \
+            Defaults: --rpc-socket /run/vhost-blkd/rpc.sock, --socket-dir /run/vhost-blkd, \
+            --log-level info, --log-format text, --max-queues 32, --max-session-memory 64G, --max-requests-per-queue 1024, \
             --poll-max-us 64, --tmpfs-io inline, --rpc-socket-mode 0600.
             """)
 
-    @Option(name: [.customShort("r"), .customLong("rpc-socket")], help: "JSON-RPC Unix socket path.")
-    var rpcSocket = "/var/tmp/vhost-blkd.sock"
+    @Option(name: [.customShort("r"), .customLong("rpc-socket")], help: "JSON-RPC Unix socket path (default: $VHOST_BLKD_RPC_SOCKET, else /run/vhost-blkd/rpc.sock); a missing parent directory is created.")
+    var rpcSocket: String?
 
     @Option(name: [.customShort("S"), .customLong("socket-dir")], help: "Directory for controller sockets.")
-    var socketDir = "/var/tmp/vhost-blkd"
+    var socketDir = RPCSocketDefault.socketDirectory
 
     @Option(name: [.customShort("m"), .customLong("cpumask")], help: "Reactor CPUs as a hex mask (0x3) or a list ([0,2-3]); default: all allowed CPUs.")
     var cpumask: String?
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical; logs go to standard error.")
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical; logs go to standard error. Changed at runtime by the log_set_level RPC (until the restart).")
     var logLevel = "info"
+
+    @Option(name: .customLong("log-format"), help: "text (default: one line per message) or json (one JSON object per line: timestamp, level, label, source, message, metadata).")
+    var logFormat = "text"
 
     @Option(name: .customLong("engine"), help: "I/O engine: io_uring (default, falls back to the thread pool when unavailable) or thread-pool.")
     var engine: String?
@@ -78,11 +84,15 @@ struct VhostBlkd: ParsableCommand {
     var allowedDirs: [String] = []
 
     mutating func run() throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
+        guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
             throw ValidationError("unknown log level '\(logLevel)'")
+        }
+        guard let format = LogFormat(rawValue: logFormat) else {
+            throw ValidationError("unknown --log-format '\(logFormat)' (text or json)")
         }
         var config = TargetConfiguration()
         config.rpcSocketPath = rpcSocket
+            ?? RPCSocketDefault.resolve(environment: ProcessInfoLite.environment(RPCSocketDefault.environmentVariable))
         config.socketDirectory = socketDir
         config.maxQueuesPerController = maxQueues
         guard pollMaxUs <= 10_000 else { throw ValidationError("--poll-max-us must be 0...10000") }
@@ -124,10 +134,10 @@ struct VhostBlkd: ParsableCommand {
             config.metricsAddress = address
         }
 
+        let logControl = LogControl(level: level)
+        config.logControl = logControl
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            DaemonLogHandler(label: label, format: format, control: logControl)
         }
         let logger = Logger(label: "vhost-blkd")
 

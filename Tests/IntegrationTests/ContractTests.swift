@@ -184,6 +184,10 @@ enum ExamplePlan {
         example("framework_start_init", "init"),
         example("framework_get_failed_config", "an image not yet mounted"),  // nothing failed: []
         example("framework_retry_failed_config", "after mounting the share"),  // nothing to retry
+        example("log_set_level", "debug"),
+        example("log_get_level", "current"),  // DEBUG
+        example("log_set_print_level", "info"),
+        example("log_get_print_level", "current"),  // INFO
 
         // Bdevs.
         example("bdev_uring_create", "create"),  // vm1 on /var/lib/disks/vm1.img

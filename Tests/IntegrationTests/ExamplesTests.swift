@@ -90,12 +90,21 @@ struct ExamplesTests {
         #expect(unit["Service", "MemoryDenyWriteExecute"].isEmpty)
         let exec = try #require(unit["Service", "ExecStart"].first).split(separator: " ").map(String.init)
         #expect(exec.first == "/usr/local/bin/vhost-blkd")
-        for (flag, value) in [("--config", "/etc/vhost-blkd/config.json"), ("-r", "/run/vhost-blkd/rpc.sock"),
-                              ("-S", "/run/vhost-blkd")] {
+        for (flag, value) in [("--config", "/etc/vhost-blkd/config.json")] {
             let index = try #require(exec.firstIndex(of: flag), "ExecStart lacks \(flag)")
             #expect(exec.indices.contains(index + 1) && exec[index + 1] == value)
         }
         #expect(exec.contains("--persist"))
+        // One socket default: the unit leaves -r and -S out, and the daemon's and the
+        // CLI's defaults are both in the unit's RuntimeDirectory (/run/vhost-blkd).
+        for flag in ["-r", "--rpc-socket", "-S", "--socket-dir"] {
+            #expect(!exec.contains(flag), "ExecStart sets \(flag): the CLI would not find the socket without -s")
+        }
+        func words(_ text: String) -> String { text.split(whereSeparator: { $0 == " " || $0 == "\n" }).joined(separator: " ") }
+        let daemonHelp = words(try ExamplesSupport.run(DaemonProcess.daemonPath, ["--help"]).stdout)
+        #expect(daemonHelp.contains("--rpc-socket /run/vhost-blkd/rpc.sock, --socket-dir /run/vhost-blkd,"), "\(daemonHelp)")
+        let ctlHelp = words(try ExamplesSupport.run(DaemonProcess.ctlPath, ["--help"]).stdout)
+        #expect(ctlHelp.contains("else /run/vhost-blkd/rpc.sock"), "\(ctlHelp)")
 
         if let analyze = ExamplesSupport.executable(named: "systemd-analyze") {
             // verify checks that ExecStart exists: point it at the built daemon.
@@ -117,7 +126,6 @@ struct ExamplesTests {
         var options: [String] = []
         var index = 1
         while index < exec.count {
-            if ["-r", "-S"].contains(exec[index]) { index += 2; continue }  // DaemonProcess picks its own sockets
             options.append(exec[index]
                 .replacingOccurrences(of: "/etc/vhost-blkd", with: base)
                 .replacingOccurrences(of: "/var/lib/vhost-blkd", with: base))

@@ -18,6 +18,7 @@ import VhostBlkAPI
         let lists: [(VhostTarget.RPCMethod.Module, [VhostTarget.RPCMethod])] = [
             (.bdev, VhostTarget.bdevRPCMethods), (.stats, VhostTarget.statsRPCMethods), (.qos, VhostTarget.qosRPCMethods),
             (.vhost, VhostTarget.vhostRPCMethods), (.framework, VhostTarget.frameworkRPCMethods),
+            (.log, VhostTarget.logRPCMethods),
         ]
         for (module, methods) in lists {
             #expect(!methods.isEmpty)
@@ -45,5 +46,10 @@ import VhostBlkAPI
                      BdevNullCreateParams.method, BdevSetQosLimitParams.method, VhostCreateBlkControllerParams.method]
         for name in saved { #expect(VhostTarget.methodTable[name]?.mutatesConfig == true, "\(name)") }
         #expect(VhostTarget.methodTable[BdevResetIostatParams.method]?.mutatesConfig == false)
+        // A log level lasts until the restart: --log-level is the lasting one, and
+        // save_config files (SPDK's too) carry no log calls.
+        for name in [LogSetLevelParams.method, LogSetPrintLevelParams.method] {
+            #expect(VhostTarget.methodTable[name]?.mutatesConfig == false, "\(name)")
+        }
     }
 }
