@@ -86,26 +86,27 @@ public struct DaemonLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(
-        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
-        source: String, file: String, function: String, line: UInt
-    ) {
+    public func log(event: LogEvent) {
         var all = metadata
         if let provided = metadataProvider?.get(), !provided.isEmpty {
             all.merge(provided, uniquingKeysWith: { _, new in new })
         }
-        if let explicit, !explicit.isEmpty {
+        if let explicit = event.metadata, !explicit.isEmpty {
             all.merge(explicit, uniquingKeysWith: { _, new in new })
+        }
+        if let error = event.error {  // as StreamLogHandler reports it
+            all["error.message"] = "\(error)"
+            all["error.type"] = "\(String(reflecting: type(of: error)))"
         }
         let text: String
         switch format {
         case .text:
             let pretty = all.isEmpty ? "" : " " + all.sorted(by: { $0.key < $1.key }).map { "\($0)=\($1)" }.joined(separator: " ")
-            text = "\(LogClock.localTimestamp()) \(level)\(label.isEmpty ? "" : " ")\(label):\(pretty) [\(source)] \(message)\n"
+            text = "\(LogClock.localTimestamp()) \(event.level)\(label.isEmpty ? "" : " ")\(label):\(pretty) [\(event.source)] \(event.message)\n"
         case .json:
             var object: JSONObject = [
-                "timestamp": .string(LogClock.utcTimestamp()), "level": .string(level.rawValue),
-                "label": .string(label), "source": .string(source), "message": .string(message.description),
+                "timestamp": .string(LogClock.utcTimestamp()), "level": .string(event.level.rawValue),
+                "label": .string(label), "source": .string(event.source), "message": .string(event.message.description),
             ]
             if !all.isEmpty { object["metadata"] = Self.json(.dictionary(all)) }
             text = JSON.object(object).encoded() + "\n"
