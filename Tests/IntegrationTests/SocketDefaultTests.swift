@@ -74,5 +74,6 @@ struct SocketDefaultTests {
         process.waitUntilExit()
         #expect(process.terminationStatus == 0, "\(daemonLog())")
         #expect(!FileManager.default.fileExists(atPath: rpc), "the socket outlived the daemon")
+        #expect(!FileManager.default.fileExists(atPath: "\(base)/run"), "the directory the daemon created outlived it")
     }
 }
