@@ -46,6 +46,8 @@ package struct DeviceBackend: @unchecked Sendable {  // control loop, then the q
     package var writeThrough = false
     /// The bdev's rate limiter on this reactor, when it has limits (QoSLimiter.swift).
     package var qos: QoSLimiter?
+    /// The bdev's error policy and failure count (IOErrorPolicy.swift); nil without a bdev.
+    package var errors: BdevErrorState?
 
     package init(storage: Storage, capacitySectors: UInt64, readOnly: Bool, blockSize: UInt32, serial: [UInt8]) {
         self.storage = storage

@@ -136,6 +136,9 @@ package struct IOStats: PerOpClass, Sendable {
     /// Requests completed with VIRTIO_BLK_S_IOERR (SPDK's "failed") and VIRTIO_BLK_S_UNSUPP.
     package var failed: UInt64 = 0
     package var unsupported: UInt64 = 0
+    /// Failed backend operations by errno (an operation held under the
+    /// `pause` error policy and failing again counts again).
+    package var errnos = IOErrnoCounts()
     package var histograms = LatencyHistograms()
 
     package init() {}
@@ -150,6 +153,7 @@ package struct IOStats: PerOpClass, Sendable {
         for op in IOStatOp.counted { self[counted: op]?.add(other[op]) }
         failed &+= other.failed
         unsupported &+= other.unsupported
+        errnos.add(other.errnos)
         histograms.add(other.histograms)
     }
 
@@ -166,6 +170,7 @@ package struct IOStats: PerOpClass, Sendable {
         case .error:
             failed = 0
             unsupported = 0
+            errnos = IOErrnoCounts()
         }
     }
 }

@@ -48,6 +48,8 @@ package struct QueueStatsBlock: ~Copyable {
         static var runLatency: Int { 9 }
         static var runCount: Int { 10 }
         static var runBytes: Int { 11 }
+        /// Failed backend operations per `IOErrnoClass`, from here on.
+        static var errnos: Int { 12 }
 
         /// One row per request type 0..<15 (virtio 1.2 §5.2.6) and one for
         /// 15 and above, from page 1 (256 KiB of address space per queue). A row is its latency histogram's
@@ -167,6 +169,13 @@ package struct QueueStatsBlock: ~Copyable {
         words[Layout.runBytes] = 0
     }
 
+    /// A backend operation failed (the failure path only).
+    package func countErrno(_ errnoClass: IOErrnoClass) {
+        #if !VHOST_BLKD_NO_STATS
+        words[Layout.errnos &+ errnoClass.rawValue] &+= 1
+        #endif
+    }
+
     @inline(__always) package func countKick() {
         #if !VHOST_BLKD_NO_STATS
         words[Layout.kicks] &+= 1
@@ -220,6 +229,7 @@ package struct QueueStatsBlock: ~Copyable {
         stats.interruptsSuppressed = words[Layout.interruptsSuppressed]
         stats.io.failed = words[Layout.failed]
         stats.io.unsupported = words[Layout.unsupported]
+        for errnoClass in IOErrnoClass.allCases { stats.io.errnos[errnoClass] = words[Layout.errnos + errnoClass.rawValue] }
         stats.requests = words[Layout.requestsReset] &+ stats.io.failed &+ stats.io.unsupported &+ successes()
         for op in IOStatOp.counted {
             guard let type = op.requestType else { continue }
@@ -254,15 +264,22 @@ package struct QueueStatsBlock: ~Copyable {
             words[Layout.requestsReset] &+= words[Layout.failed] &+ words[Layout.unsupported]
             words[Layout.failed] = 0
             words[Layout.unsupported] = 0
+            clearErrnos()
         case .ioOnly:
             words[Layout.requestsReset] &+= words[Layout.failed] &+ words[Layout.unsupported] &+ successes()
             words[Layout.failed] = 0
             words[Layout.unsupported] = 0
+            clearErrnos()
             clearRows()
         case .all:
             for index in Layout.kicks...Layout.requestsReset { words[index] = 0 }  // not `mapped` nor the (empty) run
+            clearErrnos()
             clearRows()
         }
+    }
+
+    private func clearErrnos() {
+        for errnoClass in IOErrnoClass.allCases { words[Layout.errnos + errnoClass.rawValue] = 0 }
     }
 
     /// Successful requests of every type: the rows' histogram totals.

@@ -32,6 +32,7 @@ extension VirtqueueServer {
                 break
             }
             if qosHeld != nil { break }  // throttled: the QoS timer resumes popping
+            if errorHold && !releaseHeldWrites() { break }  // paused on a full disk (+Errors)
             guard slots.freeCount > 0, engineHasRoom() else {
                 // Flow control: resume when any operation on this reactor completes.
                 blocked = true
@@ -79,7 +80,7 @@ extension VirtqueueServer {
         return popped
     }
 
-    private func engineHasRoom() -> Bool {
+    func engineHasRoom() -> Bool {
         guard let engine = backend.asyncEngine else { return true }
         return reactor.freeSlots(engine) > 0
     }

@@ -45,7 +45,8 @@ extension VirtqueueServer {
                 operationFinished(slot: slot, result: Int32(clamping: operation.length))
             }
         } else {
-            operationFinished(slot: slot, result: result < 0 ? result : -EIO)
+            // A short chunk makes the whole copy short (what a full file system answers).
+            operationFinished(slot: slot, result: result < 0 ? result : Int32(clamping: s.progress &+ UInt64(result)))
         }
         if !largeCopies.pending.isEmpty { reactor.pollNextIteration(taskID) }
         return true

@@ -57,7 +57,12 @@ extension VirtqueueServer {
     /// The backend finished `slot`'s operation with `result`.
     @inline(__always)
     func operationFinished(slot: UInt32, result: Int32) {
-        advance(slot, BlkExecutor.finish(slots[slot].operation, result: result, disk: disk))
+        let operation = slots[slot].operation
+        let step = BlkExecutor.finish(operation, result: result, disk: disk)
+        // Only a failure pays for the check's second half (VirtqueueServer+Errors.swift).
+        if case .complete(let status, _) = step, status != .ok,
+           operationFailed(slot: slot, operation: operation, result: result) { return }
+        advance(slot, step)
     }
 
     /// Performs operations while the backend finishes them at once (RAM,
@@ -70,6 +75,8 @@ extension VirtqueueServer {
             slots[slot].operation = operation
             guard let result = perform(operation, slot: slot) else { return }
             step = BlkExecutor.finish(operation, result: result, disk: disk)
+            if case .complete(let status, _) = step, status != .ok,
+               operationFailed(slot: slot, operation: operation, result: result) { return }
         }
         if case .complete(let status, let usedLength) = step {
             finish(slot: slot, statusByte: slots[slot].status, status: status, usedLength: usedLength)

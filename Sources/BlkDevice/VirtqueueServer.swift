@@ -98,6 +98,19 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// nothing more is popped until the limiter resumes this queue.
     var qosHeld: (request: BlkRequest, slot: UInt32)?
 
+    /// Writes held by the `pause` error policy (VirtqueueServer+Errors.swift),
+    /// oldest first: their slots stay taken until `resumeIO` performs them
+    /// again or the queue stops and fails them.
+    var heldWrites: [UInt32] = []
+    /// Held writes wait for `bdev_resume_io`: nothing is popped meanwhile.
+    var ioPaused = false
+    /// `ioPaused`, or held writes not yet performed again: popping checks this one flag.
+    var errorHold = false
+    /// The bdev state the pause was counted on (the backend may change meanwhile).
+    var pausedOn: BdevErrorState?
+    /// Failed operations logged by this queue (`logIOError`'s rate limit).
+    var ioErrorsSeen: UInt64 = 0
+
     /// `inflight` and `resubmit` come from inflight recovery (vhost-user
     /// spec, "Inflight I/O tracking"): `resubmit` heads, oldest first, are
     /// served before the avail ring. At most `maxRequests` requests are in
@@ -175,6 +188,10 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// runs once no request dispatched on an earlier backend is in flight.
     package func updateBackend(_ newBackend: DeviceBackend, drained: (() -> Void)? = nil) {
         reactor.preconditionOnReactor()
+        if errorHold && (drained != nil || newBackend.errors !== backend.errors) {
+            // A detach or a shrink waits for what was dispatched before it: held writes cannot wait with it.
+            failHeldWrites(reason: "the bdev changed")
+        }
         if inFlight > 0 { retiredBackends.append((backendGeneration, backend)) }
         backend = newBackend
         adoptBackendTraits()
@@ -220,6 +237,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         reactor.preconditionOnReactor()
         stopping = true
         onStopped = done
+        if errorHold { failHeldWrites(reason: "the queue stops") }
         if qosHeld != nil {
             backend.qos?.forget(self)
             qosResume()  // a stopping queue does not wait for its QoS budget

@@ -8,7 +8,7 @@ public enum VhostBlkMethods {
         BdevNullCreateParams.self, BdevNullDeleteParams.self,
         BdevUringRescanParams.self, BdevAioRescanParams.self, BdevNullResizeParams.self, BdevResizeParams.self,
         BdevGetBdevsParams.self, BdevGetIostatParams.self, BdevResetIostatParams.self, BdevGetLatencyParams.self,
-        BdevSetQosLimitParams.self,
+        BdevSetQosLimitParams.self, BdevSetErrorPolicyParams.self, BdevResumeIOParams.self,
         VhostCreateBlkControllerParams.self, VhostGetControllersParams.self, VhostDeleteControllerParams.self,
         VhostBlkAttachParams.self, VhostBlkDetachParams.self,
         RpcGetMethodsParams.self, SpdkGetVersionParams.self,

@@ -49,6 +49,9 @@ final class Bdev {
     var retiredStats = IOStats()
     /// `bdev_set_qos_limit`'s limits (QoSMethods.swift).
     var qosLimits = QoSLimits()
+    /// `bdev_set_error_policy`'s policy, the failure count and who is paused,
+    /// shared with the queues (ErrorPolicyMethods.swift).
+    let errorState: BdevErrorState
     /// Queues do this file's I/O as syscalls on their reactor instead of
     /// through an engine (`DeviceBackend.FileEngine.inline`): a `uring`
     /// bdev on tmpfs, unless `--tmpfs-io engine`.
@@ -62,6 +65,7 @@ final class Bdev {
         self.numBlocks = numBlocks
         self.backing = backing
         self.readOnly = readOnly
+        errorState = BdevErrorState(bdevName: name)
     }
 
     var sizeBytes: UInt64 { numBlocks &* UInt64(blockSize) }
@@ -78,9 +82,11 @@ final class Bdev {
         case .null:
             storage = .null
         }
-        return DeviceBackend(
+        var backend = DeviceBackend(
             storage: storage, capacitySectors: sizeBytes / 512, readOnly: readOnly || controllerReadOnly,
             blockSize: blockSize, serial: serial)
+        backend.errors = errorState
+        return backend
     }
 
     /// Releases the file descriptor or memory.

@@ -195,6 +195,7 @@ extension VhostTarget {
             "zoned": false,
             "supported_io_types": .object(ioTypes),
             "driver_specific": .object(driverSpecific),
+            "error_policy": Self.errorPolicyJSON(bdev),  // ErrorPolicyMethods.swift
         ]
     }
 }

@@ -33,7 +33,7 @@ extension VhostTarget {
     /// The calls that rebuild the current state: bdev creates with their
     /// current sizes, then controller creates (SPDK's `save_config` shape).
     func currentConfig() -> SavedConfig {
-        let bdevEntries = bdevOrder.compactMap { bdevs[$0] }.flatMap { [createEntry($0)] + Self.qosConfigEntries($0) }
+        let bdevEntries = bdevOrder.compactMap { bdevs[$0] }.flatMap { [createEntry($0)] + Self.qosConfigEntries($0) + Self.errorPolicyConfigEntries($0) }
         let controllerEntries = controllerOrder.compactMap { controllers[$0] }.map(createEntry)
         return SavedConfig(subsystems: [
             .init(name: "bdev", entries: bdevEntries),

@@ -85,6 +85,16 @@ extension VhostTarget {
             m.sample("vhost_blkd_bdev_errors_total", [("bdev", name), ("status", "failed")], t.total.failed)
             m.sample("vhost_blkd_bdev_errors_total", [("bdev", name), ("status", "unsupported")], t.total.unsupported)
         }
+        m.family("vhost_blkd_bdev_io_errors_total", "counter", "Failed backend operations, by errno (short: fewer bytes moved than asked).")
+        for (name, t) in bdevTotals {
+            for errnoClass in IOErrnoClass.allCases {
+                m.sample("vhost_blkd_bdev_io_errors_total", [("bdev", name), ("errno", errnoClass.name)], t.total.errnos[errnoClass])
+            }
+        }
+        m.family("vhost_blkd_bdev_io_paused", "gauge", "Queues holding writes under the pause error policy.")
+        for (name, _) in bdevTotals {
+            m.sample("vhost_blkd_bdev_io_paused", [("bdev", name)], UInt64(clamping: bdevs[name]?.errorState.pausedQueues ?? 0))
+        }
         m.family("vhost_blkd_bdev_latency_seconds", "histogram", "Latency from pop to completion of successful requests.")
         for (name, t) in bdevTotals {
             for op in IOStatOp.counted {

@@ -51,7 +51,8 @@ extension VhostTarget {
     /// Every served method, in the order `rpc_get_methods` lists them (the
     /// order of `VhostBlkMethods.paramTypes`).
     static let methods: [RPCMethod] =
-        bdevRPCMethods + statsRPCMethods + qosRPCMethods + vhostRPCMethods + frameworkRPCMethods + logRPCMethods
+        bdevRPCMethods + statsRPCMethods + qosRPCMethods + errorPolicyRPCMethods + vhostRPCMethods
+        + frameworkRPCMethods + logRPCMethods
 
     static let methodTable: [String: RPCMethod] = Dictionary(
         methods.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })

@@ -34,6 +34,7 @@ extension VhostTarget {
         result["bdevs"] = .array(selected.map { bdev in
             var entry: JSONObject = ["name": .string(bdev.name)]
             Self.write(totals(of: bdev, reset: reset).total, into: &entry)
+            entry["io_paused"] = .bool(bdev.errorState.pausedQueues > 0)
             return .object(entry)
         })
         return .object(result)
@@ -103,6 +104,10 @@ extension VhostTarget {
         if s.failed > 0 { errors["failed"] = int(s.failed) }
         if s.unsupported > 0 { errors["unsupported"] = int(s.unsupported) }
         o["io_error"] = .object(errors)
+        // vhost-blkd's: failed backend operations by errno (ErrorPolicyMethods.swift; docs/OPERATIONS.md, "Full disks").
+        var errnos = JSONObject()
+        for errnoClass in IOErrnoClass.allCases where s.errnos[errnoClass] > 0 { errnos[errnoClass.name] = int(s.errnos[errnoClass]) }
+        o["io_errno"] = .object(errnos)
     }
 
     private static func writeLatency(_ s: OpStats, _ op: String, into o: inout JSONObject) {

@@ -18,3 +18,30 @@ struct BdevSetQosLimit: ParsableCommand {
             rMBytesPerSec: rMbytesPerSec, wMBytesPerSec: wMbytesPerSec), style: .none)
     }
 }
+
+/// `bdev_set_error_policy NAME report|pause` (vhost-blkd's extension;
+/// docs/OPERATIONS.md, "Full disks").
+struct BdevSetErrorPolicy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: BdevSetErrorPolicyParams.method,
+        abstract: "Set what a blockdev does when a write finds its file system full",
+        discussion: "report (the default): the guest gets an I/O error. pause: the write is held and its queue stops until bdev_resume_io, so the guest stalls instead.")
+    @Argument(help: "Blockdev name. Example: vm1") var name: String
+    @Argument(help: "report or pause") var policy: String
+
+    func run() throws {
+        try invoke(BdevSetErrorPolicyParams(name: name, policy: policy), style: .none)
+    }
+}
+
+/// `bdev_resume_io NAME` (vhost-blkd's extension).
+struct BdevResumeIO: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: BdevResumeIOParams.method,
+        abstract: "Resume a blockdev paused on a full disk: held writes are performed again")
+    @Argument(help: "Blockdev name. Example: vm1") var name: String
+
+    func run() throws {
+        try invoke(BdevResumeIOParams(name: name), style: .none)
+    }
+}

@@ -20,7 +20,7 @@ struct VhostBlkctl: ParsableCommand {
             BdevNullCreate.self, BdevNullDelete.self,
             BdevUringRescan.self, BdevAioRescan.self, BdevNullResize.self, BdevResize.self,
             BdevGetBdevs.self, BdevGetIostat.self, BdevResetIostat.self, BdevGetLatency.self,
-            BdevSetQosLimit.self,
+            BdevSetQosLimit.self, BdevSetErrorPolicy.self, BdevResumeIO.self,
             VhostCreateBlkController.self, VhostGetControllers.self, VhostDeleteController.self,
             VhostBlkAttach.self, VhostBlkDetach.self,
             RpcGetMethods.self, SpdkGetVersion.self, FrameworkGetReactors.self, ThreadGetStats.self,

@@ -19,6 +19,9 @@ struct VhostBlkd: ParsableCommand {
             with the thread-pool engine instead of io_uring.
             Started by systemd with Type=notify (NOTIFY_SOCKET set), it sends READY=1 once the RPC \
             socket and every controller socket restored from --config exist, and STOPPING=1 at shutdown.
+            A failed I/O is logged with its bdev, offset and errno and fails in the guest; \
+            bdev_set_error_policy NAME pause makes a full disk stall the guest instead, until \
+            bdev_resume_io NAME (after space is freed).
             Defaults: --rpc-socket /run/vhost-blkd/rpc.sock, --socket-dir /run/vhost-blkd, \
             --log-level info, --log-format text, --max-queues 32, --max-session-memory 64G, --max-requests-per-queue 1024, \
             --poll-max-us 64, --tmpfs-io inline, --rpc-socket-mode 0600.

@@ -207,6 +207,8 @@ enum ExamplePlan {
         example("bdev_reset_iostat", "one"),
         example("bdev_get_latency", "one"),
         example("bdev_set_qos_limit", "20k IOPS, 100 MiB/s"),
+        example("bdev_set_error_policy", "pause on a full disk"),
+        example("bdev_resume_io", "resume"),
 
         // Controllers.
         example("vhost_create_blk_controller", "create"),  // vhost.vm1 on vm1, cpumask 0x2

@@ -150,7 +150,7 @@ struct SPDKClientTests {
     /// vhost-blkd's own methods, which rpc.py does not know.
     static let extensions: Set<String> = [
         "bdev_resize", "vhost_blk_attach", "vhost_blk_detach", "bdev_get_latency",
-        "framework_get_failed_config", "framework_retry_failed_config",
+        "framework_get_failed_config", "framework_retry_failed_config", "bdev_set_error_policy", "bdev_resume_io",
     ]
 
     /// Runs spdk-rpc, expects exit 0, and returns its output.
