@@ -37,7 +37,7 @@ package enum IOErrnoClass: Int, CaseIterable, Sendable {
 
     /// The class of a failed operation's result (-errno, or the bytes a short transfer moved).
     package init(result: Int32) {
-        switch -result {
+        switch 0 &- result {
         case EIO: self = .eio
         case ENOSPC: self = .enospc
         case EDQUOT: self = .edquot

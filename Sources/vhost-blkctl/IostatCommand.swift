@@ -53,6 +53,8 @@ struct IostatSample {
         var errors: Int64 = 0
         var p99Nanoseconds: Int64 = 0
         var inFlight: Int64 = 0
+        /// Queues hold writes under the `pause` error policy (docs/OPERATIONS.md, "Full disks").
+        var paused = false
     }
     var ticks: Int64 = 0
     var tickRate: Int64 = 1_000_000_000
@@ -104,6 +106,7 @@ struct IostatSource {
             d.errors = bdev["io_error"]?.objectValue?.pairs.reduce(0) { $0 + ($1.value.intValue ?? 0) } ?? 0
             d.p99Nanoseconds = p99[name] ?? 0
             d.inFlight = inFlight[name] ?? 0
+            d.paused = bdev["io_paused"]?.boolValue ?? false
             sample.devices.append((name, d))
         }
         return sample
@@ -118,6 +121,7 @@ struct IostatRow {
     var readAwaitMs = 0.0, writeAwaitMs = 0.0, p99Ms = 0.0
     var inFlight: Int64 = 0
     var errors: Int64 = 0
+    var paused = false
 
     static func rows(from a: IostatSample, to b: IostatSample) -> [IostatRow] {
         let seconds = max(Double(b.ticks - a.ticks) / Double(b.tickRate), 1e-9)
@@ -136,6 +140,7 @@ struct IostatRow {
             row.p99Ms = Double(now.p99Nanoseconds) / 1e6
             row.inFlight = now.inFlight
             row.errors = max(0, now.errors - then.errors)
+            row.paused = now.paused
             return row
         }
     }
@@ -148,7 +153,7 @@ struct IostatRow {
             lines.append(line([
                 r.name, fixed(r.readsPerSecond), fixed(r.writesPerSecond), fixed(r.readMBPerSecond), fixed(r.writeMBPerSecond),
                 fixed(r.readAwaitMs), fixed(r.writeAwaitMs), fixed(r.p99Ms), String(r.inFlight), String(r.errors),
-            ]))
+            ]) + (r.paused ? "  PAUSED (full disk: bdev_resume_io)" : ""))
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -159,7 +164,7 @@ struct IostatRow {
                 "name": .string(r.name), "r_s": .double(r.readsPerSecond), "w_s": .double(r.writesPerSecond),
                 "rMB_s": .double(r.readMBPerSecond), "wMB_s": .double(r.writeMBPerSecond),
                 "r_await_ms": .double(r.readAwaitMs), "w_await_ms": .double(r.writeAwaitMs), "p99_ms": .double(r.p99Ms),
-                "in_flight": .int(r.inFlight), "errors": .int(r.errors),
+                "in_flight": .int(r.inFlight), "errors": .int(r.errors), "paused": .bool(r.paused),
             ]
         }
         return JSON.object(["ticks": .int(ticks), "devices": .array(devices)]).encoded()

@@ -125,6 +125,10 @@ struct ErrorPolicyTests {
         #expect(try Self.iostat(daemon, "T0")?["io_errno"]?["ENOSPC"]?.intValue == 1)
         #expect(daemon.log.contains("held until bdev_resume_io"), "\(daemon.log.suffix(3000))")
         #expect(daemon.log.contains("paused on a full disk"), "\(daemon.log.suffix(3000))")
+        let ctl = try ExamplesSupport.run(DaemonProcess.ctlPath, ["-s", daemon.rpcSocket, "iostat", "T0", "--json", "-i", "0.1", "-c", "1"])
+        #expect(ctl.status == 0, "\(ctl.stderr)")
+        let report = try JSON.parse(ctl.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(report["devices"]?.arrayValue?.first?["paused"] == true, "\(ctl.stdout) \(ctl.stderr)")
 
         // Still held after another while: resuming without space holds it again.
         Thread.sleep(forTimeInterval: 0.3)
@@ -170,7 +174,18 @@ struct ErrorPolicyTests {
         }
         #expect(stalledPage != nil)
         f.close()
-        try daemon.call("vhost_delete_controller", ["ctrlr": "vhost.0"])
+        // The session ends once its queues stopped: held writes must not keep it draining.
+        let deadline = ContinuousClock.now + .seconds(10)
+        var deleted = false
+        while !deleted && ContinuousClock.now < deadline {
+            do {
+                try daemon.call("vhost_delete_controller", ["ctrlr": "vhost.0"])
+                deleted = true
+            } catch {
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+        #expect(deleted, "the session still drains: \(daemon.log.suffix(3000))")
         #expect(daemon.log.contains("held writes completed with an I/O error: the queue stops"), "\(daemon.log.suffix(3000))")
         #expect(try Self.errorPolicy(daemon, "T0")?["io_paused"] == false)
         // Setting report and resuming an idle bdev answer true.
