@@ -1,6 +1,7 @@
 import DaemonTestSupport
 import Foundation
 import JSONRPC
+import Posix
 import Testing
 import VhostUser
 import VhostUserFrontend
@@ -56,7 +57,11 @@ struct ErrorPolicyTests {
     }
 
     @Test func reportFailsTheWriteAndSaysWhy() throws {
-        let daemon = try DaemonProcess(cpumask: "0x1")
+        let base = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbm-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: base) }
+        let metricsPath = base.appendingPathComponent("metrics.sock").path
+        let daemon = try DaemonProcess(cpumask: "0x1", extraArguments: ["--metrics", "unix:" + metricsPath])
         defer { daemon.stop(); daemon.cleanUp() }
         let fs = try SmallFilesystem(daemon)
         defer { fs.unmount() }
@@ -82,6 +87,11 @@ struct ErrorPolicyTests {
         #expect(enospc == Int64(statuses.count - first), "\(stat)")
         #expect(stat["io_error"]?["failed"]?.intValue == Int64(statuses.count - first))
         #expect(stat["io_paused"] == false)
+        let metrics = Set(try StatsTests.scrape(try UnixSocket.connect(path: metricsPath)).split(separator: "\n").map(String.init))
+        #expect(metrics.contains("# TYPE vhost_blkd_bdev_io_errors_total counter"))
+        #expect(metrics.contains("vhost_blkd_bdev_io_errors_total{bdev=\"T0\",errno=\"ENOSPC\"} \(enospc)"), "\(metrics.sorted())")
+        #expect(metrics.contains("vhost_blkd_bdev_io_errors_total{bdev=\"T0\",errno=\"EIO\"} 0"))
+        #expect(metrics.contains("vhost_blkd_bdev_io_paused{bdev=\"T0\"} 0"))
         #expect(daemon.isRunning)
     }
 
