@@ -84,11 +84,15 @@ struct FullDiskGuestTests {
         #expect((stat?["io_error"]?["failed"]?.intValue ?? 0) > 0)
     }
 
-    @Test func pauseStallsTheGuestUntilResumedThenVerifies() throws {
+    /// Inline (tmpfs served by syscalls on the reactor: one write held, the
+    /// rest stay in the ring) and through io_uring (`--tmpfs-io engine`: the
+    /// guest's writes in flight fail together and are all held).
+    @Test(arguments: ["inline", "engine"])
+    func pauseStallsTheGuestUntilResumedThenVerifies(tmpfsIO: String) throws {
         try E2EEnvironment.requireReady()
-        let daemon = try DaemonProcess(cpumask: "0x1")
+        let daemon = try DaemonProcess(cpumask: "0x1", extraArguments: ["--tmpfs-io", tmpfsIO])
         defer { daemon.stop(); daemon.cleanUp() }
-        let work = try E2EEnvironment.makeWorkDirectory("fulldisk-pause")
+        let work = try E2EEnvironment.makeWorkDirectory("fulldisk-pause-\(tmpfsIO)")
         defer { E2EEnvironment.removeWorkDirectory(work) }
         let script = GuestScript().waitForDisk("vda").runFio(Self.job)
         let (fs, vm) = try Self.start(daemon, policy: "pause", script: script, work: work)

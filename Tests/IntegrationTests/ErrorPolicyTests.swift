@@ -48,6 +48,27 @@ struct ErrorPolicyTests {
         return (head, status)
     }
 
+    /// How the bdev does its I/O: inline syscalls on the reactor (a `uring`
+    /// bdev on tmpfs), io_uring (`--tmpfs-io engine`), the thread pool (`aio`).
+    enum Path: String, CaseIterable, Sendable {
+        case inline, ioUring, threadPool
+
+        var daemonArguments: [String] { self == .ioUring ? ["--tmpfs-io", "engine"] : [] }
+        var createMethod: String { self == .threadPool ? "bdev_aio_create" : "bdev_uring_create" }
+        var inlineIO: Bool { self == .inline }
+    }
+
+    static func createBdev(_ daemon: DaemonProcess, _ path: Path, _ fs: SmallFilesystem) throws {
+        if path == .threadPool {
+            try daemon.call("bdev_aio_create", ["filename": .string(fs.image), "name": "T0", "block_size": 512])
+        } else {
+            try daemon.call("bdev_uring_create", ["filename": .string(fs.image), "name": "T0"])
+        }
+        let info = try daemon.call("bdev_get_bdevs", ["name": "T0"]).arrayValue?.first?["driver_specific"]
+        let driver = path == .threadPool ? "aio" : "uring"
+        #expect(info?[driver]?["inline_io"]?.boolValue == path.inlineIO, "\(String(describing: info))")
+    }
+
     static func iostat(_ daemon: DaemonProcess, _ name: String) throws -> JSON? {
         try daemon.call("bdev_get_iostat", ["name": .string(name)])["bdevs"]?.arrayValue?.first
     }
@@ -56,16 +77,17 @@ struct ErrorPolicyTests {
         try daemon.call("bdev_get_bdevs", ["name": .string(name)]).arrayValue?.first?["error_policy"]
     }
 
-    @Test func reportFailsTheWriteAndSaysWhy() throws {
+    @Test(arguments: Path.allCases)
+    func reportFailsTheWriteAndSaysWhy(path: Path) throws {
         let base = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbm-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: base) }
         let metricsPath = base.appendingPathComponent("metrics.sock").path
-        let daemon = try DaemonProcess(cpumask: "0x1", extraArguments: ["--metrics", "unix:" + metricsPath])
+        let daemon = try DaemonProcess(cpumask: "0x1", extraArguments: ["--metrics", "unix:" + metricsPath] + path.daemonArguments)
         defer { daemon.stop(); daemon.cleanUp() }
         let fs = try SmallFilesystem(daemon)
         defer { fs.unmount() }
-        try daemon.call("bdev_uring_create", ["filename": .string(fs.image), "name": "T0"])
+        try Self.createBdev(daemon, path, fs)
         try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "T0"])
         #expect(try Self.errorPolicy(daemon, "T0")?["policy"] == "report")
         let memory = try FrontendMemory(size: 16 << 20)
@@ -95,12 +117,13 @@ struct ErrorPolicyTests {
         #expect(daemon.isRunning)
     }
 
-    @Test func pauseStallsUntilResumedThenCompletes() throws {
-        let daemon = try DaemonProcess(cpumask: "0x1")
+    @Test(arguments: Path.allCases)
+    func pauseStallsUntilResumedThenCompletes(path: Path) throws {
+        let daemon = try DaemonProcess(cpumask: "0x1", extraArguments: path.daemonArguments)
         defer { daemon.stop(); daemon.cleanUp() }
         let fs = try SmallFilesystem(daemon)
         defer { fs.unmount() }
-        try daemon.call("bdev_uring_create", ["filename": .string(fs.image), "name": "T0"])
+        try Self.createBdev(daemon, path, fs)
         try daemon.call("bdev_set_error_policy", ["name": "T0", "policy": "pause"])
         try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "T0"])
         #expect(try Self.errorPolicy(daemon, "T0")?["policy"] == "pause")
