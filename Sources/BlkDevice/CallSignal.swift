@@ -1,7 +1,8 @@
 import Glibc
+import Posix
 
 /// A queue's used-buffer notification: the vhost-user call eventfd
-/// (virtio 1.2 §2.7.7; vhost-user spec, "SET_VRING_CALL"), -1 while the
+/// (virtio 1.2 §2.7.7; vhost-user spec, "SET_VRING_CALL"), nil while the
 /// frontend has given none.
 ///
 /// The session makes every call eventfd non-blocking when it receives it.
@@ -10,15 +11,19 @@ import Glibc
 /// can no longer hold the reactor in write(2). A write that fails with
 /// EAGAIN found the counter at its maximum (2^64 - 2): the eventfd is
 /// readable already, so the frontend still sees a signal and none is lost.
+///
+/// The session owns the descriptor (it closes what `replace` returns);
+/// this holds the number only: `FileDescriptor?` is an Int32 and a tag
+/// byte, so a signal costs what the bare write(2) did.
 struct CallSignal {
-    private(set) var fd: Int32
+    private(set) var fd: FileDescriptor?
 
-    init(fd: Int32) { self.fd = fd }
+    init(fd: FileDescriptor?) { self.fd = fd }
 
-    var isSet: Bool { fd >= 0 }
+    var isSet: Bool { fd != nil }
 
     /// Replaces the eventfd; returns the old one for the caller to close.
-    mutating func replace(with newFD: Int32) -> Int32 {
+    mutating func replace(with newFD: FileDescriptor?) -> FileDescriptor? {
         let old = fd
         fd = newFD
         return old
@@ -27,8 +32,7 @@ struct CallSignal {
     /// Adds one to the counter, unless there is no eventfd. Never blocks.
     @inline(__always)
     func signal() {
-        guard fd >= 0 else { return }
-        var one: UInt64 = 1
-        _ = withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) }
+        guard let fd else { return }
+        _ = try? fd.addToCounter(1)
     }
 }

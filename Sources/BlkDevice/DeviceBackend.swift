@@ -1,4 +1,5 @@
 import BlockIO
+import Posix
 import Reactor
 import Virtio
 
@@ -16,7 +17,7 @@ package struct DeviceBackend: @unchecked Sendable {  // control loop, then the q
     /// and a line there.
     package enum Storage {
         /// A file or block device.
-        case file(fd: Int32, engine: FileEngine, isBlockDevice: Bool)
+        case file(fd: FileDescriptor, engine: FileEngine, isBlockDevice: Bool)
         /// RAM: served synchronously on the reactor.
         case memory(MemoryBacking)
         /// Reads and writes complete at once and touch nothing.

@@ -1,5 +1,6 @@
 import BlockIO
 import Glibc
+import Posix
 import Virtio
 
 /// Files and block devices: each executor operation is one syscall
@@ -8,7 +9,7 @@ enum FileBackend {
     /// The syscall for `operation` on `fd`; reads and writes move the
     /// `count` iovecs at `data` (the request's data segments).
     @inline(__always)
-    static func ioOperation(_ operation: BlkOperation, fd: Int32, data: UnsafePointer<iovec>, count: Int) -> IOOperation {
+    static func ioOperation(_ operation: BlkOperation, fd: FileDescriptor, data: UnsafePointer<iovec>, count: Int) -> IOOperation {
         switch operation.kind {
         case .read:
             return .readv(fd: fd, iovecs: data, count: Int32(truncatingIfNeeded: count), offset: operation.offset)

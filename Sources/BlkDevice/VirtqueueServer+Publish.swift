@@ -18,7 +18,7 @@ extension VirtqueueServer {
         let notify = ring.shouldNotify(oldUsedIdx: lastCheckedUsed)
         polling.noteDepth(ring.availIdxShadow &- lastCheckedUsed)
         lastCheckedUsed = ring.usedIdx
-        if tracing { logger.trace("published used \(ring.usedIdx) notify \(notify) call \(call.fd)") }
+        if tracing { logger.trace("published used \(ring.usedIdx) notify \(notify) call \(call.fd?.rawValue ?? -1)") }
         stats.countNotification(sent: notify && call.isSet)
         if notify { call.signal() }
     }

@@ -28,7 +28,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     package let reactor: Reactor
     var ring: SplitQueue
     let memory: GuestMemory
-    let kickFD: Int32
+    let kickFD: FileDescriptor
     var call: CallSignal
     var backend: DeviceBackend
     /// `backend.disk`, kept with it: what the executor checks each request against.
@@ -115,7 +115,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// spec, "Inflight I/O tracking"): `resubmit` heads, oldest first, are
     /// served before the avail ring. At most `maxRequests` requests are in
     /// flight (`RequestSlots`), whatever the ring's size.
-    package init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: Int32, callFD: Int32,
+    package init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: FileDescriptor, callFD: FileDescriptor?,
                  backend: DeviceBackend, reactor: Reactor, logger: Logger,
                  inflight: InflightQueue? = nil, resubmit: [UInt16] = [], maxRequests: Int = 1024) {
         self.queueIndex = queueIndex
@@ -174,8 +174,8 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// Replaces the call eventfd (SET_VRING_CALL while running) and signals
     /// the new one: used elements published while the frontend had none, or
     /// signalled on the old one it no longer watches, are not lost. Returns
-    /// the old eventfd for the caller to close.
-    package func replaceCallFD(_ fd: Int32) -> Int32 {
+    /// the old eventfd for the caller to close (nil: none, or none before).
+    package func replaceCallFD(_ fd: FileDescriptor?) -> FileDescriptor? {
         reactor.preconditionOnReactor()
         let old = call.replace(with: fd)
         call.signal()

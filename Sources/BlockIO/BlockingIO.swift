@@ -1,28 +1,31 @@
 import Glibc
+import Posix
 
 extension IOOperation {
     /// Runs the operation as one blocking syscall on the calling thread
-    /// (retried on EINTR); returns bytes transferred (0 for fdatasync and
-    /// fallocate) or -errno. The thread pool's workers run operations this
-    /// way, and so do reactors for files on a memory filesystem, where the
-    /// call is a page-cache copy that never waits for a device
-    /// (`FileBacking.isOnMemoryFilesystem`).
+    /// (retried on EINTR, `retryingEINTR`); returns bytes transferred (0 for
+    /// fdatasync and fallocate) or -errno. The thread pool's workers run
+    /// operations this way, and so do reactors for files on a memory
+    /// filesystem, where the call is a page-cache copy that never waits for
+    /// a device (`FileBacking.isOnMemoryFilesystem`).
     public func performBlocking() -> Int32 {
-        var result: Int
-        repeat {
+        do throws(Errno) {
             switch self {
             case let .readv(fd, iovecs, count, offset):
-                result = preadv(fd, iovecs, count, off_t(truncatingIfNeeded: offset))
+                return Int32(clamping: try fd.preadv(iovecs, count: count, offset: offset))
             case let .writev(fd, iovecs, count, offset):
-                result = pwritev(fd, iovecs, count, off_t(truncatingIfNeeded: offset))
+                return Int32(clamping: try fd.pwritev(iovecs, count: count, offset: offset))
             case let .fdatasync(fd):
-                result = Int(Glibc.fdatasync(fd))
+                try fd.dataSync()
+                return 0
             case let .fallocate(fd, mode, offset, length):
-                result = Int(Glibc.fallocate(fd, mode, off_t(truncatingIfNeeded: offset), off_t(truncatingIfNeeded: length)))
+                try fd.allocate(mode: mode, offset: offset, length: length)
+                return 0
             case let .read(fd, buffer, length):
-                result = Glibc.read(fd, buffer, length)
+                return Int32(clamping: try fd.read(into: buffer, length: length))
             }
-        } while result < 0 && errno == EINTR
-        return result < 0 ? -errno : Int32(clamping: result)
+        } catch {
+            return -error.rawValue
+        }
     }
 }

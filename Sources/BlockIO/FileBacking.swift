@@ -1,15 +1,18 @@
 import Glibc
+import Posix
 import Synchronization
 internal import CShims
 
 /// An open regular file or block device behind a bdev (`bdev_uring_*`, `bdev_aio_*`).
+///
+/// Owns `fd`: opened by `open`, closed once by `close` (or deinit).
 ///
 /// `@unchecked Sendable`: `fd`, `path`, `blockSize`, `isDirect` and
 /// `isBlockDevice` are immutable; the size is an atomic (written by
 /// `refreshSize` on the RPC thread, read by reactors); `close` is once-only.
 public final class FileBacking: @unchecked Sendable {
     public let path: String
-    public let fd: Int32
+    public let fd: FileDescriptor
     public let isBlockDevice: Bool
     /// Opened with O_DIRECT (buffers must then be aligned to `memoryAlignment`,
     /// offsets and lengths to `blockSize`).
@@ -29,7 +32,7 @@ public final class FileBacking: @unchecked Sendable {
     private let size: Atomic<UInt64>
     private let closed = Atomic<Bool>(false)
 
-    private init(path: String, fd: Int32, isBlockDevice: Bool, isDirect: Bool, blockSize: UInt32,
+    private init(path: String, fd: FileDescriptor, isBlockDevice: Bool, isDirect: Bool, blockSize: UInt32,
                  memoryAlignment: Int, sizeBytes: UInt64, isReadOnly: Bool, isOnMemoryFilesystem: Bool = false) {
         self.path = path
         self.fd = fd
@@ -46,7 +49,7 @@ public final class FileBacking: @unchecked Sendable {
 
     /// Opens the backing's path with open(2) `flags`: a descriptor, or why not.
     /// `BackingPathPolicy` passes one that opens beneath an allowed directory.
-    public typealias Opener = (_ flags: Int32) throws(BdevOpenError) -> Int32
+    public typealias Opener = (_ flags: Int32) throws(BdevOpenError) -> FileDescriptor
 
     /// Opens a regular file or a block device, read-write or read-only.
     ///
@@ -70,11 +73,14 @@ public final class FileBacking: @unchecked Sendable {
         let open: Opener
         if let opener { open = opener } else { open = plainOpener(path) }
         let probe = try open(vb_o_path() | O_CLOEXEC)
-        var st = stat()
-        let rc = fstat(probe, &st)
-        let error = errno
-        Glibc.close(probe)
-        if rc != 0 { throw .system(error, path) }
+        let st: stat
+        do throws(Errno) {
+            st = try probe.stat()
+            probe.close()
+        } catch {
+            probe.close()
+            throw .system(error.rawValue, path)
+        }
         let kind = st.st_mode & S_IFMT
         if kind == S_IFDIR { throw .system(EISDIR, path) }
         guard kind == S_IFREG || kind == S_IFBLK else {
@@ -90,11 +96,12 @@ public final class FileBacking: @unchecked Sendable {
 
     /// open(2) of `path`.
     private static func plainOpener(_ path: String) -> Opener {
-        return { flags throws(BdevOpenError) -> Int32 in
-            var fd: Int32
-            repeat { fd = Glibc.open(path, flags) } while fd < 0 && errno == EINTR
-            if fd < 0 { throw .system(errno, path) }
-            return fd
+        return { flags throws(BdevOpenError) -> FileDescriptor in
+            do throws(Errno) {
+                return try FileDescriptor.open(path, flags: flags)
+            } catch {
+                throw .system(error.rawValue, path)
+            }
         }
     }
 
@@ -113,23 +120,24 @@ public final class FileBacking: @unchecked Sendable {
         /// (io_uring would return EAGAIN for a non-blocking file). O_NOCTTY:
         /// a terminal swapped in never becomes the controlling one. Returns
         /// the descriptor and its stat, or -errno when the open itself failed.
-        func openChecked(_ extra: Int32 = 0) throws(BdevOpenError) -> (fd: Int32, stat: stat) {
+        func openChecked(_ extra: Int32 = 0) throws(BdevOpenError) -> (fd: FileDescriptor, stat: stat) {
             let fd = try open(flags | extra | O_NONBLOCK | O_NOCTTY)
-            var st = stat()
-            if fstat(fd, &st) != 0 {
-                let error = errno
-                Glibc.close(fd)
-                throw .system(error, path)
+            let st: stat
+            do throws(Errno) {
+                st = try fd.stat()
+            } catch {
+                fd.close()
+                throw .system(error.rawValue, path)
             }
             guard st.st_mode & S_IFMT == kind, st.st_dev == device, st.st_ino == inode else {
-                Glibc.close(fd)
+                fd.close()
                 throw BdevOpenError(errno: EAGAIN, message: "\(String(cString: strerror(EAGAIN))): \(path) was replaced while it was being opened; retry")
             }
-            let current = fcntl(fd, F_GETFL)
-            if current < 0 || fcntl(fd, F_SETFL, current & ~O_NONBLOCK) != 0 {
-                let error = errno
-                Glibc.close(fd)
-                throw .system(error, path)
+            do throws(Errno) {
+                try fd.setBlocking()
+            } catch {
+                fd.close()
+                throw .system(error.rawValue, path)
             }
             return (fd, st)
         }
@@ -138,13 +146,14 @@ public final class FileBacking: @unchecked Sendable {
     private static func openBlockDevice(_ opening: Opening, blockSize: UInt32?, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
         let path = opening.path
         let fd = try opening.openChecked(vb_o_direct()).fd
-        var bytes: UInt64 = 0
-        var logical: Int32 = 0
-        var rc = vb_blkgetsize64(fd, &bytes)
-        if rc == 0 { rc = vb_blksszget(fd, &logical) }
-        if rc < 0 {
-            Glibc.close(fd)
-            throw .system(-rc, path)
+        let bytes: UInt64
+        let logical: Int32
+        do throws(Errno) {
+            bytes = try fd.blockDeviceSize()
+            logical = try fd.logicalBlockSize()
+        } catch {
+            fd.close()
+            throw .system(error.rawValue, path)
         }
         let deviceBlock = UInt32(clamping: max(logical, 512))
         let chosen = blockSize ?? deviceBlock
@@ -154,7 +163,7 @@ public final class FileBacking: @unchecked Sendable {
             }
             try checkSize(bytes, blockSize: chosen, path: path)
         } catch {
-            Glibc.close(fd)
+            fd.close()
             throw error
         }
         return FileBacking(path: path, fd: fd, isBlockDevice: true, isDirect: true, blockSize: chosen,
@@ -163,7 +172,7 @@ public final class FileBacking: @unchecked Sendable {
 
     private static func openRegularFile(_ opening: Opening, blockSize: UInt32, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
         let path = opening.path
-        var opened: (fd: Int32, stat: stat)
+        var opened: (fd: FileDescriptor, stat: stat)
         var direct = true
         do throws(BdevOpenError) {
             opened = try opening.openChecked(vb_o_direct())
@@ -177,12 +186,12 @@ public final class FileBacking: @unchecked Sendable {
         do throws(BdevOpenError) {
             try checkSize(bytes, blockSize: blockSize, path: path)
         } catch {
-            Glibc.close(fd)
+            fd.close()
             throw error
         }
         if direct && !directReadWorks(fd: fd, blockSize: blockSize) {
             // The filesystem's direct-I/O alignment is coarser than blockSize.
-            Glibc.close(fd)
+            fd.close()
             fd = try opening.openChecked().fd
             direct = false
         }
@@ -194,20 +203,17 @@ public final class FileBacking: @unchecked Sendable {
     /// statfs(2) f_type of tmpfs (also shmem behind memfd) and ramfs.
     static let memoryFilesystemTypes: Set<Int> = [0x0102_1994, 0x8584_58f6]
 
-    private static func isMemoryFilesystem(_ fd: Int32) -> Bool {
-        var fs = statfs()
-        guard fstatfs(fd, &fs) == 0 else { return false }
+    private static func isMemoryFilesystem(_ fd: FileDescriptor) -> Bool {
+        guard let fs = try? fd.fileSystemStatus() else { return false }
         return memoryFilesystemTypes.contains(Int(truncatingIfNeeded: fs.f_type))
     }
 
     /// One O_DIRECT read of `blockSize` bytes at offset 0 into a 512-aligned buffer.
-    private static func directReadWorks(fd: Int32, blockSize: UInt32) -> Bool {
+    private static func directReadWorks(fd: FileDescriptor, blockSize: UInt32) -> Bool {
         var buffer: UnsafeMutableRawPointer?
         guard posix_memalign(&buffer, 512, Int(blockSize)) == 0, let buffer else { return false }
         defer { free(buffer) }
-        var n: Int
-        repeat { n = pread(fd, buffer, Int(blockSize), 0) } while n < 0 && errno == EINTR
-        return n >= 0
+        return (try? fd.pread(into: buffer, length: Int(blockSize), offset: 0)) != nil
     }
 
     private static func checkSize(_ bytes: UInt64, blockSize: UInt32, path: String) throws(BdevOpenError) {
@@ -225,14 +231,17 @@ public final class FileBacking: @unchecked Sendable {
         if closed.load(ordering: .acquiring) { throw .system(EBADF, path) }
         let bytes: UInt64
         if isBlockDevice {
-            var value: UInt64 = 0
-            let rc = vb_blkgetsize64(fd, &value)
-            if rc < 0 { throw .system(-rc, path) }
-            bytes = value
+            do throws(Errno) {
+                bytes = try fd.blockDeviceSize()
+            } catch {
+                throw .system(error.rawValue, path)
+            }
         } else {
-            var st = stat()
-            if fstat(fd, &st) != 0 { throw .system(errno, path) }
-            bytes = UInt64(clamping: st.st_size)
+            do throws(Errno) {
+                bytes = UInt64(clamping: try fd.stat().st_size)
+            } catch {
+                throw .system(error.rawValue, path)
+            }
         }
         size.store(bytes, ordering: .releasing)
         return bytes
@@ -248,13 +257,17 @@ public final class FileBacking: @unchecked Sendable {
         }
         guard !isReadOnly else { throw .invalid("\(path) is open read-only") }
         guard let length = off_t(exactly: newSize), newSize > 0 else { throw .invalid("Invalid size \(newSize)") }
-        if ftruncate(fd, length) != 0 { throw .system(errno, path) }
+        do throws(Errno) {
+            try fd.truncate(to: length)
+        } catch {
+            throw .system(error.rawValue, path)
+        }
         try refreshSize()
     }
 
     /// Closes the descriptor (once; later calls do nothing). No I/O may be in flight.
     public func close() {
         let (exchanged, _) = closed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing)
-        if exchanged { Glibc.close(fd) }
+        if exchanged { fd.close() }
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import Posix
 
 /// One asynchronous operation for an `IOEngine`.
 ///
@@ -6,18 +7,18 @@ import Glibc
 /// delivered (the engine and the kernel may read or write through it until then).
 public enum IOOperation {
     /// `preadv(2)`: scatter read at `offset`.
-    case readv(fd: Int32, iovecs: UnsafePointer<iovec>, count: Int32, offset: UInt64)
+    case readv(fd: FileDescriptor, iovecs: UnsafePointer<iovec>, count: Int32, offset: UInt64)
     /// `pwritev(2)`: gather write at `offset`.
-    case writev(fd: Int32, iovecs: UnsafePointer<iovec>, count: Int32, offset: UInt64)
+    case writev(fd: FileDescriptor, iovecs: UnsafePointer<iovec>, count: Int32, offset: UInt64)
     /// `fdatasync(2)`: the virtio-blk FLUSH request (virtio 1.2 §5.2.6.1).
-    case fdatasync(fd: Int32)
+    case fdatasync(fd: FileDescriptor)
     /// `fallocate(2)`: discard / write-zeroes (see `FallocateMode`).
-    case fallocate(fd: Int32, mode: Int32, offset: UInt64, length: UInt64)
+    case fallocate(fd: FileDescriptor, mode: Int32, offset: UInt64, length: UInt64)
     /// `read(2)` that completes once `fd` is readable (an eventfd: guest kick,
     /// cross-thread message, a secondary engine's completions). This puts the
     /// reactor's single wait point in the same engine as the disk I/O.
     /// The fd should be non-blocking.
-    case read(fd: Int32, buffer: UnsafeMutableRawPointer, length: Int)
+    case read(fd: FileDescriptor, buffer: UnsafeMutableRawPointer, length: Int)
 }
 
 /// An asynchronous I/O engine (cloud-hypervisor's `AsyncIo`): queue, submit

@@ -1,3 +1,5 @@
+import Posix
+
 /// A `ThreadPoolEngine`'s jobs, oldest first, with how many run per file
 /// (under `PoolShared.jobs`' lock).
 ///
@@ -18,8 +20,8 @@ struct PoolJobQueue {
     private(set) var busy = 0
     private var items: [PoolJob] = []
     private var head = 0
-    private var running: [Int32: Int] = [:]
-    private var waitingPerFile: [Int32: Int] = [:]
+    private var running: [FileDescriptor: Int] = [:]
+    private var waitingPerFile: [FileDescriptor: Int] = [:]
     private var owedTokens = 0
 
     init(perFileLimit: Int) { self.perFileLimit = max(perFileLimit, 1) }
@@ -89,7 +91,7 @@ struct PoolJobQueue {
 
 extension PoolJob {
     /// The file the job works on: the unit `PoolJobQueue` limits.
-    var fileDescriptor: Int32 {
+    var fileDescriptor: FileDescriptor {
         switch op {
         case .readv(let fd, _, _, _), .writev(let fd, _, _, _), .fdatasync(let fd), .fallocate(let fd, _, _, _),
              .read(let fd, _, _):

@@ -25,7 +25,7 @@ public final class ThreadPoolEngine: IOEngine {
     public private(set) var inFlight = 0
     public var freeSlots: Int { capacity - inFlight }
     /// Becomes readable when worker completions are waiting for `reapCompletions`.
-    public var completionEventFD: Int32 { shared.completionEvent.fd.rawValue }
+    public var completionEventFD: FileDescriptor { shared.completionEvent.fd }
 
     /// The most workers it grows to.
     public let maxThreads: Int
@@ -34,7 +34,7 @@ public final class ThreadPoolEngine: IOEngine {
     private let shared: PoolShared
     private var workers: [pthread_t] = []
     private let logger: Logger
-    private let epollFD: Int32
+    private let epoll: FileDescriptor
     private var unsubmitted: [PoolJob] = []
     private var reaped: [PoolCompletion] = []
     /// Completions decided on the engine thread (e.g. a `.read` whose fd epoll refuses).
@@ -60,20 +60,21 @@ public final class ThreadPoolEngine: IOEngine {
         self.workerCPUs = workerCPUs
         self.logger = logger
         let shared = try PoolShared(perFileLimit: max(threads, 1))
-        let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
-        if epollFD < 0 {
-            let error = Errno.current
+        let epoll: FileDescriptor
+        do {
+            epoll = FileDescriptor(try retryingEINTR { epoll_create1(Int32(EPOLL_CLOEXEC)) })
+        } catch {
             shared.close()
             throw error
         }
-        let rc = vb_epoll_ctl(epollFD, EPOLL_CTL_ADD, shared.completionEvent.fd.rawValue, EPOLLIN.rawValue, Self.completionKey)
+        let rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, shared.completionEvent.fd.rawValue, EPOLLIN.rawValue, Self.completionKey)
         if rc < 0 {
-            Glibc.close(epollFD)
+            epoll.close()
             shared.close()
             throw Errno(-rc)
         }
         self.shared = shared
-        self.epollFD = epollFD
+        self.epoll = epoll
         self.eventMasks = .allocate(capacity: Int(Self.maxEvents))
         self.eventDatas = .allocate(capacity: Int(Self.maxEvents))
         for _ in 0..<max(threads, 1) {
@@ -114,7 +115,7 @@ public final class ThreadPoolEngine: IOEngine {
         shared.stop(workers: workers.count)
         for thread in workers { PosixThread.join(thread) }
         workers.removeAll()
-        Glibc.close(epollFD)
+        epoll.close()
         shared.close()
     }
 
@@ -123,7 +124,7 @@ public final class ThreadPoolEngine: IOEngine {
         inFlight += 1
         if case let .read(fd, buffer, length) = op {
             reads.append(PendingRead(tag: tag, buffer: buffer, length: length), fd: fd)
-            let rc = reads.arm(fd, epollFD: epollFD)
+            let rc = reads.arm(fd, epoll: epoll)
             if rc < 0 { failReads(fd: fd, error: rc) }
         } else {
             unsubmitted.append(PoolJob(op: op, tag: tag))
@@ -185,14 +186,14 @@ public final class ThreadPoolEngine: IOEngine {
             } else {
                 timeoutMs = -1
             }
-            let count = vb_epoll_wait(epollFD, eventMasks, eventDatas, Self.maxEvents, timeoutMs)
+            let count = vb_epoll_wait(epoll.rawValue, eventMasks, eventDatas, Self.maxEvents, timeoutMs)
             if count > 0 {
                 for index in 0..<Int(count) {
                     let key = eventDatas[index]
                     if key == Self.completionKey {
                         delivered += deliverCompletions(handler)
                     } else {
-                        delivered += serviceRead(fd: Int32(truncatingIfNeeded: key), handler)
+                        delivered += serviceRead(fd: FileDescriptor(Int32(truncatingIfNeeded: key)), handler)
                     }
                 }
             }
@@ -203,26 +204,26 @@ public final class ThreadPoolEngine: IOEngine {
     // MARK: - Reads
 
     /// One read attempt on a readable fd (one per readiness: a blocking fd must not block).
-    private func serviceRead(fd: Int32, _ handler: (UInt64, Int32) -> Void) -> Int {
+    private func serviceRead(fd: FileDescriptor, _ handler: (UInt64, Int32) -> Void) -> Int {
         reads.disarmed(fd)
         guard let pending = reads.first(fd) else { return 0 }
-        var result: Int
-        repeat {
-            result = Glibc.read(fd, pending.buffer, pending.length)
-        } while result < 0 && errno == EINTR
-        let error = errno
-        if result < 0 && (error == EAGAIN || error == EWOULDBLOCK) {
-            let rc = reads.arm(fd, epollFD: epollFD)
+        let result: Int32
+        do throws(Errno) {
+            result = Int32(clamping: try fd.read(into: pending.buffer, length: pending.length))
+        } catch where error == .EAGAIN || error.rawValue == EWOULDBLOCK {
+            let rc = reads.arm(fd, epoll: epoll)
             if rc < 0 { failReads(fd: fd, error: rc) }
             return 0
+        } catch {
+            result = -error.rawValue
         }
         reads.removeFirst(fd)
         if reads.first(fd) != nil {
-            let rc = reads.arm(fd, epollFD: epollFD)
+            let rc = reads.arm(fd, epoll: epoll)
             if rc < 0 { failReads(fd: fd, error: rc) }
         }
         inFlight -= 1
-        handler(pending.tag, result < 0 ? -error : Int32(clamping: result))
+        handler(pending.tag, result)
         return 1
     }
 
@@ -232,11 +233,11 @@ public final class ThreadPoolEngine: IOEngine {
     public func cancelRead(tag: UInt64) {
         guard let (read, fd) = reads.remove(tag: tag) else { return }
         immediate.append(PoolCompletion(tag: read.tag, result: -ECANCELED))
-        if reads.first(fd) == nil { reads.unregister(fd, epollFD: epollFD) }
+        if reads.first(fd) == nil { reads.unregister(fd, epoll: epoll) }
     }
 
     /// Completes every pending read on `fd` with `error` (-errno), on the next reap.
-    private func failReads(fd: Int32, error: Int32) {
+    private func failReads(fd: FileDescriptor, error: Int32) {
         for read in reads.removeAll(fd) { immediate.append(PoolCompletion(tag: read.tag, result: error)) }
     }
 }
@@ -251,20 +252,20 @@ struct PendingRead {
 
 /// Pending reads per fd and their EPOLLONESHOT registrations (engine thread only).
 struct ReadWaiters {
-    private var byFD: [Int32: [PendingRead]] = [:]
-    private var registered: Set<Int32> = []
-    private var armed: Set<Int32> = []
+    private var byFD: [FileDescriptor: [PendingRead]] = [:]
+    private var registered: Set<FileDescriptor> = []
+    private var armed: Set<FileDescriptor> = []
 
-    mutating func append(_ read: PendingRead, fd: Int32) { byFD[fd, default: []].append(read) }
-    func first(_ fd: Int32) -> PendingRead? { byFD[fd]?.first }
-    mutating func removeFirst(_ fd: Int32) {
+    mutating func append(_ read: PendingRead, fd: FileDescriptor) { byFD[fd, default: []].append(read) }
+    func first(_ fd: FileDescriptor) -> PendingRead? { byFD[fd]?.first }
+    mutating func removeFirst(_ fd: FileDescriptor) {
         guard var list = byFD[fd], !list.isEmpty else { return }
         list.removeFirst()
         byFD[fd] = list.isEmpty ? nil : list
     }
-    mutating func removeAll(_ fd: Int32) -> [PendingRead] { byFD.removeValue(forKey: fd) ?? [] }
+    mutating func removeAll(_ fd: FileDescriptor) -> [PendingRead] { byFD.removeValue(forKey: fd) ?? [] }
     /// Takes the read with `tag` out, wherever it waits; returns it and its fd.
-    mutating func remove(tag: UInt64) -> (PendingRead, Int32)? {
+    mutating func remove(tag: UInt64) -> (PendingRead, FileDescriptor)? {
         for (fd, list) in byFD {
             guard let index = list.firstIndex(where: { $0.tag == tag }) else { continue }
             var rest = list
@@ -276,27 +277,27 @@ struct ReadWaiters {
     }
 
     /// Takes `fd` out of the epoll set (an fd no read waits on any more).
-    mutating func unregister(_ fd: Int32, epollFD: Int32) {
+    mutating func unregister(_ fd: FileDescriptor, epoll: FileDescriptor) {
         guard registered.remove(fd) != nil else { return }
         armed.remove(fd)
-        _ = vb_epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, 0, 0)
+        _ = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_DEL, fd.rawValue, 0, 0)
     }
     /// EPOLLONESHOT fired: the registration is disabled until re-armed.
-    mutating func disarmed(_ fd: Int32) { armed.remove(fd) }
+    mutating func disarmed(_ fd: FileDescriptor) { armed.remove(fd) }
 
     /// Arms `fd` for one EPOLLIN report; returns 0 or -errno. A registration
     /// whose fd was closed meanwhile (the kernel dropped it) is re-added.
-    mutating func arm(_ fd: Int32, epollFD: Int32) -> Int32 {
+    mutating func arm(_ fd: FileDescriptor, epoll: FileDescriptor) -> Int32 {
         if armed.contains(fd) { return 0 }
         let events = EPOLLIN.rawValue | EPOLLONESHOT.rawValue
-        let key = UInt64(UInt32(bitPattern: fd))
+        let key = UInt64(UInt32(bitPattern: fd.rawValue))
         var rc: Int32
         if registered.contains(fd) {
-            rc = vb_epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, events, key)
-            if rc == -ENOENT { rc = vb_epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, events, key) }
+            rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, fd.rawValue, events, key)
+            if rc == -ENOENT { rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, fd.rawValue, events, key) }
         } else {
-            rc = vb_epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, events, key)
-            if rc == -EEXIST { rc = vb_epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, events, key) }
+            rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, fd.rawValue, events, key)
+            if rc == -EEXIST { rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, fd.rawValue, events, key) }
         }
         if rc < 0 {
             registered.remove(fd)
@@ -372,17 +373,18 @@ final class PoolShared: Sendable {
 
     private func post(_ count: UInt64) {
         guard count > 0 else { return }
-        var value = count
-        _ = withUnsafeBytes(of: &value) { Glibc.write(jobTokens.fd.rawValue, $0.baseAddress, 8) }
+        _ = try? jobTokens.fd.addToCounter(count)
     }
 
     /// A worker: take a token, run a job, queue its completion, signal; then
     /// any job an owed token left for it.
     func workerLoop() {
-        var token: UInt64 = 0
         while true {
-            let n = withUnsafeMutableBytes(of: &token) { Glibc.read(jobTokens.fd.rawValue, $0.baseAddress, 8) }
-            if n < 0 && errno != EINTR && errno != EAGAIN { return }  // fd closed: give up
+            do throws(Errno) {
+                _ = try jobTokens.fd.takeCounter()
+            } catch where error != .EAGAIN {
+                return  // fd closed: give up
+            } catch {}
             let (taken, stopping) = jobs.withLock { queue in (queue.take(), queue.stopping) }
             guard var job = taken else {
                 if stopping { return }

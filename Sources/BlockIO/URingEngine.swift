@@ -153,20 +153,23 @@ public final class URingEngine: IOEngine {
         resultBatch.deallocate()
     }
 
+    /// The SQE helpers take the descriptor number: the one place an
+    /// operation's `FileDescriptor` is unwrapped (the kernel runs the call,
+    /// and reports EINTR, if ever, as a completion result).
     public func enqueue(_ op: IOOperation, tag: UInt64) -> Bool {
         guard inFlight < capacity, let sqe = io_uring_get_sqe(ring) else { return false }
         switch op {
         case let .readv(fd, iovecs, count, offset):
-            io_uring_prep_readv(sqe, fd, iovecs, UInt32(bitPattern: count), offset)
+            io_uring_prep_readv(sqe, fd.rawValue, iovecs, UInt32(bitPattern: count), offset)
         case let .writev(fd, iovecs, count, offset):
-            io_uring_prep_writev(sqe, fd, iovecs, UInt32(bitPattern: count), offset)
+            io_uring_prep_writev(sqe, fd.rawValue, iovecs, UInt32(bitPattern: count), offset)
         case let .fdatasync(fd):
-            io_uring_prep_fsync(sqe, fd, UInt32(IORING_FSYNC_DATASYNC))
+            io_uring_prep_fsync(sqe, fd.rawValue, UInt32(IORING_FSYNC_DATASYNC))
         case let .fallocate(fd, mode, offset, length):
-            io_uring_prep_fallocate(sqe, fd, mode, off_t(truncatingIfNeeded: offset), off_t(truncatingIfNeeded: length))
+            io_uring_prep_fallocate(sqe, fd.rawValue, mode, off_t(truncatingIfNeeded: offset), off_t(truncatingIfNeeded: length))
         case let .read(fd, buffer, length):
             // Offset -1: the file position (eventfds, pipes, sockets).
-            io_uring_prep_read(sqe, fd, buffer, UInt32(clamping: max(length, 0)), UInt64.max)
+            io_uring_prep_read(sqe, fd.rawValue, buffer, UInt32(clamping: max(length, 0)), UInt64.max)
         }
         io_uring_sqe_set_data64(sqe, tag)
         inFlight += 1

@@ -398,7 +398,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
     }
 
     private func armInbox() {
-        let fd = inboxEvent.fd.rawValue
+        let fd = inboxEvent.fd
         _ = primary.enqueue(.read(fd: fd, buffer: inboxBuffer, length: 8), tag: UInt64(Self.inboxTaskID) << 32)
     }
 

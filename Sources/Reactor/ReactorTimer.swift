@@ -10,7 +10,7 @@ import Posix
 /// Thread confinement: create, arm, close and get called back on `reactor`'s thread.
 public final class ReactorTimer: ReactorTask {
     private let reactor: Reactor
-    private let fd: Int32
+    private let timer: TimerFD
     /// The timerfd read's landing zone (owned; freed in deinit).
     private let buffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     private var taskID: UInt32 = 0
@@ -27,12 +27,12 @@ public final class ReactorTimer: ReactorTask {
         self.reactor = reactor
         reactor.preconditionOnReactor()
         // Blocking on purpose: io_uring polls it, the thread pool reads it on a worker.
-        let created = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
-        guard created >= 0 else {
+        do {
+            timer = try TimerFD()
+        } catch {
             buffer.deallocate()
-            throw Errno.current
+            throw error
         }
-        fd = created
         self.fired = fired
         taskID = reactor.register(self)
     }
@@ -66,15 +66,12 @@ public final class ReactorTimer: ReactorTask {
     }
 
     private func setTime(_ nanoseconds: UInt64) {
-        var spec = itimerspec()
-        spec.it_value.tv_sec = Int(nanoseconds / 1_000_000_000)
-        spec.it_value.tv_nsec = Int(nanoseconds % 1_000_000_000)
-        _ = timerfd_settime(fd, 0, &spec, nil)
+        _ = try? timer.arm(afterNanoseconds: nanoseconds)
     }
 
     private func queueRead() {
         guard !readQueued else { return }
-        readQueued = reactor.enqueue(.read(fd: fd, buffer: buffer, length: 8), task: taskID, slot: 0)
+        readQueued = reactor.enqueue(.read(fd: timer.fd, buffer: buffer, length: 8), task: taskID, slot: 0)
         if !readQueued {
             reactor.markDirty(taskID)  // engine full (not expected: one slot per task is reserved); retried at flush
         }
@@ -82,7 +79,7 @@ public final class ReactorTimer: ReactorTask {
 
     private func finishClose() {
         reactor.unregister(taskID)
-        Glibc.close(fd)
+        timer.close()
     }
 
     // MARK: ReactorTask

@@ -2,6 +2,7 @@ import BlockIO
 import CShims
 import Glibc
 import JSONRPC
+import Posix
 
 /// Which paths `bdev_uring_create` and `bdev_aio_create` may open (issue 5,
 /// "who may do what"): absolute paths only, never a directory or a character
@@ -124,9 +125,9 @@ struct BackingTarget: Sendable {
         guard let (directory, relative) = beneath.map({ ($0.directory, $0.relative) }) else { return nil }
         let filename = filename
         let path = path
-        return { flags throws(BdevOpenError) -> Int32 in
+        return { flags throws(BdevOpenError) -> FileDescriptor in
             let fd = Self.open(relative, beneath: directory.fd, flags: flags)
-            if fd >= 0 { return fd }
+            if fd >= 0 { return FileDescriptor(fd) }
             switch -fd {
             case EXDEV, ELOOP:
                 // EXDEV: the resolution left the directory (a component

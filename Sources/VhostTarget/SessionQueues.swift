@@ -30,7 +30,7 @@ extension VhostUserSession {
     func setCall(queue i: Int, fd: Int32) {
         let old: Int32
         if let server = vrings[i].server {
-            old = server.reactor.postAndWait { server.replaceCallFD(fd) }
+            old = server.reactor.postAndWait { server.replaceCallFD(fd >= 0 ? FileDescriptor(fd) : nil) }?.rawValue ?? -1
         } else {
             old = vrings[i].callFD
         }
@@ -102,7 +102,7 @@ extension VhostUserSession {
         let tracking = inflightState(queue: i, ring: queue, base: vring.base)
         if tracking.lastAvailIdx != vring.base { queue = try ring(lastAvailIdx: tracking.lastAvailIdx) }
         let server = VirtqueueServer(
-            queueIndex: i, ring: queue, memory: memory, kickFD: vring.kickFD, callFD: vring.callFD,
+            queueIndex: i, ring: queue, memory: memory, kickFD: FileDescriptor(vring.kickFD), callFD: vring.callFD >= 0 ? FileDescriptor(vring.callFD) : nil,
             backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
             inflight: tracking.area, resubmit: tracking.resubmit, maxRequests: controller.limits.maxRequestsPerQueue)
         vrings[i].server = server

@@ -34,7 +34,7 @@ import Virtio
             try reactor.start()
             let backend = DeviceBackend(storage: .null, capacitySectors: 8, readOnly: false, blockSize: 512, serial: [])
             server = VirtqueueServer(
-                queueIndex: 0, ring: ring, memory: memory, kickFD: kick.fd.rawValue, callFD: call.fd.rawValue,
+                queueIndex: 0, ring: ring, memory: memory, kickFD: kick.fd, callFD: call.fd,
                 backend: backend, reactor: reactor, logger: logger)
             let server = self.server
             reactor.postAndWait { server.start() }

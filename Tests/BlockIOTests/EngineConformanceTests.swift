@@ -24,7 +24,7 @@ struct EngineConformanceTests {
         out[0].fill(pattern: 7)
         out[1].fill(pattern: 99)
         let outVecs = IOVecs(out)
-        #expect(engine.enqueue(.writev(fd: fd, iovecs: outVecs.pointer, count: 2, offset: 16384), tag: 1))
+        #expect(engine.enqueue(.writev(fd: FileDescriptor(fd), iovecs: outVecs.pointer, count: 2, offset: 16384), tag: 1))
         #expect(engine.inFlight == 1)
         let written = collect(engine, count: 1)
         #expect(written.results == [1: 12288])
@@ -32,7 +32,7 @@ struct EngineConformanceTests {
 
         let back = [AlignedBuffer(count: 8192), AlignedBuffer(count: 4096)]
         let backVecs = IOVecs(back)
-        #expect(engine.enqueue(.readv(fd: fd, iovecs: backVecs.pointer, count: 2, offset: 16384), tag: 2))
+        #expect(engine.enqueue(.readv(fd: FileDescriptor(fd), iovecs: backVecs.pointer, count: 2, offset: 16384), tag: 2))
         let read = collect(engine, count: 1)
         #expect(read.results == [2: 12288])
         #expect(back[0].bytes + back[1].bytes == out[0].bytes + out[1].bytes)
@@ -46,7 +46,7 @@ struct EngineConformanceTests {
         let fd = file.open(O_RDWR)
         try #require(fd >= 0)
         defer { close(fd) }
-        #expect(engine.enqueue(.fdatasync(fd: fd), tag: 42))
+        #expect(engine.enqueue(.fdatasync(fd: FileDescriptor(fd)), tag: 42))
         engine.submit()
         #expect(collect(engine, count: 1).results == [42: 0])
     }
@@ -60,15 +60,15 @@ struct EngineConformanceTests {
         defer { close(fd) }
         let data = AlignedBuffer(count: 8192, fill: 0xAB)
         let vecs = IOVecs([data])
-        #expect(engine.enqueue(.writev(fd: fd, iovecs: vecs.pointer, count: 1, offset: 0), tag: 1))
+        #expect(engine.enqueue(.writev(fd: FileDescriptor(fd), iovecs: vecs.pointer, count: 1, offset: 0), tag: 1))
         #expect(collect(engine, count: 1).results == [1: 8192])
 
-        #expect(engine.enqueue(.fallocate(fd: fd, mode: FallocateMode.punchHole, offset: 0, length: 4096), tag: 2))
+        #expect(engine.enqueue(.fallocate(fd: FileDescriptor(fd), mode: FallocateMode.punchHole, offset: 0, length: 4096), tag: 2))
         #expect(collect(engine, count: 1).results == [2: 0])
 
         let back = AlignedBuffer(count: 8192, fill: 0x55)
         let backVecs = IOVecs([back])
-        #expect(engine.enqueue(.readv(fd: fd, iovecs: backVecs.pointer, count: 1, offset: 0), tag: 3))
+        #expect(engine.enqueue(.readv(fd: FileDescriptor(fd), iovecs: backVecs.pointer, count: 1, offset: 0), tag: 3))
         #expect(collect(engine, count: 1).results == [3: 8192])
         #expect(back.bytes[0..<4096].allSatisfy { $0 == 0 })
         #expect(back.bytes[4096...].allSatisfy { $0 == 0xAB })
@@ -84,21 +84,21 @@ struct EngineConformanceTests {
         defer { close(fd) }
         let data = AlignedBuffer(count: 8192, fill: 0xCD)
         let vecs = IOVecs([data])
-        #expect(engine.enqueue(.writev(fd: fd, iovecs: vecs.pointer, count: 1, offset: 0), tag: 1))
+        #expect(engine.enqueue(.writev(fd: FileDescriptor(fd), iovecs: vecs.pointer, count: 1, offset: 0), tag: 1))
         #expect(collect(engine, count: 1).results == [1: 8192])
 
         let mode = FallocateMode.writeZeroes(unmap: false)
-        #expect(engine.enqueue(.fallocate(fd: fd, mode: mode, offset: 4096, length: 4096), tag: 2))
+        #expect(engine.enqueue(.fallocate(fd: FileDescriptor(fd), mode: mode, offset: 4096, length: 4096), tag: 2))
         var result = collect(engine, count: 1).results[2]
         if let first = result, let retry = FallocateMode.fallback(after: mode, result: first) {
             #expect(placement == .tmpfs, "only tmpfs should refuse ZERO_RANGE, got \(first)")
-            #expect(engine.enqueue(.fallocate(fd: fd, mode: retry, offset: 4096, length: 4096), tag: 3))
+            #expect(engine.enqueue(.fallocate(fd: FileDescriptor(fd), mode: retry, offset: 4096, length: 4096), tag: 3))
             result = collect(engine, count: 1).results[3]
         }
         #expect(result == 0)
         let back = AlignedBuffer(count: 8192, fill: 0x55)
         let backVecs = IOVecs([back])
-        #expect(engine.enqueue(.readv(fd: fd, iovecs: backVecs.pointer, count: 1, offset: 0), tag: 4))
+        #expect(engine.enqueue(.readv(fd: FileDescriptor(fd), iovecs: backVecs.pointer, count: 1, offset: 0), tag: 4))
         #expect(collect(engine, count: 1).results == [4: 8192])
         #expect(back.bytes[0..<4096].allSatisfy { $0 == 0xCD })
         #expect(back.bytes[4096...].allSatisfy { $0 == 0 })
@@ -111,7 +111,7 @@ struct EngineConformanceTests {
         let event = try EventFD(nonBlocking: nonBlocking)
         defer { event.close() }
         let buffer = AlignedBuffer(count: 8)
-        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 5))
+        #expect(engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: 5))
         #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
         #expect(engine.wait(timeoutNanoseconds: 20_000_000) { _, _ in } == 0)
         #expect(engine.inFlight == 1)
@@ -137,8 +137,8 @@ struct EngineConformanceTests {
         let event = try EventFD()
         defer { event.close() }
         let buffer = AlignedBuffer(count: 8)
-        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 11))
-        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 12))
+        #expect(engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: 11))
+        #expect(engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: 12))
         #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
         engine.cancelRead(tag: 11)
         engine.cancelRead(tag: 999)  // no such read: nothing happens
@@ -168,7 +168,7 @@ struct EngineConformanceTests {
         defer { event.close() }
         let buffer = AlignedBuffer(count: 8)
         var accepted: UInt64 = 0
-        while engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: accepted) {
+        while engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: accepted) {
             accepted += 1
             if accepted > 1000 { break }
         }
@@ -194,7 +194,7 @@ struct EngineConformanceTests {
             // fd; the next session's eventfd often gets the same number.
             let event = try EventFD()
             let tag = UInt64(round)
-            #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: tag))
+            #expect(engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: tag))
             #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
             engine.cancelRead(tag: tag)
             #expect(collect(engine, count: 1).results == [tag: -ECANCELED])
@@ -202,7 +202,7 @@ struct EngineConformanceTests {
         }
         let event = try EventFD()
         defer { event.close() }
-        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 7))
+        #expect(engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: 7))
         #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
         event.signal()
         #expect(collect(engine, count: 1, seconds: 2).results == [7: 8])
@@ -214,7 +214,7 @@ struct EngineConformanceTests {
         let event = try EventFD()
         defer { event.close() }
         let buffer = AlignedBuffer(count: 8)
-        #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 9))
+        #expect(engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: 9))
         #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
         event.signal()
         event.signal()
@@ -239,7 +239,7 @@ struct EngineConformanceTests {
         outcome.value.initialize(to: 12345)
         let worker = try PosixThread.start(name: "test-reactor") {
             let engine = box.value
-            guard engine.enqueue(.fdatasync(fd: fd), tag: 1) else { return }
+            guard engine.enqueue(.fdatasync(fd: FileDescriptor(fd)), tag: 1) else { return }
             let collected = collect(engine, count: 1)
             outcome.value.pointee = collected.results[1] ?? -1
         }
@@ -259,9 +259,9 @@ struct EngineConformanceTests {
         // An fd number nothing in this process has open (a closed fd could be
         // reused by a test running in parallel).
         let notOpen: Int32 = 987_654
-        #expect(engine.enqueue(.readv(fd: notOpen, iovecs: vecs.pointer, count: 1, offset: 0), tag: 1))
-        #expect(engine.enqueue(.writev(fd: readOnly, iovecs: vecs.pointer, count: 1, offset: 0), tag: 2))
-        #expect(engine.enqueue(.fdatasync(fd: notOpen), tag: 3))
+        #expect(engine.enqueue(.readv(fd: FileDescriptor(notOpen), iovecs: vecs.pointer, count: 1, offset: 0), tag: 1))
+        #expect(engine.enqueue(.writev(fd: FileDescriptor(readOnly), iovecs: vecs.pointer, count: 1, offset: 0), tag: 2))
+        #expect(engine.enqueue(.fdatasync(fd: FileDescriptor(notOpen)), tag: 3))
         let collected = collect(engine, count: 3)
         #expect(collected.results == [1: -EBADF, 2: -EBADF, 3: -EBADF])
         withExtendedLifetime(vecs) {}
@@ -275,7 +275,7 @@ struct EngineConformanceTests {
         try #require(fd >= 0)
         defer { close(fd) }
         var accepted: UInt64 = 0
-        while engine.enqueue(.fdatasync(fd: fd), tag: accepted) {
+        while engine.enqueue(.fdatasync(fd: FileDescriptor(fd)), tag: accepted) {
             accepted += 1
             if accepted > 10_000 { break }
         }
@@ -287,7 +287,7 @@ struct EngineConformanceTests {
         collect(engine, count: 1, into: &collected)
         #expect(!collected.results.isEmpty)
         #expect(engine.freeSlots == collected.results.count)
-        #expect(engine.enqueue(.fdatasync(fd: fd), tag: 1000))
+        #expect(engine.enqueue(.fdatasync(fd: FileDescriptor(fd)), tag: 1000))
         collect(engine, count: Int(accepted) + 1 - collected.results.count, into: &collected)
         #expect(collected.results.count == Int(accepted) + 1)
         #expect(collected.duplicates.isEmpty)
@@ -318,8 +318,8 @@ struct EngineConformanceTests {
             while next < total, let slot = freeSlots.last, engine.freeSlots > 0 {
                 let offset = UInt64.random(in: 0..<256, using: &rng) * 4096
                 let op: IOOperation = next % 2 == 0
-                    ? .writev(fd: fd, iovecs: vecs[slot].pointer, count: 1, offset: offset)
-                    : .readv(fd: fd, iovecs: vecs[slot].pointer, count: 1, offset: offset)
+                    ? .writev(fd: FileDescriptor(fd), iovecs: vecs[slot].pointer, count: 1, offset: offset)
+                    : .readv(fd: FileDescriptor(fd), iovecs: vecs[slot].pointer, count: 1, offset: offset)
                 guard engine.enqueue(op, tag: next) else { break }
                 freeSlots.removeLast()
                 slotOfTag[next] = slot

@@ -1,6 +1,7 @@
 import BlockIO
 import DaemonTestSupport
 import Glibc
+import Posix
 import Testing
 
 @Suite("FileBacking")
@@ -46,12 +47,12 @@ struct FileBackingTests {
         var calls = 0
         let failure: BdevOpenError?
         do {
-            let backing = try FileBacking.open(path: first.path, readOnly: false, blockSize: nil) { flags throws(BdevOpenError) -> Int32 in
+            let backing = try FileBacking.open(path: first.path, readOnly: false, blockSize: nil) { flags throws(BdevOpenError) -> FileDescriptor in
                 calls += 1
                 // The O_PATH probe sees the first file; the open for I/O the second.
                 let fd = Glibc.open(calls == 1 ? first.path : second.path, flags)
                 if fd < 0 { throw BdevOpenError(errno: errno, message: "open") }
-                return fd
+                return FileDescriptor(fd)
             }
             backing.close()
             failure = nil
@@ -96,7 +97,7 @@ struct FileBackingTests {
         #expect(truncate(file.path, 2 << 20) == 0)
         #expect(try backing.refreshSize() == 2 << 20)
         #expect(backing.sizeBytes == 2 << 20)
-        let flags = fcntl(backing.fd, F_GETFL)
+        let flags = fcntl(backing.fd.rawValue, F_GETFL)
         #expect(flags & O_DIRECT != 0)
         #expect(flags & O_ACCMODE == O_RDWR)
     }
@@ -108,7 +109,7 @@ struct FileBackingTests {
         defer { backing.close() }
         #expect(backing.blockSize == 4096)
         #expect(backing.isReadOnly)
-        #expect(fcntl(backing.fd, F_GETFL) & O_ACCMODE == O_RDONLY)
+        #expect(fcntl(backing.fd.rawValue, F_GETFL) & O_ACCMODE == O_RDONLY)
     }
 
     /// Linux 6.6+ gives tmpfs O_DIRECT, so the outcome depends on the kernel:
@@ -140,7 +141,7 @@ struct FileBackingTests {
         defer { backing.close() }
         #expect(!backing.isDirect)
         #expect(backing.memoryAlignment == 1)
-        #expect(fcntl(backing.fd, F_GETFL) & O_DIRECT == 0)
+        #expect(fcntl(backing.fd.rawValue, F_GETFL) & O_DIRECT == 0)
     }
 
     @Test("a loop block device: size, logical block size, O_DIRECT I/O", arguments: [512, 4096] as [UInt32])

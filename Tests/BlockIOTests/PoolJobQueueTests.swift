@@ -1,4 +1,5 @@
 @testable import BlockIO
+import Posix
 import Testing
 
 /// The thread pool's job queue: oldest job first, at most `perFileLimit`
@@ -7,7 +8,7 @@ import Testing
 /// made-up descriptors only names a file.
 @Suite("Thread-pool job queue")
 struct PoolJobQueueTests {
-    static func job(fd: Int32, tag: UInt64) -> PoolJob { PoolJob(op: .fdatasync(fd: fd), tag: tag) }
+    static func job(fd: Int32, tag: UInt64) -> PoolJob { PoolJob(op: .fdatasync(fd: FileDescriptor(fd)), tag: tag) }
 
     @Test func oldestJobFirstWithinTheLimitPerFile() {
         var queue = PoolJobQueue(perFileLimit: 2)

@@ -48,7 +48,7 @@ struct URingEngineTests {
         let started = monotonicNow()
         do {
             let engine = try URingEngine(entries: 8)
-            #expect(engine.enqueue(.read(fd: event.fd.rawValue, buffer: buffer.pointer, length: 8), tag: 1))
+            #expect(engine.enqueue(.read(fd: event.fd, buffer: buffer.pointer, length: 8), tag: 1))
             engine.submit()
             #expect(engine.wait(timeoutNanoseconds: 0) { _, _ in } == 0)
         }
@@ -72,8 +72,8 @@ struct URingEngineTests {
 
         for tag in 0..<UInt64(20) {
             let op: IOOperation = tag % 5 == 4
-                ? .fdatasync(fd: fd)
-                : .writev(fd: fd, iovecs: vecs.pointer, count: 1, offset: tag * 4096)
+                ? .fdatasync(fd: FileDescriptor(fd))
+                : .writev(fd: FileDescriptor(fd), iovecs: vecs.pointer, count: 1, offset: tag * 4096)
             #expect(pool.enqueue(op, tag: tag))
         }
         pool.submit()
@@ -114,7 +114,7 @@ struct ThreadPoolEngineTests {
         let fd = file.open(O_RDWR)
         try #require(fd >= 0)
         defer { close(fd) }
-        #expect(!pool.enqueue(.fdatasync(fd: fd), tag: 1))
+        #expect(!pool.enqueue(.fdatasync(fd: FileDescriptor(fd)), tag: 1))
     }
 
     @Test("a .read whose fd epoll refuses fails with -errno")
@@ -125,7 +125,7 @@ struct ThreadPoolEngineTests {
         try #require(fd >= 0)
         defer { close(fd) }
         let buffer = AlignedBuffer(count: 8)
-        #expect(pool.enqueue(.read(fd: fd, buffer: buffer.pointer, length: 8), tag: 7))
+        #expect(pool.enqueue(.read(fd: FileDescriptor(fd), buffer: buffer.pointer, length: 8), tag: 7))
         #expect(collect(pool, count: 1).results == [7: -EPERM])
     }
 
@@ -135,8 +135,8 @@ struct ThreadPoolEngineTests {
         let event = try EventFD()
         defer { event.close() }
         let first = AlignedBuffer(count: 8), second = AlignedBuffer(count: 8)
-        #expect(pool.enqueue(.read(fd: event.fd.rawValue, buffer: first.pointer, length: 8), tag: 1))
-        #expect(pool.enqueue(.read(fd: event.fd.rawValue, buffer: second.pointer, length: 8), tag: 2))
+        #expect(pool.enqueue(.read(fd: event.fd, buffer: first.pointer, length: 8), tag: 1))
+        #expect(pool.enqueue(.read(fd: event.fd, buffer: second.pointer, length: 8), tag: 2))
         event.signal()
         var collected = Collected()
         collect(pool, count: 1, into: &collected)
