@@ -34,7 +34,7 @@ public final class ThreadPoolEngine: IOEngine {
     private let shared: PoolShared
     private var workers: [pthread_t] = []
     private let logger: Logger
-    private let epoll: FileDescriptor
+    private let epoll: Epoll
     private var unsubmitted: [PoolJob] = []
     private var reaped: [PoolCompletion] = []
     /// Completions decided on the engine thread (e.g. a `.read` whose fd epoll refuses).
@@ -60,18 +60,19 @@ public final class ThreadPoolEngine: IOEngine {
         self.workerCPUs = workerCPUs
         self.logger = logger
         let shared = try PoolShared(perFileLimit: max(threads, 1))
-        let epoll: FileDescriptor
+        let epoll: Epoll
         do {
-            epoll = FileDescriptor(try retryingEINTR { epoll_create1(Int32(EPOLL_CLOEXEC)) })
+            epoll = try Epoll()
         } catch {
             shared.close()
             throw error
         }
-        let rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, shared.completionEvent.fd.rawValue, EPOLLIN.rawValue, Self.completionKey)
-        if rc < 0 {
+        do {
+            try epoll.add(shared.completionEvent.fd, events: EPOLLIN.rawValue, data: Self.completionKey)
+        } catch {
             epoll.close()
             shared.close()
-            throw Errno(-rc)
+            throw error
         }
         self.shared = shared
         self.epoll = epoll
@@ -186,9 +187,14 @@ public final class ThreadPoolEngine: IOEngine {
             } else {
                 timeoutMs = -1
             }
-            let count = vb_epoll_wait(epoll.rawValue, eventMasks, eventDatas, Self.maxEvents, timeoutMs)
+            let count: Int
+            do {
+                count = try epoll.wait(masks: eventMasks, datas: eventDatas, capacity: Self.maxEvents, timeoutMilliseconds: timeoutMs)
+            } catch {
+                return delivered
+            }
             if count > 0 {
-                for index in 0..<Int(count) {
+                for index in 0..<count {
                     let key = eventDatas[index]
                     if key == Self.completionKey {
                         delivered += deliverCompletions(handler)
@@ -197,7 +203,7 @@ public final class ThreadPoolEngine: IOEngine {
                     }
                 }
             }
-            if delivered > 0 || timeoutMs == 0 || count < 0 { return delivered }
+            if delivered > 0 || timeoutMs == 0 { return delivered }
         }
     }
 
@@ -277,31 +283,37 @@ struct ReadWaiters {
     }
 
     /// Takes `fd` out of the epoll set (an fd no read waits on any more).
-    mutating func unregister(_ fd: FileDescriptor, epoll: FileDescriptor) {
+    mutating func unregister(_ fd: FileDescriptor, epoll: Epoll) {
         guard registered.remove(fd) != nil else { return }
         armed.remove(fd)
-        _ = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_DEL, fd.rawValue, 0, 0)
+        _ = try? epoll.remove(fd)
     }
     /// EPOLLONESHOT fired: the registration is disabled until re-armed.
     mutating func disarmed(_ fd: FileDescriptor) { armed.remove(fd) }
 
     /// Arms `fd` for one EPOLLIN report; returns 0 or -errno. A registration
     /// whose fd was closed meanwhile (the kernel dropped it) is re-added.
-    mutating func arm(_ fd: FileDescriptor, epoll: FileDescriptor) -> Int32 {
+    mutating func arm(_ fd: FileDescriptor, epoll: Epoll) -> Int32 {
         if armed.contains(fd) { return 0 }
         let events = EPOLLIN.rawValue | EPOLLONESHOT.rawValue
         let key = UInt64(UInt32(bitPattern: fd.rawValue))
-        var rc: Int32
-        if registered.contains(fd) {
-            rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, fd.rawValue, events, key)
-            if rc == -ENOENT { rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, fd.rawValue, events, key) }
-        } else {
-            rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, fd.rawValue, events, key)
-            if rc == -EEXIST { rc = vb_epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, fd.rawValue, events, key) }
-        }
-        if rc < 0 {
+        do throws(Errno) {
+            if registered.contains(fd) {
+                do throws(Errno) {
+                    try epoll.modify(fd, events: events, data: key)
+                } catch where error == .ENOENT {
+                    try epoll.add(fd, events: events, data: key)
+                }
+            } else {
+                do throws(Errno) {
+                    try epoll.add(fd, events: events, data: key)
+                } catch where error == .EEXIST {
+                    try epoll.modify(fd, events: events, data: key)
+                }
+            }
+        } catch {
             registered.remove(fd)
-            return rc
+            return -error.rawValue
         }
         registered.insert(fd)
         armed.insert(fd)
@@ -336,8 +348,7 @@ final class PoolShared: Sendable {
 
     init(perFileLimit: Int) throws(Errno) {
         jobs = Locked(PoolJobQueue(perFileLimit: perFileLimit))
-        let tokens = try retryingEINTR { eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_SEMAPHORE)) }
-        jobTokens = EventFD(adopting: FileDescriptor(tokens))
+        jobTokens = try EventFD.semaphore()
         do {
             completionEvent = try EventFD(nonBlocking: true)
         } catch {
