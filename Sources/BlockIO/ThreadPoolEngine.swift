@@ -216,7 +216,7 @@ public final class ThreadPoolEngine: IOEngine {
         let result: Int32
         do throws(Errno) {
             result = Int32(clamping: try fd.read(into: pending.buffer, length: pending.length))
-        } catch where error == .EAGAIN || error.rawValue == EWOULDBLOCK {
+        } catch where error.rawValue == EAGAIN || error.rawValue == EWOULDBLOCK {
             let rc = reads.arm(fd, epoll: epoll)
             if rc < 0 { failReads(fd: fd, error: rc) }
             return 0
@@ -301,13 +301,13 @@ struct ReadWaiters {
             if registered.contains(fd) {
                 do throws(Errno) {
                     try epoll.modify(fd, events: events, data: key)
-                } catch where error == .ENOENT {
+                } catch where error.rawValue == ENOENT {
                     try epoll.add(fd, events: events, data: key)
                 }
             } else {
                 do throws(Errno) {
                     try epoll.add(fd, events: events, data: key)
-                } catch where error == .EEXIST {
+                } catch where error.rawValue == EEXIST {
                     try epoll.modify(fd, events: events, data: key)
                 }
             }
@@ -393,7 +393,7 @@ final class PoolShared: Sendable {
         while true {
             do throws(Errno) {
                 _ = try jobTokens.fd.takeCounter()
-            } catch where error != .EAGAIN {
+            } catch where error.rawValue != EAGAIN {
                 return  // fd closed: give up
             } catch {}
             let (taken, stopping) = jobs.withLock { queue in (queue.take(), queue.stopping) }

@@ -27,7 +27,10 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
 }
 
 /// The one syscall funnel: retries EINTR, turns -1 into a typed error.
-@inline(__always)
+/// `@inlinable` so that other modules' calls (the data path's preadv,
+/// pwritev and eventfd writes) inline to the bare syscall and a compare,
+/// not a call to an unspecialized generic with a closure context.
+@inlinable @inline(__always)
 public func retryingEINTR<T: FixedWidthInteger>(_ body: () -> T) throws(Errno) -> T {
     while true {
         let result = body()
@@ -38,8 +41,8 @@ public func retryingEINTR<T: FixedWidthInteger>(_ body: () -> T) throws(Errno) -
     }
 }
 
-/// For C helpers that return `-errno` on failure.
-@inline(__always)
+/// For C helpers that return `-errno` on failure (`@inlinable`, as `retryingEINTR`).
+@inlinable @inline(__always)
 public func checkNegErrno<T: SignedInteger & FixedWidthInteger>(_ result: T) throws(Errno) -> T {
     if result < 0 { throw Errno(Int32(truncatingIfNeeded: 0 - result)) }
     return result
