@@ -53,7 +53,7 @@ let package = Package(
             name: "Reactor",
             dependencies: ["BlockIO", "Posix", "CShims", .product(name: "Logging", package: "swift-log")],
             cSettings: gnuSource, swiftSettings: dataPath),
-        .target(name: "JSONRPC", dependencies: ["CJansson"], cSettings: gnuSource),
+        .target(name: "JSONRPC", dependencies: ["CJansson", "Posix"], cSettings: gnuSource),
         .target(name: "VhostBlkAPI", dependencies: ["JSONRPC"], cSettings: gnuSource),
         // The data path: virtqueue servers, the virtio-blk executor's backends,
         // per-queue stats and QoS; no control-plane type.

@@ -1,4 +1,5 @@
 import Glibc
+import Posix
 
 /// A blocking JSON-RPC client over a Unix stream socket, for the CLI and
 /// tests. One request at a time; responses are read with
@@ -10,7 +11,7 @@ public final class RPCClient {
     /// How long `readResponse` waits for a complete value; nil waits forever.
     public let timeout: Duration?
 
-    private let descriptor: Int32
+    private let descriptor: FileDescriptor
     private var decoder = JSONStreamDecoder(maxBytes: 256 << 20, maxDepth: 256)
     private var nextID: Int64 = 1
 
@@ -18,37 +19,19 @@ public final class RPCClient {
     public init(path: String, timeout: Duration? = .seconds(60)) throws(RPCClientError) {
         self.path = path
         self.timeout = timeout
-        let socketType = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        let fd = socket(AF_UNIX, socketType, 0)
-        guard fd >= 0 else { throw .connect(path: path, errno: Glibc.errno) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(path.utf8)
-        let fits = withUnsafeMutableBytes(of: &address.sun_path) { raw -> Bool in
-            guard pathBytes.count < raw.count, !pathBytes.isEmpty else { return false }
-            raw.copyBytes(from: pathBytes)
-            return true
-        }
-        guard fits else {
-            close(fd)
+        guard !path.isEmpty, path.utf8.count <= UnixSocket.maxPathLength else {
             throw .connect(path: path, errno: ENAMETOOLONG)
         }
-        let status = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
-                connect(fd, __CONST_SOCKADDR_ARG(__sockaddr__: generic), socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
+        do {
+            descriptor = try UnixSocket.connect(path: path)
+        } catch {
+            throw .connect(path: path, errno: error.rawValue)
         }
-        guard status == 0 else {
-            let code = Glibc.errno
-            close(fd)
-            throw .connect(path: path, errno: code)
-        }
-        descriptor = fd
-        if let timeout { Self.setSendTimeout(fd, timeout) }
+        if let timeout { Self.setSendTimeout(descriptor, timeout) }
     }
 
     deinit {
-        close(descriptor)
+        descriptor.close()
     }
 
     /// Calls `method` and returns its result; an error response throws
@@ -89,14 +72,16 @@ public final class RPCClient {
     public func sendRaw(_ bytes: [UInt8]) throws(RPCClientError) {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { raw in
-                send(descriptor, raw.baseAddress.map { $0 + offset }, raw.count - offset, Int32(MSG_NOSIGNAL))
-            }
-            if written < 0 {
-                let code = Glibc.errno
-                if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK { throw .timeout }
-                throw .io(operation: "send", errno: code)
+            let written: Int
+            do {
+                written = try bytes.withUnsafeBytes { raw in
+                    Result { () throws(Errno) -> Int in
+                        try descriptor.send(UnsafeRawBufferPointer(rebasing: raw[offset...]), flags: Int32(MSG_NOSIGNAL))
+                    }
+                }.get()
+            } catch {
+                if error == .EAGAIN || error.rawValue == EWOULDBLOCK { throw .timeout }
+                throw .io(operation: "send", errno: error.rawValue)
             }
             offset += written
         }
@@ -119,11 +104,14 @@ public final class RPCClient {
                 break
             }
             try waitReadable(deadline: deadline)
-            let count = chunk.withUnsafeMutableBytes { raw in recv(descriptor, raw.baseAddress, raw.count, 0) }
-            if count < 0 {
-                let code = Glibc.errno
-                if code == EINTR || code == EAGAIN { continue }
-                throw .io(operation: "recv", errno: code)
+            let count: Int
+            do {
+                count = try chunk.withUnsafeMutableBytes { raw in
+                    Result { () throws(Errno) -> Int in try descriptor.receive(into: raw, flags: 0) }
+                }.get()
+            } catch {
+                if error == .EAGAIN { continue }
+                throw .io(operation: "recv", errno: error.rawValue)
             }
             if count == 0 { throw .closed(partial: decoder.bufferedByteCount) }
             chunk.withUnsafeBytes { raw in decoder.append(UnsafeRawBufferPointer(rebasing: raw[0..<count])) }
@@ -132,24 +120,23 @@ public final class RPCClient {
 
     /// Stops sending (SHUT_WR); the server sees end of input.
     public func shutdownWrite() {
-        _ = shutdown(descriptor, Int32(SHUT_WR))
+        try? descriptor.shutdown(Int32(SHUT_WR))
     }
 
     private func waitReadable(deadline: ContinuousClock.Instant?) throws(RPCClientError) {
-        while true {
-            var waitMs: Int32 = -1
-            if let deadline {
-                let left = deadline - ContinuousClock.now
-                if left <= .zero { throw .timeout }
-                waitMs = Self.milliseconds(left)
-            }
-            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&entry, 1, waitMs)
-            if ready > 0 { return }
-            if ready == 0 { throw .timeout }
-            let code = Glibc.errno
-            if code != EINTR { throw .io(operation: "poll", errno: code) }
+        var waitMs: Int32 = -1
+        if let deadline {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { throw .timeout }
+            waitMs = Self.milliseconds(left)
         }
+        let ready: Int16
+        do {
+            ready = try descriptor.poll(Int16(POLLIN), timeoutMilliseconds: waitMs)  // EINTR polls again
+        } catch {
+            throw .io(operation: "poll", errno: error.rawValue)
+        }
+        if ready == 0 { throw .timeout }
     }
 
     /// `duration` in whole milliseconds, rounded up, capped to Int32.
@@ -162,9 +149,8 @@ public final class RPCClient {
         return Int32(clamping: max(total.partialValue, 1))
     }
 
-    private static func setSendTimeout(_ fd: Int32, _ timeout: Duration) {
+    private static func setSendTimeout(_ fd: FileDescriptor, _ timeout: Duration) {
         let (seconds, attoseconds) = timeout.components
-        var value = timeval(tv_sec: Int(clamping: seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+        try? fd.setSendTimeout(timeval(tv_sec: Int(clamping: seconds), tv_usec: Int(attoseconds / 1_000_000_000_000)))
     }
 }

@@ -54,15 +54,17 @@ public enum UnixSocket {
     }
 
     /// Sends `bytes` and `fds` in one message (the fds ride with the first byte).
-    public static func send(_ socket: FileDescriptor, _ bytes: UnsafeRawBufferPointer, fds: [Int32] = []) throws(Errno) -> Int {
-        let n = fds.withUnsafeBufferPointer { f in
+    /// The caller keeps `fds` (the peer gets duplicates).
+    public static func send(_ socket: FileDescriptor, _ bytes: UnsafeRawBufferPointer, fds: [FileDescriptor] = []) throws(Errno) -> Int {
+        let raw = fds.map(\.rawValue)
+        let n = raw.withUnsafeBufferPointer { f in
             vb_send_with_fds(socket.rawValue, bytes.baseAddress, bytes.count, f.baseAddress, Int32(f.count))
         }
         return try checkNegErrno(n)
     }
 
     /// Sends all of `bytes`, with `fds` on the first chunk.
-    public static func sendAll(_ socket: FileDescriptor, _ bytes: [UInt8], fds: [Int32] = []) throws(Errno) {
+    public static func sendAll(_ socket: FileDescriptor, _ bytes: [UInt8], fds: [FileDescriptor] = []) throws(Errno) {
         var offset = 0
         var pendingFDs = fds
         while offset < bytes.count {
@@ -75,10 +77,11 @@ public enum UnixSocket {
         }
     }
 
-    /// One `recvmsg`: bytes read (0 = peer closed) and the descriptors that came with them.
+    /// One `recvmsg`: bytes read (0 = peer closed) and the descriptors that
+    /// came with them, which the caller owns and must close or hand on.
     public struct Received {
         public var count: Int
-        public var fds: [Int32]
+        public var fds: [FileDescriptor]
         /// The control data was cut short (more descriptors than expected were sent).
         public var truncated: Bool
     }
@@ -90,12 +93,49 @@ public enum UnixSocket {
         let n = fds.withUnsafeMutableBufferPointer { f in
             vb_recv_with_fds(socket.rawValue, buffer.baseAddress, buffer.count, f.baseAddress, Int32(min(maxFDs, 16)), &nfds, &truncated)
         }
-        let got = Array(fds.prefix(Int(max(0, nfds))))
+        let got = fds.prefix(Int(max(0, nfds))).map(FileDescriptor.init)
         if n < 0 {
-            for fd in got { Glibc.close(fd) }
+            got.closeAll()
             throw Errno(Int32(truncatingIfNeeded: -n))
         }
         return Received(count: n, fds: got, truncated: truncated != 0)
+    }
+
+    /// One sendmsg(2) of `bytes` with any number of `fds` attached
+    /// (SCM_RIGHTS, unix(7)), beyond the 8 that `send` allows: for tests of a
+    /// back end that must refuse more descriptors than any message carries.
+    /// Returns the bytes sent; the caller keeps `fds`.
+    public static func sendUnbounded(_ socket: FileDescriptor, _ bytes: [UInt8], fds: [FileDescriptor]) throws(Errno) -> Int {
+        let header = MemoryLayout<cmsghdr>.size
+        let align = MemoryLayout<Int>.size
+        let dataLength = MemoryLayout<Int32>.size * fds.count
+        let space = (header + dataLength + align - 1) / align * align
+        let control = UnsafeMutableRawPointer.allocate(byteCount: max(space, header), alignment: align)
+        defer { control.deallocate() }
+        memset(control, 0, max(space, header))
+        let cmsg = control.assumingMemoryBound(to: cmsghdr.self)
+        cmsg.pointee.cmsg_len = header + dataLength
+        cmsg.pointee.cmsg_level = SOL_SOCKET
+        cmsg.pointee.cmsg_type = Int32(SCM_RIGHTS)
+        fds.map(\.rawValue).withUnsafeBytes { raw in
+            if let base = raw.baseAddress { memcpy(control + header, base, dataLength) }
+        }
+        var copy = bytes
+        return try copy.withUnsafeMutableBytes { raw in
+            Result { () throws(Errno) -> Int in
+                var iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+                return try withUnsafeMutablePointer(to: &iov) { iovPointer in
+                    Result { () throws(Errno) -> Int in
+                        var message = msghdr()
+                        message.msg_iov = iovPointer
+                        message.msg_iovlen = 1
+                        message.msg_control = control
+                        message.msg_controllen = space
+                        return try retryingEINTR { sendmsg(socket.rawValue, &message, Int32(MSG_NOSIGNAL)) }
+                    }
+                }.get()
+            }
+        }.get()
     }
 
     /// The peer's process id (SO_PEERCRED), if known.

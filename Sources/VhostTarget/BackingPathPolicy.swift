@@ -33,11 +33,12 @@ public struct BackingPathPolicy: Sendable, Equatable {
                 throw TargetStartError("--allowed-dir \(dir): \(RPCError.errorText(errno))")
             }
             if self.allowedDirectories.contains(real) { continue }
-            var fd: Int32
-            repeat { fd = open(real, vb_o_path() | O_DIRECTORY | O_CLOEXEC) } while fd < 0 && errno == EINTR
-            guard fd >= 0 else {
-                let error = errno
-                throw TargetStartError("--allowed-dir \(dir): \(error == ENOTDIR ? "not a directory" : RPCError.errorText(error))")
+            let fd: FileDescriptor
+            do {
+                fd = try FileDescriptor.open(real, flags: vb_o_path() | O_DIRECTORY)
+            } catch {
+                let code = error.rawValue
+                throw TargetStartError("--allowed-dir \(dir): \(code == ENOTDIR ? "not a directory" : RPCError.errorText(code))")
             }
             directories.append(AllowedDirectory(path: real, fd: fd))
         }
@@ -100,14 +101,15 @@ public struct BackingPathPolicy: Sendable, Equatable {
 final class AllowedDirectory: Sendable {
     /// Its canonical path when the daemon started.
     let path: String
-    let fd: Int32
+    /// Owned: closed when the last reference goes.
+    let fd: FileDescriptor
 
-    init(path: String, fd: Int32) {
+    init(path: String, fd: FileDescriptor) {
         self.path = path
         self.fd = fd
     }
 
-    deinit { close(fd) }
+    deinit { fd.close() }
 }
 
 /// A checked backing path and how `FileBacking` opens it.
@@ -126,9 +128,13 @@ struct BackingTarget: Sendable {
         let filename = filename
         let path = path
         return { flags throws(BdevOpenError) -> FileDescriptor in
-            let fd = Self.open(relative, beneath: directory.fd, flags: flags)
-            if fd >= 0 { return FileDescriptor(fd) }
-            switch -fd {
+            let code: Int32
+            do throws(Errno) {
+                return try Self.open(relative, beneath: directory.fd, flags: flags)  // FileBacking takes ownership
+            } catch {
+                code = error.rawValue
+            }
+            switch code {
             case EXDEV, ELOOP:
                 // EXDEV: the resolution left the directory (a component
                 // became a symlink leading out, or ".." climbing out);
@@ -139,55 +145,53 @@ struct BackingTarget: Sendable {
                     message: "\(RPCError.errorText(EPERM)): \(filename) resolved outside the allowed directories "
                         + "while it was being opened (\(path) was changed after the check)")
             default:
-                throw BdevOpenError(errno: -fd, message: "\(RPCError.errorText(-fd)): \(filename)")
+                throw BdevOpenError(errno: code, message: "\(RPCError.errorText(code)): \(filename)")
             }
         }
     }
 
     /// openat2(2) RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS of `relative`
-    /// under `dirfd`; where openat2 is missing (ENOSYS: kernel before 5.6,
-    /// or a seccomp filter that predates it), a walk of O_PATH | O_NOFOLLOW
-    /// opens, one component at a time, that refuses every symlink (ELOOP).
-    /// Returns the fd or -errno.
-    static func open(_ relative: String, beneath dirfd: Int32, flags: Int32) -> Int32 {
-        let fd = vb_openat2_beneath(dirfd, relative, flags)
-        guard fd == -ENOSYS else { return fd }
-        return walk(relative, beneath: dirfd, flags: flags)
+    /// under `directory`; where openat2 is missing (ENOSYS: kernel before
+    /// 5.6, or a seccomp filter that predates it), a walk of O_PATH |
+    /// O_NOFOLLOW opens, one component at a time, that refuses every
+    /// symlink (ELOOP). The caller owns the descriptor returned.
+    static func open(_ relative: String, beneath directory: FileDescriptor, flags: Int32) throws(Errno) -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(beneath: directory, relative, flags: flags)
+        } catch where error.rawValue == ENOSYS {
+            return try walk(relative, beneath: directory, flags: flags)
+        }
     }
 
     /// The O_NOFOLLOW walk. `relative` is a real path's tail: no ".", "..",
     /// empty component or symlink unless someone changed it since.
-    static func walk(_ relative: String, beneath dirfd: Int32, flags: Int32) -> Int32 {
+    static func walk(_ relative: String, beneath directory: FileDescriptor, flags: Int32) throws(Errno) -> FileDescriptor {
         let components = relative.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        guard let last = components.last, !components.contains("..") else { return -EXDEV }
-        var current = dirfd
-        defer { if current != dirfd { close(current) } }
+        guard let last = components.last, !components.contains("..") else { throw Errno(EXDEV) }
+        var current = directory
+        defer { if current != directory { current.close() } }
         for component in components.dropLast() {
-            let next = retrying { openat(current, component, vb_o_path() | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            // A symlink opened O_PATH | O_NOFOLLOW | O_DIRECTORY fails ENOTDIR.
-            if next < 0 { return next == -ENOTDIR && isSymlink(current, component) ? -ELOOP : next }
-            if current != dirfd { close(current) }
+            let next: FileDescriptor
+            do {
+                next = try FileDescriptor.open(component, relativeTo: current, flags: vb_o_path() | O_DIRECTORY | O_NOFOLLOW)
+            } catch {
+                // A symlink opened O_PATH | O_NOFOLLOW | O_DIRECTORY fails ENOTDIR.
+                throw error.rawValue == ENOTDIR && isSymlink(current, component) ? Errno(ELOOP) : error
+            }
+            if current != directory { current.close() }
             current = next
         }
-        let fd = retrying { openat(current, last, flags | O_NOFOLLOW) }
-        guard fd >= 0 else { return fd }
-        var st = stat()
+        let fd = try FileDescriptor.open(last, relativeTo: current, flags: flags | O_NOFOLLOW)
         // With O_PATH, O_NOFOLLOW opens a final symlink itself (open(2)).
-        if fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFLNK {
-            close(fd)
-            return -ELOOP
+        if let st = try? fd.stat(), st.st_mode & S_IFMT == S_IFLNK {
+            fd.close()
+            throw Errno(ELOOP)
         }
         return fd
     }
 
-    private static func isSymlink(_ dirfd: Int32, _ name: String) -> Bool {
-        var st = stat()
-        return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFLNK
-    }
-
-    private static func retrying(_ call: () -> Int32) -> Int32 {
-        var fd: Int32
-        repeat { fd = call() } while fd < 0 && errno == EINTR
-        return fd < 0 ? -errno : fd
+    private static func isSymlink(_ directory: FileDescriptor, _ name: String) -> Bool {
+        guard let st = try? directory.stat(name, flags: AT_SYMLINK_NOFOLLOW) else { return false }
+        return st.st_mode & S_IFMT == S_IFLNK
     }
 }

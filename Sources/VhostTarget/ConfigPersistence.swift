@@ -104,20 +104,12 @@ extension VhostTarget {
 enum AtomicFile {
     /// Reads a regular file of at most `limit` bytes.
     static func read(path: String, limit: Int) throws(Errno) -> [UInt8] {
-        let fd = try retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        var st = stat()
-        _ = try retryingEINTR { fstat(fd, &st) }
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+        defer { fd.close() }
+        let st = try fd.stat()
         guard st.st_mode & S_IFMT == S_IFREG else { throw Errno.EINVAL }
         guard st.st_size <= limit else { throw Errno(EFBIG) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = try retryingEINTR { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
-            if n == 0 { return bytes }
-            bytes.append(contentsOf: chunk[0..<n])
-            guard bytes.count <= limit else { throw Errno(EFBIG) }
-        }
+        return try fd.readToEnd(limit: limit)
     }
 
     /// Replaces `path` with `bytes`: writes `<path>.tmp.<pid>` in the same
@@ -130,23 +122,17 @@ enum AtomicFile {
         var st = stat()
         if stat(path, &st) == 0 { mode = st.st_mode & 0o7777 }
         unlink(temp)
-        let fd = try retryingEINTR { open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode) }
+        let fd = try FileDescriptor.open(temp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
         var isOpen = true
         do throws(Errno) {
-            _ = try retryingEINTR { fchmod(fd, mode) }
-            var offset = 0
-            while offset < bytes.count {
-                let n = try retryingEINTR {
-                    bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress.map { base in base + offset }, raw.count - offset) }
-                }
-                offset += n
-            }
-            _ = try retryingEINTR { fsync(fd) }
+            try fd.setMode(mode)
+            try fd.writeAll(bytes)
+            try fd.sync()
             isOpen = false
-            guard close(fd) == 0 else { throw Errno.current }  // never retried: the fd is gone either way
-            _ = try retryingEINTR { rename(temp, path) }
+            try fd.closeReportingError()  // never retried: the fd is gone either way
+            try FileSystem.rename(temp, to: path)
         } catch {
-            if isOpen { close(fd) }
+            if isOpen { fd.close() }
             unlink(temp)
             throw error
         }
@@ -160,8 +146,6 @@ enum AtomicFile {
         } else {
             dir = "."
         }
-        let fd = try retryingEINTR { open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        defer { close(fd) }
-        _ = try retryingEINTR { fsync(fd) }
+        try FileSystem.syncDirectory(dir)
     }
 }

@@ -24,7 +24,7 @@ final class ListenerReserve {
 
     private let loop: EventLoop
     private let logger: Logger
-    private var spare: Int32 = -1
+    private var spare: FileDescriptor?
     /// Connections closed and pauses since the last line; nil: no burst.
     private var burst: (refused: Int, paused: Int)?
 
@@ -34,9 +34,9 @@ final class ListenerReserve {
         spare = Self.openSpare()
     }
 
-    deinit { if spare >= 0 { Glibc.close(spare) } }
+    deinit { spare?.close() }
 
-    private static func openSpare() -> Int32 { Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC) }
+    private static func openSpare() -> FileDescriptor? { try? FileDescriptor.open("/dev/null", flags: O_RDONLY) }
 
     /// accept(2) on `controller`'s listener failed with `error`. Returns true
     /// when the waiting connection was taken off the queue and closed (accept
@@ -75,10 +75,10 @@ final class ListenerReserve {
     /// reserve. `noReserve` when there is none (one freed since is taken
     /// first) or its slot went to another thread before the accept.
     private func refuseOne(on listener: FileDescriptor) -> Refusal {
-        if spare < 0 { spare = Self.openSpare() }
-        guard spare >= 0 else { return .noReserve }
-        Glibc.close(spare)
-        spare = -1
+        if spare == nil { spare = Self.openSpare() }
+        guard let reserve = spare else { return .noReserve }
+        reserve.close()
+        spare = nil
         let outcome: Refusal
         do {
             if let accepted = try UnixSocket.accept(listener) {

@@ -41,7 +41,7 @@ final class MetricsEndpoint {
     private let logger: Logger
     private let render: () -> String
     private var listenToken: EventLoop.Token?
-    private var clients: [Int32: (socket: FileDescriptor, token: EventLoop.Token, request: [UInt8])] = [:]
+    private var clients: [FileDescriptor: (socket: FileDescriptor, token: EventLoop.Token, request: [UInt8])] = [:]
 
     /// Largest request head read before answering anyway.
     static let maxRequestBytes = 8192
@@ -84,16 +84,15 @@ final class MetricsEndpoint {
             guard let client else { return }
             do {
                 try client.setNonBlocking()
-                let fd = client.rawValue
-                let token = try loop.register(client, events: .readable) { [unowned self] _ in readRequest(fd) }
-                clients[fd] = (client, token, [])
+                let token = try loop.register(client, events: .readable) { [unowned self] _ in readRequest(client) }
+                clients[client] = (client, token, [])
             } catch {
                 client.close()
             }
         }
     }
 
-    private func readRequest(_ fd: Int32) {
+    private func readRequest(_ fd: FileDescriptor) {
         guard var entry = clients[fd] else { return }
         var buffer = [UInt8](repeating: 0, count: 2048)
         let count: Int
@@ -136,10 +135,8 @@ final class MetricsEndpoint {
             + "Content-Length: \(bodyBytes.count)\r\nConnection: close\r\n\r\n"
         // A blocking write bounded by a one-second send timeout: a scraper
         // that does not read cannot hold the control loop for longer.
-        var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        _ = setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let flags = fcntl(socket.rawValue, F_GETFL)
-        if flags >= 0 { _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK) }
+        try? socket.setSendTimeout(timeval(tv_sec: 1, tv_usec: 0))
+        try? socket.setBlocking()
         do {
             try socket.writeAll(Array(head.utf8) + bodyBytes)
         } catch {
@@ -147,7 +144,7 @@ final class MetricsEndpoint {
         }
     }
 
-    private func drop(_ fd: Int32) {
+    private func drop(_ fd: FileDescriptor) {
         guard let entry = clients.removeValue(forKey: fd) else { return }
         loop.unregister(entry.token)
         entry.socket.close()
@@ -161,15 +158,11 @@ enum TCPListener {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw Errno(EINVAL) }
-        let fd = FileDescriptor(try retryingEINTR { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+        let fd = try FileDescriptor.socket(domain: AF_INET, type: Int32(SOCK_STREAM.rawValue))
         do throws(Errno) {
-            var one: Int32 = 1
-            _ = setsockopt(fd.rawValue, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            let rc = withUnsafePointer(to: &address) { pointer in
-                Glibc.bind(fd.rawValue, __CONST_SOCKADDR_ARG(__sockaddr_in__: pointer), socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-            guard rc == 0 else { throw Errno.current }
-            _ = try retryingEINTR { Glibc.listen(fd.rawValue, backlog) }
+            try? fd.setOption(level: SOL_SOCKET, SO_REUSEADDR, 1)
+            try fd.bind(address)
+            try fd.listen(backlog: backlog)
             try fd.setNonBlocking()
             return fd
         } catch {

@@ -26,11 +26,11 @@ final class RPCServer {
     private let loop: EventLoop
     private let logger: Logger
     private let handler: Handler
-    private var clients: [Int32: Client] = [:]
+    private var clients: [FileDescriptor: Client] = [:]
     /// A descriptor held in reserve: when accept fails for lack of
     /// descriptors (EMFILE/ENFILE), it is closed to accept and close the
     /// waiting connection, so the level-triggered listener does not spin.
-    private var spareFD: Int32 = Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC)
+    private var spareFD: FileDescriptor? = try? FileDescriptor.open("/dev/null", flags: O_RDONLY)
 
     /// One connection's buffers.
     private final class Client {
@@ -93,8 +93,8 @@ final class RPCServer {
         listenToken = nil
         for client in clients.values { drop(client) }
         listener.close()
-        if spareFD >= 0 { Glibc.close(spareFD) }
-        spareFD = -1
+        spareFD?.close()
+        spareFD = nil
         unlink(path)
     }
 
@@ -119,14 +119,14 @@ final class RPCServer {
                     // flush or read may drop (and free) the client: look again after each.
                     guard let client else { return }
                     if events.contains(.writable) { flush(client) }
-                    guard clients[client.fd.rawValue] === client else { return }
+                    guard clients[client.fd] === client else { return }
                     if !events.isDisjoint(with: [.closed, .error]) {
                         drop(client)  // nothing can reach it any more
                     } else if client.readsInput && !events.isDisjoint(with: [.readable, .hangup]) {
                         read(client)
                     }
                 }
-                clients[fd.rawValue] = client
+                clients[fd] = client
             } catch {
                 fd.close()
             }
@@ -136,19 +136,23 @@ final class RPCServer {
     /// Out of descriptors: uses the spare one to take the waiting
     /// connection off the listen queue and close it.
     private func shedOneConnection() {
-        guard spareFD >= 0 else { return }
-        Glibc.close(spareFD)
-        spareFD = -1
+        guard let spare = spareFD else { return }
+        spare.close()
+        spareFD = nil
         if let fd = try? UnixSocket.accept(listener) { fd.close() }
-        spareFD = Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC)
+        spareFD = try? FileDescriptor.open("/dev/null", flags: O_RDONLY)
     }
 
     private func read(_ client: Client) {
-        guard clients[client.fd.rawValue] === client else { return }
+        guard clients[client.fd] === client else { return }
         var buffer = [UInt8](repeating: 0, count: 65536)
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(client.fd.rawValue, $0.baseAddress, $0.count) }
-        if n < 0 && errno != EAGAIN && errno != EINTR {
-            drop(client)
+        let n: Int
+        do {
+            n = try buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) -> Int in try client.fd.read(into: raw) }
+            }.get()
+        } catch {
+            if error != .EAGAIN { drop(client) }
             return
         }
         if n == 0 {
@@ -198,7 +202,7 @@ final class RPCServer {
         handler(request) { [weak self, weak client] result in
             guard !answer.given else { return }
             answer.given = true
-            guard let self, let client, clients[client.fd.rawValue] === client else { return }
+            guard let self, let client, clients[client.fd] === client else { return }
             if !request.isNotification {
                 switch result {
                 case .success(let value): send(RPCResponse.result(id: request.id, value), to: client)
@@ -226,14 +230,17 @@ final class RPCServer {
     }
 
     private func flush(_ client: Client) {
-        guard clients[client.fd.rawValue] === client else { return }
+        guard clients[client.fd] === client else { return }
         while client.outputOffset < client.output.count {
-            let n = client.output.withUnsafeBytes { raw in
-                guard let base = raw.baseAddress else { return 0 }
-                return Glibc.send(client.fd.rawValue, base + client.outputOffset, raw.count - client.outputOffset, Int32(MSG_NOSIGNAL))
-            }
-            if n < 0 {
-                if errno == EAGAIN || errno == EINTR { break }
+            let n: Int
+            do {
+                n = try client.output.withUnsafeBytes { raw in
+                    Result { () throws(Errno) -> Int in
+                        try client.fd.send(UnsafeRawBufferPointer(rebasing: raw[client.outputOffset...]), flags: Int32(MSG_NOSIGNAL))
+                    }
+                }.get()
+            } catch {
+                if error == .EAGAIN { break }
                 drop(client)
                 return
             }
@@ -265,7 +272,7 @@ final class RPCServer {
     }
 
     private func drop(_ client: Client) {
-        guard clients.removeValue(forKey: client.fd.rawValue) != nil else { return }
+        guard clients.removeValue(forKey: client.fd) != nil else { return }
         if let token = client.token { loop.unregister(token) }
         client.fd.close()
     }

@@ -51,7 +51,7 @@ struct SessionConnection {
             return error == .EAGAIN ? .wouldBlock : .failed(error)
         }
         if received.count == 0 || received.truncated {
-            for fd in received.fds { Glibc.close(fd) }
+            received.fds.closeAll()
             return received.count == 0 ? .endOfFile : .tooManyDescriptors
         }
         buffer.withUnsafeBytes { raw in
@@ -67,7 +67,7 @@ struct SessionConnection {
         do {
             return try reader.nextMessage()
         } catch {
-            for fd in reader.takeRejectedFDs() { Glibc.close(fd) }
+            reader.takeRejectedFDs().closeAll()
             throw error
         }
     }
@@ -75,21 +75,20 @@ struct SessionConnection {
     /// Sends the reply to `request` (vhost-user spec, "Reply"), with `fd`
     /// attached when given (GET_INFLIGHT_FD); the caller keeps `fd`.
     func reply(to request: VhostUserRequest, _ payload: VhostUserPayload, fd: FileDescriptor? = nil) throws(Errno) {
-        try UnixSocket.sendAll(socket, VhostUserReply.encode(request: request, payload: payload), fds: fd.map { [$0.rawValue] } ?? [])
+        try UnixSocket.sendAll(socket, VhostUserReply.encode(request: request, payload: payload), fds: fd.map { [$0] } ?? [])
     }
 
     /// Whether the frontend has closed its end (or its sending side),
     /// whether or not the loop has seen it yet: its reconnect may come in
     /// the same batch of events. What it sent before is still to be read.
     func hasHungUp() -> Bool {
-        var pfd = pollfd(fd: socket.rawValue, events: Int16(POLLRDHUP), revents: 0)
-        guard poll(&pfd, 1, 0) == 1 else { return false }
-        return Int32(pfd.revents) & (POLLHUP | POLLRDHUP | POLLERR) != 0
+        guard let revents = try? socket.poll(Int16(POLLRDHUP), timeoutMilliseconds: 0) else { return false }
+        return Int32(revents) & (POLLHUP | POLLRDHUP | POLLERR) != 0
     }
 
     /// Closes the descriptors of messages not yet handed out, then the socket.
     mutating func close() {
-        for fd in reader.takeAllFDs() { Glibc.close(fd) }
+        reader.takeAllFDs().closeAll()
         socket.close()
     }
 }

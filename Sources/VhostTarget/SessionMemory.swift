@@ -16,7 +16,7 @@ extension VhostUserSession {
     /// starts `restart` again. Takes ownership of `fds`, mapped or not. A
     /// table over the session's memory limit is refused before anything is
     /// mapped, so it cannot take address space another session needs.
-    func setMemoryTable(_ regions: [MemoryRegionDescriptor], fds: [Int32], restart: [Int]) throws(SessionRefusal) {
+    func setMemoryTable(_ regions: [MemoryRegionDescriptor], fds: [FileDescriptor], restart: [Int]) throws(SessionRefusal) {
         let newMapping: GuestMemoryMapping
         let limit = budget.memoryLimit(withLog: dirtyLog?.sizeBytes ?? 0)
         do throws(VhostUserError) {
@@ -47,11 +47,11 @@ extension VhostUserSession {
     /// the running queues. A log larger than the memory table can need, or
     /// one that takes the session over its limit, is refused unmapped
     /// (`SessionBudget.checkLog`).
-    func setLogBase(fd: Int32, size: UInt64, offset: UInt64) throws(SessionRefusal) {
+    func setLogBase(fd: FileDescriptor, size: UInt64, offset: UInt64) throws(SessionRefusal) {
         try budget.checkLog(
             size: size, guestPhysicalEnd: mapping?.guestPhysicalEnd ?? 0, mappedMemory: mapping?.mappedBytes ?? 0)
         do {
-            dirtyLog = try DirtyLog(fd: FileDescriptor(fd), size: size, offset: offset)
+            dirtyLog = try DirtyLog(fd: fd, size: size, offset: offset)
         } catch {
             throw SessionRefusal("SET_LOG_BASE refused: \(error)")
         }
@@ -99,10 +99,10 @@ extension VhostUserSession {
 
     /// SET_INFLIGHT_FD (no queue runs): maps the frontend's region (the
     /// caller closes `fd`); the queues recover from it as they start.
-    func setInflightRegion(fd: Int32, size: UInt64, offset: UInt64, numQueues: UInt16, queueSize: UInt16) throws(SessionRefusal) {
+    func setInflightRegion(fd: FileDescriptor, size: UInt64, offset: UInt64, numQueues: UInt16, queueSize: UInt16) throws(SessionRefusal) {
         do {
             let region = try InflightRegion.map(
-                fd: FileDescriptor(fd), size: size, offset: offset, numQueues: numQueues, queueSize: queueSize)
+                fd: fd, size: size, offset: offset, numQueues: numQueues, queueSize: queueSize)
             inflight?.unmap()
             inflight = region
             logger.debug("inflight region set", metadata: ["queues": "\(numQueues)", "queue.size": "\(queueSize)"])

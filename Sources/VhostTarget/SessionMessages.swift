@@ -60,13 +60,13 @@ extension VhostUserSession {
             outcome = .disconnect(reason: error.reason)
         }
         if case .setAside = outcome { return outcome }
-        for fd in fds { Glibc.close(fd) }
+        fds.closeAll()
         return outcome
     }
 
     /// The body of `handle`: each case decodes (the pattern), validates
     /// (`try check...`), then applies. It removes from `fds` what it keeps.
-    private func apply(_ message: VhostUserMessage, fds: inout [Int32], restart: [Int]) throws(SessionRefusal) -> Outcome {
+    private func apply(_ message: VhostUserMessage, fds: inout [FileDescriptor], restart: [Int]) throws(SessionRefusal) -> Outcome {
         let request = message.request
         let check = validator
         var succeeded = true
@@ -117,7 +117,7 @@ extension VhostUserSession {
             let file = VringFile(value)
             let i = try check.setVringCall(file, fdCount: fds.count)
             if !file.noFD { try Self.acceptEventFD(fds[0], for: request) }
-            setCall(queue: i, fd: file.noFD ? -1 : fds.removeFirst())
+            setCall(queue: i, fd: file.noFD ? nil : fds.removeFirst())
         case (.setVringErr, .u64(let value)):
             _ = try check.queueIndex(VringFile(value).index)
             // The error eventfd is not used: closed with the others.
@@ -156,7 +156,7 @@ extension VhostUserSession {
             try setInflightRegion(fd: fds[0], size: size, offset: offset, numQueues: numQueues, queueSize: queueSize)
         case (.setSlaveReqFD, _):
             try check.hasDescriptor(request, fdCount: fds.count)
-            setBackendChannel(FileDescriptor(fds.removeFirst()))
+            setBackendChannel(fds.removeFirst())
 
         default:
             return unsupported(message)

@@ -14,8 +14,8 @@ extension VhostUserSession {
     /// SET_VRING_KICK on stopped queue `i`: keeps `fd` as its kick and
     /// starts it if it may run. Without protocol features rings start
     /// enabled; with them, only after SET_VRING_ENABLE (vhost-user spec, "Ring states").
-    func setKick(queue i: Int, fd: Int32) throws(SessionRefusal) {
-        if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
+    func setKick(queue i: Int, fd: FileDescriptor) throws(SessionRefusal) {
+        vrings[i].kickFD?.close()
         vrings[i].kickFD = fd
         if !protocolFeatures.isEmpty || features.contains(.protocolFeatures) {
             if vrings[i].enabled { try startQueue(i) }
@@ -25,16 +25,15 @@ extension VhostUserSession {
         }
     }
 
-    /// SET_VRING_CALL: `fd` (-1: never signal) replaces queue `i`'s call
-    /// eventfd; a running queue switches on its reactor before the old one closes.
-    func setCall(queue i: Int, fd: Int32) {
-        let old: Int32
+    /// SET_VRING_CALL: `fd` (nil: never signal) replaces queue `i`'s call
+    /// eventfd; a running queue switches on its reactor before the old one
+    /// closes. The session owns the call eventfd (the server was handed the
+    /// same one), so it closes its own copy of the old one.
+    func setCall(queue i: Int, fd: FileDescriptor?) {
         if let server = vrings[i].server {
-            old = server.reactor.postAndWait { server.replaceCallFD(fd >= 0 ? FileDescriptor(fd) : nil) }?.rawValue ?? -1
-        } else {
-            old = vrings[i].callFD
+            _ = server.reactor.postAndWait { server.replaceCallFD(fd) }
         }
-        if old >= 0 { Glibc.close(old) }
+        vrings[i].callFD?.close()
         vrings[i].callFD = fd
     }
 
@@ -42,7 +41,7 @@ extension VhostUserSession {
     /// queue that has its kick starts.
     func setEnabled(queue i: Int, _ enabled: Bool) throws(SessionRefusal) {
         vrings[i].enabled = enabled
-        if enabled, vrings[i].server == nil, vrings[i].kickFD >= 0 {
+        if enabled, vrings[i].server == nil, vrings[i].kickFD != nil {
             try startQueue(i)
         }
     }
@@ -50,10 +49,8 @@ extension VhostUserSession {
     /// GET_VRING_BASE on stopped queue `i`: forgets its kick, disables it,
     /// and returns the base to reply with (the next avail index to serve).
     func forgetKick(queue i: Int) -> UInt16 {
-        if vrings[i].kickFD >= 0 {
-            Glibc.close(vrings[i].kickFD)
-            vrings[i].kickFD = -1
-        }
+        vrings[i].kickFD?.close()
+        vrings[i].kickFD = nil
         vrings[i].enabled = false
         return vrings[i].base
     }
@@ -66,10 +63,12 @@ extension VhostUserSession {
     /// creates these eventfds with EFD_NONBLOCK already
     /// (`event_notifier_init`), so its end sees no change. Why a failed
     /// signal loses nothing: `CallSignal`.
-    static func acceptEventFD(_ fd: Int32, for request: VhostUserRequest) throws(SessionRefusal) {
+    static func acceptEventFD(_ fd: FileDescriptor, for request: VhostUserRequest) throws(SessionRefusal) {
         guard EventFD.isEventFD(fd) else { throw SessionRefusal("\(request): the descriptor is not an eventfd") }
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0 && (flags & O_NONBLOCK != 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0) else {
+        do {
+            let flags = try fd.statusFlags()
+            if flags & O_NONBLOCK == 0 { try fd.setStatusFlags(flags | O_NONBLOCK) }
+        } catch {
             throw SessionRefusal("\(request): cannot make the eventfd non-blocking")
         }
     }
@@ -80,7 +79,7 @@ extension VhostUserSession {
     func startQueue(_ i: Int) throws(SessionRefusal) {
         let vring = vrings[i]
         guard vring.server == nil else { return }
-        guard let address = vring.address, vring.size > 0, vring.kickFD >= 0 else {
+        guard let address = vring.address, vring.size > 0, let kickFD = vring.kickFD else {
             throw SessionRefusal("queue \(i) started before SET_VRING_NUM/ADDR/KICK")
         }
         guard let memory = mapping?.memory else { throw SessionRefusal("queue \(i) started before SET_MEM_TABLE") }
@@ -102,7 +101,7 @@ extension VhostUserSession {
         let tracking = inflightState(queue: i, ring: queue, base: vring.base)
         if tracking.lastAvailIdx != vring.base { queue = try ring(lastAvailIdx: tracking.lastAvailIdx) }
         let server = VirtqueueServer(
-            queueIndex: i, ring: queue, memory: memory, kickFD: FileDescriptor(vring.kickFD), callFD: vring.callFD >= 0 ? FileDescriptor(vring.callFD) : nil,
+            queueIndex: i, ring: queue, memory: memory, kickFD: kickFD, callFD: vring.callFD,
             backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
             inflight: tracking.area, resubmit: tracking.resubmit, maxRequests: controller.limits.maxRequestsPerQueue)
         vrings[i].server = server

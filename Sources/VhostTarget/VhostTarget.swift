@@ -158,7 +158,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         let fd = FileDescriptor(try retryingEINTR { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) })
         _ = try loop.register(fd, events: .readable) { [unowned self] _ in
             var info = signalfd_siginfo()
-            _ = withUnsafeMutableBytes(of: &info) { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
+            _ = withUnsafeMutableBytes(of: &info) { raw in try? fd.read(into: raw) }
             logger.notice("signal \(info.ssi_signo): shutting down")
             loop.stop()
         }

@@ -34,8 +34,10 @@ final class VhostUserSession {
         var size: UInt16 = 0
         var base: UInt16 = 0
         var address: VringAddress?
-        var kickFD: Int32 = -1
-        var callFD: Int32 = -1
+        /// Owned by the session; a running queue's server uses them until it stops.
+        var kickFD: FileDescriptor?
+        /// nil: never signal (SET_VRING_CALL with VHOST_USER_VRING_NOFD_MASK).
+        var callFD: FileDescriptor?
         var enabled = false
         var server: VirtqueueServer?
         /// `server` was asked to stop and has not reported yet.
@@ -194,7 +196,7 @@ final class VhostUserSession {
         }
         closeWaiters = [done]
         if let waiting = setAside {
-            for fd in waiting.message.fds { Glibc.close(fd) }
+            waiting.message.fds.closeAll()
             setAside = nil
         }
         if stopped(Array(vrings.indices)) { finishClose() }
@@ -203,8 +205,8 @@ final class VhostUserSession {
     /// Every queue has stopped: releases what the session holds, the socket last.
     func finishClose() {
         for i in vrings.indices {
-            if vrings[i].kickFD >= 0 { Glibc.close(vrings[i].kickFD) }
-            if vrings[i].callFD >= 0 { Glibc.close(vrings[i].callFD) }
+            vrings[i].kickFD?.close()
+            vrings[i].callFD?.close()
             vrings[i] = Vring()
         }
         mapping?.unmapAll()

@@ -38,10 +38,11 @@ public final class DirtyLog: @unchecked Sendable {  // no lock: atomic ORs from 
             throw .invalidLog("log of \(size) bytes at offset \(offset)")
         }
         // Writing beyond the file's end would be SIGBUS: the whole log must exist.
-        var st = stat()
+        let st = try? fd.stat()
+        let fileSize = st?.st_size ?? 0
         let (end, overflow) = offset.addingReportingOverflow(size)
-        guard fstat(fd.rawValue, &st) == 0, !overflow, end <= UInt64(clamping: st.st_size) else {
-            throw .invalidLog("log [\(offset), +\(size)) is not inside its \(st.st_size)-byte file")
+        guard st != nil, !overflow, end <= UInt64(clamping: fileSize) else {
+            throw .invalidLog("log [\(offset), +\(size)) is not inside its \(fileSize)-byte file")
         }
         do {
             mapping = try SharedMapping(fd: fd, length: length, offset: at)

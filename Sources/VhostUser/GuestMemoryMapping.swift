@@ -30,7 +30,7 @@ public struct GuestMemoryMapping: Sendable {
     /// A region checked and placed in its file, not mapped yet.
     private struct Plan {
         let descriptor: MemoryRegionDescriptor
-        let fd: Int32
+        let fd: FileDescriptor
         let fileOffset: Int
         let length: Int
         let hostOffset: Int
@@ -57,9 +57,9 @@ public struct GuestMemoryMapping: Sendable {
     /// `maxMappedBytes` of address space is refused before anything is
     /// mapped (`.memoryOverLimit`).
     public static func map(
-        _ descriptors: [MemoryRegionDescriptor], fds: [Int32], maxMappedBytes: UInt64 = .max
+        _ descriptors: [MemoryRegionDescriptor], fds: [FileDescriptor], maxMappedBytes: UInt64 = .max
     ) throws(VhostUserError) -> GuestMemoryMapping {
-        defer { for fd in fds { Glibc.close(fd) } }
+        defer { fds.closeAll() }
         guard descriptors.count == fds.count else {
             throw .wrongFDCount(request: .setMemTable, got: fds.count, expected: descriptors.count)
         }
@@ -87,8 +87,8 @@ public struct GuestMemoryMapping: Sendable {
 
     /// ADD_MEM_REG: maps one more region. Takes ownership of `fd` (closed in
     /// all cases). On failure the mapping is unchanged.
-    public mutating func add(_ descriptor: MemoryRegionDescriptor, fd: Int32) throws(VhostUserError) {
-        defer { Glibc.close(fd) }
+    public mutating func add(_ descriptor: MemoryRegionDescriptor, fd: FileDescriptor) throws(VhostUserError) {
+        defer { fd.close() }
         let region = try Self.map(Self.plan(descriptor, fd: fd, index: regions.count), index: regions.count)
         let candidate = regions + [region]
         do throws(VhostUserError) {
@@ -152,7 +152,7 @@ public struct GuestMemoryMapping: Sendable {
     }
 
     /// Validates `d` and places it in its file (see the type's comment).
-    private static func plan(_ d: MemoryRegionDescriptor, fd: Int32, index: Int) throws(VhostUserError) -> Plan {
+    private static func plan(_ d: MemoryRegionDescriptor, fd: FileDescriptor, index: Int) throws(VhostUserError) -> Plan {
         guard d.size > 0 else { throw .badRegion(index: index, reason: "size is 0") }
         guard !d.guestPhysAddr.addingReportingOverflow(d.size).overflow else {
             throw .badRegion(index: index, reason: "guest_phys_addr + size overflows")
@@ -164,8 +164,7 @@ public struct GuestMemoryMapping: Sendable {
         guard !overflow, let endOffset = Int(exactly: end) else {
             throw .badRegion(index: index, reason: "mmap_offset + size overflows")
         }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+        guard let st = try? fd.stat(), (st.st_mode & S_IFMT) == S_IFREG else {
             // Not a regular file (or no fstat): from offset 0, as any device allows.
             return Plan(descriptor: d, fd: fd, fileOffset: 0, length: endOffset, hostOffset: Int(truncatingIfNeeded: d.mmapOffset))
         }
@@ -191,16 +190,15 @@ public struct GuestMemoryMapping: Sendable {
 
     /// The page size mmap offsets in `fd`'s file must be multiples of: a
     /// hugetlbfs file's huge page, the system page otherwise.
-    private static func pageSize(of fd: Int32) -> UInt64 {
+    private static func pageSize(of fd: FileDescriptor) -> UInt64 {
         let hugetlbfsMagic = 0x9584_58f6
-        var fs = statfs()
-        if fstatfs(fd, &fs) == 0, Int(fs.f_type) == hugetlbfsMagic, fs.f_bsize > 0 { return UInt64(fs.f_bsize) }
+        if let fs = try? fd.fileSystemStat(), Int(fs.f_type) == hugetlbfsMagic, fs.f_bsize > 0 { return UInt64(fs.f_bsize) }
         return UInt64(getpagesize())
     }
 
     private static func map(_ plan: Plan, index: Int) throws(VhostUserError) -> MappedRegion {
         do throws(SharedMappingError) {
-            let mapping = try SharedMapping(fd: FileDescriptor(plan.fd), length: plan.length, offset: plan.fileOffset)
+            let mapping = try SharedMapping(fd: plan.fd, length: plan.length, offset: plan.fileOffset)
             return MappedRegion(descriptor: plan.descriptor, mapping: mapping, hostOffset: plan.hostOffset)
         } catch .mmap(let e) {
             throw .mapFailed(index: index, errno: e.rawValue)

@@ -44,8 +44,8 @@ public final class InflightRegion {
         guard size == UInt64(expected) else {
             throw .invalidInflight("inflight region of \(size) bytes, expected \(expected) for \(numQueues) queues of \(queueSize)")
         }
-        var st = stat()
-        guard fstat(fd.rawValue, &st) == 0 else { throw .invalidInflight("cannot stat the inflight fd: \(Errno.current)") }
+        let st: Glibc.stat
+        do { st = try fd.stat() } catch { throw .invalidInflight("cannot stat the inflight fd: \(error)") }
         let (end, overflow) = offset.addingReportingOverflow(size)
         guard offset % UInt64(getpagesize()) == 0, !overflow, end <= UInt64(clamping: st.st_size), let at = Int(exactly: offset) else {
             throw .invalidInflight("inflight region [\(offset), +\(size)) is not a page-aligned range of its \(st.st_size)-byte file")

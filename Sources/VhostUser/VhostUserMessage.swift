@@ -1,3 +1,5 @@
+import Posix
+
 /// One vhost-user message: header, decoded payload and the descriptors that
 /// came with it (vhost-user spec, "Message Specification").
 ///
@@ -7,16 +9,16 @@
 public struct VhostUserMessage: Sendable {
     public var header: VhostUserHeader
     public var payload: VhostUserPayload
-    public var fds: [Int32]
+    public var fds: [FileDescriptor]
 
-    public init(header: VhostUserHeader, payload: VhostUserPayload, fds: [Int32] = []) {
+    public init(header: VhostUserHeader, payload: VhostUserPayload, fds: [FileDescriptor] = []) {
         self.header = header
         self.payload = payload
         self.fds = fds
     }
 
     /// A front-end → back-end message with `size` computed from the payload.
-    public init(request: VhostUserRequest, needsReply: Bool = false, payload: VhostUserPayload = .none, fds: [Int32] = []) {
+    public init(request: VhostUserRequest, needsReply: Bool = false, payload: VhostUserPayload = .none, fds: [FileDescriptor] = []) {
         let flags = VhostUserHeader.version | (needsReply ? VhostUserHeader.flagNeedReply : 0)
         let size = UInt32(truncatingIfNeeded: payload.encoded.count)
         self.init(header: VhostUserHeader(request: request, flags: flags, size: size), payload: payload, fds: fds)
@@ -47,7 +49,7 @@ public struct VhostUserMessage: Sendable {
     ///
     /// fd ownership: on success the returned message owns `fds`; on a throw
     /// the caller still owns them and must close them all.
-    public static func decode(header: VhostUserHeader, body: [UInt8], fds: [Int32]) throws(VhostUserError) -> VhostUserMessage {
+    public static func decode(header: VhostUserHeader, body: [UInt8], fds: [FileDescriptor]) throws(VhostUserError) -> VhostUserMessage {
         let request = header.request
         guard let layout = PayloadLayout(request) else { throw .unknownRequest(request.rawValue) }
         var reader = ByteReader(body)

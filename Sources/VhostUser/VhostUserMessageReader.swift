@@ -1,3 +1,5 @@
+import Posix
+
 /// Incremental vhost-user framing: feed it what `recvmsg` returned, take out
 /// whole messages. Pure (no syscalls), never traps; a peer may dribble bytes.
 ///
@@ -30,8 +32,8 @@ public struct VhostUserMessageReader: Sendable {
     private var start = 0
     /// Stream offset of `buffer[0]`.
     private var bufferOrigin: UInt64 = 0
-    private var pendingFDs: [(offset: UInt64, fd: Int32)] = []
-    private var rejectedFDs: [Int32] = []
+    private var pendingFDs: [(offset: UInt64, fd: FileDescriptor)] = []
+    private var rejectedFDs: [FileDescriptor] = []
     private var failure: VhostUserError?
 
     public init() {}
@@ -42,7 +44,7 @@ public struct VhostUserMessageReader: Sendable {
     public var failedWith: VhostUserError? { failure }
 
     /// Appends received bytes; `fds` arrived with the first of them. Takes ownership of `fds`.
-    public mutating func feed(_ bytes: UnsafeRawBufferPointer, fds: [Int32] = []) {
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer, fds: [FileDescriptor] = []) {
         if failure != nil {
             rejectedFDs.append(contentsOf: fds)
             return
@@ -57,7 +59,7 @@ public struct VhostUserMessageReader: Sendable {
     }
 
     /// Appends received bytes (array form, for tests and the front end).
-    public mutating func feed(_ bytes: [UInt8], fds: [Int32] = []) {
+    public mutating func feed(_ bytes: [UInt8], fds: [FileDescriptor] = []) {
         bytes.withUnsafeBytes { feed($0, fds: fds) }
     }
 
@@ -81,8 +83,8 @@ public struct VhostUserMessageReader: Sendable {
         let body = Array(buffer[(start + VhostUserHeader.byteSize)..<(start + total)])
         let messageStart = bufferOrigin &+ UInt64(start)
         let messageEnd = messageStart &+ UInt64(total)
-        var fds: [Int32] = []
-        var keep: [(offset: UInt64, fd: Int32)] = []
+        var fds: [FileDescriptor] = []
+        var keep: [(offset: UInt64, fd: FileDescriptor)] = []
         for entry in pendingFDs {
             // fds pinned before this message (no message took them) belong to it too.
             if entry.offset < messageEnd { fds.append(entry.fd) } else { keep.append(entry) }
@@ -99,13 +101,13 @@ public struct VhostUserMessageReader: Sendable {
     }
 
     /// Descriptors of messages that failed to decode; the caller closes them.
-    public mutating func takeRejectedFDs() -> [Int32] {
+    public mutating func takeRejectedFDs() -> [FileDescriptor] {
         defer { rejectedFDs = [] }
         return rejectedFDs
     }
 
     /// Every descriptor still held (rejected and pending); the caller closes them.
-    public mutating func takeAllFDs() -> [Int32] {
+    public mutating func takeAllFDs() -> [FileDescriptor] {
         defer {
             rejectedFDs = []
             pendingFDs = []

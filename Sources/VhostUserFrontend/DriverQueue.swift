@@ -274,9 +274,10 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
                 throw .timeout(strictInterrupts ? "an interrupt and used entry on queue \(index)" : "a used entry on queue \(index)")
             }
             if busyPoll && !strictInterrupts { continue }
-            var pfd = pollfd(fd: callFD.fd.rawValue, events: Int16(POLLIN), revents: 0)
             let wait = strictInterrupts ? deadline.remainingMilliseconds : min(deadline.remainingMilliseconds, 50)
-            if Glibc.poll(&pfd, 1, wait) > 0, callFD.drain() > 0 { interrupted = true }
+            if let ready = try? callFD.fd.poll(Int16(POLLIN), timeoutMilliseconds: wait), ready != 0, callFD.drain() > 0 {
+                interrupted = true
+            }
         }
     }
 

@@ -7,7 +7,7 @@ public struct RawReply: Sendable {
     public var header: VhostUserHeader
     public var body: [UInt8]
     /// Descriptors that came with it; the caller owns them.
-    public var fds: [Int32]
+    public var fds: [FileDescriptor]
 }
 
 /// The front end's end of a vhost-user socket: sends requests (with any fds,
@@ -17,7 +17,7 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
     public let socket: FileDescriptor
     public var timeout: Duration
     private var buffer: [UInt8] = []
-    private var bufferedFDs: [Int32] = []
+    private var bufferedFDs: [FileDescriptor] = []
 
     /// Connects to the back end at `path`.
     public init(path: String, timeout: Duration = .seconds(5)) throws(FrontendError) {
@@ -36,7 +36,7 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
     }
 
     public func close() {
-        for fd in bufferedFDs { Glibc.close(fd) }
+        bufferedFDs.closeAll()
         bufferedFDs = []
         socket.close()
     }
@@ -47,7 +47,7 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
     }
 
     /// Sends arbitrary bytes with arbitrary fds in one message (malformed-input tests).
-    public func sendRaw(_ bytes: [UInt8], fds: [Int32] = []) throws(FrontendError) {
+    public func sendRaw(_ bytes: [UInt8], fds: [FileDescriptor] = []) throws(FrontendError) {
         do {
             try UnixSocket.sendAll(socket, bytes, fds: fds)
         } catch {
@@ -62,15 +62,15 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
     ) throws(FrontendError) -> RawReply {
         let reply = try receiveAny(timeout: timeout ?? self.timeout)
         guard reply.header.flags == VhostUserHeader.replyFlags else {
-            reply.fds.forEach { Glibc.close($0) }
+            reply.fds.closeAll()
             throw .protocolViolation("\(request.name) reply has flags 0x\(String(reply.header.flags, radix: 16)), expected 0x5")
         }
         guard reply.header.request == request else {
-            reply.fds.forEach { Glibc.close($0) }
+            reply.fds.closeAll()
             throw .protocolViolation("expected a \(request.name) reply, got \(reply.header.request.name)")
         }
         if let expectedSize, reply.body.count != expectedSize {
-            reply.fds.forEach { Glibc.close($0) }
+            reply.fds.closeAll()
             throw .protocolViolation("\(request.name) reply is \(reply.body.count) bytes, expected \(expectedSize)")
         }
         return reply
@@ -79,7 +79,7 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
     /// Reads a u64 reply.
     public func receiveU64(to request: VhostUserRequest) throws(FrontendError) -> UInt64 {
         let reply = try receiveReply(to: request, expectedSize: 8)
-        reply.fds.forEach { Glibc.close($0) }
+        reply.fds.closeAll()
         return reply.body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
     }
 
@@ -103,12 +103,18 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
     public func waitForClose(timeout: Duration) -> Bool {
         let deadline = Deadline(timeout)
         while !deadline.expired {
-            var pfd = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
-            guard Glibc.poll(&pfd, 1, deadline.remainingMilliseconds) > 0 else { continue }
+            guard let ready = try? socket.poll(Int16(POLLIN), timeoutMilliseconds: deadline.remainingMilliseconds), ready != 0 else {
+                continue
+            }
             var byte: UInt8 = 0
-            let n = withUnsafeMutableBytes(of: &byte) { Glibc.recv(socket.rawValue, $0.baseAddress, 1, Int32(MSG_DONTWAIT)) }
-            if n == 0 { return true }
-            if n < 0 && errno != EAGAIN && errno != EINTR { return true }
+            do {
+                let n = try withUnsafeMutableBytes(of: &byte) { raw in
+                    Result { () throws(Errno) -> Int in try socket.receive(into: raw, flags: Int32(MSG_DONTWAIT)) }
+                }.get()
+                if n == 0 { return true }
+            } catch {
+                if error != .EAGAIN { return true }
+            }
         }
         return false
     }
@@ -131,9 +137,9 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
                 }
             }
             if deadline.expired { throw .timeout("a vhost-user reply") }
-            var pfd = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
-            let ready = Glibc.poll(&pfd, 1, deadline.remainingMilliseconds)
-            guard ready > 0 else { continue }
+            guard let ready = try? socket.poll(Int16(POLLIN), timeoutMilliseconds: deadline.remainingMilliseconds), ready != 0 else {
+                continue
+            }
             var chunk = [UInt8](repeating: 0, count: 4096)
             let received: UnixSocket.Received
             do {
@@ -145,7 +151,7 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
                 throw .system(error)
             }
             guard received.count > 0 else {
-                received.fds.forEach { Glibc.close($0) }
+                received.fds.closeAll()
                 throw .peerClosed
             }
             buffer.append(contentsOf: chunk.prefix(received.count))

@@ -91,13 +91,11 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
             maxQueues = try channel.requestU64(.getQueueNum)
         }
         if protocolFeatures.contains(.slaveReq) && options.useBackendChannel {
-            var pair: [Int32] = [-1, -1]
-            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
-                throw .system(.current)
-            }
-            defer { Glibc.close(pair[1]) }
-            backendChannel = VhostUserChannel(socket: FileDescriptor(pair[0]), timeout: options.timeout)
-            try channel.send(VhostUserMessage(request: .setSlaveReqFD, fds: [pair[1]]), ack: replyAck)
+            let ours: FileDescriptor, theirs: FileDescriptor
+            do { (ours, theirs) = try FileDescriptor.socketPair() } catch { throw .system(error) }
+            defer { theirs.close() }
+            backendChannel = VhostUserChannel(socket: ours, timeout: options.timeout)
+            try channel.send(VhostUserMessage(request: .setSlaveReqFD, fds: [theirs]), ack: replyAck)
         }
         try channel.send(VhostUserMessage(request: .setOwner))
         if protocolFeatures.contains(.config) {
@@ -111,7 +109,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
             offset: offset, size: size, flags: 0, payload: [UInt8](repeating: 0, count: Int(size)))
         try channel.send(VhostUserMessage(request: .getConfig, payload: payload))
         let reply = try channel.receiveReply(to: .getConfig, expectedSize: 12 + Int(size))
-        reply.fds.forEach { Glibc.close($0) }
+        reply.fds.closeAll()
         return Array(reply.body.dropFirst(12))
     }
 
@@ -170,7 +168,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
 
     /// SET_MEM_TABLE with this memory's regions (one fd per region), acked when REPLY_ACK is on.
     public func setMemTable() throws(FrontendError) {
-        let fds = [Int32](repeating: memory.fd.rawValue, count: memory.regions.count)
+        let fds = [FileDescriptor](repeating: memory.fd, count: memory.regions.count)
         try channel.send(
             VhostUserMessage(request: .setMemTable, payload: .memoryTable(memory.regions), fds: fds), ack: replyAck)
     }
@@ -179,7 +177,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
     public func setUp(_ q: DriverQueue, base: UInt16 = 0) throws(FrontendError) {
         let index = UInt32(q.index)
         try channel.send(VhostUserMessage(
-            request: .setVringCall, payload: .u64(UInt64(index)), fds: [q.callFD.fd.rawValue]))
+            request: .setVringCall, payload: .u64(UInt64(index)), fds: [q.callFD.fd]))
         try channel.send(VhostUserMessage(request: .setVringNum, payload: .vringState(index: index, num: UInt32(q.size))))
         try channel.send(VhostUserMessage(request: .setVringBase, payload: .vringState(index: index, num: UInt32(base))))
         let address = VringAddress(
@@ -187,7 +185,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
             avail: memory.userAddr(of: q.avail.pointer))
         try channel.send(VhostUserMessage(request: .setVringAddr, payload: .vringAddress(address)))
         try channel.send(VhostUserMessage(
-            request: .setVringKick, payload: .u64(UInt64(index)), fds: [q.kickFD.fd.rawValue]))
+            request: .setVringKick, payload: .u64(UInt64(index)), fds: [q.kickFD.fd]))
     }
 
     /// SET_VRING_ENABLE.
@@ -200,7 +198,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
     public func getVringBase(_ index: Int) throws(FrontendError) -> UInt16 {
         try channel.send(VhostUserMessage(request: .getVringBase, payload: .vringState(index: UInt32(index), num: 0)))
         let reply = try channel.receiveReply(to: .getVringBase, expectedSize: 8)
-        reply.fds.forEach { Glibc.close($0) }
+        reply.fds.closeAll()
         let (qi, num) = reply.body.withUnsafeBytes {
             (UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)),
              UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
@@ -229,18 +227,18 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
         try channel.send(VhostUserMessage(request: .getInflightFD, payload: payload))
         let reply = try channel.receiveReply(to: .getInflightFD, expectedSize: 24)
         guard reply.fds.count == 1, let fd = reply.fds.first else {
-            reply.fds.forEach { Glibc.close($0) }
+            reply.fds.closeAll()
             throw .protocolViolation("GET_INFLIGHT_FD reply carried \(reply.fds.count) fds")
         }
-        inflightFD = FileDescriptor(fd)
+        inflightFD = fd
         inflightSize = reply.body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-        try sendInflight(fd: FileDescriptor(fd), queueCount: queueCount, queueSize: queueSize)
+        try sendInflight(fd: fd, queueCount: queueCount, queueSize: queueSize)
     }
 
     private func sendInflight(fd: FileDescriptor, queueCount: Int, queueSize: UInt16) throws(FrontendError) {
         let payload = VhostUserPayload.inflight(
             mmapSize: inflightSize, mmapOffset: 0, numQueues: UInt16(truncatingIfNeeded: queueCount), queueSize: queueSize)
-        try channel.send(VhostUserMessage(request: .setInflightFD, payload: payload, fds: [fd.rawValue]))
+        try channel.send(VhostUserMessage(request: .setInflightFD, payload: payload, fds: [fd]))
     }
 
     // MARK: Back-end channel
@@ -250,7 +248,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
     public func receiveBackendRequest(timeout: Duration = .seconds(5), ack: UInt64 = 0) throws(FrontendError) -> VhostUserHeader {
         guard let side = backendChannel else { throw .invalidArgument("no back-end channel") }
         let message = try side.receiveAny(timeout: timeout)
-        message.fds.forEach { Glibc.close($0) }
+        message.fds.closeAll()
         if message.header.needsReply {
             try side.sendRaw(VhostUserReply.u64(message.header.request, ack))
         }

@@ -1,4 +1,5 @@
 import Glibc
+import Posix
 import Synchronization
 import VhostUserFrontend
 
@@ -133,8 +134,7 @@ final class QueueWorker: @unchecked Sendable {  // run() on exactly one thread; 
 
     /// Sleeps on the call eventfd; true if it fired (and was drained).
     private func waitCall(milliseconds: Int32) -> Bool {
-        var pfd = pollfd(fd: queue.callFD.fd.rawValue, events: Int16(POLLIN), revents: 0)
-        guard Glibc.poll(&pfd, 1, milliseconds) > 0 else { return false }
+        guard let ready = try? queue.callFD.fd.poll(Int16(POLLIN), timeoutMilliseconds: milliseconds), ready != 0 else { return false }
         return queue.callFD.drain() > 0
     }
 

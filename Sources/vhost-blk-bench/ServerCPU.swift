@@ -1,4 +1,5 @@
 import Glibc
+import Posix
 
 /// CPU time a process has used, from `/proc/PID/stat` fields 14 and 15
 /// (utime + stime, all threads, in clock ticks; proc(5)).
@@ -25,17 +26,9 @@ enum ServerCPU {
     }
 
     private static func readFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            bytes.append(contentsOf: chunk.prefix(n))
-        }
-        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
+        guard let fd = try? FileDescriptor.open(path, flags: O_RDONLY) else { return nil }
+        defer { fd.close() }
+        guard let bytes = try? fd.readToEnd(limit: 1 << 20), !bytes.isEmpty else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

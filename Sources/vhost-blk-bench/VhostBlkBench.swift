@@ -91,6 +91,5 @@ struct VhostBlkBench: ParsableCommand {
 }
 
 func printError(_ s: String) {
-    var line = s + "\n"
-    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    try? FileDescriptor.standardError.writeAll(Array((s + "\n").utf8))
 }

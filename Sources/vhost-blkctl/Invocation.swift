@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import JSONRPC
+import Posix
 import VhostBlkAPI
 
 /// How a subcommand prints its result (rpc.py's helpers).
@@ -63,14 +64,6 @@ func printError(_ message: String) {
 
 struct StandardError: TextOutputStream {
     mutating func write(_ string: String) {
-        var bytes = Array(string.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { raw in
-                Glibc.write(2, raw.baseAddress.map { $0 + offset }, raw.count - offset)
-            }
-            if written <= 0 { return }
-            offset += written
-        }
+        try? FileDescriptor.standardError.writeAll(Array(string.utf8))
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import JSONRPC
+import Posix
 
 /// Several calls on one connection, for the client-side commands
 /// (`save_config`, `load_config`); errors print as `invoke` prints them.
@@ -69,25 +70,23 @@ struct ReadFileError: Error, CustomStringConvertible {
 /// The whole of `path` (nil: standard input) as UTF-8 text, at most 64 MiB.
 func readFile(_ path: String?) throws(ReadFileError) -> String {
     let limit = 64 << 20
-    let fd: Int32
+    let fd: FileDescriptor
     if let path {
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ReadFileError(description: "\(path): \(String(cString: strerror(errno)))") }
-    } else {
-        fd = 0
-    }
-    defer { if fd != 0 { close(fd) } }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 {
-            if errno == EINTR { continue }
-            throw ReadFileError(description: "\(path ?? "stdin"): \(String(cString: strerror(errno)))")
+        do {
+            fd = try FileDescriptor.open(path, flags: O_RDONLY)
+        } catch {
+            throw ReadFileError(description: "\(path): \(error.message)")
         }
-        if count == 0 { break }
-        bytes.append(contentsOf: chunk[0..<count])
-        guard bytes.count <= limit else { throw ReadFileError(description: "\(path ?? "stdin"): larger than 64 MiB") }
+    } else {
+        fd = .standardInput
+    }
+    defer { if path != nil { fd.close() } }
+    let bytes: [UInt8]
+    do {
+        bytes = try fd.readToEnd(limit: limit)
+    } catch {
+        if error.rawValue == EFBIG { throw ReadFileError(description: "\(path ?? "stdin"): larger than 64 MiB") }
+        throw ReadFileError(description: "\(path ?? "stdin"): \(error.message)")
     }
     return String(decoding: bytes, as: UTF8.self)
 }

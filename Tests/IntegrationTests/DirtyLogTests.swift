@@ -59,9 +59,9 @@ struct DirtyLogTests {
             // Migration starts: SET_LOG_BASE (replied with LOG_SHMFD), LOG_ALL on, the used ring's log address.
             let log = try Log(guestBytes: 16 << 20)
             try f.channel.send(VhostUserMessage(
-                request: .setLogBase, payload: .log(size: UInt64(log.mapping.length), offset: 0), fds: [log.fd.rawValue]))
+                request: .setLogBase, payload: .log(size: UInt64(log.mapping.length), offset: 0), fds: [log.fd]))
             let reply = try f.channel.receiveReply(to: .setLogBase, expectedSize: 8)
-            reply.fds.forEach { Glibc.close($0) }
+            reply.fds.closeAll()
             // Acked (REPLY_ACK), so the daemon has applied each before the test goes on.
             try f.channel.send(VhostUserMessage(request: .setFeatures, payload: .u64(f.ackedFeatures.union(.logAll).rawValue)), ack: true)
             let q = try f.driverQueue(0)
@@ -129,7 +129,7 @@ struct DirtyLogTests {
         try f.connect()
         let fd = try Memfd.create(name: "small", size: 4096)
         defer { fd.close() }
-        try f.channel.send(VhostUserMessage(request: .setLogBase, payload: .log(size: 1 << 20, offset: 4096), fds: [fd.rawValue]))
+        try f.channel.send(VhostUserMessage(request: .setLogBase, payload: .log(size: 1 << 20, offset: 4096), fds: [fd]))
         #expect(f.channel.waitForClose(timeout: .seconds(5)))
         #expect(daemon.log.contains("SET_LOG_BASE refused"))
         #expect(daemon.isRunning)

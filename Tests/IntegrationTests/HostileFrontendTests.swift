@@ -136,7 +136,7 @@ struct HostileFrontendTests {
         }
     }
 
-    static func message(_ request: VhostUserRequest, _ payload: VhostUserPayload = .none, fds: [Int32] = []) -> VhostUserMessage {
+    static func message(_ request: VhostUserRequest, _ payload: VhostUserPayload = .none, fds: [FileDescriptor] = []) -> VhostUserMessage {
         VhostUserMessage(request: request, payload: payload, fds: fds)
     }
 
@@ -158,7 +158,7 @@ struct HostileFrontendTests {
     }
 
     /// Sends `messages`, then `raw` with `fds`; nil if all went or the peer hung up, else why not.
-    static func send(_ messages: [VhostUserMessage], raw: [UInt8], fds: [Int32], on channel: VhostUserChannel) -> String? {
+    static func send(_ messages: [VhostUserMessage], raw: [UInt8], fds: [FileDescriptor], on channel: VhostUserChannel) -> String? {
         do throws(FrontendError) {
             for message in messages { try channel.send(message) }
             if !raw.isEmpty { try channel.sendRaw(raw, fds: fds) }
@@ -180,11 +180,11 @@ struct HostileFrontendTests {
         defer { memfd.close() }
         let event = try EventFD()
         defer { event.close() }
-        let m = memfd.rawValue
+        let m = memfd
 
         var reason = "disconnecting frontend"
         var raw: [UInt8] = []
-        var rawFDs: [Int32] = []
+        var rawFDs: [FileDescriptor] = []
         var messages: [VhostUserMessage] = []
         var pipeEnds: [Int32] = []
         defer { for fd in pipeEnds where fd >= 0 { Glibc.close(fd) } }
@@ -208,14 +208,14 @@ struct HostileFrontendTests {
             messages = [Self.message(.setMemTable, .memoryTable([Self.region(gpa: 0, size: 1 << 20)]))]
             reason = "received 0 file descriptors, expected 1"
         case .kickWithTwoFDs:
-            messages = [Self.message(.setVringKick, .u64(0), fds: [event.fd.rawValue, event.fd.rawValue])]
+            messages = [Self.message(.setVringKick, .u64(0), fds: [event.fd, event.fd])]
             reason = "received 2 file descriptors, expected 1"
         case .featuresWithFD:
             messages = [Self.message(.getFeatures, fds: [m])]
             reason = "received 1 file descriptors, expected 0"
         case .tenFDs:
             raw = Self.header(request: 1, size: 0)
-            rawFDs = [Int32](repeating: m, count: 10)
+            rawFDs = [FileDescriptor](repeating: m, count: 10)
             reason = "more file descriptors than any message carries"
         case .queueSizeZero:
             messages = [Self.message(.setVringNum, .vringState(index: 0, num: 0))]
@@ -230,7 +230,7 @@ struct HostileFrontendTests {
             messages = [Self.message(.setVringAddr, .vringAddress(VringAddress(index: 0xffff_ffff, desc: 0, used: 0, avail: 0)))]
             reason = "queue index 4294967295 beyond"
         case .kickIndexBeyond:
-            messages = [Self.message(.setVringKick, .u64(0xff), fds: [event.fd.rawValue])]
+            messages = [Self.message(.setVringKick, .u64(0xff), fds: [event.fd])]
             reason = "queue index 255 beyond"
         case .overlappingRegions:
             messages = [Self.message(.setMemTable, .memoryTable([
@@ -256,7 +256,7 @@ struct HostileFrontendTests {
                 Self.message(.setVringBase, .vringState(index: 0, num: 0)),
                 Self.message(.setVringAddr, .vringAddress(VringAddress(
                     index: 0, desc: 0x7000_0000_0000 + (1 << 20) - 64, used: 0x1000, avail: 0x7000_0000_2000))),
-                Self.message(.setVringKick, .u64(0), fds: [event.fd.rawValue]),
+                Self.message(.setVringKick, .u64(0), fds: [event.fd]),
             ]
             reason = "rings are outside guest memory"
         case .kickIsAFile:
@@ -267,7 +267,7 @@ struct HostileFrontendTests {
             var ends: [Int32] = [-1, -1]
             #expect(pipe(&ends) == 0)
             pipeEnds = ends
-            messages = [Self.message(.setVringCall, .u64(0), fds: [ends[1]])]
+            messages = [Self.message(.setVringCall, .u64(0), fds: [FileDescriptor(ends[1])])]
             reason = "SET_VRING_CALL: the descriptor is not an eventfd"
         }
         // The daemon may hang up before the last message is sent.
@@ -494,7 +494,7 @@ struct HostileFrontendTests {
             try f.connect()
             #expect(f.replyAck)
             try f.channel.send(
-                Self.message(.setMemTable, .memoryTable(regions), fds: [Int32](repeating: memfd.rawValue, count: 8)), ack: true)
+                Self.message(.setMemTable, .memoryTable(regions), fds: [FileDescriptor](repeating: memfd, count: 8)), ack: true)
         }
         #expect(world.daemon.isRunning)
         // Every table was mapped (debug log), the bystander's too.

@@ -51,7 +51,7 @@ struct IsolationTests {
         #expect(withUnsafeBytes(of: &full) { Glibc.write(call.fd.rawValue, $0.baseAddress, 8) } == 8)
         #expect(fcntl(call.fd.rawValue, F_GETFL) & O_NONBLOCK == 0, "the attacker's eventfd starts blocking")
         try attacker.channel.send(
-            VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [call.fd.rawValue]), ack: attacker.replyAck)
+            VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [call.fd]), ack: attacker.replyAck)
         let reads = try PolledReads(attacker.driverQueue(0), memory: attacker.memory)
         let nonBlocking = fcntl(call.fd.rawValue, F_GETFL) & O_NONBLOCK != 0
         let attack = LoopAttack(reads.step)
@@ -279,7 +279,7 @@ struct IsolationTests {
                 frontends.append(f)
                 try f.connect()
                 try f.channel.send(
-                    HostileFrontendTests.message(.setMemTable, .memoryTable(regions), fds: [Int32](repeating: memfd.rawValue, count: 8)),
+                    HostileFrontendTests.message(.setMemTable, .memoryTable(regions), fds: [FileDescriptor](repeating: memfd, count: 8)),
                     ack: f.replyAck)
             }
         } catch {

@@ -129,7 +129,7 @@ struct InterruptAfterReconnectTests {
         // A new call eventfd while the queue runs: signalled at once.
         let replacement = try EventFD()
         defer { replacement.close() }
-        try f.channel.send(VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [replacement.fd.rawValue]), ack: f.replyAck)
+        try f.channel.send(VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [replacement.fd]), ack: f.replyAck)
         #expect(Self.signalled(replacement))
         #expect(!Self.signalled(q.callFD, within: 100), "the old eventfd is no longer used")
 
@@ -142,7 +142,7 @@ struct InterruptAfterReconnectTests {
         #expect(!Self.signalled(replacement, within: 100))
         let next = try EventFD()
         defer { next.close() }
-        try f.channel.send(VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [next.fd.rawValue]), ack: f.replyAck)
+        try f.channel.send(VhostUserMessage(request: .setVringCall, payload: .u64(0), fds: [next.fd]), ack: f.replyAck)
         #expect(Self.signalled(next))
     }
 }

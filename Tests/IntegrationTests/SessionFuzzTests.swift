@@ -539,7 +539,7 @@ final class FuzzSession {
     private var inflightQueues: UInt16 = 0
     private var inflightQueueSize: UInt16 = 0
     private var held: [FileDescriptor] = []
-    private var strayFDs: [Int32] = []
+    private var strayFDs: [FileDescriptor] = []
     private var nextSector: UInt64 = 1024
     private var completions = 0
 
@@ -601,7 +601,7 @@ final class FuzzSession {
         for q in queues { q.close() }
         inflightFD?.close()
         for fd in held { fd.close() }
-        strayFDs.forEach { Glibc.close($0) }
+        strayFDs.closeAll()
         memory.close()
     }
 
@@ -655,7 +655,7 @@ final class FuzzSession {
                     throw Violation(what: "GET_INFLIGHT_FD reply of \(reply.body.count) bytes without an fd")
                 }
                 inflightFD?.close()
-                inflightFD = FileDescriptor(fd)
+                inflightFD = fd
                 reply.body.withUnsafeBytes {
                     inflightSize = UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))
                     inflightQueues = UInt16(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: UInt16.self))
@@ -666,11 +666,11 @@ final class FuzzSession {
                 throw Violation(what: "GET_FEATURES answered a different feature set")
             }
         }
-        strayFDs.forEach { Glibc.close($0) }
+        strayFDs.closeAll()
         strayFDs = []
     }
 
-    private func message(_ request: VhostUserRequest, _ payload: VhostUserPayload = .none, fds: [Int32] = []) -> VhostUserMessage {
+    private func message(_ request: VhostUserRequest, _ payload: VhostUserPayload = .none, fds: [FileDescriptor] = []) -> VhostUserMessage {
         VhostUserMessage(request: request, payload: payload, fds: fds)
     }
 
@@ -713,14 +713,14 @@ final class FuzzSession {
         case .setMemTable(let kind):
             switch kind {
             case .guest:
-                let fds = [Int32](repeating: memory.fd.rawValue, count: memory.regions.count)
+                let fds = [FileDescriptor](repeating: memory.fd, count: memory.regions.count)
                 try send(message(.setMemTable, .memoryTable(memory.regions), fds: fds), step: step)
             case .smallFile, .beyondFile:
                 // A 1 MiB file at the same addresses: rings fit, data buffers past 1 MiB do not.
                 let fd = try memfd(1 << 20)
                 let size: UInt64 = kind == .smallFile ? 1 << 20 : 4 << 20
                 let region = MemoryRegionDescriptor(guestPhysAddr: 0, size: size, userAddr: memory.userAddr(of: memory.base), mmapOffset: 0)
-                try send(message(.setMemTable, .memoryTable([region]), fds: [fd.rawValue]), step: step)
+                try send(message(.setMemTable, .memoryTable([region]), fds: [fd]), step: step)
             }
         case .setVringNum(let q, let n):
             try send(message(.setVringNum, .vringState(index: q, num: n)), step: step)
@@ -740,7 +740,7 @@ final class FuzzSession {
             }
             try send(message(.setVringAddr, .vringAddress(address)), step: step)
         case .setVringKick(let q):
-            let kick = queues[Int(q == 1 ? 1 : 0)].kickFD.fd.rawValue
+            let kick = queues[Int(q == 1 ? 1 : 0)].kickFD.fd
             try send(message(.setVringKick, .u64(UInt64(q)), fds: [kick]), step: step)
         case .setVringCall(let q, let noFD, let fresh):
             if noFD {
@@ -748,15 +748,15 @@ final class FuzzSession {
             } else if fresh {
                 let event = try EventFD()
                 held.append(event.fd)
-                try send(message(.setVringCall, .u64(UInt64(q)), fds: [event.fd.rawValue]), step: step)
+                try send(message(.setVringCall, .u64(UInt64(q)), fds: [event.fd]), step: step)
             } else {
-                let call = queues[Int(q == 1 ? 1 : 0)].callFD.fd.rawValue
+                let call = queues[Int(q == 1 ? 1 : 0)].callFD.fd
                 try send(message(.setVringCall, .u64(UInt64(q)), fds: [call]), step: step)
             }
         case .setVringErr(let q):
             let event = try EventFD()
             held.append(event.fd)
-            try send(message(.setVringErr, .u64(UInt64(q)), fds: [event.fd.rawValue]), step: step)
+            try send(message(.setVringErr, .u64(UInt64(q)), fds: [event.fd]), step: step)
         case .setVringEnable(let q, let on):
             try send(message(.setVringEnable, .vringState(index: q, num: on ? 1 : 0)), step: step)
         case .getVringBase(let q):
@@ -773,19 +773,19 @@ final class FuzzSession {
             let fd = try memfd(max(4096, Int(size)))
             // With LOG_SHMFD the daemon answers it whatever the flags say.
             let owes: Owed? = protocolFeatures.contains(.logSHMFD) ? .reply(.setLogBase) : nil
-            try send(message(.setLogBase, .log(size: size, offset: offset), fds: [fd.rawValue]), step: step, owes: owes)
+            try send(message(.setLogBase, .log(size: size, offset: offset), fds: [fd]), step: step, owes: owes)
         case .getInflightFD(let n, let size):
             try send(message(.getInflightFD, .inflight(mmapSize: 0, mmapOffset: 0, numQueues: n, queueSize: size)), step: step, owes: .inflight)
         case .setInflightFD:
             if let fd = inflightFD {
                 let payload = VhostUserPayload.inflight(mmapSize: inflightSize, mmapOffset: 0, numQueues: inflightQueues, queueSize: inflightQueueSize)
-                try send(message(.setInflightFD, payload, fds: [fd.rawValue]), step: step)
+                try send(message(.setInflightFD, payload, fds: [fd]), step: step)
             } else {
                 // A region the daemon never made, sized for 2 queues of 128.
                 let size = 2 * InflightQueue.areaSize(queueSize: 128)
                 let fd = try memfd(size)
                 let payload = VhostUserPayload.inflight(mmapSize: UInt64(size), mmapOffset: 0, numQueues: 2, queueSize: 128)
-                try send(message(.setInflightFD, payload, fds: [fd.rawValue]), step: step)
+                try send(message(.setInflightFD, payload, fds: [fd]), step: step)
             }
         case .scribbleInflight(let bits):
             scribble(bits)
@@ -796,7 +796,7 @@ final class FuzzSession {
             }
             held.append(FileDescriptor(pair[0]))
             held.append(FileDescriptor(pair[1]))
-            try send(message(.setSlaveReqFD, fds: [pair[1]]), step: step)
+            try send(message(.setSlaveReqFD, fds: [FileDescriptor(pair[1])]), step: step)
         case .unsupported(let number):
             let request = VhostUserRequest(number)
             var payload = VhostUserPayload.none

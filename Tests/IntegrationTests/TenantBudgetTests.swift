@@ -68,7 +68,7 @@ struct TenantBudgetTests {
             try greedy.connect()
             try greedy.setFeatures(greedy.deviceFeatures.intersection(greedy.options.wantedFeatures))
             var setMemTable = VhostUserMessage(
-                request: .setMemTable, payload: .memoryTable(table), fds: [Int32](repeating: sparse.rawValue, count: 8))
+                request: .setMemTable, payload: .memoryTable(table), fds: [FileDescriptor](repeating: sparse, count: 8))
             setMemTable.header.flags |= VhostUserHeader.flagNeedReply
             try greedy.channel.send(setMemTable)
             #expect(greedy.channel.waitForClose(timeout: .seconds(5)), "a 100 TiB memory table was accepted")
@@ -91,7 +91,7 @@ struct TenantBudgetTests {
             defer { migrating.close() }
             #expect(try D.roundTrip(migrating, sector: 1, seed: 1))
             try migrating.channel.send(VhostUserMessage(
-                request: .setLogBase, payload: .log(size: 1 << 40, offset: 0), fds: [log.rawValue]))
+                request: .setLogBase, payload: .log(size: 1 << 40, offset: 0), fds: [log]))
             #expect(migrating.channel.waitForClose(timeout: .seconds(5)), "a 1 TiB dirty log was accepted")
             #expect(Self.logLine(daemon, containing: Self.names("vhost.0") + [
                 "disconnecting frontend: SET_LOG_BASE asks for a dirty log of 1.0 TiB (1099511627776 bytes), more than the memory table needs",
@@ -164,14 +164,14 @@ struct TenantBudgetTests {
         let log = try Memfd.create(name: "log", size: 1 << 20)
         defer { log.close() }
         for size in [DirtyLog.bytesCovering(guestPhysicalEnd: 16 << 20), most] {
-            try f.channel.send(VhostUserMessage(request: .setLogBase, payload: .log(size: size, offset: 0), fds: [log.rawValue]))
+            try f.channel.send(VhostUserMessage(request: .setLogBase, payload: .log(size: size, offset: 0), fds: [log]))
             let reply = try f.channel.receiveReply(to: .setLogBase, expectedSize: 8)
-            reply.fds.forEach { Glibc.close($0) }
+            reply.fds.closeAll()
         }
         try f.channel.send(VhostUserMessage(request: .setFeatures, payload: .u64(f.ackedFeatures.union(.logAll).rawValue)), ack: true)
         #expect(try D.roundTrip(f, sector: 4, seed: 4))
 
-        try f.channel.send(VhostUserMessage(request: .setLogBase, payload: .log(size: most + 1, offset: 0), fds: [log.rawValue]))
+        try f.channel.send(VhostUserMessage(request: .setLogBase, payload: .log(size: most + 1, offset: 0), fds: [log]))
         #expect(f.channel.waitForClose(timeout: .seconds(5)))
         #expect(Self.logLine(daemon, containing: Self.names("vhost.0") + [
             "SET_LOG_BASE asks for a dirty log of 6.5 KiB (6657 bytes), more than the memory table needs: 6.5 KiB (6656 bytes)",
@@ -193,7 +193,7 @@ struct TenantBudgetTests {
                 request: .getInflightFD, payload: .inflight(mmapSize: 0, mmapOffset: 0, numQueues: UInt16(queues), queueSize: 32768)))
             if accepted {
                 let reply = try channel.receiveReply(to: .getInflightFD, expectedSize: 24)
-                reply.fds.forEach { Glibc.close($0) }
+                reply.fds.closeAll()
                 #expect(reply.fds.count == 1)
             } else {
                 #expect(channel.waitForClose(timeout: .seconds(5)))

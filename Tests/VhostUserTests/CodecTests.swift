@@ -1,3 +1,4 @@
+import Posix
 import Testing
 @testable import VhostUser
 
@@ -54,7 +55,7 @@ func header(_ r: VhostUserRequest, size: Int, flags: UInt32 = 1) -> VhostUserHea
     @Test(arguments: fixed.indices)
     func fixedSizeValidation(_ i: Int) throws {
         let (r, size, nfds) = Self.fixed[i]
-        let fds = [Int32](repeating: 99, count: nfds)
+        let fds = [FileDescriptor](repeating: 99, count: nfds)
         let ok = try VhostUserMessage.decode(header: header(r, size: size), body: zeros(size), fds: fds)
         #expect(ok.request == r)
         #expect(ok.fds == fds)
@@ -67,7 +68,7 @@ func header(_ r: VhostUserRequest, size: Int, flags: UInt32 = 1) -> VhostUserHea
             }
         }
         // Too many fds is always an error (REM_MEM_REG tolerates one, see below).
-        let extra: [Int32] = r == .remMemReg ? [7, 8] : [7]
+        let extra: [FileDescriptor] = r == .remMemReg ? [7, 8] : [7]
         #expect(throws: VhostUserError.wrongFDCount(request: r, got: nfds + extra.count, expected: r == .remMemReg ? 1 : nfds)) {
             try VhostUserMessage.decode(header: header(r, size: size), body: zeros(size), fds: fds + extra)
         }
@@ -92,7 +93,7 @@ func header(_ r: VhostUserRequest, size: Int, flags: UInt32 = 1) -> VhostUserHea
         let requests: [VhostUserRequest] = [.setFeatures, .setVringNum, .setVringAddr, .getInflightFD, .setLogBase]
         for (payload, r) in zip(msgs, requests) {
             let body = payload.encoded
-            let fds: [Int32] = r == .setLogBase ? [3] : []
+            let fds: [FileDescriptor] = r == .setLogBase ? [3] : []
             let m = try VhostUserMessage.decode(header: header(r, size: body.count), body: body, fds: fds)
             #expect(m.payload == payload)
         }

@@ -45,7 +45,7 @@ final class MiniBackend: Sendable {
             call?.close()
             kick?.close()
             mapping.unmapAll()
-            reader.takeAllFDs().forEach { close($0) }
+            reader.takeAllFDs().closeAll()
         }
         func reply(_ bytes: [UInt8]) { try? UnixSocket.sendAll(conn, bytes) }
 
@@ -93,10 +93,10 @@ final class MiniBackend: Sendable {
                     if m.needsReply { reply(VhostUserReply.ack(.setMemTable, success: ok)) }
                 case (.setVringCall, _):
                     call?.close()
-                    call = m.fds.first.map { EventFD(adopting: FileDescriptor($0)) }
+                    call = m.fds.first.map { EventFD(adopting: $0) }
                 case (.setVringKick, _):
                     kick?.close()
-                    kick = m.fds.first.map { EventFD(adopting: FileDescriptor($0)) }
+                    kick = m.fds.first.map { EventFD(adopting: $0) }
                 case (.setVringNum, .vringState(_, let n)):
                     num = UInt16(truncatingIfNeeded: n)
                 case (.setVringBase, .vringState(_, let n)):
@@ -122,7 +122,7 @@ final class MiniBackend: Sendable {
                     reply(VhostUserReply.vringState(.getVringBase, index: i, num: UInt32(queue?.lastAvailIdx ?? base)))
                     queue = nil
                 default:
-                    m.fds.forEach { close($0) }
+                    m.fds.closeAll()
                 }
             }
         }

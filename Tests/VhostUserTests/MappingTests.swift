@@ -6,29 +6,28 @@ import Virtio
 
 @Suite struct MappingTests {
     /// A memfd of `size` bytes whose byte i holds `UInt8(i / 4096)` at each page start.
-    func memfd(_ size: Int) throws -> Int32 {
+    func memfd(_ size: Int) throws -> FileDescriptor {
         let fd = try Memfd.create(name: "test", size: size)
         let map = try SharedMapping(fd: fd, length: size)
         for page in stride(from: 0, to: size, by: 4096) {
             map.base.storeBytes(of: UInt8(truncatingIfNeeded: page / 4096), toByteOffset: page, as: UInt8.self)
         }
         map.unmap()
-        return fd.rawValue
+        return fd
     }
 
     /// `fd` still refers to the file whose inode was `ino` (fd numbers are
     /// reused by tests running in parallel, so compare inodes).
-    func stillOpen(_ fd: Int32, _ ino: UInt) -> Bool { Self.inode(fd) == ino }
+    func stillOpen(_ fd: FileDescriptor, _ ino: UInt) -> Bool { Self.inode(fd) == ino }
 
-    static func inode(_ fd: Int32) -> UInt {
-        var st = stat()
-        return fstat(fd, &st) == 0 ? UInt(st.st_ino) : 0
+    static func inode(_ fd: FileDescriptor) -> UInt {
+        (try? fd.stat()).map { UInt($0.st_ino) } ?? 0
     }
 
     @Test func twoRegionsShareOneMemfdAtDifferentOffsets() throws {
         let fd = try memfd(0x100000)
         let ino_fd = Self.inode(fd)
-        let dup = Glibc.dup(fd)
+        let dup = try fd.duplicate()
         let ino_dup = Self.inode(dup)
         // As QEMU sends it: gpa 0 size 0xa0000, and gpa 0xc0000 at offset 0xc0000.
         let table = [
@@ -134,7 +133,7 @@ import Virtio
     /// address space (from offset 0 it took the lower slice twice).
     @Test func slicesOfOneMemfdAreMappedOnce() throws {
         let fd = try memfd(0x100000)
-        let dup = Glibc.dup(fd)
+        let dup = try fd.duplicate()
         let table = [
             MemoryRegionDescriptor(guestPhysAddr: 0, size: 0x80000, userAddr: 0x7f00_0000_0000, mmapOffset: 0),
             MemoryRegionDescriptor(guestPhysAddr: 0x1_0000_0000, size: 0x80000, userAddr: 0x7f00_0008_0000, mmapOffset: 0x80000),
@@ -153,7 +152,7 @@ import Virtio
     /// region at its offset in it.
     @Test func unalignedOffsetMapsFromItsPage() throws {
         let fd = try memfd(0x3000)
-        let byte = try SharedMapping(fd: FileDescriptor(fd), length: 0x3000)
+        let byte = try SharedMapping(fd: fd, length: 0x3000)
         byte.base.storeBytes(of: 0xab, toByteOffset: 0x1800, as: UInt8.self)
         byte.unmap()
         let region = MemoryRegionDescriptor(guestPhysAddr: 0x4000, size: 0x1000, userAddr: 0x1000_0000, mmapOffset: 0x1800)
@@ -169,11 +168,11 @@ import Virtio
     @Test func tableOverTheLimitIsRefusedUnmapped() throws {
         let slice: UInt64 = 25 << 39  // 12.5 TiB
         let fd = try Memfd.create(name: "sparse", size: Int(slice))
-        let ino = Self.inode(fd.rawValue)
+        let ino = Self.inode(fd)
         let table = (0..<8).map {
             MemoryRegionDescriptor(guestPhysAddr: UInt64($0) * slice, size: slice, userAddr: UInt64($0 + 1) << 44, mmapOffset: 0)
         }
-        let fds = (0..<8).map { _ in Glibc.dup(fd.rawValue) }
+        let fds = try (0..<8).map { _ in try fd.duplicate() }
         fd.close()
         #expect(throws: VhostUserError.memoryOverLimit(mappedBytes: 8 * slice, limit: 64 << 30)) {
             try GuestMemoryMapping.map(table, fds: fds, maxMappedBytes: 64 << 30)

@@ -1,3 +1,4 @@
+import Posix
 import Testing
 @testable import VhostUser
 
@@ -112,7 +113,7 @@ import Testing
 
     @Test func tooManyPendingFds() {
         var reader = VhostUserMessageReader()
-        for i in 0..<9 { reader.feed([1], fds: (0..<8).map { Int32(100 + i * 8 + $0) }) }
+        for i in 0..<9 { reader.feed([1], fds: (0..<8).map { FileDescriptor(Int32(100 + i * 8 + $0)) }) }
         #expect(throws: VhostUserError.tooManyFDs(count: 72)) { try reader.nextMessage() }
         #expect(reader.takeAllFDs().count == 72)
     }
