@@ -171,6 +171,17 @@ extension FileDescriptor {
     }
 }
 
+extension FileDescriptor {
+    /// A non-blocking signalfd(2) for `signals` (which the caller has
+    /// blocked): each delivery reads as one `signalfd_siginfo`.
+    public static func signalFD(_ signals: [Int32]) throws(Errno) -> FileDescriptor {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in signals { sigaddset(&set, s) }
+        return FileDescriptor(try retryingEINTR { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) })
+    }
+}
+
 extension Sequence where Element == FileDescriptor {
     /// Closes every descriptor (the caller owned them all).
     public func closeAll() {

@@ -152,10 +152,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
 
     /// Watches `signals` (already blocked by the caller) and shuts down on any of them.
     public func shutdownOn(signals: [Int32]) throws(Errno) {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in signals { sigaddset(&set, s) }
-        let fd = FileDescriptor(try retryingEINTR { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) })
+        let fd = try FileDescriptor.signalFD(signals)
         _ = try loop.register(fd, events: .readable) { [unowned self] _ in
             var info = signalfd_siginfo()
             _ = withUnsafeMutableBytes(of: &info) { raw in try? fd.read(into: raw) }
