@@ -199,8 +199,36 @@ extension EventFD {
     }
 }
 
-/// Calls on paths, not descriptors.
+/// Calls on paths, not descriptors, through the same funnel.
 public enum FileSystem {
+    /// stat(2) of `path` (symlinks followed).
+    public static func status(_ path: String) throws(Errno) -> Glibc.stat {
+        var st = Glibc.stat()
+        _ = try retryingEINTR { () -> Int32 in stat(path, &st) }
+        return st
+    }
+
+    /// unlink(2); a name that is already gone is not an error to the callers
+    /// that remove sockets and temporary files, so this reports nothing.
+    public static func removeFile(_ path: String) {
+        _ = try? retryingEINTR { unlink(path) }
+    }
+
+    /// mkdir(2).
+    public static func makeDirectory(_ path: String, mode: mode_t) throws(Errno) {
+        _ = try retryingEINTR { mkdir(path, mode) }
+    }
+
+    /// rmdir(2), reporting nothing (only an empty directory goes).
+    public static func removeDirectory(_ path: String) {
+        _ = try? retryingEINTR { rmdir(path) }
+    }
+
+    /// chown(2) to group `gid`, keeping the owner.
+    public static func setGroup(_ path: String, gid: gid_t) throws(Errno) {
+        _ = try retryingEINTR { chown(path, uid_t.max, gid) }
+    }
+
     /// rename(2).
     public static func rename(_ from: String, to: String) throws(Errno) {
         _ = try retryingEINTR { Glibc.rename(from, to) }

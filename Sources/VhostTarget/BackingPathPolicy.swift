@@ -61,10 +61,11 @@ public struct BackingPathPolicy: Sendable, Equatable {
             let error = errno
             throw RPCError(code: -Int(error), message: "\(RPCError.errorText(error)): \(filename)")
         }
-        var st = stat()
-        guard stat(real, &st) == 0 else {
-            let error = errno
-            throw RPCError(code: -Int(error), message: "\(RPCError.errorText(error)): \(filename)")
+        let st: Glibc.stat
+        do {
+            st = try FileSystem.status(real)
+        } catch {
+            throw RPCError(code: -Int(error.rawValue), message: "\(RPCError.errorText(error.rawValue)): \(filename)")
         }
         switch st.st_mode & S_IFMT {
         case S_IFDIR:

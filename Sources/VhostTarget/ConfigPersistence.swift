@@ -119,9 +119,8 @@ enum AtomicFile {
     static func write(path: String, bytes: [UInt8]) throws(Errno) {
         let temp = "\(path).tmp.\(getpid())"
         var mode: mode_t = 0o600
-        var st = stat()
-        if stat(path, &st) == 0 { mode = st.st_mode & 0o7777 }
-        unlink(temp)
+        if let st = try? FileSystem.status(path) { mode = st.st_mode & 0o7777 }
+        FileSystem.removeFile(temp)
         let fd = try FileDescriptor.open(temp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
         var isOpen = true
         do throws(Errno) {
@@ -133,7 +132,7 @@ enum AtomicFile {
             try FileSystem.rename(temp, to: path)
         } catch {
             if isOpen { fd.close() }
-            unlink(temp)
+            FileSystem.removeFile(temp)
             throw error
         }
         try syncDirectory(of: path)

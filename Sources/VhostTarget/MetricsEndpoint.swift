@@ -69,7 +69,7 @@ final class MetricsEndpoint {
         if let listenToken { loop.unregister(listenToken) }
         listenToken = nil
         listener.close()
-        if case .unix(let path) = address { unlink(path) }
+        if case .unix(let path) = address { FileSystem.removeFile(path) }
     }
 
     private func acceptClients() {

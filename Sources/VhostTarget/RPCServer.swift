@@ -75,7 +75,7 @@ final class RPCServer {
                 try SocketAccess.setGroup(path: path, gid: group)
             } catch {
                 listener.close()
-                unlink(path)
+                FileSystem.removeFile(path)
                 throw TargetStartError("cannot give \(path) to group \(group): \(error)")
             }
         }
@@ -95,7 +95,7 @@ final class RPCServer {
         listener.close()
         spareFD?.close()
         spareFD = nil
-        unlink(path)
+        FileSystem.removeFile(path)
     }
 
     private func acceptClients() {

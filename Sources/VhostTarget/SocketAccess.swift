@@ -48,7 +48,7 @@ public enum SocketAccess {
 
     /// Gives the file at `path` to group `gid`, keeping its owner.
     static func setGroup(path: String, gid: gid_t) throws(Errno) {
-        _ = try retryingEINTR { chown(path, uid_t.max, gid) }
+        try FileSystem.setGroup(path, gid: gid)
     }
 }
 
@@ -78,7 +78,7 @@ extension VhostTarget {
                 try SocketAccess.setGroup(path: path, gid: gid)
             } catch {
                 listener.close()
-                unlink(path)
+                FileSystem.removeFile(path)
                 throw .invalidParams("\(error.message): cannot give \(path) to group \(group)")
             }
         }

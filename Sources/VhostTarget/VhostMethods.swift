@@ -52,7 +52,7 @@ extension VhostTarget {
             }
         } catch {
             listener.close()
-            unlink(socketPath)
+            FileSystem.removeFile(socketPath)
             throw .internalError("cannot watch \(socketPath): \(error)")
         }
         bdev?.claimedBy = controller

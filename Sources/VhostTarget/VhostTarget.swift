@@ -109,12 +109,15 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
 
     private func prepareSocketDirectory() throws(TargetStartError) {
         let dir = configuration.socketDirectory
-        var st = stat()
-        if stat(dir, &st) == 0 {
+        if let st = try? FileSystem.status(dir) {
             guard (st.st_mode & S_IFMT) == S_IFDIR else { throw TargetStartError("socket directory \(dir) is not a directory") }
             return
         }
-        guard mkdir(dir, 0o755) == 0 else { throw TargetStartError("cannot create socket directory \(dir): \(Errno.current)") }
+        do {
+            try FileSystem.makeDirectory(dir, mode: 0o755)
+        } catch {
+            throw TargetStartError("cannot create socket directory \(dir): \(error)")
+        }
         createdSocketDirectory = true
     }
 
@@ -186,7 +189,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         for name in bdevOrder { bdevs[name]?.close() }
         bdevs.removeAll()
         bdevOrder.removeAll()
-        if createdSocketDirectory { rmdir(configuration.socketDirectory) }
+        if createdSocketDirectory { FileSystem.removeDirectory(configuration.socketDirectory) }
         lock?.release()
         lock = nil
         if let dir = createdRPCDirectory { rmdir(dir) }  // only if empty
@@ -226,7 +229,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         if let token = controller.listenToken { loop.unregister(token) }
         controller.listenToken = nil
         controller.listener.close()
-        unlink(controller.socketPath)
+        FileSystem.removeFile(controller.socketPath)
         releasing += 1
         let release = { [unowned self] in
             releasing -= 1
