@@ -88,22 +88,7 @@ extension FileDescriptor {
         return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    // MARK: Status flags
-
-    /// fcntl(2) F_GETFL.
-    public func statusFlags() throws(Errno) -> Int32 {
-        try retryingEINTR { fcntl(rawValue, F_GETFL) }
-    }
-
-    /// fcntl(2) F_SETFL.
-    public func setStatusFlags(_ flags: Int32) throws(Errno) {
-        _ = try retryingEINTR { fcntl(rawValue, F_SETFL, flags) }
-    }
-
-    /// Clears O_NONBLOCK.
-    public func setBlocking() throws(Errno) {
-        try setStatusFlags(try statusFlags() & ~O_NONBLOCK)
-    }
+    // Status flags (fcntl F_GETFL/F_SETFL, setBlocking): FileDescriptor+Storage.swift.
 
     // MARK: Sockets
 
