@@ -14,6 +14,19 @@ let swiftGNU: [SwiftSetting] = [.define("_GNU_SOURCE")]
 /// the dynamic ones.
 let dataPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
+/// The version both binaries and `spdk_get_version` report: $VHOST_BLKD_VERSION
+/// at build time (scripts/build-deb.sh and scripts/test.sh set it from
+/// `git describe`); a plain `swift build` says "0.0.0-unknown". Only the
+/// CBuildInfo target sees it, so a new version recompiles one C file. Characters
+/// other than letters, digits and `.+-~_` are dropped: the value becomes a C
+/// string literal.
+let buildVersion: String = {
+    let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+-~_")
+    let raw = Context.environment["VHOST_BLKD_VERSION"] ?? ""
+    let clean = String(raw.filter { allowed.contains($0) }.prefix(128))
+    return clean.isEmpty ? "0.0.0-unknown" : clean
+}()
+
 let package = Package(
     name: "vhost-blkd",
     platforms: [.macOS(.v15)],
@@ -36,6 +49,7 @@ let package = Package(
             name: "CJansson", pkgConfig: "jansson",
             providers: [.apt(["libjansson-dev"])]),
         .target(name: "CShims", cSettings: gnuSource),
+        .target(name: "CBuildInfo", cSettings: [.define("VHOST_BLKD_VERSION", to: "\"\(buildVersion)\"")]),
         // The SIGBUS guard for frontend-shared memory (signal context: C, no logic elsewhere).
         .target(name: "CFaultGuard", cSettings: gnuSource),
 
@@ -54,7 +68,7 @@ let package = Package(
             dependencies: ["BlockIO", "Posix", "CShims", .product(name: "Logging", package: "swift-log")],
             cSettings: gnuSource, swiftSettings: dataPath),
         .target(name: "JSONRPC", dependencies: ["CJansson", "Posix"], cSettings: gnuSource),
-        .target(name: "VhostBlkAPI", dependencies: ["JSONRPC"], cSettings: gnuSource),
+        .target(name: "VhostBlkAPI", dependencies: ["JSONRPC", "CBuildInfo"], cSettings: gnuSource),
         // The data path: virtqueue servers, the virtio-blk executor's backends,
         // per-queue stats and QoS; no control-plane type.
         .target(

@@ -57,14 +57,8 @@ extension VhostTarget {
     static let methodTable: [String: RPCMethod] = Dictionary(
         methods.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
 
-    static let version = (major: 0, minor: 1, patch: 0, suffix: "")
-    static var versionJSON: JSON {
-        [
-            "version": .string("vhost-blkd v\(version.major).\(version.minor).\(version.patch)"),
-            "fields": ["major": .int(Int64(version.major)), "minor": .int(Int64(version.minor)),
-                       "patch": .int(Int64(version.patch)), "suffix": .string(version.suffix)],
-        ]
-    }
+    /// `spdk_get_version`'s answer: this build's version (`BuildVersion`).
+    static var versionJSON: JSON { BuildVersion.current.json }
 
     /// Serves `request`; `respond` runs once, when the method has answered
     /// (after a method that `mutatesConfig`, a saved config is rewritten

@@ -13,6 +13,7 @@ struct VhostBlkctl: ParsableCommand {
             else \(GlobalOptions.defaultSocket), where vhost-blkd listens by default)
               -t, --timeout SECS    time to wait for a response (default 60)
             """,
+        version: BuildVersion.current.text,
         subcommands: [
             BdevUringCreate.self, BdevUringDelete.self,
             BdevAioCreate.self, BdevAioDelete.self,

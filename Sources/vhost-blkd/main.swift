@@ -25,7 +25,10 @@ struct VhostBlkd: ParsableCommand {
             Defaults: --rpc-socket /run/vhost-blkd/rpc.sock, --socket-dir /run/vhost-blkd, \
             --log-level info, --log-format text, --max-queues 32, --max-session-memory 64G, --max-requests-per-queue 1024, \
             --poll-max-us 64, --tmpfs-io inline, --rpc-socket-mode 0600.
-            """)
+            --version prints the version this build was made from (`git describe` when it was built: \
+            scripts/version.sh), the one spdk_get_version reports; vhost-blkctl --version prints its own.
+            """,
+        version: BuildVersion.current.text)
 
     @Option(name: [.customShort("r"), .customLong("rpc-socket")], help: "JSON-RPC Unix socket path (default: $VHOST_BLKD_RPC_SOCKET, else /run/vhost-blkd/rpc.sock); a missing parent directory is created.")
     var rpcSocket: String?

@@ -75,4 +75,28 @@ struct CLITests {
         }
         #expect(try JSON.parse(try ctl("bdev_get_bdevs").output).arrayValue?.isEmpty == true)
     }
+
+    /// `--version` of both binaries and spdk_get_version report the same build
+    /// (scripts/version.sh's text, compiled in from $VHOST_BLKD_VERSION), in
+    /// SPDK's reply shape; with VHOST_BLKD_EXPECT_VERSION set, that text.
+    @Test func versionsAgree() throws {
+        let daemonVersion = try ExamplesSupport.run(DaemonProcess.daemonPath, ["--version"])
+        let ctlVersion = try ExamplesSupport.run(DaemonProcess.ctlPath, ["--version"])
+        #expect(daemonVersion.status == 0 && ctlVersion.status == 0)
+        let text = daemonVersion.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!text.isEmpty)
+        #expect(ctlVersion.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == text)
+        if let expected = ProcessInfo.processInfo.environment["VHOST_BLKD_EXPECT_VERSION"] {
+            #expect(text == expected)
+        }
+        let daemon = try DaemonProcess()
+        defer { daemon.stop(); daemon.cleanUp() }
+        let reply = try daemon.call("spdk_get_version")
+        #expect(reply["version"] == .string("vhost-blkd v\(text)"))
+        let fields = try #require(reply["fields"])
+        let numbers = (text.split(separator: "-", maxSplits: 1).first ?? "").split(separator: ".").compactMap { Int64($0) }
+        #expect(numbers.count == 3)
+        #expect([fields["major"], fields["minor"], fields["patch"]] == numbers.map { JSON.int($0) })
+        #expect(fields["suffix"]?.stringValue.map { text.hasSuffix($0) } == true)
+    }
 }
