@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what vhost-blkd needs to build, test and demo on Debian 12 (run as root).
 set -euo pipefail
+# binutils (strip, objdump): scripts/build-deb.sh (dpkg-deb is in dpkg).
 # mount (losetup, mount, umount), util-linux (fsfreeze) and e2fsprogs (mkfs.ext4): the loop-device,
 # ramfs and frozen-filesystem tests, which fail under CI=true when a tool is missing.
-packages=(liburing-dev libjansson-dev pkg-config qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux mount e2fsprogs)
+packages=(liburing-dev libjansson-dev pkg-config binutils qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux mount e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

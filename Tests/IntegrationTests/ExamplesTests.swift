@@ -89,7 +89,9 @@ struct ExamplesTests {
         #expect(unit["Service", "SystemCallFilter"].isEmpty, "a syscall filter would block io_uring_setup")
         #expect(unit["Service", "MemoryDenyWriteExecute"].isEmpty)
         let exec = try #require(unit["Service", "ExecStart"].first).split(separator: " ").map(String.init)
-        #expect(exec.first == "/usr/local/bin/vhost-blkd")
+        #expect(exec.first == "/usr/sbin/vhost-blkd")  // where the Debian package installs it
+        #expect(exec.last == "$VHOST_BLKD_OPTS")
+        #expect(unit["Service", "EnvironmentFile"] == ["-/etc/default/vhost-blkd"])
         for (flag, value) in [("--config", "/etc/vhost-blkd/config.json")] {
             let index = try #require(exec.firstIndex(of: flag), "ExecStart lacks \(flag)")
             #expect(exec.indices.contains(index + 1) && exec[index + 1] == value)
@@ -112,7 +114,7 @@ struct ExamplesTests {
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let copy = "\(directory)/vhost-blkd.service"
             try ExamplesSupport.text("examples/vhost-blkd.service")
-                .replacingOccurrences(of: "/usr/local/bin/vhost-blkd", with: DaemonProcess.daemonPath)
+                .replacingOccurrences(of: "/usr/sbin/vhost-blkd", with: DaemonProcess.daemonPath)
                 .write(toFile: copy, atomically: true, encoding: .utf8)
             let verify = try ExamplesSupport.run(analyze, ["verify", copy])
             let complaints = (verify.stdout + verify.stderr).split(separator: "\n")
@@ -126,6 +128,7 @@ struct ExamplesTests {
         var options: [String] = []
         var index = 1
         while index < exec.count {
+            if exec[index] == "$VHOST_BLKD_OPTS" { index += 1; continue }  // empty in /etc/default/vhost-blkd
             options.append(exec[index]
                 .replacingOccurrences(of: "/etc/vhost-blkd", with: base)
                 .replacingOccurrences(of: "/var/lib/vhost-blkd", with: base))
