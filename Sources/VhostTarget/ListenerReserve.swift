@@ -2,7 +2,18 @@ import Glibc
 import Logging
 import Posix
 
-/// What the controllers' listening sockets do when accept(2) fails.
+/// A listening socket on the control loop whose accept(2) failures
+/// `ListenerReserve` handles: a controller's, the RPC server's, the metrics
+/// endpoint's.
+protocol ReservedListener: AnyObject {
+    var listener: FileDescriptor { get }
+    var listenToken: EventLoop.Token? { get }
+    var logger: Logger { get }
+    /// Who connects to it, for the log: "frontend", "RPC client", "metrics client".
+    var peerKind: String { get }
+}
+
+/// What the daemon's listening sockets do when accept(2) fails.
 ///
 /// accept(2) fails with EMFILE (or ENFILE) while the connection stays in the
 /// listen queue, so a level-triggered listener is reported readable again at
@@ -38,15 +49,15 @@ final class ListenerReserve {
 
     private static func openSpare() -> FileDescriptor? { try? FileDescriptor.open("/dev/null", flags: O_RDONLY) }
 
-    /// accept(2) on `controller`'s listener failed with `error`. Returns true
+    /// accept(2) on `owner`'s listener failed with `error`. Returns true
     /// when the waiting connection was taken off the queue and closed (accept
     /// again); false when nothing waits or the listener now rests
     /// `pauseMilliseconds`.
-    func acceptFailed(_ controller: Controller, _ error: Errno) -> Bool {
+    func acceptFailed(_ owner: any ReservedListener, _ error: Errno) -> Bool {
         if error.rawValue == EMFILE || error.rawValue == ENFILE {
-            switch refuseOne(on: controller.listener) {
+            switch refuseOne(on: owner.listener) {
             case .refused:
-                note(controller, error, refused: true)
+                note(owner, error, refused: true)
                 return true
             case .nothingWaiting:
                 // accept(2) takes the descriptor before it looks at the
@@ -56,13 +67,13 @@ final class ListenerReserve {
                 break
             }
         }
-        note(controller, error, refused: false)
-        if let token = controller.listenToken {
+        note(owner, error, refused: false)
+        if let token = owner.listenToken {
             loop.modify(token, events: [])
-            loop.after(milliseconds: Self.pauseMilliseconds) { [loop, weak controller] in
-                // Deleted meanwhile: its token is gone. A closing session
-                // turns the listener off again in `acceptFrontend`.
-                guard let controller, let token = controller.listenToken else { return }
+            loop.after(milliseconds: Self.pauseMilliseconds) { [loop, weak owner] in
+                // Closed meanwhile: its token is gone. (A controller whose
+                // session is closing turns it off again in `acceptFrontend`.)
+                guard let owner, let token = owner.listenToken else { return }
                 loop.modify(token, events: .readable)
             }
         }
@@ -95,7 +106,7 @@ final class ListenerReserve {
     }
 
     /// Logs the first failure of a burst at once, then counts.
-    private func note(_ controller: Controller, _ error: Errno, refused: Bool) {
+    private func note(_ owner: any ReservedListener, _ error: Errno, refused: Bool) {
         if var counts = burst {
             if refused { counts.refused += 1 } else { counts.paused += 1 }
             burst = counts
@@ -103,10 +114,10 @@ final class ListenerReserve {
         }
         burst = (0, 0)
         if refused {
-            controller.logger.warning(
-                "out of file descriptors (accept: \(error)): new frontend connections are closed at once; raise LimitNOFILE")
+            owner.logger.warning(
+                "out of file descriptors (accept: \(error)): new \(owner.peerKind) connections are closed at once; raise LimitNOFILE")
         } else {
-            controller.logger.error("accept failed: \(error); listening again in \(Self.pauseMilliseconds) ms")
+            owner.logger.error("\(owner.peerKind) accept failed: \(error); listening again in \(Self.pauseMilliseconds) ms")
         }
         loop.after(milliseconds: Self.reportMilliseconds) { [weak self] in self?.report() }
     }
@@ -121,7 +132,7 @@ final class ListenerReserve {
         let period = "in the last \(Self.reportMilliseconds / 1000) s"
         if counts.refused > 0 {
             logger.warning(
-                "out of file descriptors: \(counts.refused) more frontend connections closed at once \(period); raise LimitNOFILE")
+                "out of file descriptors: \(counts.refused) more connections closed at once \(period); raise LimitNOFILE")
         }
         if counts.paused > 0 {
             logger.error("accept failed \(counts.paused) more times \(period); each paused its listener \(Self.pauseMilliseconds) ms")
@@ -129,4 +140,8 @@ final class ListenerReserve {
         burst = (0, 0)
         loop.after(milliseconds: Self.reportMilliseconds) { [weak self] in self?.report() }
     }
+}
+
+extension Controller: ReservedListener {
+    var peerKind: String { "frontend" }
 }

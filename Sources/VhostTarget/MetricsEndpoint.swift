@@ -34,24 +34,29 @@ public enum MetricsAddress: Sendable, Equatable, CustomStringConvertible {
 /// per connection). Off unless `--metrics` is given. The text is rendered by
 /// `render` on the control loop from the same snapshots the RPCs use, so a
 /// scrape costs the data path nothing but one reactor round trip.
-final class MetricsEndpoint {
-    private let listener: FileDescriptor
+final class MetricsEndpoint: ReservedListener {
+    let listener: FileDescriptor
     private let address: MetricsAddress
     private let loop: EventLoop
-    private let logger: Logger
+    let logger: Logger
     private let render: () -> String
-    private var listenToken: EventLoop.Token?
+    private(set) var listenToken: EventLoop.Token?
+    /// accept(2) failures: the daemon's shared reserve, so the listener never spins.
+    private let reserve: ListenerReserve
+    let peerKind = "metrics client"
     private var clients: [FileDescriptor: (socket: FileDescriptor, token: EventLoop.Token, request: [UInt8])] = [:]
 
     /// Largest request head read before answering anyway.
     static let maxRequestBytes = 8192
 
-    init(address: MetricsAddress, loop: EventLoop, logger: Logger, render: @escaping () -> String) throws(Errno) {
+    init(address: MetricsAddress, loop: EventLoop, logger: Logger, reserve: ListenerReserve,
+         render: @escaping () -> String) throws(Errno) {
         switch address {
         case .unix(let path): listener = try UnixSocket.listen(path: path, mode: 0o600)
         case .tcp(let host, let port): listener = try TCPListener.listen(host: host, port: port)
         }
         self.address = address
+        self.reserve = reserve
         self.loop = loop
         self.logger = logger
         self.render = render
@@ -78,7 +83,7 @@ final class MetricsEndpoint {
             do {
                 client = try UnixSocket.accept(listener)
             } catch {
-                logger.warning("metrics accept failed: \(error)")
+                if reserve.acceptFailed(self, error) { continue }
                 return
             }
             guard let client else { return }
@@ -177,7 +182,7 @@ extension VhostTarget {
     func startMetrics() throws(TargetStartError) {
         guard let address = configuration.metricsAddress else { return }
         do {
-            metricsEndpoint = try MetricsEndpoint(address: address, loop: loop, logger: logger) { [unowned self] in metricsText() }
+            metricsEndpoint = try MetricsEndpoint(address: address, loop: loop, logger: logger, reserve: listenerReserve) { [unowned self] in metricsText() }
         } catch {
             throw TargetStartError("cannot serve metrics on \(address): \(error)")
         }

@@ -11,7 +11,7 @@ import Posix
 /// A method may answer later (one that waits for queues to drain): its
 /// client's next requests wait, unread, until it has; other clients are
 /// served meanwhile.
-final class RPCServer {
+final class RPCServer: ReservedListener {
     /// Serves `request`; calls `respond` exactly once, now or later, on the control loop.
     typealias Handler = (_ request: RPCRequest, _ respond: @escaping (Result<JSON, RPCError>) -> Void) -> Void
 
@@ -21,16 +21,16 @@ final class RPCServer {
     static let maxClients = 1024
 
     private let path: String
-    private let listener: FileDescriptor
-    private var listenToken: EventLoop.Token?
+    let listener: FileDescriptor
+    private(set) var listenToken: EventLoop.Token?
     private let loop: EventLoop
-    private let logger: Logger
+    let logger: Logger
     private let handler: Handler
     private var clients: [FileDescriptor: Client] = [:]
-    /// A descriptor held in reserve: when accept fails for lack of
-    /// descriptors (EMFILE/ENFILE), it is closed to accept and close the
-    /// waiting connection, so the level-triggered listener does not spin.
-    private var spareFD: FileDescriptor? = try? FileDescriptor.open("/dev/null", flags: O_RDONLY)
+    /// accept(2) out of descriptors: the daemon's shared reserve takes the
+    /// waiting connection off the queue, so the level-triggered listener does not spin.
+    private let reserve: ListenerReserve
+    let peerKind = "RPC client"
 
     /// One connection's buffers.
     private final class Client {
@@ -60,10 +60,11 @@ final class RPCServer {
 
     /// Listens on `path` with permission bits `mode` and, when given, group `group`.
     init(path: String, mode: mode_t = 0o600, group: gid_t? = nil, loop: EventLoop, logger: Logger,
-         handler: @escaping Handler) throws(TargetStartError) {
+         reserve: ListenerReserve, handler: @escaping Handler) throws(TargetStartError) {
         self.path = path
         self.loop = loop
         self.logger = logger
+        self.reserve = reserve
         self.handler = handler
         do {
             listener = try UnixSocket.listen(path: path, mode: mode)
@@ -93,8 +94,6 @@ final class RPCServer {
         listenToken = nil
         for client in clients.values { drop(client) }
         listener.close()
-        spareFD?.close()
-        spareFD = nil
         FileSystem.removeFile(path)
     }
 
@@ -102,8 +101,7 @@ final class RPCServer {
         while true {
             let fd: FileDescriptor?
             do { fd = try UnixSocket.accept(listener) } catch {
-                logger.warning("RPC accept failed: \(error)")
-                if error.rawValue == EMFILE || error.rawValue == ENFILE { shedOneConnection() }
+                if reserve.acceptFailed(self, error) { continue }
                 return
             }
             guard let fd else { return }
@@ -131,16 +129,6 @@ final class RPCServer {
                 fd.close()
             }
         }
-    }
-
-    /// Out of descriptors: uses the spare one to take the waiting
-    /// connection off the listen queue and close it.
-    private func shedOneConnection() {
-        guard let spare = spareFD else { return }
-        spare.close()
-        spareFD = nil
-        if let fd = try? UnixSocket.accept(listener) { fd.close() }
-        spareFD = try? FileDescriptor.open("/dev/null", flags: O_RDONLY)
     }
 
     private func read(_ client: Client) {

@@ -43,8 +43,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     var bdevsBeingOpened: Set<String> = []
     /// Why the thread-pool engine serves every bdev, when it does.
     private(set) var threadPoolReason: String?
-    /// The controllers' listeners out of descriptors (a descriptor held in reserve).
-    private let listenerReserve: ListenerReserve
+    /// Every listener's accept(2) failures (a descriptor held in reserve).
+    let listenerReserve: ListenerReserve
 
     public init(configuration: TargetConfiguration, logger: Logger) throws(Errno) {
         self.configuration = configuration
@@ -73,7 +73,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             try loadConfigFile()  // before the RPC socket exists: a bad config never half-starts
             rpcServer = try RPCServer(
                 path: rpcPath, mode: configuration.rpcSocketMode, group: configuration.rpcSocketGroup,
-                loop: loop, logger: logger
+                loop: loop, logger: logger, reserve: listenerReserve
             ) { [unowned self] request, respond in
                 self.handle(request, respond: respond)
             }

@@ -117,4 +117,73 @@ struct ListenerEMFILETests {
         #expect(outcome.errors == 0, "\(outcome.firstError ?? "")")
         #expect((try? daemon.call("spdk_get_version"))?["version"] != nil)
     }
+
+    /// The RPC socket and the metrics endpoint share the controllers' reserve
+    /// (issue 19): out of descriptors, a burst of RPC and scrape connections is
+    /// closed at once, the daemon stays idle and logs a line, not one per
+    /// wake-up, and both answer again once descriptors are free.
+    @Test func rpcAndMetricsListenersDoNotSpin() throws {
+        let metricsPath = NSTemporaryDirectory() + "vb-emfile-metrics-\(getpid()).sock"
+        let daemon = try DaemonProcess(extraArguments: ["--metrics", "unix:" + metricsPath])
+        defer { daemon.stop(); daemon.cleanUp(); unlink(metricsPath) }
+        try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": "M0"])
+        try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "M0"])
+        usleep(100_000)
+        let pid = daemon.pid
+        let before = Self.descriptors(pid)
+        let limit = Self.limit(leaving: 1, open: before)
+        let lowered = try runCommand("/usr/bin/prlimit", ["--pid", "\(pid)", "--nofile=\(limit):\(limit)"])
+        try #require(lowered.status == 0, "prlimit: \(lowered.output)")
+        // One frontend takes the last free descriptor.
+        let holder = try UnixSocket.connect(path: daemon.socketDirectory + "/vhost.0")
+        usleep(200_000)
+        var connections: [FileDescriptor] = []
+        defer { for fd in connections { fd.close() } }
+        for _ in 0..<Self.burst / 2 {
+            if let fd = try? UnixSocket.connect(path: daemon.rpcSocket) { connections.append(fd) }
+            if let fd = try? UnixSocket.connect(path: metricsPath) { connections.append(fd) }
+        }
+        usleep(200_000)
+        let start = Self.cpuTicks(pid)
+        usleep(1_000_000)
+        let end = Self.cpuTicks(pid)
+        let ticksPerSecond = Int(sysconf(Int32(_SC_CLK_TCK)))
+        let busy = (end ?? 0) - (start ?? 0)
+        print("EMFILE (RPC, metrics): limit \(limit); \(busy) of \(ticksPerSecond) CPU ticks in 1 s")
+        #expect(start != nil && end != nil)
+        #expect(busy * 10 < ticksPerSecond, "the daemon used \(busy) ticks in 1 s: it spins")
+        #expect(daemon.isRunning)
+        // Each waiting connection was closed (end of file), not left queued.
+        var closed = 0
+        for fd in connections {
+            var pfd = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+            var byte: UInt8 = 0
+            if poll(&pfd, 1, 0) == 1 && recv(fd.rawValue, &byte, 1, Int32(MSG_DONTWAIT)) == 0 { closed += 1 }
+        }
+        #expect(closed == connections.count, "\(connections.count - closed) of \(connections.count) connections left waiting")
+        let log = daemon.log
+        let lines = log.split(separator: "\n").filter { $0.contains("out of file descriptors") || $0.contains("accept failed") }
+        for line in lines { print(line) }
+        #expect(lines.count >= 1 && lines.count <= 4, "\(lines.count) lines:\n\(log.suffix(2000))")
+        #expect(lines.contains { $0.contains("RPC client") || $0.contains("metrics client") })
+
+        // Free the descriptor: the RPC socket and the scrape answer again.
+        holder.close()
+        for fd in connections { fd.close() }
+        connections.removeAll()
+        let deadline = ContinuousClock.now + .seconds(5)
+        while Self.descriptors(pid).count > before.count && ContinuousClock.now < deadline { usleep(20_000) }
+        #expect((try? daemon.call("spdk_get_version"))?["version"] != nil)
+        let scrape = try UnixSocket.connect(path: metricsPath)
+        defer { scrape.close() }
+        try scrape.writeAll(Array("GET /metrics HTTP/1.0\r\n\r\n".utf8))
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { raw in (try? scrape.read(into: raw)) ?? 0 }
+            if n <= 0 { break }
+            reply += buffer[0..<n]
+        }
+        #expect(String(decoding: reply, as: UTF8.self).contains("200 OK"))
+    }
 }
