@@ -1,18 +1,21 @@
 import Glibc
 
 /// A virtio-blk request type (virtio 1.2 §5.2.6); unknown values are data.
+/// The named values are `@inlinable` computed constants, not stored `static let`s:
+/// the data path (another module) would otherwise call a lazy-global addressor
+/// for every comparison.
 public struct BlkRequestType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    public static let `in` = BlkRequestType(rawValue: 0)
-    public static let out = BlkRequestType(rawValue: 1)
-    public static let flush = BlkRequestType(rawValue: 4)
-    public static let getID = BlkRequestType(rawValue: 8)
-    public static let getLifetime = BlkRequestType(rawValue: 10)
-    public static let discard = BlkRequestType(rawValue: 11)
-    public static let writeZeroes = BlkRequestType(rawValue: 13)
-    public static let secureErase = BlkRequestType(rawValue: 14)
+    @inlinable public static var `in`: BlkRequestType { BlkRequestType(rawValue: 0) }
+    @inlinable public static var out: BlkRequestType { BlkRequestType(rawValue: 1) }
+    @inlinable public static var flush: BlkRequestType { BlkRequestType(rawValue: 4) }
+    @inlinable public static var getID: BlkRequestType { BlkRequestType(rawValue: 8) }
+    @inlinable public static var getLifetime: BlkRequestType { BlkRequestType(rawValue: 10) }
+    @inlinable public static var discard: BlkRequestType { BlkRequestType(rawValue: 11) }
+    @inlinable public static var writeZeroes: BlkRequestType { BlkRequestType(rawValue: 13) }
+    @inlinable public static var secureErase: BlkRequestType { BlkRequestType(rawValue: 14) }
 
     /// Whether the data buffers are device-writable (the device fills them).
     public var dataIsDeviceWritable: Bool { self == .in || self == .getID || self == .getLifetime }
@@ -39,11 +42,11 @@ public struct BlkRequestType: RawRepresentable, Hashable, Sendable, CustomString
 /// A virtio-blk status byte (virtio 1.2 §5.2.6).
 public struct BlkStatus: RawRepresentable, Hashable, Sendable {
     public var rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    public static let ok = BlkStatus(rawValue: 0)
-    public static let ioErr = BlkStatus(rawValue: 1)
-    public static let unsupported = BlkStatus(rawValue: 2)
+    @inlinable public static var ok: BlkStatus { BlkStatus(rawValue: 0) }
+    @inlinable public static var ioErr: BlkStatus { BlkStatus(rawValue: 1) }
+    @inlinable public static var unsupported: BlkStatus { BlkStatus(rawValue: 2) }
 }
 
 /// A parsed virtio-blk request whose data segments live in the caller's iovec buffer.
