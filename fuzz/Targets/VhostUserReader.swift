@@ -7,6 +7,7 @@
 // Checks: no trap or memory error; every fd fed comes back exactly once
 // (with a message, as rejected, or from takeAllFDs); every decoded message
 // re-encodes to bytes that decode to the same payload.
+import Posix
 import VhostUser
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -29,11 +30,11 @@ public func vhostUserReaderFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CI
         while true {
             do {
                 guard let message = try reader.nextMessage() else { return true }
-                returned += message.fds
+                returned += message.fds.map(\.rawValue)
                 checkRoundTrip(message)
             } catch {
                 _ = error.description
-                returned += reader.takeRejectedFDs()
+                returned += reader.takeRejectedFDs().map(\.rawValue)
                 if reader.failedWith != nil { return false }
             }
         }
@@ -41,9 +42,9 @@ public func vhostUserReaderFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CI
 
     while offset < stream.count {
         let end = min(stream.count, offset + chunk)
-        var fds: [Int32] = []
+        var fds: [FileDescriptor] = []  // fake numbers: the reader only hands them on
         for _ in 0..<fdsPerChunk where offset % 3 == 0 {
-            fds.append(nextFD)
+            fds.append(FileDescriptor(nextFD))
             fed.insert(nextFD)
             nextFD += 1
         }
@@ -51,7 +52,7 @@ public func vhostUserReaderFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CI
         offset = end
         if !failed && !drain(&reader) { failed = true }
     }
-    returned += reader.takeAllFDs()
+    returned += reader.takeAllFDs().map(\.rawValue)
     guard returned.count == fed.count, Set(returned) == fed else {
         fatalError("fd conservation broken: fed \(fed.sorted()), returned \(returned.sorted())")
     }
