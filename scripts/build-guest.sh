@@ -1,6 +1,9 @@
 #!/bin/sh
 # Builds the end-to-end test guest: a Debian cloud kernel and a small
-# initramfs (busybox, fio and its libraries, the virtio-blk modules).
+# initramfs (busybox, fio and its libraries, the virtio-blk and ext4 modules).
+# The same initramfs boots a root filesystem on a vhost-blkd disk: with
+# root=DEV on the kernel command line its /init mounts DEV and switches to it
+# (scripts/make-rootfs.sh builds such a disk image from it).
 #
 #   scripts/build-guest.sh [OUTDIR]
 #
@@ -28,7 +31,9 @@ out=$(cd "$out" && pwd)
 
 # Modules the guest needs, in load order (each one's dependencies are
 # resolved from its .modinfo section as well, so the list may grow).
-modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
+# ext4 (with crc32c for its metadata checksums) mounts a root filesystem on
+# a vhost-blkd disk; a module the kernel has built in is skipped.
+modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk crc32c_generic ext4"
 
 for tool in apt-cache apt-get dpkg-deb cpio gzip ldd sha256sum; do
     command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool"
@@ -124,6 +129,14 @@ module_depends() {
     module_bytes "$1" | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '
 }
 
+# Whether the kernel has the module built in (modules.builtin lists paths).
+builtin_module() {
+    local alt
+    alt=$(printf '%s' "$1" | tr '_' '-')
+    [ -f "$moddir/modules.builtin" ] &&
+        grep -Eq "/($1|$alt)\.ko\$" "$moddir/modules.builtin"
+}
+
 say "adding modules from $kernel_release"
 order="$work/modules.order"
 : >"$order"
@@ -131,7 +144,10 @@ add_module() {
     local f dep
     grep -qx "$1" "$order" && return 0
     f=$(find_module "$1")
-    [ -n "$f" ] || die "module $1 not found in $kernel_release"
+    if [ -z "$f" ]; then
+        builtin_module "$1" && return 0
+        die "module $1 not found in $kernel_release"
+    fi
     for dep in $(module_depends "$f"); do add_module "$dep"; done
     grep -qx "$1" "$order" && return 0
     # busybox insmod loads plain ELF only: store modules decompressed.
@@ -156,6 +172,28 @@ echo "E2E-BOOT: $(cut -d' ' -f1 /proc/uptime)"
 while read -r m; do
     insmod "/lib/modules/$m.ko" || echo "E2E-INIT: insmod $m failed"
 done </etc/modules.order
+# root=DEV (and rootfstype=, default ext4): mount the root filesystem on DEV,
+# a vhost-blkd disk, and hand over to its /sbin/init. Without root=, run the
+# appended /test.sh from the initramfs itself.
+root= rootfstype=ext4
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+    root=*) root=${arg#root=} ;;
+    rootfstype=*) rootfstype=${arg#rootfstype=} ;;
+    esac
+done
+if [ -n "$root" ]; then
+    for _ in $(seq 100); do [ -b "$root" ] && break; sleep 0.1; done
+    mkdir -p /newroot
+    if mount -t "$rootfstype" -o rw "$root" /newroot; then
+        echo "E2E-ROOT: $root ($rootfstype) mounted, switching to its /sbin/init"
+        umount /tmp /dev/pts /dev /sys /proc 2>/dev/null
+        exec switch_root /newroot /sbin/init
+    fi
+    echo "E2E-ROOT: cannot mount $root ($rootfstype)"
+    echo "E2E-EXIT: 99"
+    poweroff -f
+fi
 if [ -f /test.sh ]; then
     cd /root
     sh /test.sh
