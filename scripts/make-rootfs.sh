@@ -27,7 +27,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/vhost-blkd-rootfs.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 root="$work/root"
 mkdir -p "$root"
-(cd "$root" && gzip -dc "$base" | cpio -id --quiet --no-absolute-filenames)
+gzip -dc "$base" | (cd "$root" && cpio -id --quiet --no-absolute-filenames)
 # The initramfs's /init and driver modules stay in the initramfs.
 rm -rf "$root/init" "$root/lib/modules" "$root/etc/modules.order" "$root/test.sh"
 mkdir -p "$root/proc" "$root/sys" "$root/dev" "$root/tmp" "$root/root" "$root/var"
