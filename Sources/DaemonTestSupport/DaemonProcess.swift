@@ -28,9 +28,11 @@ public final class DaemonProcess: @unchecked Sendable {  // used from one test a
 
     /// Starts the daemon and waits until its RPC socket answers. `directory`
     /// reuses a folder (a restart with the same sockets and files); nil makes
-    /// a fresh one under /tmp. The log is appended to.
+    /// a fresh one under /tmp. The log is appended to. `launcher` (a command
+    /// and its options, e.g. setpriv(1) with a user) runs the daemon: it must
+    /// exec it, so that `pid` stays the daemon's.
     public init(cpumask: String = "0x1", extraArguments: [String] = [], environment: [String: String] = [:],
-                directory reuse: URL? = nil) throws {
+                directory reuse: URL? = nil, launcher: [String] = []) throws {
         // Unix socket paths must stay short: use /tmp directly.
         let base = reuse ?? URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
@@ -41,8 +43,14 @@ public final class DaemonProcess: @unchecked Sendable {  // used from one test a
         if !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         }
-        process.executableURL = URL(fileURLWithPath: Self.daemonPath)
-        process.arguments = ["-r", rpcSocket, "-S", socketDirectory, "-m", cpumask, "--log-level", "debug"] + extraArguments
+        let arguments = ["-r", rpcSocket, "-S", socketDirectory, "-m", cpumask, "--log-level", "debug"] + extraArguments
+        if let command = launcher.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(launcher.dropFirst()) + [Self.daemonPath] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.daemonPath)
+            process.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
