@@ -17,6 +17,7 @@
 #   /etc/default/vhost-blkd (conffile: extra daemon options for the unit)
 #   /etc/vhost-blkd/ (config.json: the unit's --config, rewritten by --persist)
 #   /var/lib/vhost-blkd/ (the unit's --allowed-dir for disk images)
+#   postinst makes the system user and group vhost-blkd (the unit's User=), owning both
 #   /usr/share/doc/vhost-blkd/ (copyright, README.md, OPERATIONS.md)
 #
 # Needs dpkg-dev's dpkg-deb (scripts/install-deps.sh). SKIP_BUILD=1 packages

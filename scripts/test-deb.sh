@@ -4,7 +4,8 @@
 #
 #   scripts/test-deb.sh [DEB]     # default: the newest dist/vhost-blkd_*.deb
 #
-# 1. dpkg -i; every file in place; `ldd` of both binaries shows no Swift library.
+# 1. dpkg -i; every file in place; the system user and group vhost-blkd exist and
+#    own /etc/vhost-blkd and /var/lib/vhost-blkd; `ldd` of both binaries shows no Swift library.
 # 2. In a private mount namespace, with an empty tmpfs over the Swift toolchain
 #    ($SWIFT_TOOLCHAIN, default /opt/swift) and an environment holding only
 #    PATH=/usr/sbin:/usr/bin:/sbin:/bin (no LD_LIBRARY_PATH): both binaries'
@@ -32,8 +33,18 @@ if dpkg-query -W -f='${Status}' vhost-blkd 2>/dev/null | grep -q "install ok ins
     fail "vhost-blkd is already installed here: not replacing it"
 fi
 work=$(mktemp -d /tmp/vhost-blkd-test-deb.XXXXXX)
+# postinst makes the system user vhost-blkd and a purge keeps it (Debian's habit): remove
+# it afterwards when this run made it.
+made_user=0
+getent passwd vhost-blkd >/dev/null || made_user=1
 cleanup() {
-    if [ "${KEEP_INSTALLED:-0}" != 1 ]; then dpkg --purge vhost-blkd >/dev/null || true; fi
+    if [ "${KEEP_INSTALLED:-0}" != 1 ]; then
+        dpkg --purge vhost-blkd >/dev/null || true
+        if [ "$made_user" = 1 ]; then
+            userdel vhost-blkd 2>/dev/null || true
+            groupdel vhost-blkd 2>/dev/null || true
+        fi
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -47,6 +58,11 @@ for f in /usr/sbin/vhost-blkd /usr/bin/vhost-blkctl /usr/share/man/man8/vhost-bl
     [ -e "$f" ] || fail "$f is missing"
 done
 [ -d /etc/vhost-blkd ] && [ -d /var/lib/vhost-blkd ] || fail "/etc/vhost-blkd or /var/lib/vhost-blkd is missing"
+# The unit's User= and Group= (docs/OPERATIONS.md, "Running unprivileged").
+getent passwd vhost-blkd >/dev/null && getent group vhost-blkd >/dev/null || fail "postinst made no user or group vhost-blkd"
+for d in /etc/vhost-blkd /var/lib/vhost-blkd; do
+    [ "$(stat -c %U:%G "$d")" = vhost-blkd:vhost-blkd ] || fail "$d belongs to $(stat -c %U:%G "$d"), not vhost-blkd"
+done
 for f in /usr/share/bash-completion/completions/vhost-blkd /usr/share/bash-completion/completions/vhost-blkctl; do
     bash -n "$f" || fail "$f is not valid bash"
 done

@@ -76,8 +76,8 @@ struct ExamplesTests {
         #expect(try daemon.call("bdev_get_bdevs").arrayValue?.count == 1)
     }
 
-    /// The systemd unit has the keys the docs promise, no syscall filter that
-    /// would block io_uring, passes `systemd-analyze verify` where present, and
+    /// The systemd unit has the keys the docs promise (user vhost-blkd, no
+    /// capabilities), no syscall filter that would block io_uring, passes `systemd-analyze verify` where present, and
     /// its ExecStart options start the real daemon.
     @Test func systemdUnit() throws {
         let unit = try SystemdUnit(text: ExamplesSupport.text("examples/vhost-blkd.service"))
@@ -88,6 +88,18 @@ struct ExamplesTests {
         #expect(unit["Install", "WantedBy"] == ["multi-user.target"])
         #expect(unit["Service", "SystemCallFilter"].isEmpty, "a syscall filter would block io_uring_setup")
         #expect(unit["Service", "MemoryDenyWriteExecute"].isEmpty)
+        // Runs unprivileged (docs/OPERATIONS.md, "Running unprivileged"; UnprivilegedGuestTests
+        // runs a guest that way): its own user and group, no capability in any set.
+        #expect(unit["Service", "User"] == ["vhost-blkd"])
+        #expect(unit["Service", "Group"] == ["vhost-blkd"])
+        #expect(unit["Service", "CapabilityBoundingSet"] == [""], "an empty bounding set")
+        #expect(unit["Service", "AmbientCapabilities"] == [""])
+        #expect(unit["Service", "NoNewPrivileges"] == ["yes"])
+        #expect(unit["Service", "StateDirectory"] == ["vhost-blkd"])
+        #expect(unit["Service", "SupplementaryGroups"].isEmpty, "a group named there must exist: left commented out")
+        let postinst = try ExamplesSupport.text("packaging/postinst")
+        #expect(postinst.contains("useradd --system --gid vhost-blkd"))
+        #expect(postinst.contains("chown vhost-blkd:vhost-blkd /etc/vhost-blkd /var/lib/vhost-blkd"))
         let exec = try #require(unit["Service", "ExecStart"].first).split(separator: " ").map(String.init)
         #expect(exec.first == "/usr/sbin/vhost-blkd")  // where the Debian package installs it
         #expect(exec.last == "$VHOST_BLKD_OPTS")
