@@ -4,7 +4,11 @@ set -euo pipefail
 # binutils (strip, objdump): scripts/build-deb.sh (dpkg-deb is in dpkg).
 # mount (losetup, mount, umount), util-linux (fsfreeze) and e2fsprogs (mkfs.ext4): the loop-device,
 # ramfs and frozen-filesystem tests, which fail under CI=true when a tool is missing.
-packages=(liburing-dev libjansson-dev pkg-config binutils qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux mount e2fsprogs)
+# libvirt-daemon-system (libvirtd, virtlogd, the libvirt-qemu user, qemu.conf), libvirt-daemon-driver-qemu
+# and libvirt-clients (virsh): LibvirtGuestTests, which starts libvirtd itself, so no init system is needed
+# (the package's systemd units are installed and left unused where systemd is not running).
+packages=(liburing-dev libjansson-dev pkg-config binutils qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux mount e2fsprogs
+          libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,7 +7,9 @@ import Testing
 @Suite("examples/")
 struct ExamplesTests {
     /// The libvirt fragment is well-formed XML with a vhostuser disk that
-    /// reconnects, raw with two queues, and shared memfd memory.
+    /// reconnects, raw with two queues, shared memfd memory and ACPI (without
+    /// `<acpi/>` libvirt passes -no-acpi and disk hot-unplug fails). E2E's
+    /// LibvirtGuestTests runs it under a real libvirtd.
     @Test func libvirtDomainXML() throws {
         let python = try #require(ExamplesSupport.executable(named: "python3"), "python3 is needed to parse the XML")
         let probe = """
@@ -24,6 +26,7 @@ struct ExamplesTests {
                 "target_bus": disk.find("target").get("bus"),
                 "memory_source": root.find("memoryBacking/source").get("type"),
                 "memory_access": root.find("memoryBacking/access").get("mode"),
+                "acpi": root.find("features/acpi") is not None,
             }))
             """
         let result = try ExamplesSupport.run(python, ["-c", probe, ExamplesSupport.path("examples/libvirt-vhostuser-disk.xml")])
@@ -38,6 +41,7 @@ struct ExamplesTests {
         #expect(found["target_bus"] == "virtio")
         #expect(found["memory_source"] == "memfd")
         #expect(found["memory_access"] == "shared")
+        #expect(found["acpi"] == .bool(true))
         let text = try ExamplesSupport.text("examples/libvirt-vhostuser-disk.xml")
         #expect(text.contains("socket_mode") && text.contains("socket_group"))
     }
