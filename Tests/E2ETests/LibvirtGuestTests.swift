@@ -147,6 +147,11 @@ struct LibvirtGuestTests {
                 done
                 echo "E2E-OK: /dev/vdb gone"
                 ls /sys/block
+                # Without ACPI (-no-acpi) the guest re-enumerates every PCIe root port on a
+                # hot-plug and releases all of them on the unplug: vda went with vdb.
+                [ -b /dev/vda ] || fail "vda went with vdb"
+                dd if=/dev/vda of=/dev/null bs=1M count=8 iflag=direct 2>/dev/null || fail "vda unreadable after the unplug"
+                echo "E2E-OK: vda still there and readable"
                 # Time for the test to check the daemon and libvirt before the guest powers off.
                 sleep 15
                 """)
@@ -238,6 +243,7 @@ struct LibvirtGuestTests {
         // Unplug: the guest sees vdb go, QEMU closes the socket, libvirt drops the disk.
         try Libvirt.virshOK(["detach-device", name, diskXML.path, "--live"])
         try waitForConsole("E2E-OK: /dev/vdb gone", seconds: 60)
+        try waitForConsole("E2E-OK: vda still there and readable", seconds: 30)
         #expect(Self.waitUntil(10) { (try? Self.sessions(daemon, "vhost.hp").isEmpty) ?? false },
                 "vhost.hp still has a session after the unplug")
         #expect(try !Libvirt.virshOK(["domblklist", name]).contains("vdb"))
