@@ -7,8 +7,10 @@ set -euo pipefail
 # libvirt-daemon-system (libvirtd, virtlogd, the libvirt-qemu user, qemu.conf), libvirt-daemon-driver-qemu
 # and libvirt-clients (virsh): LibvirtGuestTests, which starts libvirtd itself, so no init system is needed
 # (the package's systemd units are installed and left unused where systemd is not running).
+# prometheus: ExamplesTests evaluates the Grafana dashboard's queries on a real Prometheus scraping the daemon
+# (the test starts its own server on a free port; the packaged service is not used).
 packages=(liburing-dev libjansson-dev pkg-config binutils qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux mount e2fsprogs
-          libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
+          libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

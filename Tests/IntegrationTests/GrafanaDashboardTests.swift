@@ -219,3 +219,141 @@ extension ExamplesTests {
         print("dashboard: \(queries.count) queries over \(queried.count) metrics, all served: \(queried.sorted().joined(separator: " "))")
     }
 }
+
+/// The dashboard's queries evaluated by a real Prometheus (Debian's `prometheus`, 2.42 in
+/// Debian 12) that scrapes a real daemon: what the name check above cannot see, PromQL that
+/// does not parse, a join that is many-to-many, a selector that matches nothing.
+enum DashboardInPrometheus {
+    static var prometheus: String? { ExamplesSupport.executable(named: "prometheus") }
+    static var isEnabled: Bool { prometheus != nil || ExamplesSupport.isRequired }
+
+    /// A TCP port on 127.0.0.1 that nothing listens on now (bound to port 0, then closed).
+    static func freePort() throws -> Int {
+        let python = try #require(ExamplesSupport.executable(named: "python3"))
+        let result = try ExamplesSupport.run(python, ["-c", "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
+        return try #require(Int(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), "no port: \(result.stderr)")
+    }
+
+    /// Evaluates each query of the dashboard on the Prometheus at `url` (Grafana's variables
+    /// replaced: `$__rate_interval` by 10s, the others by `.*`) and prints one JSON object per
+    /// query: `place`, `status`, `error`, `series`, `filtered` (the expression compares, so an
+    /// empty result can be right).
+    static let evaluator = #"""
+        import json, re, sys, time, urllib.parse, urllib.request
+        dashboard, url = json.load(open(sys.argv[1])), sys.argv[2]
+        def query(expr):
+            try:
+                with urllib.request.urlopen(url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=10) as r:
+                    return json.load(r)
+            except urllib.error.HTTPError as e:
+                return json.load(e)
+            except OSError as e:
+                return {"status": "error", "error": str(e)}
+        # Ready: the daemon's target up, with at least 5 scrapes in the last minute.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            r = query('count_over_time(up{job="vhost-blkd"}[1m]) >= 5 and up{job="vhost-blkd"} == 1')
+            if r.get("status") == "success" and r["data"]["result"]:
+                break
+            time.sleep(0.5)
+        else:
+            print(json.dumps({"place": "readiness", "status": "error", "error": "no 5 scrapes of an up target in 60 s", "series": 0, "filtered": False}))
+        def substitute(expr):
+            expr = expr.replace("$__rate_interval", "10s")
+            return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", ".*", expr)
+        items = []
+        for panel in dashboard.get("panels", []):
+            for target in panel.get("targets", []):
+                items.append(("panel " + panel.get("title", "?") + ": " + target["expr"], substitute(target["expr"])))
+        for variable in dashboard.get("templating", {}).get("list", []):
+            q = variable.get("query")
+            q = q.get("query") if isinstance(q, dict) else q
+            m = re.fullmatch(r"\s*label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)\s*", q or "")
+            expr = "group by (%s) (%s)" % (m.group(2), m.group(1)) if m else q
+            items.append(("variable " + variable.get("name", "?") + ": " + (q or ""), substitute(expr)))
+        for place, expr in items:
+            r = query(expr)
+            result = r.get("data", {}).get("result", []) if r.get("status") == "success" else []
+            print(json.dumps({"place": place, "status": r.get("status"), "error": r.get("error", "") + " ".join(r.get("warnings", [])),
+                              "series": len(result), "filtered": bool(re.search(r"[<>]=?\s*[0-9.]+\s*$|[=!]=\s*[0-9.]+\s*$", expr))}))
+        """#
+}
+
+extension ExamplesTests {
+    @Test(.enabled(if: DashboardInPrometheus.isEnabled, "needs prometheus (apt-get install prometheus)"))
+    func grafanaDashboardEvaluatesInPrometheus() throws {
+        let prometheus = try #require(DashboardInPrometheus.prometheus, "prometheus is missing (apt-get install prometheus, scripts/install-deps.sh)")
+        let python = try #require(ExamplesSupport.executable(named: "python3"), "python3 is needed")
+        let base = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+
+        // The daemon on a loopback port, with a connected frontend.
+        let metricsPort = try DashboardInPrometheus.freePort()
+        let daemon = try DaemonProcess(extraArguments: ["--metrics", "127.0.0.1:\(metricsPort)"])
+        defer { daemon.stop(); daemon.cleanUp() }
+        try DataPathTests.createBdev(daemon, .malloc, name: "M0")
+        try DataPathTests.createController(daemon, "vhost.0", bdev: "M0")
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let frontend = try DataPathTests.attach(daemon, "vhost.0", memory: memory, queues: 1)
+        defer { frontend.close() }
+
+        // Prometheus scraping it every second, its data in the test's folder.
+        let webPort = try DashboardInPrometheus.freePort()
+        let config = base + "/prometheus.yml"
+        try Data("""
+            global: {scrape_interval: 1s, evaluation_interval: 1s}
+            scrape_configs:
+              - job_name: vhost-blkd
+                static_configs: [{targets: ["127.0.0.1:\(metricsPort)"]}]
+            """.utf8).write(to: URL(fileURLWithPath: config))
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: prometheus)
+        server.arguments = ["--config.file=\(config)", "--storage.tsdb.path=\(base)/data", "--web.listen-address=127.0.0.1:\(webPort)",
+                            "--log.level=warn"]
+        let log = base + "/prometheus.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        server.standardOutput = logHandle
+        server.standardError = logHandle
+        try server.run()
+        defer {
+            // This test's own child, by pid; SIGKILL because the test's threads block SIGTERM,
+            // which a child inherits.
+            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+            server.waitUntilExit()
+            try? logHandle.close()
+        }
+
+        // I/O while Prometheus scrapes: writes, reads and a failing read, for about 6 s.
+        let start = ContinuousClock.now
+        var round = 0
+        while ContinuousClock.now - start < .seconds(6) {
+            let sector = UInt64(round % 64) * 8
+            #expect(try frontend.write(sector: sector, data: DataPathTests.pattern(4096, seed: round)).status == BlkWire.statusOK)
+            #expect(try frontend.read(sector: sector, count: 8).status == BlkWire.statusOK)
+            if round % 10 == 0 { #expect(try frontend.read(sector: DataPathTests.sectors, count: 1).status == BlkWire.statusIOErr) }
+            round += 1
+            usleep(20_000)
+        }
+
+        let result = try ExamplesSupport.run(
+            python, ["-c", DashboardInPrometheus.evaluator, ExamplesSupport.path("examples/grafana-vhost-blkd.json"), "http://127.0.0.1:\(webPort)"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let prometheusLog = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count >= 10, "\(result.stdout)\n\(result.stderr)\n--- prometheus ---\n\(prometheusLog.suffix(2000))")
+        var evaluated: [String] = []
+        for line in lines {
+            let item = try JSON.parse(line)
+            let place = item["place"]?.stringValue ?? "?"
+            let series = item["series"]?.intValue ?? 0
+            #expect(item["status"] == "success" && item["error"] == "", "\(place): \(item["error"]?.stringValue ?? "")")
+            if item["filtered"] != .bool(true) {
+                #expect(series > 0, "\(place) returned no series\n--- prometheus ---\n\(prometheusLog.suffix(2000))")
+            }
+            evaluated.append("\(series)")
+        }
+        print("prometheus evaluated \(lines.count) dashboard queries after \(round) I/O rounds; series per query: \(evaluated.joined(separator: " "))")
+    }
+}
