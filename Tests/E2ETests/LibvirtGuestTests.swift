@@ -170,6 +170,8 @@ struct LibvirtGuestTests {
                                          pidFile: Libvirt.libvirtdPidFile, log: work.appendingPathComponent("libvirtd.out"))
         defer { libvirtd.stop() }
         print("libvirt: \(try Libvirt.virshOK(["version"]).split(separator: "\n").joined(separator: "; "))")
+        func milestone(_ what: String) { print("libvirt e2e: \(what) at \(ContinuousClock.now - started)") }
+        milestone("libvirtd ready")
 
         let example = try String(contentsOf: E2EEnvironment.repoRoot.appendingPathComponent("examples/libvirt-vhostuser-disk.xml"),
                                  encoding: .utf8)
@@ -198,6 +200,7 @@ struct LibvirtGuestTests {
         }
 
         try Libvirt.virshOK(["start", name])
+        milestone("domain started")
         let qemuPid = try #require(Libvirt.livePid(inFile: Libvirt.qemuPidFile(domain: name)), "no QEMU pid for \(name)")
         // libvirt's QEMU: user libvirt-qemu, primary group libvirt-qemu, kvm supplementary.
         let uids = Self.statusField(qemuPid, "Uid"), gids = Self.statusField(qemuPid, "Gid")
@@ -214,6 +217,7 @@ struct LibvirtGuestTests {
         // the second fio runs: QEMU reconnects (reconnect=5) and the guest sees a pause.
         try waitForConsole("E2E-READY: restart", seconds: 240)
         #expect(try Self.sessions(daemon, "vhost.vm1").first?["frontend_pid"]?.intValue == Int64(qemuPid))
+        milestone("guest ran fio on vda")
         usleep(1_500_000)
         let consoleAtRestart = Self.read(console).count
         let restartedAt = ContinuousClock.now
@@ -236,12 +240,14 @@ struct LibvirtGuestTests {
         #expect(afterRestart.contains("E2E-OK: fio passed"), "the second fio finished after the restart began")
         #expect(try Self.sessions(daemon, "vhost.hp").isEmpty)
         try Libvirt.virshOK(["attach-device", name, diskXML.path, "--live"])
+        milestone("vdb attached")
         try waitForConsole("E2E-READY: unplug", seconds: 180)
         #expect(try Self.sessions(daemon, "vhost.hp").first?["frontend_pid"]?.intValue == Int64(qemuPid))
         #expect(try Libvirt.virshOK(["domblklist", name]).contains("vdb"))
 
         // Unplug: the guest sees vdb go, QEMU closes the socket, libvirt drops the disk.
         try Libvirt.virshOK(["detach-device", name, diskXML.path, "--live"])
+        milestone("vdb detached")
         try waitForConsole("E2E-OK: /dev/vdb gone", seconds: 60)
         try waitForConsole("E2E-OK: vda still there and readable", seconds: 30)
         #expect(Self.waitUntil(10) { (try? Self.sessions(daemon, "vhost.hp").isEmpty) ?? false },
