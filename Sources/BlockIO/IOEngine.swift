@@ -57,4 +57,12 @@ public protocol IOEngine: AnyObject {
     /// Cancels and drains what is in flight and stops the engine; call on the
     /// owning thread before releasing it (a later deinit then does nothing more).
     func close()
+    /// Submissions to the kernel that carried anything, and the operations
+    /// they carried, since the engine started (owning thread only).
+    var submitCounts: (calls: UInt64, operations: UInt64) { get }
+}
+
+extension IOEngine {
+    /// Engines that make no submission system calls count none.
+    public var submitCounts: (calls: UInt64, operations: UInt64) { (0, 0) }
 }

@@ -178,6 +178,12 @@ public final class URingEngine: IOEngine {
 
     public func submit() { _ = flush() }
 
+    /// `io_uring_submit` calls that submitted anything, and the entries they
+    /// carried (owning thread only; read with `submitCounts`).
+    private var submitCalls: UInt64 = 0
+    private var submittedOperations: UInt64 = 0
+    public var submitCounts: (calls: UInt64, operations: UInt64) { (submitCalls, submittedOperations) }
+
     /// An IORING_OP_ASYNC_CANCEL by user data; its own completion carries the
     /// reserved tag and is not delivered. A read waiting on poll (an eventfd
     /// with nothing to read) is always cancellable. With the submission queue
@@ -254,6 +260,10 @@ public final class URingEngine: IOEngine {
     private func submitQueued() -> Int32 {
         while true {
             let rc = io_uring_submit(ring)
+            if rc > 0 {
+                submitCalls &+= 1
+                submittedOperations &+= UInt64(rc)
+            }
             if rc >= 0 { return 0 }
             if rc == -EINTR { continue }
             if rc != -EAGAIN && rc != -EBUSY && !loggedSubmitError {

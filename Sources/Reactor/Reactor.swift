@@ -84,6 +84,9 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
     private var isPollNext: [Bool] = [false, false]
     /// Time spent spinning (part of busy time): for framework_get_reactors.
     public let pollNanosecondsSpent = Atomic<UInt64>(0)
+    /// The loop's own counters (sleeps, polling rounds, window changes):
+    /// reactor thread only, read through `countersSnapshot`.
+    private var counters = ReactorCounters()
 
     /// `submissionPolling` asks for an SQPOLL ring (`SubmissionPolling`).
     /// Thread-pool workers run on `poolCPUs` (the daemon's CPUs), not only
@@ -293,6 +296,26 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         poolArmed = primary.enqueue(.read(fd: fd, buffer: poolBuffer, length: 8), tag: UInt64(Self.poolTaskID) << 32)
     }
 
+    // MARK: Counters
+
+    /// The loop's counters as they are now, read on the reactor thread (any
+    /// other thread; never from the reactor itself: it waits for the reactor).
+    public func countersSnapshot() -> ReactorCounters {
+        postAndWait { [self] in currentCounters() }
+    }
+
+    private func currentCounters() -> ReactorCounters {
+        var c = counters
+        c.pollWindowNanoseconds = pollNanoseconds
+        let submits = primary.submitCounts
+        c.engineSubmits = submits.calls
+        c.engineSubmitted = submits.operations
+        c.busyNanoseconds = busyNanoseconds.load(ordering: .relaxed)
+        c.idleNanoseconds = idleNanoseconds.load(ordering: .relaxed)
+        c.pollNanoseconds = pollNanosecondsSpent.load(ordering: .relaxed)
+        return c
+    }
+
     // MARK: The loop
 
     private func run() {
@@ -309,6 +332,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
             guard running else { break }
             let before = Self.now()
             var woke: UInt64 = 0
+            if pollNext.isEmpty { counters.sleeps &+= 1 }
             let handled = primary.wait(timeoutNanoseconds: pollNext.isEmpty ? nil : 0) { tag, result in
                 // Completions are handled inside the wait: stamp the wake-up before the first one.
                 if woke == 0 {
@@ -346,8 +370,10 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         guard pollMaxNanoseconds > 0 else { return }
         if blocked <= pollNanoseconds { return }
         if blocked > pollMaxNanoseconds {
+            if pollNanoseconds > 0 { counters.pollWindowOffs &+= 1 }
             pollNanoseconds = 0
         } else {
+            counters.pollWindowGrows &+= 1
             pollNanoseconds = min(pollMaxNanoseconds, pollNanoseconds == 0 ? 4_000 : pollNanoseconds &* 2)
         }
     }
@@ -362,6 +388,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         isPolling = true
         for id in pollable { tasks[Int(id)]?.beginPoll() }
         var round = 0
+        var emptyRounds = 0
         while running {
             // One clock read per round: it stamps the round (stats) and ends the
             // phase. Stamp first: what endPoll pops after the last round uses it.
@@ -383,8 +410,13 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
                 if !primaryIsPool { pool?.submit() }
                 primary.submit()
                 deadline = now &+ pollNanoseconds
+            } else {
+                emptyRounds &+= 1
             }
         }
+        counters.pollPhases &+= 1
+        counters.pollRounds &+= UInt64(truncatingIfNeeded: round)
+        counters.emptyPollRounds &+= UInt64(truncatingIfNeeded: emptyRounds)
         isPolling = false
         for id in pollable { tasks[Int(id)]?.endPoll() }
         runDirty()

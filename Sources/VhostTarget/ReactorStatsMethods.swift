@@ -43,8 +43,23 @@ extension VhostTarget {
                     "irq_count": 0,
                     "lw_threads": [threadEntry(reactor, elapsed: busy &+ idle)],
                     "controllers": .array(served),
+                    "loop": loopCounters(reactor.countersSnapshot()),
                 ]
             }),
+        ]
+    }
+
+    /// vhost-blkd's own addition to a reactor's entry: what its loop did
+    /// since it started (docs/PERFORMANCE.md, "Why identical runs differ").
+    private func loopCounters(_ c: ReactorCounters) -> JSON {
+        [
+            "sleeps": Self.int(c.sleeps),
+            "poll_phases": Self.int(c.pollPhases), "poll_rounds": Self.int(c.pollRounds),
+            "empty_poll_rounds": Self.int(c.emptyPollRounds),
+            "poll_window_offs": Self.int(c.pollWindowOffs), "poll_window_grows": Self.int(c.pollWindowGrows),
+            "poll_window_ns": Self.int(c.pollWindowNanoseconds),
+            "engine_submits": Self.int(c.engineSubmits), "engine_submitted": Self.int(c.engineSubmitted),
+            "poll_ns": Self.int(c.pollNanoseconds),
         ]
     }
 
@@ -81,7 +96,7 @@ extension VhostTarget {
                 "index": .int(Int64(queue.index)), "size": .int(Int64(s.size)), "reactor": .int(Int64(queue.reactor)),
                 "in_flight": .int(Int64(s.inFlight)), "requests": Self.int(s.requests), "kicks": Self.int(s.kicks),
                 "interrupts_sent": Self.int(s.interruptsSent), "interrupts_suppressed": Self.int(s.interruptsSuppressed),
-                "mean_batch_size": .double((s.meanBatchSize * 100).rounded() / 100),
+                "batches": Self.int(s.batches), "mean_batch_size": .double((s.meanBatchSize * 100).rounded() / 100),
             ]
         }
     }

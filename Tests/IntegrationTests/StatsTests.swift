@@ -162,6 +162,7 @@ struct StatsTests {
             #expect(Self.int(q, "kicks") >= 1 && Self.int(q, "kicks") <= Int64(perQueueRequests[i]))
             #expect(Self.int(q, "interrupts_sent") + Self.int(q, "interrupts_suppressed") >= 1)
             #expect((q["mean_batch_size"]?.doubleValue ?? 0) >= 1)
+            #expect(Self.int(q, "batches") >= 1 && Self.int(q, "batches") <= Self.int(q, "requests"), "queue \(i) pop batches")
         }
 
         // A disconnect and a reconnect keep the totals; new I/O adds to them.
