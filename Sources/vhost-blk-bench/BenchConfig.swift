@@ -32,6 +32,9 @@ struct BenchConfig: Sendable {
     /// A queue with requests in flight and no completion for this long is stalled: the run fails.
     var stallNanos: UInt64 = 5_000_000_000
     var seed: UInt64
+    /// Write the whole disk once, sequentially (each queue its share), and
+    /// stop: no warm-up, no time limit (`--fill`).
+    var fill = false
 }
 
 /// Queue size for `iodepth` three-descriptor chains: the next power of two

@@ -55,8 +55,9 @@ struct Benchmark {
         }
 
         let begin = MonotonicClock.nanos() &+ 10_000_000
-        let measureStart = begin &+ config.warmupNanos
-        let measureEnd = measureStart &+ config.runtimeNanos
+        let measureStart = begin &+ (config.fill ? 0 : config.warmupNanos)
+        // A fill ends when its writes are done; a day is only a bound.
+        let measureEnd = measureStart &+ (config.fill ? 86_400_000_000_000 : config.runtimeNanos)
         var threads: [pthread_t] = []
         for (i, w) in workers.enumerated() {
             do {
@@ -73,10 +74,15 @@ struct Benchmark {
         MonotonicClock.sleep(until: measureStart)
         let serverBefore = config.serverPID.flatMap(ServerCPU.seconds(pid:))
         let clientBefore = ServerCPU.selfSeconds()
-        MonotonicClock.sleep(until: measureEnd)
+        if config.fill {
+            threads.forEach(PosixThread.join)
+        } else {
+            MonotonicClock.sleep(until: measureEnd)
+        }
         let serverAfter = config.serverPID.flatMap(ServerCPU.seconds(pid:))
         let clientAfter = ServerCPU.selfSeconds()
-        threads.forEach(PosixThread.join)
+        let elapsed = MonotonicClock.nanos() &- measureStart
+        if !config.fill { threads.forEach(PosixThread.join) }
 
         var serverCPU: Double?
         if let a = serverBefore, let b = serverAfter { serverCPU = b - a }
@@ -85,7 +91,7 @@ struct Benchmark {
             eventIdx: frontend.ackedFeatures.contains(.eventIdx), serverCPUSeconds: serverCPU,
             clientCPUSeconds: clientAfter - clientBefore,
             // Completions count only inside [measureStart, measureEnd).
-            measuredSeconds: Double(config.runtimeNanos) / 1e9)
+            measuredSeconds: Double(config.fill ? elapsed : config.runtimeNanos) / 1e9)
     }
 
     /// Rings, slots (header, 4 KiB-aligned data, status) and slack, rounded to 2 MiB.

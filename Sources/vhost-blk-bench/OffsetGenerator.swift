@@ -35,6 +35,15 @@ struct OffsetGenerator {
         nextBlock = blocks / UInt64(queues) * UInt64(queue)
     }
 
+    /// Blocks in this queue's share of a sequential pass (the last queue
+    /// takes the remainder): what `--fill` writes.
+    static func shareBlocks(capacitySectors: UInt64, blockSize: Int, queue: Int, queues: Int) -> UInt64 {
+        guard blockSize >= 512, queues > 0, queue >= 0, queue < queues else { return 0 }
+        let blocks = capacitySectors / UInt64(blockSize / 512)
+        let share = blocks / UInt64(queues)
+        return queue == queues - 1 ? share + blocks % UInt64(queues) : share
+    }
+
     /// The sector of the next request.
     mutating func nextSector() -> UInt64 {
         let block: UInt64

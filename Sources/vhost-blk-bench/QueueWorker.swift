@@ -30,6 +30,8 @@ final class QueueWorker: @unchecked Sendable {  // run() on exactly one thread; 
     private var slotOfHead: [Int32]
     private var offsets: OffsetGenerator
     private(set) var result = Result()
+    /// Requests still to submit in a fill (`BenchConfig.fill`); nil: as many as time allows.
+    private var remaining: UInt64?
 
     init(queue: DriverQueue, memory: FrontendMemory, config: BenchConfig, capacitySectors: UInt64) throws(BenchError) {
         self.queue = queue
@@ -41,6 +43,10 @@ final class QueueWorker: @unchecked Sendable {  // run() on exactly one thread; 
             queue: queue.index, queues: config.queues, seed: config.seed)
         else { throw .usage("block size \(config.blockSize) does not fit a disk of \(capacitySectors) sectors") }
         offsets = gen
+        if config.fill {
+            remaining = OffsetGenerator.shareBlocks(
+                capacitySectors: capacitySectors, blockSize: config.blockSize, queue: queue.index, queues: config.queues)
+        }
         do {
             for i in 0..<config.iodepth {
                 slots.append(try RequestSlot(memory: memory, blockSize: config.blockSize, fill: UInt8(truncatingIfNeeded: i &+ 1)))
@@ -65,12 +71,13 @@ final class QueueWorker: @unchecked Sendable {  // run() on exactly one thread; 
         let poll = config.mode == .poll
         queue.setNoInterrupt(poll)
         var now = MonotonicClock.nanos()
-        for i in slots.indices { try submit(i, at: now) }
+        for i in slots.indices where mayStartAnother() { try submit(i, at: now) }
         kick(poll: poll)
         var lastProgress = now
         while true {
             now = MonotonicClock.nanos()
             if now >= measureEnd { return }
+            if remaining == 0 && queue.inFlightCount == 0 { return }  // the fill is done
             var reaped = 0
             var done: UInt64 = 0
             while let used = queue.popUsed() {
@@ -82,7 +89,7 @@ final class QueueWorker: @unchecked Sendable {  // run() on exactly one thread; 
                 let i = Int(slotOfHead[Int(head)])
                 slotOfHead[Int(head)] = -1
                 complete(i, at: done, measureStart: measureStart, measureEnd: measureEnd)
-                if done < measureEnd { try submit(i, at: done) }
+                if done < measureEnd && mayStartAnother() { try submit(i, at: done) }
             }
             if reaped > 0 {
                 kick(poll: poll)
@@ -101,6 +108,15 @@ final class QueueWorker: @unchecked Sendable {  // run() on exactly one thread; 
             let leftMs = Int32(clamping: (measureEnd &- now) / 1_000_000 + 1)
             if waitCall(milliseconds: min(leftMs, 100)) { result.wakeups &+= 1 }
         }
+    }
+
+    /// Whether another request may start: always, except at the end of a
+    /// fill (counts the one it allows).
+    private func mayStartAnother() -> Bool {
+        guard let left = remaining else { return true }
+        guard left > 0 else { return false }
+        remaining = left - 1
+        return true
     }
 
     /// Prepares slot `i` with the next offset and queues its chain (not yet published).

@@ -37,6 +37,8 @@ struct VhostBlkBench: ParsableCommand {
     @Option(help: "Virtqueue size (power of two); default: fits 3 descriptors per request, at least 128.") var queueSize: UInt16?
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Flag(help: "Print one JSON object instead of a line.") var json = false
+    @Flag(help: "Write the whole disk once, sequentially (--bs, --iodepth, --queues), and stop: no warm-up, no time limit. So that later reads read written data (docs/PERFORMANCE.md).")
+    var fill = false
 
     func validate() throws {
         guard (1...256).contains(queues) else { throw ValidationError("--queues must be 1...256") }
@@ -63,9 +65,10 @@ struct VhostBlkBench: ParsableCommand {
 
     func run() throws {
         let config = BenchConfig(
-            socketPath: socket, queues: queues, iodepth: iodepth, blockSize: bs, pattern: rw,
+            socketPath: socket, queues: queues, iodepth: iodepth, blockSize: bs, pattern: fill ? .write : rw,
             runtimeNanos: UInt64(runtime * 1e9), warmupNanos: UInt64(warmup * 1e9), mode: mode, cpu: cpu,
-            queueCPUs: queueCPUs ?? [], serverPID: serverPid, queueSize: queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 128, seed: seed)
+            queueCPUs: queueCPUs ?? [], serverPID: serverPid, queueSize: queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 128, seed: seed,
+            fill: fill)
         if let cpu {
             // Returns the error number itself (pthread_setaffinity_np does not set errno).
             let rc = vb_pin_current_thread(Int32(cpu))
