@@ -10,18 +10,29 @@
 #   ROWS='^ram/rr' scripts/bench.sh         rows whose id matches an ERE (ids: ROWS=list)
 #   QUICK=1 RUNTIME=1 BUILD=debug scripts/bench.sh   the CI smoke test (no timings asserted)
 #
-# Knobs: REPEAT (runs per server and row, default 1: with more, each figure is
-# the median, and ours and qsd take turns going first), RUNTIME (measured seconds per run, default 5), WARMUP (default
+# Knobs: REPEAT (fresh-server runs per server and row; default 5 for a full run,
+# else 1: each figure is the median, a spread table gives min, median and max of
+# IOPS and CPU per I/O, and ours and qsd take turns going first), RUNTIME
+# (measured seconds per run, default 5), WARMUP (default
 # min(1, RUNTIME/2)), SIZE (MiB of each disk, default 1024), ROWS (ERE over row
 # ids, or "list"), QUICK=1 (one row per backend and workload), BUILD
 # (release|debug), BENCH_SCRATCH (SwiftPM scratch path), DIRECT_DIR (where the
 # O_DIRECT file goes, default /var/tmp: the root filesystem), SAVE (1: write
 # bench-results/latest.txt and a dated copy; default 1 only for a full release
 # run), SERVER_CPU, BENCH_CPU, BIN (a folder of prebuilt binaries: no build),
-# DAEMON_ARGS (more vhost-blkd options, e.g. "--tmpfs-io engine").
+# DAEMON_ARGS (more vhost-blkd options, e.g. "--tmpfs-io engine"), COUNTERS (1,
+# the default: read our daemon's loop and queue counters at the start and near
+# the end of each measured window and print them per run, see
+# docs/PERFORMANCE.md "Why identical runs differ"; 0: do not), FILL (1, the
+# default: write the malloc bdev before each RAM run; 0: read it unwritten, as
+# the tables before issue 23 did, for comparison with them).
 #
 # Backends (same data for both servers):
-#   ram     ours: bdev_malloc_create SIZE        qsd: null-co (no read-zeroes: reads never touch the buffer)
+#   ram     ours: bdev_malloc_create SIZE, written in full by the client
+#           (vhost-blk-bench --fill) before each run, so reads copy real data,
+#           not the kernel's zero page
+#           qsd:  null-co (no read-zeroes: reads never touch the buffer; it
+#           stores nothing, so there is nothing to fill)
 #   shm     a SIZE file on tmpfs /dev/shm, fully written first
 #           ours: bdev_uring_create (buffered: tmpfs refuses O_DIRECT; served inline,
 #           preadv/pwritev on the reactor, unless DAEMON_ARGS="--tmpfs-io engine")
@@ -42,14 +53,14 @@ runtime=${RUNTIME:-5}
 warmup=${WARMUP:-$(awk -v r="$runtime" 'BEGIN { w = r / 2; if (w > 1) w = 1; print w }')}
 size_mib=${SIZE:-1024}
 quick=${QUICK:-0}
-repeat=${REPEAT:-1}
 rows_filter=${ROWS:-}
 build=${BUILD:-release}
+counters=${COUNTERS:-1}
+fill=${FILL:-1}
 server_cpu=${SERVER_CPU:-0}
 bench_cpu=${BENCH_CPU:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
 direct_dir=${DIRECT_DIR:-/var/tmp}
 case "$size_mib" in *[!0-9]* | "" | 0) echo "SIZE must be a positive number of MiB" >&2; exit 2 ;; esac
-case "$repeat" in *[!0-9]* | "" | 0) echo "REPEAT must be a positive number of runs" >&2; exit 2 ;; esac
 case "$build" in
     release) scratch=${BENCH_SCRATCH:-.build-bench}; build_args=(-c release) ;;
     debug) scratch=${BENCH_SCRATCH:-.build}; build_args=() ;;
@@ -89,12 +100,18 @@ done
 full=0
 [ "$quick" != 1 ] && [ -z "$rows_filter" ] && [ "$build" = release ] && full=1
 save=${SAVE:-$full}
+repeat=${REPEAT:-$([ $full = 1 ] && echo 5 || echo 1)}
+case "$repeat" in *[!0-9]* | "" | 0) echo "REPEAT must be a positive number of runs" >&2; exit 2 ;; esac
 need_shm=0 need_direct=0
 for r in "${rows[@]}"; do
     case "$r" in shm/*) need_shm=1 ;; direct/*) need_direct=1 ;; esac
 done
 
 command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon is not installed" >&2; exit 1; }
+if [ "$counters" = 1 ] && ! command -v jq >/dev/null; then
+    echo "jq is not installed: per-run counters off (COUNTERS=0)" >&2
+    counters=0
+fi
 
 # --- Build ------------------------------------------------------------------
 if [ -n "${BIN:-}" ]; then  # prebuilt binaries (another machine without a toolchain)
@@ -156,6 +173,50 @@ start_ours() {
     "${ctl[@]}" vhost_create_blk_controller vhost.0 Disk0 >/dev/null || return 1
     wait_socket "$work/ours/vhost.0" || return 1
     socket="$work/ours/vhost.0"
+    if [ "$1" = ram ] && [ "$fill" = 1 ]; then
+        # Write every block first: a never-written malloc bdev reads as the
+        # kernel's zero page (one page, always in cache), which flatters reads.
+        timeout 120 "$bin/vhost-blk-bench" --socket "$socket" --fill --bs 65536 --iodepth 8 \
+            --cpu "$bench_cpu" >>"$work/bench.log" 2>&1 || { echo "filling the malloc bdev failed" >&2; return 1; }
+    fi
+}
+
+# snapshot: one line of our daemon's counters, summed over reactors and queues:
+# requests kicks interrupts_sent interrupts_suppressed batches busy idle poll_ns
+# sleeps poll_rounds empty_poll_rounds poll_window_offs engine_submits
+# engine_submitted poll_window_ns ("" if unreadable).
+snapshot() {
+    local ctl=("$bin/vhost-blkctl" -s "$work/ours/rpc.sock")
+    { "${ctl[@]}" framework_get_reactors && "${ctl[@]}" vhost_get_controllers; } 2>/dev/null | jq -s -r '
+        ([.[1][].sessions[].queues[]]) as $q | (.[0].reactors) as $r |
+        [($q | map(.requests) | add // 0), ($q | map(.kicks) | add // 0), ($q | map(.interrupts_sent) | add // 0),
+         ($q | map(.interrupts_suppressed) | add // 0), ($q | map(.batches) | add // 0),
+         ($r | map(.busy) | add), ($r | map(.idle) | add), ($r | map(.loop.poll_ns) | add),
+         ($r | map(.loop.sleeps) | add), ($r | map(.loop.poll_rounds) | add), ($r | map(.loop.empty_poll_rounds) | add),
+         ($r | map(.loop.poll_window_offs) | add), ($r | map(.loop.engine_submits) | add),
+         ($r | map(.loop.engine_submitted) | add), ($r | map(.loop.poll_window_ns) | max)] | map(tostring) | join(" ")' 2>/dev/null || true
+}
+
+# sleep_until T0 OFFSET: sleeps until OFFSET seconds after T0 (date +%s.%N), if still ahead.
+sleep_until() {
+    local left
+    left=$(awk -v t="$1" -v o="$2" -v now="$(date +%s.%N)" 'BEGIN { d = t + o - now; if (d > 0) printf "%.3f", d }')
+    [ -z "$left" ] || sleep "$left"
+}
+
+# per_io BEFORE AFTER: the counters between two snapshots, per I/O ("-" when
+# either read failed or the session ended in between: its queue counters went).
+per_io() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        n = split(a, x, " "); m = split(b, y, " ")
+        if (n < 15 || x[1] == 0) { print "counters: - (no session at the first read)"; exit }
+        if (m < 15 || y[1] <= x[1] || y[5] < x[5]) { print "counters: - (the session had ended at the second read)"; exit }
+        for (i = 1; i <= 15; i++) d[i] = y[i] - x[i]
+        io = d[1] > 0 ? d[1] : 1; t = d[6] + d[7]; if (t <= 0) t = 1
+        printf "kicks/IO %.3f  irq/IO %.3f  sleeps/IO %.3f  polls/IO %.2f  empty/IO %.2f  pop-batch %.2f  submit-batch %.1f  asleep %.0f%%  polling %.0f%%  window-offs %d  window-end %.0fus",
+            d[2] / io, d[3] / io, d[9] / io, d[10] / io, d[11] / io, (d[5] > 0 ? d[1] / d[5] : 0),
+            (d[13] > 0 ? d[14] / d[13] : 0), 100 * d[7] / t, 100 * d[8] / t, d[12], y[15] / 1000
+    }'
 }
 start_qsd() {
     rm -f "$work/qsd.sock"
@@ -177,8 +238,14 @@ start_qsd() {
 
 field() { sed -n "s/.*\"$2\":\\([^,}]*\\).*/\\1/p" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+per() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.3f", a / b }'; }
 num() { awk -v a="$1" -v f="$2" 'BEGIN { if (a == "") print "-"; else printf f, a }'; }
 bench_timeout=$(awk -v r="$runtime" -v w="$warmup" 'BEGIN { printf "%d", r + w + 30.999 }')
+# The counters' window: from 0.1 s after the warm-up to 80 % of the measured
+# time (reading them takes two vhost-blkctl calls, slow on a busy machine; none
+# for runs under half a second).
+counter_start=$(awk -v w="$warmup" 'BEGIN { printf "%.2f", w + 0.1 }')
+counter_gap=$(awk -v r="$runtime" 'BEGIN { if (r >= 0.5) printf "%.2f", r * 0.8 - 0.1 }')
 
 # run_case SERVER BACKEND MODE: sets $result to the bench's JSON line ("" on failure).
 run_case() {
@@ -186,10 +253,23 @@ run_case() {
     [ "$3" = poll ] && mode=poll
     result=""
     : >"$work/bench.log"
+    run_counters=""
     if "start_$1" "$2" "$queues"; then
-        result=$(timeout "$bench_timeout" "$bin/vhost-blk-bench" --socket "$socket" --rw "$rw" --bs "$bs" \
+        timeout "$bench_timeout" "$bin/vhost-blk-bench" --socket "$socket" --rw "$rw" --bs "$bs" \
             --iodepth "$qd" --queues "$queues" --mode "$mode" --runtime "$runtime" --warmup "$warmup" \
-            --cpu "$bench_cpu" --server-pid "$server_pid" --json 2>>"$work/bench.log") || rc=$?
+            --cpu "$bench_cpu" --server-pid "$server_pid" --json >"$work/result.json" 2>>"$work/bench.log" &
+        local client=$! launched
+        launched=$(date +%s.%N)
+        if [ "$1" = ours ] && [ "$counters" = 1 ] && [ -n "$counter_gap" ]; then
+            # Inside the measured window: from just after the warm-up to just
+            # before its end, while the client is still connected.
+            sleep_until "$launched" "$counter_start"; local c0; c0=$(snapshot)
+            sleep_until "$launched" "$(awk -v a="$counter_start" -v b="$counter_gap" 'BEGIN { print a + b }')"
+            local c1; c1=$(snapshot)
+            run_counters=$(per_io "$c0" "$c1")
+        fi
+        wait "$client" || rc=$?
+        result=$(cat "$work/result.json")
     else
         rc=1
         echo "$1 did not start for backend $2" >&2
@@ -216,6 +296,7 @@ cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib"
 [ "$repeat" != 1 ] && cmd="$cmd REPEAT=$repeat"
 [ -n "${BIN:-}" ] && cmd="$cmd BIN=$BIN"
 [ -n "${DAEMON_ARGS:-}" ] && cmd="$cmd DAEMON_ARGS='$DAEMON_ARGS'"
+[ "$fill" = 1 ] || cmd="$cmd FILL=$fill"
 cmd="$cmd scripts/bench.sh"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -227,8 +308,35 @@ median() {
         sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# minimum / maximum FIELD JSON...: over the non-empty results ("" if none).
+minimum() {
+    local f=$1; shift
+    local r
+    for r in "$@"; do [ -n "$r" ] && field "$r" "$f"; done | sort -g | head -n 1
+}
+maximum() {
+    local f=$1; shift
+    local r
+    for r in "$@"; do [ -n "$r" ] && field "$r" "$f"; done | sort -g | tail -n 1
+}
+
+# note_run SERVER REP: one line per run, with our counters when read.
+note_run() {
+    local l
+    local ios kicks wakeups
+    ios=$(field "$result" ios) kicks=$(field "$result" kicks) wakeups=$(field "$result" wakeups)
+    l=$(printf '%-6s %-19s %-4s %-4s %2d | %9s %6s | client kicks/IO %5s wake-ups/IO %5s' "$backend" "$label" "$cmode" "$1" "$(($2 + 1))" \
+        "$(num "$(field "$result" iops)" %.0f)" "$(num "$(field "$result" server_cpu_us_per_io)" %.2f)" \
+        "$(per "$kicks" "$ios")" "$(per "$wakeups" "$ios")")
+    [ "$1" = ours ] && [ -n "$run_counters" ] && l+=" | $run_counters"
+    echo "  $l" >&2
+    run_lines+=("$l")
+}
+
 failed=()
 lines=()
+spread_lines=()
+run_lines=()
 for row in "${rows[@]}"; do
     IFS=/ read -r backend workload cmode <<<"$row"
     workload_args "$workload"
@@ -237,13 +345,26 @@ for row in "${rows[@]}"; do
     for ((rep = 0; rep < repeat; rep++)); do
         # Alternate who goes first, so a slow phase of the machine hits both.
         if ((rep % 2 == 0)); then
-            run_case ours "$backend" "$cmode"; ours_runs+=("$result")
-            run_case qsd "$backend" "$cmode"; qsd_runs+=("$result")
+            run_case ours "$backend" "$cmode"; ours_runs+=("$result"); note_run ours $rep
+            run_case qsd "$backend" "$cmode"; qsd_runs+=("$result"); note_run qsd $rep
         else
-            run_case qsd "$backend" "$cmode"; qsd_runs+=("$result")
-            run_case ours "$backend" "$cmode"; ours_runs+=("$result")
+            run_case qsd "$backend" "$cmode"; qsd_runs+=("$result"); note_run qsd $rep
+            run_case ours "$backend" "$cmode"; ours_runs+=("$result"); note_run ours $rep
         fi
     done
+    sline=$(printf '%-6s %-19s %-4s' "$backend" "$label" "$cmode")
+    for f in iops server_cpu_us_per_io; do
+        for runs in ours qsd; do
+            if [ $runs = ours ]; then set -- "${ours_runs[@]}"; else set -- "${qsd_runs[@]}"; fi
+            lo=$(minimum $f "$@"); md=$(median $f "$@"); hi=$(maximum $f "$@")
+            if [ $f = iops ]; then
+                sline+=$(printf ' | %9s %9s %9s %5s' "$(num "$lo" %.0f)" "$(num "$md" %.0f)" "$(num "$hi" %.0f)" "$(ratio "$hi" "$lo")")
+            else
+                sline+=$(printf ' | %6s %6s %6s %5s' "$(num "$lo" %.2f)" "$(num "$md" %.2f)" "$(num "$hi" %.2f)" "$(ratio "$hi" "$lo")")
+            fi
+        done
+    done
+    spread_lines+=("$sline")
     line=$(printf '%-6s %-19s %-4s' "$backend" "$label" "$cmode")
     for f in iops mbps lat_p50_us lat_p99_us server_cpu_us_per_io; do
         o=$(median $f "${ours_runs[@]}"); q=$(median $f "${qsd_runs[@]}")
@@ -261,7 +382,8 @@ elapsed=$(($(date +%s) - started))
     echo "machine: $(nproc) CPUs, $cpu_model, $(uname -sr); peer: $qsd_version"
     echo "servers on CPU $server_cpu (ours: -m 0x$(printf %x $((1 << server_cpu))), qsd: one iothread), vhost-blk-bench on CPU $bench_cpu;" \
         "${runtime} s measured after ${warmup} s warm-up per run; ${size_mib} MiB disks; load average before $load_before, after $load_after"
-    echo "backends: ram = our malloc vs qsd null-co; shm = file on tmpfs /dev/shm (ours bdev_uring_create, inline I/O; qsd file aio=io_uring);"
+    echo "backends: ram = our malloc ($([ "$fill" = 1 ] && echo "written in full before each run" || echo "never written: reads copy the zero page, FILL=0")) vs qsd null-co (stores nothing);"
+    echo "          shm = file on tmpfs /dev/shm (ours bdev_uring_create, inline I/O; qsd file aio=io_uring);"
     echo "          direct = O_DIRECT file in $direct_dir (ours bdev_uring_create, qsd file aio=io_uring cache.direct=on)"
     echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM 4K randread rows only; the rest are int)"
     [ "$repeat" = 1 ] || echo "each figure: the median of $repeat runs per server (ours and qsd alternate, the first of each pair alternating too)"
@@ -273,6 +395,17 @@ elapsed=$(($(date +%s) - started))
     for l in "${lines[@]}"; do echo "$l"; done
     echo
     echo "ratio = ours/qsd (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
+    echo
+    echo "spread over the $repeat fresh-server run(s) per server and row: min, median, max, and max/min"
+    printf '%-31s | %-35s | %-35s | %-27s | %s\n' "" "IOPS ours" "IOPS qsd" "server CPU us/IO ours" "server CPU us/IO qsd"
+    printf '%-6s %-19s %-4s | %9s %9s %9s %5s | %9s %9s %9s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' \
+        disk workload mode min median max max/min min median max max/min min median max max/min min median max max/min
+    printf -- '-%.0s' $(seq 161); echo
+    for l in "${spread_lines[@]}"; do echo "$l"; done
+    echo
+    echo "every run: IOPS, server CPU us/IO; for ours, the daemon's counters over the measured window"
+    echo "(vhost_get_controllers, framework_get_reactors; docs/PERFORMANCE.md, \"Why identical runs differ\")"
+    for l in "${run_lines[@]}"; do echo "$l"; done
     if [ ${#failed[@]} -gt 0 ]; then for f in "${failed[@]}"; do echo "FAILED: $f"; done; fi
 } >"$work/table.txt"
 cat "$work/table.txt"
