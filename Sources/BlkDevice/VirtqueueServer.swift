@@ -27,7 +27,8 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     package let queueIndex: Int
     package let reactor: Reactor
     var ring: SplitQueue
-    let memory: GuestMemory
+    /// The guest memory table requests are translated through; ADD_MEM_REG grows it (`updateMemory`).
+    private(set) var memory: GuestMemory
     let kickFD: FileDescriptor
     var call: CallSignal
     var backend: DeviceBackend
@@ -180,6 +181,15 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         let old = call.replace(with: fd)
         call.signal()
         return old
+    }
+
+    /// ADD_MEM_REG while the queue runs: chains popped from now on are
+    /// translated through `newMemory`. Only a table that keeps every region of
+    /// the current one at the same host address may come here (a removal
+    /// stops the queue first), so the rings and the requests in flight stay valid.
+    package func updateMemory(_ newMemory: GuestMemory) {
+        reactor.preconditionOnReactor()
+        memory = newMemory
     }
 
     /// Switches to `newBackend` (resize, attach, detach): requests popped from

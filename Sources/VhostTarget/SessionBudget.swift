@@ -53,9 +53,10 @@ struct SessionBudget {
         return limits.maxMemoryBytes > counted ? limits.maxMemoryBytes - counted : 0
     }
 
-    /// Why a SET_MEM_TABLE of `regions` regions mapping `mappedBytes` is refused (over `limit`).
-    func memoryRefusal(mappedBytes: UInt64, regions: Int, limit: UInt64) -> SessionRefusal {
-        var reason = "SET_MEM_TABLE asks to map \(ByteSize.describe(mappedBytes)) of guest memory in \(regions) "
+    /// Why a SET_MEM_TABLE (or an ADD_MEM_REG, `request`) that would leave
+    /// `regions` regions mapping `mappedBytes` is refused (over `limit`).
+    func memoryRefusal(mappedBytes: UInt64, regions: Int, limit: UInt64, request: String = "SET_MEM_TABLE") -> SessionRefusal {
+        var reason = "\(request) asks to map \(ByteSize.describe(mappedBytes)) of guest memory in \(regions) "
             + "region\(regions == 1 ? "" : "s"), over the session limit of \(ByteSize.describe(limits.maxMemoryBytes))"
         if limit < limits.maxMemoryBytes {
             reason += " (\(ByteSize.describe(limit)) beside the dirty log)"

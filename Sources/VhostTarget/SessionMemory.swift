@@ -32,6 +32,86 @@ extension VhostUserSession {
         for i in restart { try startQueue(i) }
     }
 
+    /// Memory slots offered in GET_MAX_MEM_SLOTS: as many regions as QEMU's
+    /// vhost-user front end ever uses (`GuestMemory.maxRegions`).
+    static var maxMemorySlots: Int { GuestMemory.maxRegions }
+
+    /// ADD_MEM_REG (vhost-user spec, "VHOST_USER_ADD_MEM_REG"), queues
+    /// running or not: maps the region (takes ownership of `fd`), then hands
+    /// the larger table to every running queue and waits until each uses it,
+    /// so that a buffer in the new region is served from the ack on. The
+    /// regions already mapped keep their mappings: requests in flight on the
+    /// previous table stay valid. Refused, with nothing mapped: a table at
+    /// `maxMemorySlots`, an overlap, a zero or overflowing size, a region
+    /// past its file's end, or the session's memory limit.
+    func addMemoryRegion(_ region: MemoryRegionDescriptor, fd: FileDescriptor) throws(SessionRefusal) {
+        var grown = mapping ?? GuestMemoryMapping()
+        let limit = budget.memoryLimit(withLog: dirtyLog?.sizeBytes ?? 0)
+        do throws(VhostUserError) {
+            try grown.add(region, fd: fd, maxMappedBytes: limit, maxRegions: Self.maxMemorySlots)
+        } catch .memoryOverLimit(let mapped, let limit) {
+            throw budget.memoryRefusal(mappedBytes: mapped, regions: grown.regions.count + 1, limit: limit, request: "ADD_MEM_REG")
+        } catch {
+            throw SessionRefusal("ADD_MEM_REG refused: \(error) (\(Self.describe(region)))")
+        }
+        mapping = grown
+        if let log = dirtyLog, features.contains(.logAll),
+           log.sizeBytes < DirtyLog.bytesCovering(guestPhysicalEnd: grown.guestPhysicalEnd) {
+            logger.warning("ADD_MEM_REG: the dirty log (\(log.sizeBytes) bytes) does not cover the new region; pages above it are not logged")
+        }
+        postMemoryTable()
+        logger.info("memory region added", metadata: [
+            "region": "\(Self.describe(region))", "regions": "\(grown.regions.count)", "mapped.bytes": "\(grown.mappedBytes)",
+        ])
+    }
+
+    /// REM_MEM_REG, first half: the region must be one the table holds (the
+    /// same guest address, user address and size; vhost-user spec,
+    /// "VHOST_USER_REM_MEM_REG"), checked before any queue is stopped.
+    func checkRemovable(_ region: MemoryRegionDescriptor) throws(SessionRefusal) {
+        let known = mapping?.regions.contains {
+            $0.descriptor.guestPhysAddr == region.guestPhysAddr && $0.descriptor.userAddr == region.userAddr
+                && $0.descriptor.size == region.size
+        } ?? false
+        guard known else { throw SessionRefusal("REM_MEM_REG refused: no such region is mapped (\(Self.describe(region)))") }
+    }
+
+    /// REM_MEM_REG, second half, once its queues stopped: every request that
+    /// could use the region has completed, so the region is unmapped at once
+    /// (which also drops its SIGBUS guard range), then `restart` starts again
+    /// on the smaller table. A queue whose rings lay in the region cannot
+    /// start again: the frontend is disconnected with that reason.
+    func removeMemoryRegion(_ region: MemoryRegionDescriptor, restart: [Int]) throws(SessionRefusal) {
+        guard var shrunk = mapping else { throw SessionRefusal("REM_MEM_REG refused: no memory table") }
+        let retired: SharedMapping
+        do throws(VhostUserError) {
+            retired = try shrunk.remove(region)
+        } catch {
+            throw SessionRefusal("REM_MEM_REG refused: \(error) (\(Self.describe(region)))")
+        }
+        mapping = shrunk
+        retired.unmap()
+        logger.info("memory region removed", metadata: [
+            "region": "\(Self.describe(region))", "regions": "\(shrunk.regions.count)", "mapped.bytes": "\(shrunk.mappedBytes)",
+        ])
+        for i in restart { try startQueue(i) }
+    }
+
+    /// Hands the current table to every running queue, and waits until each uses it.
+    private func postMemoryTable() {
+        guard let memory = mapping?.memory else { return }
+        for i in vrings.indices {
+            guard let server = vrings[i].server else { continue }
+            server.reactor.postAndWait { server.updateMemory(memory) }
+        }
+    }
+
+    /// A region as log lines show it.
+    static func describe(_ r: MemoryRegionDescriptor) -> String {
+        "gpa 0x\(String(r.guestPhysAddr, radix: 16)) size 0x\(String(r.size, radix: 16)) "
+            + "uaddr 0x\(String(r.userAddr, radix: 16)) offset 0x\(String(r.mmapOffset, radix: 16))"
+    }
+
     /// False, with the reason logged, when the frontend shrank a file it shared
     /// (guest memory, dirty log, inflight region) under the daemon: the
     /// caller then ends the session (`SharedMemoryGuard`).

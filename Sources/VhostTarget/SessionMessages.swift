@@ -33,7 +33,7 @@ extension VhostUserSession {
     ]
 
     static let offeredProtocolFeatures: VhostUserProtocolFeatures = [
-        .multiQueue, .logSHMFD, .replyAck, .config, .slaveReq, .inflightSHMFD,
+        .multiQueue, .logSHMFD, .replyAck, .config, .slaveReq, .inflightSHMFD, .configureMemSlots,
     ]
 
     /// The checks of `SessionMessageValidator`, against the queues as they are now.
@@ -89,7 +89,7 @@ extension VhostUserSession {
         case (.getQueueNum, _):
             return .reply(.u64(UInt64(controller.maxQueues)))
         case (.getMaxMemSlots, _):
-            return .reply(.u64(UInt64(VhostUserPayload.maxMemTableRegions)))
+            return .reply(.u64(UInt64(Self.maxMemorySlots)))
 
         case (.setMemTable, .memoryTable(let regions)):
             let running = vrings.indices.filter { vrings[$0].server != nil }
@@ -97,6 +97,18 @@ extension VhostUserSession {
             let regionFDs = fds
             fds = []  // the mapper owns them now, mapped or not
             try setMemoryTable(regions, fds: regionFDs, restart: restart)
+
+        case (.addMemReg, .singleRegion(let region)):
+            try requireMemorySlots(request)
+            try check.hasDescriptor(request, fdCount: fds.count)
+            try addMemoryRegion(region, fd: fds.removeFirst())  // the mapper owns it now, mapped or not
+        case (.remMemReg, .singleRegion(let region)):
+            // Any fd (QEMU before 7.1 sent the region's) is closed with the others.
+            try requireMemorySlots(request)
+            try checkRemovable(region)
+            let running = vrings.indices.filter { vrings[$0].server != nil }
+            guard stopped(running) else { return .setAside(restart: running) }
+            try removeMemoryRegion(region, restart: restart)
 
         case (.setVringNum, .vringState(let index, let num)):
             let i = try check.setVringNum(index: index, num: num)
@@ -162,6 +174,14 @@ extension VhostUserSession {
             return unsupported(message)
         }
         return message.needsReply && protocolFeatures.contains(.replyAck) ? .ack(succeeded) : .none
+    }
+
+    /// ADD_MEM_REG and REM_MEM_REG need CONFIGURE_MEM_SLOTS negotiated
+    /// (vhost-user spec, "VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS").
+    private func requireMemorySlots(_ request: VhostUserRequest) throws(SessionRefusal) {
+        guard protocolFeatures.contains(.configureMemSlots) else {
+            throw SessionRefusal("\(request) without CONFIGURE_MEM_SLOTS negotiated")
+        }
     }
 
     /// A request this device does not serve: failed if the frontend asked

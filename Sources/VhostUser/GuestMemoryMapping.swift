@@ -85,11 +85,37 @@ public struct GuestMemoryMapping: Sendable {
         }
     }
 
-    /// ADD_MEM_REG: maps one more region. Takes ownership of `fd` (closed in
-    /// all cases). On failure the mapping is unchanged.
-    public mutating func add(_ descriptor: MemoryRegionDescriptor, fd: FileDescriptor) throws(VhostUserError) {
+    /// ADD_MEM_REG (vhost-user spec, "VHOST_USER_ADD_MEM_REG"): maps one more
+    /// region. Takes ownership of `fd` (closed in all cases). On failure the
+    /// mapping is unchanged and nothing new stays mapped. Refused before
+    /// mapping: a table already at `maxRegions`, a region overlapping another
+    /// in guest-physical or frontend (user) addresses, and one that would
+    /// take the mappings past `maxMappedBytes` (`.memoryOverLimit`).
+    /// Existing regions keep their mappings, so a `GuestMemory` taken before
+    /// stays valid.
+    public mutating func add(
+        _ descriptor: MemoryRegionDescriptor, fd: FileDescriptor,
+        maxMappedBytes: UInt64 = .max, maxRegions: Int = GuestMemory.maxRegions
+    ) throws(VhostUserError) {
         defer { fd.close() }
-        let region = try Self.map(Self.plan(descriptor, fd: fd, index: regions.count), index: regions.count)
+        let index = regions.count
+        guard index < maxRegions else { throw .tooManyRegions(count: UInt32(clamping: index + 1), limit: maxRegions) }
+        let plan = try Self.plan(descriptor, fd: fd, index: index)
+        // plan() checked that neither end of the new region overflows.
+        for existing in regions {
+            let e = existing.descriptor
+            if descriptor.guestPhysAddr < e.guestPhysAddr &+ e.size && e.guestPhysAddr < descriptor.guestPhysAddr &+ descriptor.size {
+                throw .badRegion(index: index, reason: "guest-physical range overlaps the region at gpa 0x\(String(e.guestPhysAddr, radix: 16)) size 0x\(String(e.size, radix: 16))")
+            }
+            if descriptor.userAddr < e.userAddr &+ e.size && e.userAddr < descriptor.userAddr &+ descriptor.size {
+                throw .badRegion(index: index, reason: "userspace_addr range overlaps the region at gpa 0x\(String(e.guestPhysAddr, radix: 16)) size 0x\(String(e.size, radix: 16))")
+            }
+        }
+        let (total, overflow) = mappedBytes.addingReportingOverflow(UInt64(plan.length))
+        guard !overflow, total <= maxMappedBytes else {
+            throw .memoryOverLimit(mappedBytes: overflow ? .max : total, limit: maxMappedBytes)
+        }
+        let region = try Self.map(plan, index: index)
         let candidate = regions + [region]
         do throws(VhostUserError) {
             memory = try Self.table(candidate)

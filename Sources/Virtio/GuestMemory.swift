@@ -40,8 +40,10 @@ public struct GuestMemoryRegion: @unchecked Sendable {  // immutable; mapped on 
 /// scan linearly (vhost-user tables are small). `@unchecked Sendable` for the
 /// same reason as `GuestMemoryRegion`.
 public struct GuestMemory: @unchecked Sendable {  // immutable; built on the control loop, read on the queues' reactors
-    /// Upper bound on regions (VHOST_USER_MAX_MEM_SLOTS-style limit).
-    public static let maxRegions = 509
+    /// Upper bound on regions: QEMU's vhost-user limit (`VHOST_USER_MAX_RAM_SLOTS`
+    /// in hw/virtio/vhost-user.c), what GET_MAX_MEM_SLOTS answers (vhost-user
+    /// spec, "VHOST_USER_GET_MAX_MEM_SLOTS").
+    public static let maxRegions = 512
 
     /// The regions, sorted by guest-physical address.
     public let regions: [GuestMemoryRegion]

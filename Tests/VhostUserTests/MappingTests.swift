@@ -107,11 +107,23 @@ import Virtio
         // Overlapping add leaves the mapping unchanged.
         let fd2 = try memfd(0x10000)
         let ino_fd2 = Self.inode(fd2)
-        #expect(throws: VhostUserError.invalidMemoryTable(.overlappingRegions(first: 1, second: 2))) {
+        #expect(throws: VhostUserError.badRegion(index: 2, reason: "guest-physical range overlaps the region at gpa 0x10000 size 0x10000")) {
             try mapping.add(MemoryRegionDescriptor(guestPhysAddr: 0x18000, size: 0x1000, userAddr: 0x3000_0000, mmapOffset: 0), fd: fd2)
         }
         #expect(!stillOpen(fd2, ino_fd2))
         #expect(mapping.regions.count == 2)
+        // So does one whose frontend addresses overlap another region's.
+        #expect(throws: VhostUserError.badRegion(index: 2, reason: "userspace_addr range overlaps the region at gpa 0x0 size 0x10000")) {
+            try mapping.add(MemoryRegionDescriptor(guestPhysAddr: 0x40000, size: 0x1000, userAddr: 0x1000_f000, mmapOffset: 0), fd: try memfd(0x1000))
+        }
+        // And one past the slot count or the address-space limit, before anything is mapped.
+        #expect(throws: VhostUserError.tooManyRegions(count: 3, limit: 2)) {
+            try mapping.add(MemoryRegionDescriptor(guestPhysAddr: 0x40000, size: 0x1000, userAddr: 0x3000_0000, mmapOffset: 0), fd: try memfd(0x1000), maxRegions: 2)
+        }
+        #expect(throws: VhostUserError.memoryOverLimit(mappedBytes: 0x21000, limit: 0x20fff)) {
+            try mapping.add(MemoryRegionDescriptor(guestPhysAddr: 0x40000, size: 0x1000, userAddr: 0x3000_0000, mmapOffset: 0), fd: try memfd(0x1000), maxMappedBytes: 0x20fff)
+        }
+        #expect(mapping.regions.count == 2 && mapping.mappedBytes == 0x20000)
 
         // Remove ignores mmap_offset, needs a matching gpa/userAddr/size.
         var lookup = r0
