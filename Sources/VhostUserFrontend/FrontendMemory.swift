@@ -48,6 +48,8 @@ public final class FrontendMemory: @unchecked Sendable {  // immutable after ini
     public let splitOffset: Int?
     /// Extra guest-physical distance between the two regions (0: contiguous).
     public let gap: UInt64
+    /// Guest-physical address of the memfd's first byte (a hot-plugged DIMM's base).
+    public let guestBase: UInt64
     /// The table sent in SET_MEM_TABLE (all regions share `fd`).
     public let regions: [MemoryRegionDescriptor]
     private let mapping: SharedMapping
@@ -57,7 +59,9 @@ public final class FrontendMemory: @unchecked Sendable {  // immutable after ini
     ///   - size: bytes of guest RAM.
     ///   - splitAt: if set, announce two regions, the second starting at this memfd offset.
     ///   - gap: with `splitAt`, the guest-physical hole before the second region.
-    public init(size: Int = 64 << 20, splitAt: Int? = nil, gap: UInt64 = 0) throws(FrontendError) {
+    ///   - guestBase: the guest-physical address of the first byte (memory a
+    ///     frontend hot-plugs with ADD_MEM_REG lies above the boot RAM).
+    public init(size: Int = 64 << 20, splitAt: Int? = nil, gap: UInt64 = 0, guestBase: UInt64 = 0) throws(FrontendError) {
         guard size > 0, size % 4096 == 0 else { throw .invalidArgument("memory size must be a positive multiple of 4096") }
         if let s = splitAt, s <= 0 || s >= size || s % 4096 != 0 {
             throw .invalidArgument("split offset must be page aligned and inside the memory")
@@ -77,16 +81,17 @@ public final class FrontendMemory: @unchecked Sendable {  // immutable after ini
         self.base = mapping.base
         self.splitOffset = splitAt
         self.gap = splitAt == nil ? 0 : gap
+        self.guestBase = guestBase
         let user = UInt64(UInt(bitPattern: mapping.base))
         if let s = splitAt {
             regions = [
-                MemoryRegionDescriptor(guestPhysAddr: 0, size: UInt64(s), userAddr: user, mmapOffset: 0),
+                MemoryRegionDescriptor(guestPhysAddr: guestBase, size: UInt64(s), userAddr: user, mmapOffset: 0),
                 MemoryRegionDescriptor(
-                    guestPhysAddr: UInt64(s) + gap, size: UInt64(size - s), userAddr: user + UInt64(s),
+                    guestPhysAddr: guestBase + UInt64(s) + gap, size: UInt64(size - s), userAddr: user + UInt64(s),
                     mmapOffset: UInt64(s)),
             ]
         } else {
-            regions = [MemoryRegionDescriptor(guestPhysAddr: 0, size: UInt64(size), userAddr: user, mmapOffset: 0)]
+            regions = [MemoryRegionDescriptor(guestPhysAddr: guestBase, size: UInt64(size), userAddr: user, mmapOffset: 0)]
         }
         // Keep page 0 unused so gpa 0 never names a live buffer.
         free = Mutex([4096..<size])
@@ -102,8 +107,8 @@ public final class FrontendMemory: @unchecked Sendable {  // immutable after ini
 
     /// Guest-physical address of memfd offset `offset`.
     public func gpa(ofOffset offset: Int) -> UInt64 {
-        if let s = splitOffset, offset >= s { return UInt64(offset) + gap }
-        return UInt64(offset)
+        if let s = splitOffset, offset >= s { return guestBase + UInt64(offset) + gap }
+        return guestBase + UInt64(offset)
     }
 
     /// Guest-physical address of a pointer into this memory, or nil.

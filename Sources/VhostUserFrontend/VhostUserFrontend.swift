@@ -44,6 +44,8 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
     public private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     /// GET_QUEUE_NUM answer (1 without MQ).
     public private(set) var maxQueues: UInt64 = 1
+    /// GET_MAX_MEM_SLOTS answer (with CONFIGURE_MEM_SLOTS; 0 otherwise).
+    public private(set) var maxMemSlots: UInt64 = 0
     /// GET_CONFIG answer (virtio-blk config space bytes).
     public private(set) var config: [UInt8] = []
     /// Our end of the back-end request channel, if one was set up.
@@ -78,7 +80,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
     // MARK: Connect phase
 
     /// GET_FEATURES, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES,
-    /// GET_QUEUE_NUM (with MQ), SET_SLAVE_REQ_FD (with SLAVE_REQ), SET_OWNER,
+    /// GET_QUEUE_NUM (with MQ), GET_MAX_MEM_SLOTS (with CONFIGURE_MEM_SLOTS), SET_SLAVE_REQ_FD (with SLAVE_REQ), SET_OWNER,
     /// GET_CONFIG (with CONFIG).
     public func connect() throws(FrontendError) {
         deviceFeatures = VirtioFeatures(rawValue: try channel.requestU64(.getFeatures))
@@ -89,6 +91,9 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
         }
         if protocolFeatures.contains(.multiQueue) {
             maxQueues = try channel.requestU64(.getQueueNum)
+        }
+        if protocolFeatures.contains(.configureMemSlots) {
+            maxMemSlots = try channel.requestU64(.getMaxMemSlots)
         }
         if protocolFeatures.contains(.slaveReq) && options.useBackendChannel {
             let ours: FileDescriptor, theirs: FileDescriptor
@@ -132,7 +137,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
         } else if let fd = inflightFD {
             try sendInflight(fd: fd, queueCount: queueCount, queueSize: queueSize)
         }
-        try setMemTable()
+        try sendMemoryTable()
         let eventIdx = ackedFeatures.contains(.eventIdx)
         for i in 0..<queueCount {
             queues.append(try DriverQueue(memory: memory, index: i, size: queueSize, eventIdx: eventIdx))
@@ -156,7 +161,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
                 fd: fd, queueCount: previous.queues.count,
                 queueSize: previous.queues.first?.size ?? 128)
         }
-        try setMemTable()
+        try sendMemoryTable()
         for (q, base) in zip(previous.queues, bases) { try setUp(q, base: base) }
         for q in previous.queues { try setVringEnable(q.index, true) }
     }
@@ -164,6 +169,25 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
     /// SET_FEATURES.
     public func setFeatures(_ features: VirtioFeatures) throws(FrontendError) {
         try channel.send(VhostUserMessage(request: .setFeatures, payload: .u64(features.rawValue)))
+    }
+
+    /// The memory table as QEMU sends it at driver start: one ADD_MEM_REG per
+    /// region with CONFIGURE_MEM_SLOTS negotiated, SET_MEM_TABLE otherwise.
+    public func sendMemoryTable() throws(FrontendError) {
+        guard protocolFeatures.contains(.configureMemSlots) else { return try setMemTable() }
+        for region in memory.regions { try addMemRegion(region, fd: memory.fd) }
+    }
+
+    /// ADD_MEM_REG (vhost-user spec, "VHOST_USER_ADD_MEM_REG"): one region and
+    /// its fd (not closed here), acked when REPLY_ACK is on, as QEMU sends it.
+    public func addMemRegion(_ region: MemoryRegionDescriptor, fd: FileDescriptor) throws(FrontendError) {
+        try channel.send(VhostUserMessage(request: .addMemReg, payload: .singleRegion(region), fds: [fd]), ack: replyAck)
+    }
+
+    /// REM_MEM_REG (vhost-user spec, "VHOST_USER_REM_MEM_REG"): the region as
+    /// added, without an fd (QEMU since 7.1), acked when REPLY_ACK is on.
+    public func removeMemRegion(_ region: MemoryRegionDescriptor) throws(FrontendError) {
+        try channel.send(VhostUserMessage(request: .remMemReg, payload: .singleRegion(region)), ack: replyAck)
     }
 
     /// SET_MEM_TABLE with this memory's regions (one fd per region), acked when REPLY_ACK is on.
