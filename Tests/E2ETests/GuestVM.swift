@@ -74,9 +74,11 @@ final class GuestVM {
     ///     for reboot tests, where the guest reboots and runs the script again.
     ///   - qmp: open a QMP socket (`qmpSocketPath`) for `QMPClient`.
     ///   - extraArguments: more QEMU arguments (e.g. `["-incoming", "defer"]`).
+    ///   - hotplugMemory: DIMM slots and the most memory with them
+    ///     (`-m SIZE,slots=N,maxmem=M`), for memory hot-plug through QMP.
     init(
         name: String = "guest", script: GuestScript, disks: [GuestDisk], workDirectory: URL,
-        memoryMiB: Int = 512, cpus: Int = 2, noReboot: Bool = true, qmp: Bool = false,
+        memoryMiB: Int = 512, hotplugMemory: (slots: Int, maxMiB: Int)? = nil, cpus: Int = 2, noReboot: Bool = true, qmp: Bool = false,
         extraArguments: [String] = [], kernelAppend: String = "console=ttyS0 panic=-1 quiet"
     ) throws {
         try E2EEnvironment.requireReady()
@@ -92,8 +94,10 @@ final class GuestVM {
 
         try GuestInitrd.make(base: E2EEnvironment.baseInitrd, script: script.text, output: initrdURL)
 
+        var memory = "\(memoryMiB)M"
+        if let hotplugMemory { memory += ",slots=\(hotplugMemory.slots),maxmem=\(hotplugMemory.maxMiB)M" }
         var args = [
-            "-accel", "tcg", "-cpu", "max", "-smp", "\(cpus)", "-m", "\(memoryMiB)M",
+            "-accel", "tcg", "-cpu", "max", "-smp", "\(cpus)", "-m", memory,
             "-object", "memory-backend-memfd,id=mem,size=\(memoryMiB)M,share=on",
             "-numa", "node,memdev=mem",
             "-nographic", "-monitor", "none", "-serial", "file:\(consoleURL.path)", "-nic", "none",
