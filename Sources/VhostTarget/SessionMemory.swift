@@ -32,8 +32,8 @@ extension VhostUserSession {
         for i in restart { try startQueue(i) }
     }
 
-    /// Memory slots offered in GET_MAX_MEM_SLOTS: as many regions as QEMU's
-    /// vhost-user front end ever uses (`GuestMemory.maxRegions`).
+    /// Memory slots offered in GET_MAX_MEM_SLOTS: as many regions as any
+    /// QEMU's vhost-user front end uses (`GuestMemory.maxRegions`).
     static var maxMemorySlots: Int { GuestMemory.maxRegions }
 
     /// ADD_MEM_REG (vhost-user spec, "VHOST_USER_ADD_MEM_REG"), queues

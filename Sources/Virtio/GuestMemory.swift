@@ -40,9 +40,9 @@ public struct GuestMemoryRegion: @unchecked Sendable {  // immutable; mapped on 
 /// scan linearly (vhost-user tables are small). `@unchecked Sendable` for the
 /// same reason as `GuestMemoryRegion`.
 public struct GuestMemory: @unchecked Sendable {  // immutable; built on the control loop, read on the queues' reactors
-    /// Upper bound on regions: QEMU's vhost-user limit (`VHOST_USER_MAX_RAM_SLOTS`
-    /// in hw/virtio/vhost-user.c), what GET_MAX_MEM_SLOTS answers (vhost-user
-    /// spec, "VHOST_USER_GET_MAX_MEM_SLOTS").
+    /// Upper bound on regions, what GET_MAX_MEM_SLOTS answers (vhost-user
+    /// spec, "VHOST_USER_GET_MAX_MEM_SLOTS"): the largest `VHOST_USER_MAX_RAM_SLOTS`
+    /// of any QEMU (docs/PROTOCOL-NOTES.md, "Memory slots").
     public static let maxRegions = 512
 
     /// The regions, sorted by guest-physical address.
