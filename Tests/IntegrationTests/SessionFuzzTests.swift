@@ -199,6 +199,9 @@ enum FuzzAction: Equatable, CustomStringConvertible {
     enum Features: Equatable { case standard, subset(UInt64), unoffered(Int) }
     enum Memory: Equatable { case guest, smallFile, beyondFile }
     enum Rings: Equatable { case ours, oursLogged, outside }
+    /// ADD_MEM_REG / REM_MEM_REG targets: a 1 MiB DIMM at 1 GiB, a region over
+    /// the round's guest RAM, one past its file's end, and the guest RAM itself.
+    enum Slot: Equatable { case dimm, overlapping, beyondFile, guest }
 
     case getFeatures, getProtocolFeatures, getQueueNum, getMaxMemSlots, setOwner, resetOwner, resetDevice
     case setFeatures(Features)
@@ -220,6 +223,8 @@ enum FuzzAction: Equatable, CustomStringConvertible {
     /// Marks random heads in flight in the region we hold (a hostile frontend owns that memory).
     case scribbleInflight(UInt64)
     case setSlaveReqFD
+    case addMemReg(Slot)
+    case remMemReg(Slot)
     case unsupported(UInt32)
     /// Writes or reads `count` sectors' worth of requests on a queue, kicked, waited for briefly.
     case io(Int, count: Int)
@@ -254,6 +259,8 @@ enum FuzzAction: Equatable, CustomStringConvertible {
         case .setInflightFD: "SET_INFLIGHT_FD"
         case .scribbleInflight(let v): "scribble inflight region 0x\(String(v, radix: 16))"
         case .setSlaveReqFD: "SET_SLAVE_REQ_FD"
+        case .addMemReg(let slot): "ADD_MEM_REG \(slot)"
+        case .remMemReg(let slot): "REM_MEM_REG \(slot)"
         case .unsupported(let r): "unsupported request \(r)"
         case .io(let q, let n): "I/O q\(q) x\(n)"
         case .harvest: "harvest used entries"
@@ -272,7 +279,8 @@ struct FuzzStep: CustomStringConvertible {
 
     var description: String { "\(action)\(needReply ? " +NEED_REPLY" : "")\(wait ? "" : " (no wait)")" }
 
-    static let allProtocolFeatures: UInt64 = 0x3fff
+    /// Bits 0-13 and CONFIGURE_MEM_SLOTS (15).
+    static let allProtocolFeatures: UInt64 = 0xbfff
 
     /// The QEMU-like opening: features, protocol features, owner.
     static let prologue: [FuzzStep] = [
@@ -336,6 +344,7 @@ struct FuzzStep: CustomStringConvertible {
             18, 5, 8, 6, 6, 6, 2, 2, 4, 6,  // io, harvest, enable, get base, kick, call, num, base, addr, mem table
             5, 2, 3, 4, 3, 2, 3, 2, 1, 3,  // features, protocol features, reset, config, log, get/set/scribble inflight, slave, gets
             1, 1, 2, 2,  // err, unsupported, second connection, close
+            3, 2,  // add and remove memory regions
         ]
         switch rng.weighted(weights) {
         case 0: return .io(rng.chance(65) ? 0 : 1, count: 1 + rng.below(4))
@@ -372,7 +381,11 @@ struct FuzzStep: CustomStringConvertible {
         case 20: return .setVringErr(queue(using: &rng))
         case 21: return .unsupported([19, 23, 28, 39, 40][rng.below(5)])
         case 22: return .secondConnection
-        default: return .close
+        case 23: return .close
+        case 24:
+            let roll = rng.below(100)
+            return .addMemReg(roll < 70 ? .dimm : roll < 85 ? .overlapping : .beyondFile)
+        default: return .remMemReg(rng.chance(80) ? .dimm : .guest)
         }
     }
 }
@@ -674,6 +687,9 @@ final class FuzzSession {
         VhostUserMessage(request: request, payload: payload, fds: fds)
     }
 
+    /// The DIMM ADD_MEM_REG adds: 1 MiB at 1 GiB, at a frontend address no other region uses.
+    static let dimm = MemoryRegionDescriptor(guestPhysAddr: 1 << 30, size: 1 << 20, userAddr: 0x7e00_0000_0000, mmapOffset: 0)
+
     private func memfd(_ size: Int) throws -> FileDescriptor {
         let fd = try Memfd.create(name: "fuzz", size: size)
         held.append(fd)
@@ -789,6 +805,18 @@ final class FuzzSession {
             }
         case .scribbleInflight(let bits):
             scribble(bits)
+        case .addMemReg(let slot):
+            let fd = try memfd(1 << 20)
+            var region = Self.dimm
+            switch slot {
+            case .dimm, .guest: break
+            case .overlapping: region.guestPhysAddr = 0
+            case .beyondFile: region.size = 4 << 20
+            }
+            try send(message(.addMemReg, .singleRegion(region), fds: [fd]), step: step)
+        case .remMemReg(let slot):
+            let region = slot == .guest ? memory.regions[0] : Self.dimm
+            try send(message(.remMemReg, .singleRegion(region)), step: step)
         case .setSlaveReqFD:
             var pair: [Int32] = [-1, -1]
             guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
