@@ -183,6 +183,35 @@ struct MemorySlotTests {
         }
     }
 
+    /// A hot-plugged region is guarded against SIGBUS like the boot RAM
+    /// (docs/ARCHITECTURE.md, "Memory a frontend shrinks"): the frontend
+    /// shrinks the DIMM's memfd under a read whose buffer lies in it; the
+    /// daemon survives on zero pages and disconnects it with the reason.
+    @Test func shrunkDimmIsGuarded() throws {
+        let daemon = try Self.daemon()
+        defer { daemon.stop(); daemon.cleanUp() }
+        let boot = try FrontendMemory(size: 16 << 20)
+        defer { boot.close() }
+        let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: boot, options: Self.slotOptions)
+        defer { f.close() }
+        try f.connect()
+        try f.start(queueCount: 1, queueSize: 128)
+        let dimm = try FrontendMemory(size: 4 << 20, guestBase: Self.dimmBase(0))
+        defer { dimm.close() }
+        try f.addMemRegion(dimm.regions[0], fd: dimm.fd)
+        #expect(try Self.roundTrip(f, queue: 0, through: dimm, sector: 64, seed: 1))
+        let buffer = try dimm.allocate(64 << 10, alignment: 4096)
+        // From here on this process must not touch the DIMM's pages either.
+        #expect(ftruncate(dimm.fd.rawValue, 0) == 0)
+        _ = try Self.push(f.driverQueue(0), boot: boot, type: BlkWire.typeIn, sector: 64, data: buffer, writable: true)
+        #expect(f.channel.waitForClose(timeout: .seconds(5)), "the daemon kept the connection")
+        let reason = "the frontend shrank memory it shares with the daemon"
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
+        #expect(T.logLine(daemon, containing: T.names("vhost.0") + ["disconnecting frontend", reason]), "\(daemon.log.suffix(2000))")
+        #expect(daemon.isRunning)
+    }
+
     /// What a hostile frontend may send: each case ends its session with a
     /// log line naming the controller and the reason; the daemon lives and
     /// serves the next frontend.
