@@ -119,6 +119,25 @@ public final class URingEngine: IOEngine {
         }
     }
 
+    /// Runs the kernel workers (io-wq) that take this thread's blocking
+    /// requests (fallocate, buffered I/O on tmpfs) on `cpus`
+    /// (IORING_REGISTER_IOWQ_AFF, io_uring_register(2)); without it they
+    /// inherit the calling reactor's pinning and compete with it for its CPU.
+    /// The workers belong to the submitting thread's io_uring context, which
+    /// its first submission creates, so this submits a NOP first. Call on the
+    /// owning thread, before other work. Returns nil, or why the kernel refused.
+    public func placeWorkers(on cpus: [Int]) -> Errno? {
+        guard !cpus.isEmpty else { return nil }
+        guard let sqe = io_uring_get_sqe(ring) else { return Errno(EBUSY) }
+        io_uring_prep_nop(sqe)
+        io_uring_sqe_set_data64(sqe, Self.reservedTag)
+        let submitted = flush()
+        if submitted < 0 { return Errno(-submitted) }
+        let numbers = cpus.map { Int32(truncatingIfNeeded: $0) }
+        let rc = numbers.withUnsafeBufferPointer { vb_io_uring_register_iowq_cpus(ring.pointee.ring_fd, $0.baseAddress, Int32($0.count)) }
+        return rc < 0 ? Errno(-rc) : nil
+    }
+
     /// Whether an io_uring can be set up here: nil when it can, else the
     /// reason (EPERM or ENOSYS when disabled by `kernel.io_uring_disabled` or seccomp).
     public static func probe() -> Errno? {

@@ -172,6 +172,18 @@ int vb_io_uring_enable_rings(int ring_fd) {
     return rc < 0 ? -errno : 0;
 }
 
+int vb_io_uring_register_iowq_cpus(int ring_fd, const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) return -EINVAL;
+        CPU_SET(cpus[i], &set);
+    }
+    if (CPU_COUNT(&set) == 0) return -EINVAL;
+    long rc = syscall(__NR_io_uring_register, ring_fd, IORING_REGISTER_IOWQ_AFF, &set, sizeof(set));
+    return rc < 0 ? -errno : 0;
+}
+
 #include <linux/openat2.h>
 #ifndef SYS_openat2
 #define SYS_openat2 437

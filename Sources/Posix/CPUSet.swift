@@ -52,6 +52,24 @@ public struct CPUSet: Hashable, Sendable, CustomStringConvertible {
 
     public func isSubset(of other: CPUSet) -> Bool { Set(cpus).isSubset(of: Set(other.cpus)) }
 
+    /// The CPUs of this set that are not in `other` (possibly none).
+    public func subtracting(_ other: CPUSet) -> CPUSet { CPUSet(cpus.filter { !other.cpus.contains($0) }) }
+
+    public var isEmpty: Bool { cpus.isEmpty }
+
+    /// The list as proc(5) prints `Cpus_allowed_list`: "0-2,5" ("" when empty).
+    public var list: String {
+        var parts: [String] = []
+        var index = 0
+        while index < cpus.count {
+            var end = index
+            while end + 1 < cpus.count && cpus[end + 1] == cpus[end] + 1 { end += 1 }
+            parts.append(end == index ? "\(cpus[index])" : "\(cpus[index])-\(cpus[end])")
+            index = end + 1
+        }
+        return parts.joined(separator: ",")
+    }
+
     /// Hex mask as SPDK prints it: "0x3".
     public var hexMask: String {
         guard let top = cpus.last else { return "0x0" }

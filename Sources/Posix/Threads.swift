@@ -49,6 +49,13 @@ public enum PosixThread {
 
     public static func join(_ thread: pthread_t) { pthread_join(thread, nil) }
 
+    /// Lets the calling thread run only on `cpus` (threads it starts later inherit that).
+    public static func pinCurrent(to cpus: CPUSet) throws(Errno) {
+        let numbers = cpus.cpus.map { Int32(truncatingIfNeeded: $0) }
+        let rc = numbers.withUnsafeBufferPointer { vb_set_current_thread_cpus($0.baseAddress, Int32($0.count)) }
+        if rc != 0 { throw Errno(rc) }
+    }
+
     /// The kernel thread id of the caller.
     public static var currentTID: Int32 { vb_gettid() }
 }

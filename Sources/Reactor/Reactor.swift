@@ -89,15 +89,19 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
     private var counters = ReactorCounters()
 
     /// `submissionPolling` asks for an SQPOLL ring (`SubmissionPolling`).
-    /// Thread-pool workers run on `poolCPUs` (the daemon's CPUs), not only
-    /// on the reactor's: they block in system calls and need not share its CPU.
+    /// Thread-pool workers run on `poolCPUs` (the daemon's control CPUs, or
+    /// its reactors' when it has none apart), not only on the reactor's: they
+    /// block in system calls and need not share its CPU. io_uring's kernel
+    /// workers run on `ioWorkerCPUs` when given (empty: where the kernel puts
+    /// them; Linux 6.x has them inherit the reactor's pinning).
     public init(
         index: Int, cpu: Int, useURing: Bool, pollMaxMicroseconds: UInt64 = 32,
-        submissionPolling: SubmissionPolling? = nil, poolCPUs: [Int] = [], logger: Logger
+        submissionPolling: SubmissionPolling? = nil, poolCPUs: [Int] = [], ioWorkerCPUs: [Int] = [], logger: Logger
     ) throws(Errno) {
         self.index = index
         self.cpu = cpu
         self.poolCPUs = poolCPUs.isEmpty ? [cpu] : poolCPUs
+        self.ioWorkerCPUs = ioWorkerCPUs
         pollMaxNanoseconds = pollMaxMicroseconds &* 1000
         var logger = logger
         logger[metadataKey: "reactor"] = "\(index)"
@@ -123,6 +127,8 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
     public var engineName: String { primary.name }
     /// Where this reactor's thread-pool workers run.
     public let poolCPUs: [Int]
+    /// Where io_uring's kernel workers for this reactor run (empty: not placed).
+    public let ioWorkerCPUs: [Int]
     /// Whether a kernel thread polls this reactor's io_uring submission queue.
     public var submissionPolling: Bool { (primary as? URingEngine)?.submissionPolling ?? false }
 
@@ -324,6 +330,11 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         logger.info("reactor started", metadata: [
             "cpu": "\(cpu)", "engine": "\(primary.name)\(submissionPolling ? " (sqpoll)" : "")",
         ])
+        if let uring = primary as? URingEngine, let error = uring.placeWorkers(on: ioWorkerCPUs) {
+            logger.warning("io_uring's kernel workers stay where the kernel puts them", metadata: [
+                "errno": "\(error)", "cpus": "\(CPUSet(ioWorkerCPUs).list)",
+            ])
+        }
         armInbox()
         primary.submit()
         loopTime.store(Self.now(), ordering: .relaxed)

@@ -24,6 +24,8 @@ extension VhostTarget {
         return [
             "tick_rate": .int(Self.tickRate),
             "pid": .int(Int64(getpid())),
+            "control_cpumask": .string((configuration.controlCPUs?.effective ?? configuration.cpumask).hexMask),
+            "control_pinned": .bool(configuration.controlCPUs?.cpus != nil),
             "reactors": .array(reactors.map { reactor in
                 let busy = reactor.busyNanoseconds.load(ordering: .relaxed)
                 let idle = reactor.idleNanoseconds.load(ordering: .relaxed)

@@ -11,6 +11,9 @@ public struct TargetConfiguration: Sendable {
     public var socketDirectory: String = RPCSocketDefault.socketDirectory
     /// Reactor CPUs, one reactor each (SPDK's `-m`).
     public var cpumask: CPUSet = .allowed()
+    /// Where the threads other than reactors run (`--control-cpus`, or the
+    /// allowed CPUs less the reactors'); nil: left where they start.
+    public var controlCPUs: ControlCPUs?
     /// Serve every bdev with the thread-pool engine even where io_uring works.
     public var forceThreadPool = false
     /// `bdev_uring_create` files on tmpfs or ramfs do their I/O as syscalls on

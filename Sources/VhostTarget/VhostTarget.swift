@@ -69,6 +69,7 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         do {
             try prepareSocketDirectory()
             try guardSharedMemory()  // SharedMemoryFaults.swift
+            try pinControlThread()  // before any thread starts that should inherit it
             try startReactors()
             try loadConfigFile()  // before the RPC socket exists: a bad config never half-starts
             rpcServer = try RPCServer(
@@ -87,7 +88,25 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
         logger.info("vhost-blkd listening", metadata: [
             "rpc.socket": "\(rpcPath)", "socket.dir": "\(configuration.socketDirectory)",
             "cpumask": "\(configuration.cpumask.hexMask)", "engine": "\(reactors.first?.engineName ?? "?")",
+            "control.cpus": "\(configuration.controlCPUs?.cpus?.list ?? "unpinned")",
         ])
+    }
+
+    /// Pins the control loop's thread (this one) to the control CPUs; the
+    /// `vb-storage` and `vb-config` threads it starts inherit them.
+    private func pinControlThread() throws(TargetStartError) {
+        guard let placement = configuration.controlCPUs else { return }
+        let line = placement.describe(reactors: configuration.cpumask)
+        guard let cpus = placement.cpus else {
+            logger.notice("\(line)")
+            return
+        }
+        do {
+            try PosixThread.pinCurrent(to: cpus)
+        } catch {
+            throw TargetStartError("cannot pin the control thread to CPU(s) \(cpus.list): \(error)")
+        }
+        logger.info("\(line)")
     }
 
     /// The RPC socket's directory (the default's /run/vhost-blkd outside a
@@ -135,7 +154,9 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
             do {
                 let reactor = try Reactor(
                     index: index, cpu: cpu, useURing: useURing, pollMaxMicroseconds: configuration.pollMaxMicroseconds,
-                    submissionPolling: configuration.submissionPolling, poolCPUs: configuration.cpumask.cpus, logger: logger)
+                    submissionPolling: configuration.submissionPolling,
+                    poolCPUs: configuration.controlCPUs?.cpus?.cpus ?? configuration.cpumask.cpus,
+                    ioWorkerCPUs: configuration.controlCPUs?.cpus?.cpus ?? [], logger: logger)
                 try reactor.start()
                 reactors.append(reactor)
             } catch {

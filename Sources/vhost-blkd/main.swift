@@ -39,6 +39,9 @@ struct VhostBlkd: ParsableCommand {
     @Option(name: [.customShort("m"), .customLong("cpumask")], help: "Reactor CPUs as a hex mask (0x3) or a list ([0,2-3]); default: all allowed CPUs.")
     var cpumask: String?
 
+    @Option(name: .customLong("control-cpus"), help: "CPUs of the threads other than reactors (control loop, storage calls, thread-pool and io_uring workers), as -m; within the allowed CPUs. Default: the allowed CPUs less the reactors' (none left: not pinned).")
+    var controlCPUs: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical; logs go to standard error. Changed at runtime by the log_set_level RPC (until the restart).")
     var logLevel = "info"
 
@@ -119,6 +122,11 @@ struct VhostBlkd: ParsableCommand {
                 throw ValidationError("cpumask \(mask.hexMask) includes CPUs this process may not use (allowed: \(allowed.hexMask))")
             }
             config.cpumask = mask
+        }
+        do {
+            config.controlCPUs = try ControlCPUs.resolve(requested: controlCPUs, reactors: config.cpumask, allowed: CPUSet.allowed())
+        } catch {
+            throw ValidationError(error.description)
         }
         let engineChoice = engine ?? ProcessInfoLite.environment("VHOST_BLKD_ENGINE") ?? "io_uring"
         switch engineChoice {

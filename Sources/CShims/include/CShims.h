@@ -92,5 +92,7 @@ static inline void vb_atomic_or_u8(uint8_t *p, uint8_t bits) { __atomic_fetch_or
 /* ---- io_uring (liburing 2.3 declares io_uring_enable_rings but its .so does not export it) ---- */
 /** IORING_REGISTER_ENABLE_RINGS on a ring created with IORING_SETUP_R_DISABLED. 0 or -errno. */
 int vb_io_uring_enable_rings(int ring_fd);
+/** IORING_REGISTER_IOWQ_AFF: the calling thread's io-wq workers run on `cpus`. 0 or -errno. */
+int vb_io_uring_register_iowq_cpus(int ring_fd, const int *cpus, int count);
 
 #endif
