@@ -11,10 +11,26 @@ import Glibc
 /// neighbour fell to 25-27 % of its rate). Chunks keep the reactor in
 /// charge of how much of its time one queue gets.
 ///
+/// DISCARD and WRITE_ZEROES over `chunk` bytes (MADV_DONTNEED on RAM, a
+/// punched hole in a tmpfs file) go the same way. What a clear costs
+/// follows the resident pages it frees, not its length: on the 2-CPU test
+/// machine (busy) 1 MiB of resident pages took 1.2-1.8 ms, an empty 2 GiB
+/// range 0.1 ms. So a clear's chunk adapts to about 20 us of reactor time
+/// (`AdaptiveChunk`), from 4 KiB to 1 MiB, its chunks ending on multiples
+/// of their size (whole pages). The ceiling bounds the one chunk that finds
+/// resident pages after a run of empty ones (before the size halves again)
+/// to what 1 MiB costs; a 2 GiB DISCARD of an empty range then takes 2,048
+/// iterations, a few milliseconds.
+///
 /// Thread confinement: the queue's reactor.
 struct LargeCopies: ~Copyable {
-    /// Bytes copied per chunk; requests up to this size are copied at once.
+    /// Requests up to this size are copied or cleared at once.
     static let chunk: UInt64 = 64 << 10
+    /// The largest chunk of a clear.
+    static let maxClearChunk: UInt64 = 1 << 20
+
+    /// This queue's chunk of clears.
+    var clearChunk = AdaptiveChunk(start: chunk, floor: 4096, ceiling: maxClearChunk)
 
     /// Slots whose copy is under way, served round-robin.
     var pending: [UInt32] = []

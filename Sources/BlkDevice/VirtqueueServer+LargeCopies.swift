@@ -1,8 +1,9 @@
 import BlockIO
 import Glibc
+import Reactor
 import Virtio
 
-/// Large reads and writes on inline backends, a chunk per iteration (`LargeCopies`).
+/// Large reads, writes and clears on inline backends, a chunk per iteration (`LargeCopies`).
 extension VirtqueueServer {
     /// Starts `slot`'s copy; its first chunk is copied at the next iteration,
     /// after the other queues on this reactor had their turn.
@@ -22,7 +23,12 @@ extension VirtqueueServer {
         let slot = largeCopies.pending.removeFirst()
         let s = slots[slot]
         let operation = s.operation
-        let length = min(LargeCopies.chunk, operation.length &- s.progress)
+        let clears = operation.clearsRange
+        let position = operation.offset &+ s.progress
+        let length = clears
+            ? largeCopies.clearChunk.end(from: position, to: operation.offset &+ operation.length) &- position
+            : min(LargeCopies.chunk, operation.length &- s.progress)
+        let started = clears ? Reactor.now() : 0
         let chunk = BlkOperation(operation.kind, offset: operation.offset &+ s.progress, length: length)
         let count = LargeCopies.slice(
             UnsafePointer(slots.iovecPointer(Int(s.dataFirst), of: slot)), count: Int(s.dataCount),
@@ -37,16 +43,19 @@ extension VirtqueueServer {
         default:
             result = -ENXIO
         }
-        if result >= 0 && UInt64(result) == length {
+        if clears { largeCopies.clearChunk.took(Reactor.now() &- started, length: length) }
+        // A clear answers 0 (madvise, fallocate), a copy the bytes it moved.
+        if clears ? result == 0 : result >= 0 && UInt64(result) == length {
             slots[slot].progress = s.progress &+ length
             if slots[slot].progress < operation.length {
                 largeCopies.pending.append(slot)
             } else {
-                operationFinished(slot: slot, result: Int32(clamping: operation.length))
+                operationFinished(slot: slot, result: clears ? 0 : Int32(clamping: operation.length))
             }
         } else {
-            // A short chunk makes the whole copy short (what a full file system answers).
-            operationFinished(slot: slot, result: result < 0 ? result : Int32(clamping: s.progress &+ UInt64(result)))
+            // A short chunk makes the whole copy short (what a full file system answers);
+            // a clear's error (EOPNOTSUPP: write-zeroes becomes a punched hole) is the request's.
+            operationFinished(slot: slot, result: clears || result < 0 ? result : Int32(clamping: s.progress &+ UInt64(result)))
         }
         if !largeCopies.pending.isEmpty { reactor.pollNextIteration(taskID) }
         return true

@@ -94,7 +94,7 @@ extension VirtqueueServer {
         switch backend.storage {
         case .file(let fd, let engine, _):
             guard case .async(let choice) = engine else {
-                if operation.length > LargeCopies.chunk && operation.movesData { return copyInChunks(slot: slot) }
+                if operation.length > LargeCopies.chunk && (operation.movesData || operation.clearsRange) { return copyInChunks(slot: slot) }
                 return FileBackend.ioOperation(operation, fd: fd, data: data, count: count).performBlocking()
             }
             let io = FileBackend.ioOperation(operation, fd: fd, data: data, count: count)
@@ -103,7 +103,7 @@ extension VirtqueueServer {
             logger.error("engine refused an operation after reporting room")
             return -EIO
         case .memory:
-            if operation.length > LargeCopies.chunk && operation.movesData { return copyInChunks(slot: slot) }
+            if operation.length > LargeCopies.chunk && (operation.movesData || operation.clearsRange) { return copyInChunks(slot: slot) }
             return memoryBacking?._withUnsafeGuaranteedRef {
                 MemoryBackend.perform(operation, on: $0, data: data, count: count)
             } ?? -ENXIO

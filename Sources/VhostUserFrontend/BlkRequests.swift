@@ -48,7 +48,8 @@ public struct BlkSegment: Sendable, Equatable {
         self.flags = flags
     }
 
-    var bytes: [UInt8] {
+    /// The 16 bytes on the wire (virtio 1.2 §5.2.6: sector, num_sectors, flags, little-endian).
+    public var bytes: [UInt8] {
         var b = [UInt8](repeating: 0, count: 16)
         b.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: sector.littleEndian, toByteOffset: 0, as: UInt64.self)

@@ -20,6 +20,8 @@ public struct BlkOperation: Equatable, Sendable {
     /// A read or write: it moves the request's data segments.
     @inlinable
     public var movesData: Bool { kind == .read || kind == .write }
+    /// DISCARD, WRITE_ZEROES or the hole punched for it: a range made zero, no data moved.
+    public var clearsRange: Bool { kind == .discard || kind == .writeZeroes || kind == .punchZeroes }
 
     @inlinable
     public init(_ kind: Kind, offset: UInt64 = 0, length: UInt64 = 0) {

@@ -26,4 +26,35 @@ import Testing
         #expect(slice(1000, 10).isEmpty)
         #expect(slice(0, 1000, capacity: 2).elementsEqual([(0, 100), (100, 300)], by: ==), "no more entries than the scratch holds")
     }
+
+    /// A chunk ends on a multiple of its size (whole pages), or at the range's end.
+    @Test func chunksEndOnMultiplesOfTheirSize() {
+        let k: UInt64 = 1024
+        let chunk = AdaptiveChunk(start: 64 * k, floor: 4 * k, ceiling: 1 << 31)
+        #expect(chunk.end(from: 0, to: 1 << 31) == 64 * k)
+        #expect(chunk.end(from: 512, to: 1 << 31) == 64 * k)
+        #expect(chunk.end(from: 64 * k, to: 100 * k) == 100 * k)
+        #expect(chunk.end(from: 3 << 20, to: 1 << 40) == (3 << 20) + 64 * k)
+        #expect(chunk.end(from: UInt64.max - 4095, to: UInt64.max) == UInt64.max, "no overflow")
+    }
+
+    /// The chunk halves when one took over the budget, doubles when a full one took under a
+    /// quarter of it, and stays between its floor and ceiling.
+    @Test func chunkAdaptsToTheBudget() {
+        let budget = AdaptiveChunk.budgetNanoseconds
+        var chunk = AdaptiveChunk(start: 64 << 10, floor: 4096, ceiling: 1 << 31)
+        chunk.took(budget / 8, length: 64 << 10)
+        #expect(chunk.bytes == 128 << 10)
+        chunk.took(budget / 8, length: 4096)
+        #expect(chunk.bytes == 128 << 10, "a short last chunk does not grow it")
+        chunk.took(budget / 2, length: chunk.bytes)
+        #expect(chunk.bytes == 128 << 10, "within the budget: unchanged")
+        for _ in 0..<10 { chunk.took(budget * 25, length: chunk.bytes) }
+        #expect(chunk.bytes == 4096, "never under its floor")
+        for _ in 0..<40 { chunk.took(100, length: chunk.bytes) }
+        #expect(chunk.bytes == 1 << 31, "never over its ceiling")
+        let copies = LargeCopies()
+        #expect(copies.clearChunk.bytes == LargeCopies.chunk && copies.clearChunk.floor == 4096)
+        #expect(copies.clearChunk.ceiling == 1 << 20)
+    }
 }

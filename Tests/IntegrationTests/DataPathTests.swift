@@ -240,6 +240,35 @@ struct DataPathTests {
         #expect(daemon.isRunning)
     }
 
+    /// A DISCARD or WRITE_ZEROES over 64 KiB on a backend served on the
+    /// reactor is made in chunks (`LargeCopies`): exactly its range reads
+    /// back zeroes, from an offset and to an end that are not page-aligned,
+    /// and the sectors around it keep their data.
+    @Test(arguments: [Backend.malloc, .tmpfs, .uring])
+    func largeClearsZeroExactlyTheirRange(backend: Backend) throws {
+        let daemon = try Self.startDaemon()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try Self.createBdev(daemon, backend, name: "D0", sectors: 16384)  // 8 MiB
+        try Self.createController(daemon, "vhost.0", bdev: "D0")
+        let memory = try FrontendMemory(size: 24 << 20)
+        defer { memory.close() }
+        let f = try Self.attach(daemon, "vhost.0", memory: memory, queues: 1)
+        defer { f.close() }
+        let data = Self.pattern(6 << 20, seed: 5)
+        for (index, clear) in [(start: UInt64(7), sectors: UInt32(6147)), (start: 2001, sectors: 8191)].enumerated() {
+            #expect(try f.write(sector: 0, data: data).status == BlkWire.statusOK)
+            let segment = [BlkSegment(sector: clear.start, sectors: clear.sectors)]
+            let status = index == 0 ? try f.discard(segments: segment).status : try f.writeZeroes(segments: segment).status
+            #expect(status == BlkWire.statusOK)
+            let back = try f.read(sector: 0, count: data.count / 512)
+            #expect(back.status == BlkWire.statusOK)
+            let from = Int(clear.start) * 512, to = from + Int(clear.sectors) * 512
+            #expect(back.data[..<from] == data[..<from], "before the range (\(index))")
+            #expect(back.data[from..<to].allSatisfy { $0 == 0 }, "the range (\(index))")
+            #expect(back.data[to...] == data[to...], "after the range (\(index))")
+        }
+    }
+
     /// A request over the advertised size_max * seg_max (16 MiB) fails with
     /// IOERR instead of holding the reactor for a copy of any size; one of
     /// exactly that size, in one descriptor as SeaBIOS sends it, is served.
