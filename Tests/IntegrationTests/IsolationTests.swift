@@ -232,10 +232,14 @@ struct IsolationTests {
             #expect(!harness.daemon.log.contains("SET_MEM_TABLE refused"))
             return "\(done) shrinks with 4,160+ guarded ranges, each disconnected (\(logged) '\(reason)' lines), \(failures.count) failures"
         }
-        // Open (issue 19): each shrink ends a session and the attacker's next one maps
-        // a new table (about 15 a second); the neighbour keeps its rate, but its p99
-        // went to 2.2-3 ms against 0.4-0.8 ms solo in some runs. Not yet explained.
-        report.check(knownP99Gap: "session churn from repeated memfd shrinks doubles the neighbour's p99 in some runs")
+        // Each shrink ends a session and the attacker's next one maps a new table (15-30 a
+        // second): that work is the control thread's (8 % of a CPU in attacked windows), and
+        // the neighbour's p99 went to 2.2-3 ms against 0.4-0.8 ms solo in some runs while that
+        // thread could run on the reactor's CPU. On the control CPUs (ControlCPUs) it no longer
+        // does: 94-98 % of solo IOPS, p99 206-226 us against 178-210 us solo in 4 of 5 runs on
+        // the busy 2-CPU machine; the fifth (load average 10, the reactor waiting for its CPU
+        // 35 % of the time) missed the IOPS bound as well.
+        report.check()
     }
 
     /// Connections flood the controller listeners while the daemon is out
