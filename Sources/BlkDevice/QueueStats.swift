@@ -193,6 +193,8 @@ package struct QueueStats: Sendable {
     /// Used-ring publications that signalled the call eventfd, and those that did not (EVENT_IDX, NO_INTERRUPT).
     package var interruptsSent: UInt64 = 0
     package var interruptsSuppressed: UInt64 = 0
+    /// Signals interrupt coalescing held back (each sent later, covering more completions).
+    package var interruptsDelayed: UInt64 = 0
     /// Runs of the avail ring that popped at least one head (requests / batches = mean batch size).
     package var batches: UInt64 = 0
     /// Filled in by the snapshot: requests popped and not yet completed, and the ring size.
@@ -207,6 +209,7 @@ package struct QueueStats: Sendable {
         kicks &+= other.kicks
         interruptsSent &+= other.interruptsSent
         interruptsSuppressed &+= other.interruptsSuppressed
+        interruptsDelayed &+= other.interruptsDelayed
         batches &+= other.batches
     }
 }

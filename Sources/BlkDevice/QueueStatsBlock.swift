@@ -50,6 +50,8 @@ package struct QueueStatsBlock: ~Copyable {
         static var runBytes: Int { 11 }
         /// Failed backend operations per `IOErrnoClass`, from here on.
         static var errnos: Int { 12 }
+        /// Signals interrupt coalescing held back (after the errno classes, fewer than 52).
+        static var interruptsDelayed: Int { 64 }
 
         /// One row per request type 0..<15 (virtio 1.2 §5.2.6) and one for
         /// 15 and above, from page 1 (256 KiB of address space per queue). A row is its latency histogram's
@@ -194,6 +196,12 @@ package struct QueueStatsBlock: ~Copyable {
         #endif
     }
 
+    @inline(__always) package func countDelayedInterrupt() {
+        #if !VHOST_BLKD_NO_STATS
+        words[Layout.interruptsDelayed] &+= 1
+        #endif
+    }
+
     /// Makes a row's extremes include `latency` (rare: a new minimum or maximum).
     @inline(never)
     private static func widen(_ row: UnsafeMutablePointer<UInt64>, to latency: UInt64) {
@@ -227,6 +235,7 @@ package struct QueueStatsBlock: ~Copyable {
         stats.batches = words[Layout.batches]
         stats.interruptsSent = words[Layout.interruptsSent]
         stats.interruptsSuppressed = words[Layout.interruptsSuppressed]
+        stats.interruptsDelayed = words[Layout.interruptsDelayed]
         stats.io.failed = words[Layout.failed]
         stats.io.unsupported = words[Layout.unsupported]
         for errnoClass in IOErrnoClass.allCases { stats.io.errnos[errnoClass] = words[Layout.errnos + errnoClass.rawValue] }
@@ -273,6 +282,7 @@ package struct QueueStatsBlock: ~Copyable {
             clearRows()
         case .all:
             for index in Layout.kicks...Layout.requestsReset { words[index] = 0 }  // not `mapped` nor the (empty) run
+            words[Layout.interruptsDelayed] = 0
             clearErrnos()
             clearRows()
         }

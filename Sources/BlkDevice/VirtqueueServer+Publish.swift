@@ -1,3 +1,4 @@
+import Reactor
 import VhostUser
 import Virtio
 
@@ -6,7 +7,8 @@ import Virtio
 extension VirtqueueServer {
     /// Makes the used elements added since the last publish visible, records
     /// them in the inflight region, and signals the call eventfd unless
-    /// EVENT_IDX says the driver does not want it.
+    /// EVENT_IDX says the driver does not want it, or interrupt coalescing
+    /// delays the signal (`VirtqueueServer+Coalescing.swift`).
     func publishAndNotify() {
         guard ring.usedIdx != lastCheckedUsed else { return }
         ring.publishUsed()
@@ -15,12 +17,25 @@ extension VirtqueueServer {
             inflight.published(UnsafeBufferPointer(start: unpublishedHeads, count: unpublishedCount), usedIdx: ring.usedIdx)
             unpublishedCount = 0
         }
-        let notify = ring.shouldNotify(oldUsedIdx: lastCheckedUsed)
+        // A delayed signal covers everything used since the last one.
+        let signalFrom = pendingSignalFrom ?? lastCheckedUsed
+        let published = ring.usedIdx &- lastCheckedUsed
         polling.noteDepth(ring.availIdxShadow &- lastCheckedUsed)
         lastCheckedUsed = ring.usedIdx
+        if coalescing.isEnabled, delaySignal(published: published, from: signalFrom) { return }
+        signalGuest(from: signalFrom)
+    }
+
+    /// Signals the call eventfd for the used elements after `from`, unless
+    /// EVENT_IDX or NO_INTERRUPT says the driver does not want it.
+    func signalGuest(from: UInt16) {
+        pendingSignalFrom = nil
+        let notify = ring.shouldNotify(oldUsedIdx: from)
         if tracing { logger.trace("published used \(ring.usedIdx) notify \(notify) call \(call.fd?.rawValue ?? -1)") }
         stats.countNotification(sent: notify && call.isSet)
-        if notify { call.signal() }
+        guard notify else { return }
+        call.signal()
+        if coalescing.isEnabled { coalescing.signalled(now: Reactor.now()) }
     }
 
     /// Inflight tracking (vhost-user spec, "Inflight I/O tracking"): `head`

@@ -85,6 +85,12 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     var polling = HybridPolling()
     /// Whether this queue takes part in the reactor's polling now.
     var pollsGuest = true
+    /// Interrupt coalescing (`VirtqueueServer+Coalescing.swift`); off unless the controller sets it.
+    var coalescing = InterruptCoalescing()
+    /// A signal coalescing held back: the used index it covers from (nil: none pending).
+    var pendingSignalFrom: UInt16?
+    /// Sends a held-back signal at its time; made when coalescing is first turned on.
+    var signalTimer: ReactorTimer?
 
     /// When requests completed, for their latency (virtio-blk has no clock
     /// of its own): read at the first completion after a pop batch or a
@@ -265,6 +271,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         guard stopping, inFlight == 0, !kickArmed, let done = onStopped else { return }
         onStopped = nil
         publishAndNotify()
+        closeCoalescing()
         reactor.unregister(taskID)
         done(ring.lastAvailIdx)
     }

@@ -10,7 +10,7 @@ public enum VhostBlkMethods {
         BdevGetBdevsParams.self, BdevGetIostatParams.self, BdevResetIostatParams.self, BdevGetLatencyParams.self,
         BdevSetQosLimitParams.self, BdevSetErrorPolicyParams.self, BdevResumeIOParams.self,
         VhostCreateBlkControllerParams.self, VhostGetControllersParams.self, VhostDeleteControllerParams.self,
-        VhostBlkAttachParams.self, VhostBlkDetachParams.self,
+        VhostBlkAttachParams.self, VhostBlkDetachParams.self, VhostControllerSetCoalescingParams.self,
         RpcGetMethodsParams.self, SpdkGetVersionParams.self,
         FrameworkGetSubsystemsParams.self, FrameworkGetConfigParams.self, FrameworkStartInitParams.self,
         FrameworkGetFailedConfigParams.self, FrameworkRetryFailedConfigParams.self,

@@ -59,6 +59,12 @@ final class Controller {
     var socketPermissions = SocketPermissions()
     /// Enforces the bdev's QoS limits on `reactor` (QoSMethods.swift); nil until it has any.
     var qosLimiter: QoSLimiter?
+    /// Interrupt coalescing for every queue (CoalescingMethods.swift); off by default, as in SPDK.
+    var coalescing = CoalescingSettings.off {
+        didSet { loop.preconditionInLoop() }
+    }
+    /// Frontend connections accepted so far: the next session's SPDK `id`.
+    var sessionsAccepted: UInt32 = 0
 
     init(name: String, socketPath: String, cpumask: CPUSet, readOnly: Bool, reactor: Reactor, queueReactors: [Reactor],
          maxQueues: Int, limits: SessionLimits = SessionLimits(), bdev: Bdev?, listener: FileDescriptor, loop: EventLoop,

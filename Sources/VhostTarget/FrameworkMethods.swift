@@ -34,7 +34,9 @@ extension VhostTarget {
     /// current sizes, then controller creates (SPDK's `save_config` shape).
     func currentConfig() -> SavedConfig {
         let bdevEntries = bdevOrder.compactMap { bdevs[$0] }.flatMap { [createEntry($0)] + Self.qosConfigEntries($0) + Self.errorPolicyConfigEntries($0) }
-        let controllerEntries = controllerOrder.compactMap { controllers[$0] }.map(createEntry)
+        let controllerEntries = controllerOrder.compactMap { controllers[$0] }.flatMap {
+            [createEntry($0)] + Self.coalescingConfigEntries($0)
+        }
         return SavedConfig(subsystems: [
             .init(name: "bdev", entries: bdevEntries),
             .init(name: "vhost_blk", entries: controllerEntries),

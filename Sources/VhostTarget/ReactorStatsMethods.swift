@@ -98,7 +98,8 @@ extension VhostTarget {
                 "index": .int(Int64(queue.index)), "size": .int(Int64(s.size)), "reactor": .int(Int64(queue.reactor)),
                 "in_flight": .int(Int64(s.inFlight)), "requests": Self.int(s.requests), "kicks": Self.int(s.kicks),
                 "interrupts_sent": Self.int(s.interruptsSent), "interrupts_suppressed": Self.int(s.interruptsSuppressed),
-                "batches": Self.int(s.batches), "mean_batch_size": .double((s.meanBatchSize * 100).rounded() / 100),
+                "batches": Self.int(s.batches), "interrupts_delayed": Self.int(s.interruptsDelayed),
+                "mean_batch_size": .double((s.meanBatchSize * 100).rounded() / 100),
             ]
         }
     }

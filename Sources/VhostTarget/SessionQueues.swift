@@ -73,6 +73,11 @@ extension VhostUserSession {
         }
     }
 
+    /// SPDK's `max_queues`: one past the highest running queue (0: none runs).
+    var startedQueueCount: Int {
+        (vrings.lastIndex { $0.server != nil }).map { $0 + 1 } ?? 0
+    }
+
     // MARK: Start
 
     /// Starts serving queue `i` on its reactor (`Controller.reactor(forQueue:)`).
@@ -113,10 +118,11 @@ extension VhostUserSession {
         server.onRingBroken = { error in
             loop.execute { session.object.ringBroke(queue: i, server: id, error) }
         }
-        let log = activeDirtyLog, gpa = usedRingGPA(i)
+        let log = activeDirtyLog, gpa = usedRingGPA(i), coalescing = controller.coalescing
         server.reactor.post {
             if log != nil { server.setDirtyLog(log, usedRingGPA: gpa) }
             server.start()
+            if coalescing.isEnabled { server.setCoalescing(coalescing) }
         }
         logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
     }

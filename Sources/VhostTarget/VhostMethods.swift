@@ -156,12 +156,24 @@ extension VhostTarget {
         return bdev
     }
 
-    /// One `vhost_get_controllers` entry in SPDK's shape.
+    /// One `vhost_get_controllers` entry in SPDK's shape (SPDK
+    /// lib/vhost/vhost_rpc.c, `_rpc_get_vhost_controller`; vhost.c,
+    /// `vhost_session_info_json`; vhost_blk.c, `vhost_blk_dump_info_json`):
+    /// SPDK's keys with SPDK's meaning, then vhost-blkd's own
+    /// (`frontend_pid`, `features`, `protocol_features`, `queues` per
+    /// session; `write_cache` under `block`).
     private func describe(_ controller: Controller) -> JSON {
         var sessions: [JSON] = []
         if let session = controller.session {
             let queues = queueDetail(controller)  // ReactorStatsMethods.swift
+            let inFlight = queues.reduce(Int64(0)) { $0 &+ ($1["in_flight"]?.intValue ?? 0) }
             sessions.append([
+                "vid": .int(Int64(session.vid)),
+                "id": .int(Int64(session.id)),
+                "name": .string("\(controller.name)s\(session.vid)"),
+                "started": .bool(!queues.isEmpty),
+                "max_queues": .int(Int64(session.startedQueueCount)),
+                "inflight_task_cnt": .int(inFlight),
                 "frontend_pid": session.peerPID.map { .int(Int64($0)) } ?? .null,
                 "features": .array(session.features.names.map { .string($0) }),
                 "protocol_features": .array(session.protocolFeatures.names.map { .string($0) }),
@@ -171,8 +183,8 @@ extension VhostTarget {
         return [
             "ctrlr": .string(controller.name),
             "cpumask": .string(controller.cpumask.hexMask),
-            "delay_base_us": 0,
-            "iops_threshold": 60000,
+            "delay_base_us": .int(Int64(controller.coalescing.delayBaseMicros)),
+            "iops_threshold": .int(Int64(controller.coalescing.iopsThreshold)),
             "socket": .string(controller.socketPath),
             "sessions": .array(sessions),
             "backend_specific": [
@@ -199,5 +211,5 @@ extension VhostTarget {
         },
         .immediate(VhostBlkAttachParams.self, .vhost, mutatesConfig: true) { t, p throws(RPCError) in try t.vhostBlkAttach(p) },
         .deferred(VhostBlkDetachParams.self, .vhost, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.vhostBlkDetach(p, reply) },
-    ]
+    ]  // vhost_controller_set_coalescing: CoalescingMethods.swift
 }

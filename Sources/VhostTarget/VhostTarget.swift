@@ -21,6 +21,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     var bdevOrder: [String] = []
     var controllers: [String: Controller] = [:]
     var controllerOrder: [String] = []
+    /// Frontend connections accepted so far: the next session's SPDK `vid`.
+    var sessionsAccepted: UInt32 = 0
     private var rpcServer: RPCServer?
     var metricsEndpoint: MetricsEndpoint?
     private var lock: PathLock?
@@ -298,7 +300,10 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
                 fd.close()
                 continue
             }
-            let session = VhostUserSession(controller: controller, socket: fd, loop: loop)
+            let session = VhostUserSession(
+                controller: controller, socket: fd, loop: loop, vid: sessionsAccepted, id: controller.sessionsAccepted)
+            sessionsAccepted &+= 1
+            controller.sessionsAccepted &+= 1
             controller.session = session
             controller.logger.info("frontend connected", metadata: ["frontend.pid": "\(session.peerPID.map(String.init) ?? "?")"])
             session.onFailure = { [unowned self, unowned session] in self.endSession(session) }

@@ -79,8 +79,15 @@ final class VhostUserSession {
     var closeWaiters: [() -> Void]?
     private(set) var closed = false
 
-    init(controller: Controller, socket: FileDescriptor, loop: EventLoop) {
+    /// SPDK's session numbers (`vhost_get_controllers`' `sessions`): `vid`
+    /// counts connections daemon-wide, `id` those of this controller.
+    let vid: UInt32
+    let id: UInt32
+
+    init(controller: Controller, socket: FileDescriptor, loop: EventLoop, vid: UInt32 = 0, id: UInt32 = 0) {
         self.controller = controller
+        self.vid = vid
+        self.id = id
         self.loop = loop
         connection = SessionConnection(socket: socket)
         var logger = controller.logger

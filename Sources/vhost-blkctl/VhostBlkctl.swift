@@ -23,7 +23,7 @@ struct VhostBlkctl: ParsableCommand {
             BdevGetBdevs.self, BdevGetIostat.self, BdevResetIostat.self, BdevGetLatency.self,
             BdevSetQosLimit.self, BdevSetErrorPolicy.self, BdevResumeIO.self,
             VhostCreateBlkController.self, VhostGetControllers.self, VhostDeleteController.self,
-            VhostBlkAttach.self, VhostBlkDetach.self,
+            VhostBlkAttach.self, VhostBlkDetach.self, VhostControllerSetCoalescing.self,
             RpcGetMethods.self, SpdkGetVersion.self, FrameworkGetReactors.self, ThreadGetStats.self,
             FrameworkGetSubsystems.self, FrameworkGetConfig.self, FrameworkStartInit.self,
             FrameworkGetFailedConfig.self, FrameworkRetryFailedConfig.self,

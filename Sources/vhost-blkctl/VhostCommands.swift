@@ -43,6 +43,20 @@ struct VhostGetControllers: ParsableCommand {
     func run() throws { try invoke(VhostGetControllersParams(name: name, page: page.listPage), style: .pretty) }
 }
 
+struct VhostControllerSetCoalescing: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: VhostControllerSetCoalescingParams.method, abstract: "Set vhost controller coalescing")
+    @Argument(help: "Name of the vhost controller") var ctrlr: String
+    @Argument(help: "Base coalescing delay in microseconds (0: off)") var delayBaseUs: UInt32
+    @Argument(help: "IOPS threshold above which coalescing kicks in (at least 100)") var iopsThreshold: UInt32
+
+    func run() throws {
+        try invoke(
+            VhostControllerSetCoalescingParams(ctrlr: ctrlr, delayBaseUs: delayBaseUs, iopsThreshold: iopsThreshold),
+            style: .none)
+    }
+}
+
 /// vhost-blkd's paging of full listings (`offset`/`limit`): with a thousand
 /// entries, pages of a hundred answer within a few milliseconds.
 struct PageOptions: ParsableArguments {

@@ -218,6 +218,7 @@ enum ExamplePlan {
         example("thread_get_stats", "all"),
         example("vhost_blk_detach", "detach"),
         example("vhost_blk_attach", "attach"),
+        example("vhost_controller_set_coalescing", "coalesce above 60000 IOPS"),
         example("framework_get_config", "bdev"),
         example("vhost_delete_controller", "delete"),
 

@@ -2,6 +2,7 @@ import DaemonTestSupport
 import Foundation
 import JSONRPC
 import Testing
+import VhostUserFrontend
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -140,6 +141,7 @@ struct SPDKClientTests {
         "bdev_uring_create", "bdev_uring_delete", "bdev_aio_create", "bdev_aio_delete",
         "bdev_malloc_create", "bdev_malloc_delete", "bdev_null_create", "bdev_null_delete", "bdev_get_bdevs",
         "vhost_create_blk_controller", "vhost_get_controllers", "vhost_delete_controller",
+        "vhost_controller_set_coalescing",
         "rpc_get_methods", "spdk_get_version",
         "bdev_uring_rescan", "bdev_aio_rescan", "bdev_null_resize",
         "bdev_get_iostat", "bdev_reset_iostat", "framework_get_reactors", "thread_get_stats",
@@ -391,6 +393,49 @@ struct SPDKClientTests {
         try ok(daemon, "bdev_uring_delete", "U0")
         try ok(daemon, "bdev_aio_delete", "A0")
         #expect(try json(daemon, "bdev_get_bdevs").arrayValue?.isEmpty == true)
+        #expect(daemon.isRunning)
+    }
+
+    /// vhost_controller_set_coalescing through rpc.py's positional arguments,
+    /// and vhost_get_controllers as SPDK's tooling reads it: SPDK's keys per
+    /// controller and per session (SPDK lib/vhost/vhost_rpc.c,
+    /// `_rpc_get_vhost_controller`; vhost.c, `vhost_session_info_json`).
+    @Test func coalescingAndSPDKControllerShape() throws {
+        let daemon = try startDaemon()
+        defer { daemon.stop(); daemon.cleanUp() }
+        #expect(try ok(daemon, "bdev_malloc_create", "16", "512", "-b", "Malloc0").trimmed == "Malloc0")
+        try ok(daemon, "vhost_create_blk_controller", "vhost.0", "Malloc0")
+        try ok(daemon, "vhost_controller_set_coalescing", "vhost.0", "80", "60000")
+        let invalid = try fails(daemon, code: -32602, "vhost_controller_set_coalescing", "vhost.0", "80", "99")
+        #expect(invalid.contains("Invalid argument"))
+        try fails(daemon, code: -32602, "vhost_controller_set_coalescing", "vhost.9", "80", "60000")
+
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let frontend = try DataPathTests.attach(daemon, "vhost.0", memory: memory, queues: 2)
+        defer { frontend.close() }
+        #expect(try frontend.read(queue: 1, sector: 0, count: 8).status == BlkWire.statusOK)
+
+        let entry = try #require(try json(daemon, "vhost_get_controllers", "-n", "vhost.0").arrayValue?.first)
+        for key in ["ctrlr", "cpumask", "delay_base_us", "iops_threshold", "socket", "sessions", "backend_specific"] {
+            #expect(entry[key] != nil, "missing \(key) in \(entry)")
+        }
+        #expect(entry["delay_base_us"] == .int(80))
+        #expect(entry["iops_threshold"] == .int(60000))
+        #expect(entry["cpumask"]?.stringValue?.hasPrefix("0x") == true)
+        #expect(entry["backend_specific"]?["block"]?["transport"] == .string("vhost_user_blk"))
+        let session = try #require(entry["sessions"]?.arrayValue?.first)
+        for key in ["vid", "id", "name", "started", "max_queues", "inflight_task_cnt"] {
+            #expect(session[key] != nil, "missing \(key) in \(session)")
+        }
+        #expect(session["started"] == .bool(true))
+        #expect(session["max_queues"] == .int(2))
+        #expect(session["inflight_task_cnt"] == .int(0))
+        #expect(session["name"] == .string("vhost.0s\(session["vid"]?.intValue ?? -1)"))
+
+        // Saved as SPDK's save_config writes it: after the controller's create.
+        let saved = try json(daemon, "framework_get_config", "vhost_blk").arrayValue ?? []
+        #expect(saved.compactMap { $0["method"]?.stringValue } == ["vhost_create_blk_controller", "vhost_controller_set_coalescing"])
         #expect(daemon.isRunning)
     }
 }
