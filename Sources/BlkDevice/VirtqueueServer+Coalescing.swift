@@ -28,10 +28,13 @@ extension VirtqueueServer {
     package var coalescingSettings: CoalescingSettings { coalescing.settings }
 
     /// Whether to hold back the signal for `published` new used elements;
-    /// if so it becomes pending from `from`, and the timer is armed for its time.
+    /// if so it becomes pending from `from`, and the timer is armed for its
+    /// time. Only a signal the driver asks for (EVENT_IDX, NO_INTERRUPT) is
+    /// held back: one it does not want costs no timer.
     func delaySignal(published: UInt16, from: UInt16) -> Bool {
         let now = Reactor.now()
-        guard let at = coalescing.completed(Int(published), now: now), let timer = signalTimer else { return false }
+        guard let at = coalescing.completed(Int(published), now: now), let timer = signalTimer,
+              ring.shouldNotify(oldUsedIdx: from) else { return false }
         pendingSignalFrom = from
         stats.countDelayedInterrupt()
         if !timer.isArmed { timer.arm(afterNanoseconds: at &- now) }

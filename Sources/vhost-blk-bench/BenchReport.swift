@@ -28,6 +28,12 @@ struct BenchReport {
 
     var ok: Bool { errors == 0 && failures.isEmpty && ios > 0 }
 
+    /// Call-eventfd wakeups (interrupts the client took) per completed I/O.
+    var wakeupsPerIO: Double? {
+        guard ios > 0 else { return nil }
+        return Double(queueResults.reduce(0) { $0 &+ $1.wakeups }) / Double(ios)
+    }
+
     /// One line for people.
     var humanLine: String {
         let h = histogram
@@ -39,6 +45,7 @@ struct BenchReport {
             s += ", server cpu \(fixed(cpu, 2)) s (\(fixed(cpu / max(measuredSeconds, 1e-9) * 100, 0))%), \(fixed(per, 2)) us/IO"
         }
         s += ", client cpu \(fixed(clientCPUSeconds, 2)) s"
+        if config.mode == .interrupt, let w = wakeupsPerIO { s += ", \(fixed(w, 3)) interrupts/IO" }
         if !eventIdx { s += " [no EVENT_IDX]" }
         for f in failures { s += " [FAILED: \(f)]" }
         return s
@@ -70,6 +77,7 @@ struct BenchReport {
             ("errors", "\(errors)"),
             ("kicks", "\(queueResults.reduce(0) { $0 &+ $1.kicks })"),
             ("wakeups", "\(queueResults.reduce(0) { $0 &+ $1.wakeups })"),
+            ("wakeups_per_io", wakeupsPerIO.map { fixed($0, 4) } ?? "null"),
             ("client_cpu_s", fixed(clientCPUSeconds, 3)),
         ]
         if let cpu = serverCPUSeconds {
