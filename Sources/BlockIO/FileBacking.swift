@@ -28,12 +28,15 @@ public final class FileBacking: @unchecked Sendable {
     /// cannot do them without blocking, so it hands each one to a worker
     /// thread (io-wq), which costs more than the copy.
     public let isOnMemoryFilesystem: Bool
+    /// What DISCARD and WRITE_ZEROES can do here, learned at open (`DiscardSupport`).
+    public let discardSupport: DiscardSupport
 
     private let size: Atomic<UInt64>
     private let closed = Atomic<Bool>(false)
 
     private init(path: String, fd: FileDescriptor, isBlockDevice: Bool, isDirect: Bool, blockSize: UInt32,
-                 memoryAlignment: Int, sizeBytes: UInt64, isReadOnly: Bool, isOnMemoryFilesystem: Bool = false) {
+                 memoryAlignment: Int, sizeBytes: UInt64, isReadOnly: Bool, isOnMemoryFilesystem: Bool = false,
+                 discardSupport: DiscardSupport = .full) {
         self.path = path
         self.fd = fd
         self.isBlockDevice = isBlockDevice
@@ -43,6 +46,7 @@ public final class FileBacking: @unchecked Sendable {
         self.size = Atomic(sizeBytes)
         self.isReadOnly = isReadOnly
         self.isOnMemoryFilesystem = isOnMemoryFilesystem
+        self.discardSupport = discardSupport
     }
 
     deinit { close() }
@@ -145,7 +149,8 @@ public final class FileBacking: @unchecked Sendable {
 
     private static func openBlockDevice(_ opening: Opening, blockSize: UInt32?, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
         let path = opening.path
-        let fd = try opening.openChecked(vb_o_direct()).fd
+        let opened = try opening.openChecked(vb_o_direct())
+        let fd = opened.fd
         let bytes: UInt64
         let logical: Int32
         do throws(Errno) {
@@ -167,7 +172,8 @@ public final class FileBacking: @unchecked Sendable {
             throw error
         }
         return FileBacking(path: path, fd: fd, isBlockDevice: true, isDirect: true, blockSize: chosen,
-                           memoryAlignment: Int(deviceBlock), sizeBytes: bytes, isReadOnly: readOnly)
+                           memoryAlignment: Int(deviceBlock), sizeBytes: bytes, isReadOnly: readOnly,
+                           discardSupport: DiscardSupport.probe(blockDevice: opened.stat.st_rdev))
     }
 
     private static func openRegularFile(_ opening: Opening, blockSize: UInt32, readOnly: Bool) throws(BdevOpenError) -> FileBacking {
@@ -197,7 +203,8 @@ public final class FileBacking: @unchecked Sendable {
         }
         return FileBacking(path: path, fd: fd, isBlockDevice: false, isDirect: direct, blockSize: blockSize,
                            memoryAlignment: direct ? 512 : 1, sizeBytes: bytes, isReadOnly: readOnly,
-                           isOnMemoryFilesystem: isMemoryFilesystem(fd))
+                           isOnMemoryFilesystem: isMemoryFilesystem(fd),
+                           discardSupport: DiscardSupport.probe(file: fd, sizeBytes: bytes, blockSize: blockSize))
     }
 
     /// statfs(2) f_type of tmpfs (also shmem behind memfd) and ramfs.

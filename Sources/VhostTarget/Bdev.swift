@@ -70,6 +70,13 @@ final class Bdev {
 
     var sizeBytes: UInt64 { numBlocks &* UInt64(blockSize) }
 
+    /// What DISCARD and WRITE_ZEROES can do on this bdev: a file's or block
+    /// device's as probed at open; RAM and null bdevs do both.
+    var discardSupport: DiscardSupport {
+        if case .file(let file) = backing { return file.discardSupport }
+        return .full
+    }
+
     /// The snapshot a virtqueue uses for I/O.
     func deviceBackend(readOnly controllerReadOnly: Bool, serial: [UInt8]) -> DeviceBackend {
         let storage: DeviceBackend.Storage

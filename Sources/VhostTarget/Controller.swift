@@ -1,4 +1,5 @@
 import BlkDevice
+import BlockIO
 import Glibc
 import Logging
 import Posix
@@ -110,12 +111,17 @@ final class Controller {
 
     /// Virtio features offered to the frontend (virtio 1.2 §5.2.3 and §6;
     /// docs/PROTOCOL-NOTES.md, "What a vhost-user-blk back end offers").
+    /// DISCARD and WRITE_ZEROES only when the bdev can do them (`Bdev.discardSupport`;
+    /// an empty controller offers both, for the bdev a later attach brings).
     var offeredFeatures: VirtioFeatures {
         var f: VirtioFeatures = [
             .version1, .indirectDesc, .eventIdx, .sizeMax, .segMax, .blockSize, .topology,
-            .flush, .configWCE, .multiQueue, .discard, .writeZeroes, .protocolFeatures,
+            .flush, .configWCE, .multiQueue, .protocolFeatures,
             .logAll,  // live migration: dirty logging (vhost-user spec, "Migration")
         ]
+        let support = bdev?.discardSupport ?? .full
+        if support.discard { f.insert(.discard) }
+        if support.writeZeroes { f.insert(.writeZeroes) }
         if readOnly || (bdev?.readOnly ?? false) { f.insert(.readOnly) }
         return f
     }
@@ -133,13 +139,20 @@ final class Controller {
         c.optIOSize = 0
         c.numQueues = UInt16(clamping: maxQueues)
         c.writeback = writeThrough ? 0 : 1
-        let alignment = max(1, blockSize / 512)
-        c.maxDiscardSectors = DeviceLimits.maxDiscardSectors
-        c.maxDiscardSeg = 1
-        c.discardSectorAlignment = alignment
-        c.maxWriteZeroesSectors = DeviceLimits.maxWriteZeroesSectors
-        c.maxWriteZeroesSeg = 1
-        c.writeZeroesMayUnmap = 1
+        // Discard and write-zeroes limits: what one request may ask of the
+        // bdev (0 where the feature is not offered, virtio 1.2 §5.2.4).
+        let support = bdev?.discardSupport ?? .full
+        if support.discard {
+            let deviceMax = UInt32(clamping: support.maxDiscardBytes / 512)
+            c.maxDiscardSectors = max(1, min(DeviceLimits.maxDiscardSectors, deviceMax))
+            c.maxDiscardSeg = 1
+            c.discardSectorAlignment = max(max(1, blockSize / 512), support.discardGranularity / 512)
+        }
+        if support.writeZeroes {
+            c.maxWriteZeroesSectors = DeviceLimits.maxWriteZeroesSectors
+            c.maxWriteZeroesSeg = 1
+            c.writeZeroesMayUnmap = support.discard ? 1 : 0
+        }
         return c
     }
 }
