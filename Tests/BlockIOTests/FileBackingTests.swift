@@ -142,6 +142,9 @@ struct FileBackingTests {
         #expect(!backing.isDirect)
         #expect(backing.memoryAlignment == 1)
         #expect(fcntl(backing.fd.rawValue, F_GETFL) & O_DIRECT == 0)
+        // ramfs has no fallocate(2): neither discard nor write-zeroes (DiscardSupport.probe(file:)).
+        #expect(backing.discardSupport == DiscardSupport(maxDiscardBytes: 0, writeZeroes: false))
+        #expect(backing.sizeBytes == 65536)  // the probe past the end changed nothing
     }
 
     @Test("a loop block device: size, logical block size, O_DIRECT I/O", arguments: [512, 4096] as [UInt32])
@@ -163,6 +166,17 @@ struct FileBackingTests {
         #expect(backing.blockSize == sectorSize)
         #expect(backing.memoryAlignment == Int(sectorSize))
         #expect(try backing.refreshSize() == 16 << 20)
+
+        // DISCARD as the device's sysfs queue limits say (DiscardSupport.probe(blockDevice:)).
+        let queue = "/sys/block/\(device.dropFirst("/dev/".count))/queue/"
+        func sysfs(_ name: String) -> UInt64? {
+            (try? String(contentsOfFile: queue + name, encoding: .utf8)).flatMap { UInt64($0.filter(\.isNumber)) }
+        }
+        let discardMax = try #require(sysfs("discard_max_bytes"))
+        let zeroesMax = try #require(sysfs("write_zeroes_max_bytes"))
+        #expect(backing.discardSupport.maxDiscardBytes == (zeroesMax > 0 ? discardMax : 0))
+        #expect(UInt64(backing.discardSupport.discardGranularity) == sysfs("discard_granularity"))
+        #expect(backing.discardSupport.writeZeroes)
 
         if sectorSize > 512 {
             let error = openError(device, blockSize: 512)
