@@ -56,6 +56,15 @@ struct CLITests {
         #expect(writeThrough.arrayValue?.first?["backend_specific"]?["block"]?["write_cache"] == .bool(false))
         #expect(try ctl("vhost_delete_controller", "vhost.2").status == 0)
 
+        // Interrupt coalescing, rpc.py's positional form.
+        #expect(try ctl("vhost_controller_set_coalescing", "vhost.0", "80", "60000") == (0, ""))
+        let coalescing = try JSON.parse(try ctl("vhost_get_controllers", "-n", "vhost.0").output).arrayValue?.first
+        #expect(coalescing?["delay_base_us"] == .int(80))
+        #expect(coalescing?["iops_threshold"] == .int(60000))
+        let tooLow = try ctl("vhost_controller_set_coalescing", "vhost.0", "80", "99")
+        #expect(tooLow.status == 1 && tooLow.output.contains("-32602") && tooLow.output.contains("Invalid argument"))
+        #expect(try ctl("vhost_controller_set_coalescing", "vhost.0", "-1", "60000").status == 64)
+
         // Errors: exit 1 with the JSON-RPC error, like rpc.py.
         let busy = try ctl("bdev_malloc_delete", "M0")
         #expect(busy.status == 1)
