@@ -193,7 +193,7 @@ package struct QueueStats: Sendable {
     /// Used-ring publications that signalled the call eventfd, and those that did not (EVENT_IDX, NO_INTERRUPT).
     package var interruptsSent: UInt64 = 0
     package var interruptsSuppressed: UInt64 = 0
-    /// Signals interrupt coalescing held back (each sent later, covering more completions).
+    /// Interrupts coalescing held back (each sent later, covering more completions).
     package var interruptsDelayed: UInt64 = 0
     /// Runs of the avail ring that popped at least one head (requests / batches = mean batch size).
     package var batches: UInt64 = 0

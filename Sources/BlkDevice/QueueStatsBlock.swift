@@ -50,7 +50,7 @@ package struct QueueStatsBlock: ~Copyable {
         static var runBytes: Int { 11 }
         /// Failed backend operations per `IOErrnoClass`, from here on.
         static var errnos: Int { 12 }
-        /// Signals interrupt coalescing held back (after the errno classes, fewer than 52).
+        /// Interrupts coalescing held back, each sent later (after the errno classes, fewer than 52).
         static var interruptsDelayed: Int { 64 }
 
         /// One row per request type 0..<15 (virtio 1.2 §5.2.6) and one for

@@ -35,8 +35,8 @@ extension VirtqueueServer {
         let now = Reactor.now()
         guard let at = coalescing.completed(Int(published), now: now), let timer = signalTimer,
               ring.shouldNotify(oldUsedIdx: from) else { return false }
+        if pendingSignalFrom == nil { stats.countDelayedInterrupt() }  // one per interrupt held back
         pendingSignalFrom = from
-        stats.countDelayedInterrupt()
         if !timer.isArmed { timer.arm(afterNanoseconds: at &- now) }
         return true
     }
