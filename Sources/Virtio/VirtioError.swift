@@ -13,9 +13,10 @@ public enum VirtioError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooManyRegions(count: Int)
 
     // MARK: Ring setup
-    /// Queue size is 0, above 32768, or not a power of two (virtio 1.2 §2.7).
+    /// Queue size is 0, above 32768, or (split rings) not a power of two (virtio 1.2 §2.7, §2.8).
     case badQueueSize(UInt16)
-    /// A ring address breaks the alignment of virtio 1.2 §2.7 (desc 16, avail 2, used 4).
+    /// A ring address breaks the alignment of virtio 1.2 §2.7 (desc 16, avail 2, used 4)
+    /// or §2.8.10 (descriptor ring 16, event suppression areas 4).
     case misalignedRing
 
     // MARK: Avail ring (virtio 1.2 §2.7.6)
@@ -23,6 +24,12 @@ public enum VirtioError: Error, Equatable, Sendable, CustomStringConvertible {
     case availIndexOutOfRange(availIdx: UInt16, lastAvailIdx: UInt16)
     /// A head index in the avail ring is not below the queue size.
     case headOutOfRange(UInt16)
+
+    // MARK: Packed rings (virtio 1.2 §2.8)
+    /// A packed-ring index (ring base, chain head) is not below the queue size.
+    case ringIndexOutOfRange(UInt16)
+    /// An INDIRECT descriptor in a packed chain of more than one ring slot (§2.8.7).
+    case indirectInChain
 
     // MARK: Descriptor chains (virtio 1.2 §2.7.5)
     /// A `next` index is not below the size of its table.
@@ -68,6 +75,8 @@ public enum VirtioError: Error, Equatable, Sendable, CustomStringConvertible {
         case .availIndexOutOfRange(let idx, let last):
             return "avail idx \(idx) too far ahead of last avail idx \(last)"
         case .headOutOfRange(let h): return "head index \(h) out of range"
+        case .ringIndexOutOfRange(let i): return "packed ring index \(i) out of range"
+        case .indirectInChain: return "indirect descriptor inside a multi-descriptor packed chain"
         case .nextOutOfRange(let n): return "next index \(n) out of range"
         case .chainTooLong: return "descriptor chain longer than its table (loop)"
         case .indirectNested: return "nested indirect descriptor"

@@ -1,0 +1,39 @@
+/// A place in a packed ring: a slot index below the queue size and the wrap
+/// counter of the lap it is in (virtio 1.2 §2.8.1). Both counters start at 1.
+public struct PackedRingPosition: Sendable, Equatable, CustomStringConvertible {
+    /// Slot index, `0..<size`.
+    public var index: UInt16
+    /// The lap's wrap counter; flips each time the index passes the ring's end.
+    public var wrap: Bool
+
+    public init(index: UInt16, wrap: Bool) {
+        self.index = index
+        self.wrap = wrap
+    }
+
+    /// Slot 0 with wrap counter 1: where driver and device start (§2.8.1).
+    public static let start = PackedRingPosition(index: 0, wrap: true)
+
+    /// The 16-bit form used by off_wrap (§2.8.14) and by each half of the vhost-user
+    /// ring base of a packed ring: bits 0-14 the index, bit 15 the wrap counter.
+    public var encoded: UInt16 { PackedEventSuppression.offWrap(index: index, wrap: wrap) }
+
+    /// Decodes `encoded`; the index is not checked against a queue size here.
+    public init(encoded: UInt16) {
+        index = encoded & ~PackedEventSuppression.wrapBit
+        wrap = encoded & PackedEventSuppression.wrapBit != 0
+    }
+
+    /// Moves `count` slots forward in a ring of `size` slots (`size > 0`),
+    /// flipping the wrap counter once per end of ring passed.
+    @inline(__always)
+    mutating func advance(by count: UInt16, size: UInt16) {
+        let ring = Int(size)
+        guard ring > 0 else { return }
+        let total = Int(index) + Int(count)  // < 2^17: cannot overflow
+        index = UInt16(truncatingIfNeeded: total % ring)
+        if (total / ring) & 1 != 0 { wrap.toggle() }
+    }
+
+    public var description: String { "\(index)/\(wrap ? 1 : 0)" }
+}
