@@ -51,6 +51,9 @@ public struct PackedQueue: @unchecked Sendable {
     /// (including elements added but not yet published).
     public private(set) var nextUsed: PackedRingPosition
 
+    /// Slots popped and not yet completed: at most `size` (QEMU's `inuse` check).
+    public private(set) var slotsInFlight: Int
+
     /// The first element of the unpublished batch: its slot and the flags to store.
     private var batchHead: (index: UInt16, flags: UInt16)?
     /// Slots added since the last `publishUsed()`.
@@ -68,8 +71,10 @@ public struct PackedQueue: @unchecked Sendable {
     ///
     /// The caller has translated the three addresses with `GuestMemory` for at
     /// least `layoutSizes(size:)` bytes each. Throws for a size outside
-    /// `1...32768`, areas not aligned as §2.8.10 requires (16, 4, 4), or a
-    /// position whose index is not below `size`.
+    /// `1...32768`, areas not aligned as §2.8.10 requires (16, 4, 4), a
+    /// position whose index is not below `size`, or `used` more than a ring
+    /// behind `avail` or ahead of it (`ringOverrun`). The slots between them
+    /// count as in flight.
     public init(
         size: UInt16, desc: UnsafeMutableRawPointer, driverEvent: UnsafeMutableRawPointer,
         deviceEvent: UnsafeMutableRawPointer, eventIdx: Bool,
@@ -82,6 +87,9 @@ public struct PackedQueue: @unchecked Sendable {
         let used = used ?? avail
         guard avail.index < size else { throw .ringIndexOutOfRange(avail.index) }
         guard used.index < size else { throw .ringIndexOutOfRange(used.index) }
+        let apart = Int(avail.index) - Int(used.index) + (avail.wrap == used.wrap ? 0 : Int(size))
+        guard apart >= 0, apart <= Int(size) else { throw .ringOverrun(inFlight: apart, size: size) }
+        self.slotsInFlight = apart
         self.size = size
         self.descRing = desc
         self.driverEvent = driverEvent
@@ -107,7 +115,9 @@ public struct PackedQueue: @unchecked Sendable {
     /// the rest (§2.8.21), and QEMU reads the rest the same way. A chain
     /// longer than the ring (NEXT on every slot) throws `chainTooLong` and
     /// leaves the queue as it was: nothing can complete it, so treat the queue
-    /// as broken. Addresses and lengths are checked by `PackedChainWalker`.
+    /// as broken. So does a buffer that would put more than `size` slots in
+    /// flight (`ringOverrun`): a driver that reuses slots the device still
+    /// holds. Addresses and lengths are checked by `PackedChainWalker`.
     public mutating func popAvail() throws(VirtioError) -> PackedChainHead? {
         let head = nextAvail.index
         var flags = acquireFlags(at: head)
@@ -121,8 +131,12 @@ public struct PackedQueue: @unchecked Sendable {
             flags = UInt16(littleEndian: descRing.loadUnaligned(
                 fromByteOffset: slotOffset(index) + PackedDescriptor.flagsOffset, as: UInt16.self))
         }
+        guard slotsInFlight + Int(count) <= Int(size) else {
+            throw .ringOverrun(inFlight: slotsInFlight + Int(count), size: size)
+        }
         let id = UInt16(littleEndian: descRing.loadUnaligned(fromByteOffset: slotOffset(index) + 12, as: UInt16.self))
         nextAvail.advance(by: count, size: size)
+        slotsInFlight += Int(count)
         return PackedChainHead(index: head, id: id, slotCount: count)
     }
 
@@ -156,6 +170,7 @@ public struct PackedQueue: @unchecked Sendable {
         let slots = max(1, min(slotCount, size))
         nextUsed.advance(by: slots, size: size)
         unpublished += Int(slots)
+        slotsInFlight = max(0, slotsInFlight - Int(slots))
     }
 
     /// Release barrier, then stores the flags of the batch's first element.

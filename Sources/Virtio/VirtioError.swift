@@ -30,6 +30,9 @@ public enum VirtioError: Error, Equatable, Sendable, CustomStringConvertible {
     case ringIndexOutOfRange(UInt16)
     /// An INDIRECT descriptor in a packed chain of more than one ring slot (§2.8.7).
     case indirectInChain
+    /// The driver made available slots the device still holds: more than the
+    /// ring's size would be in flight (or a ring base puts used ahead of avail).
+    case ringOverrun(inFlight: Int, size: UInt16)
 
     // MARK: Descriptor chains (virtio 1.2 §2.7.5)
     /// A `next` index is not below the size of its table.
@@ -77,6 +80,7 @@ public enum VirtioError: Error, Equatable, Sendable, CustomStringConvertible {
         case .headOutOfRange(let h): return "head index \(h) out of range"
         case .ringIndexOutOfRange(let i): return "packed ring index \(i) out of range"
         case .indirectInChain: return "indirect descriptor inside a multi-descriptor packed chain"
+        case .ringOverrun(let n, let size): return "\(n) slots in flight in a ring of \(size)"
         case .nextOutOfRange(let n): return "next index \(n) out of range"
         case .chainTooLong: return "descriptor chain longer than its table (loop)"
         case .indirectNested: return "nested indirect descriptor"

@@ -213,6 +213,44 @@ import Virtio
         #expect(q.nextAvail == PackedRingPosition(index: 0, wrap: false))
     }
 
+    /// A driver that makes available slots the device still holds (QEMU:
+    /// "Virtqueue size exceeded"): refused until the device completes some.
+    @Test func slotsStillInFlightAreNotTakenTwice() throws {
+        let g = try FakeGuest(queueSize: 4)
+        let drv = FakePackedDriver(g)
+        var q = try drv.makeQueue()
+        for id: UInt16 in 0..<4 { drv.add([(0x10000, 16, 0)], id: id) }
+        for _ in 0..<4 { _ = try q.popAvail() }
+        #expect(q.slotsInFlight == 4 && q.nextAvail == PackedRingPosition(index: 0, wrap: false))
+        drv.add([(0x10000, 16, 0)], id: 9)  // slot 0 again, lap 0, before any completion
+        #expect(throws: VirtioError.ringOverrun(inFlight: 5, size: 4)) { try q.popAvail() }
+        #expect(q.nextAvail == PackedRingPosition(index: 0, wrap: false) && q.slotsInFlight == 4)
+        q.addUsed(id: 2, length: 0, slotCount: 1)
+        q.publishUsed()
+        #expect(q.slotsInFlight == 3)
+        // The used element went into slot 0; the driver fills it again, legitimately now.
+        drv.avail = q.nextAvail
+        drv.add([(0x10000, 16, 0)], id: 9)
+        #expect(try q.popAvail() == PackedChainHead(index: 0, id: 9, slotCount: 1))
+        #expect(q.slotsInFlight == 4)
+    }
+
+    /// The ring base's two positions fix the slots in flight; inconsistent ones are refused.
+    @Test func ringBaseSetsSlotsInFlight() throws {
+        let g = try FakeGuest(queueSize: 4)
+        let drv = FakePackedDriver(g)
+        func at(_ i: UInt16, _ w: Bool) -> PackedRingPosition { PackedRingPosition(index: i, wrap: w) }
+        #expect(try drv.makeQueue(avail: at(3, true), used: at(1, true)).slotsInFlight == 2)
+        #expect(try drv.makeQueue(avail: at(1, false), used: at(2, true)).slotsInFlight == 3)
+        #expect(try drv.makeQueue(avail: at(2, false), used: at(2, true)).slotsInFlight == 4)
+        #expect(throws: VirtioError.ringOverrun(inFlight: -1, size: 4)) {
+            try drv.makeQueue(avail: at(1, true), used: at(2, true))
+        }
+        #expect(throws: VirtioError.ringOverrun(inFlight: 5, size: 4)) {
+            try drv.makeQueue(avail: at(2, false), used: at(1, true))
+        }
+    }
+
     // MARK: Event suppression
 
     @Test func needsEventMaths() {
