@@ -118,6 +118,45 @@ dc("extra-region", [
     [(0x800, 16, F_NEXT, 1), (0x10000 - 0x1000, 4096, F_NEXT, 2), (0x900, 1, F_WRITE, 0)],
 ], [(0x800, blk_header(1, 0))], extra=[(0x10000, 4096, 0x5a)])
 
+# --- packed-chain: 32-byte header, then region 0 (gpa 0x1000) ----------------
+F_AVAIL, F_USED = 1 << 7, 1 << 15
+def pdesc(addr, length, id_, flags):
+    return struct.pack("<QIHH", addr, length, id_, flags)
+
+def pc(name, chains, payloads, qsize=8, event_idx=False, base=0x8000, reverse=False, iov=63):
+    """chains: lists of (offset_in_region, len, flags), made available from ring base `base`
+    (bits 0-14 index, bit 15 wrap counter) with NEXT on all but the last; IDs 0, 1, ..."""
+    region = bytearray(16 << 10)
+    idx, wrap = base & 0x7fff, base >> 15
+    for n, chain in enumerate(chains):
+        for k, (off, ln, fl) in enumerate(chain):
+            f = fl | (F_NEXT if k < len(chain) - 1 else 0) | (F_AVAIL if wrap else F_USED)
+            region[16 * idx:16 * idx + 16] = pdesc(0x1000 + off, ln, n, f)
+            idx += 1
+            if idx == qsize:
+                idx, wrap = 0, wrap ^ 1
+    for off, data in payloads:
+        place(region, off, data)
+    hdr = bytearray(32)
+    hdr[0] = (1 if event_idx else 0) | (8 if reverse else 0)
+    struct.pack_into("<HHB", hdr, 1, qsize - 1, base, iov)
+    write("packed-chain", name, bytes(hdr) + bytes(region).rstrip(b"\0"))
+
+# Payload area from 0x800 (the ring and the event areas after it end below 0x210).
+pc("out-in-flush", [
+    [(0x800, 16, 0), (0x1000, 512, 0), (0x900, 1, F_WRITE)],
+    [(0x810, 16, 0), (0x1200, 512, F_WRITE), (0x901, 1, F_WRITE)],
+    [(0x820, 16, 0), (0x902, 1, F_WRITE)],
+], [(0x800, blk_header(1, 8)), (0x810, blk_header(0, 8)), (0x820, blk_header(4, 0))])
+pc("across-the-end-out-of-order", [
+    [(0x800, 16, 0), (0x1000, 512, F_WRITE), (0x900, 1, F_WRITE)],
+    [(0x810, 16, 0), (0x1200, 512, F_WRITE), (0x901, 1, F_WRITE)],
+], [(0x800, blk_header(0, 0)), (0x810, blk_header(0, 1))], qsize=5, base=0x0003, reverse=True)
+# Table entries hold guest addresses: region offset + 0x1000.
+pindirect = pdesc(0x2800, 16, 0, 0) + pdesc(0x2000, 1024, 0, F_WRITE) + pdesc(0x2900, 1, 0, F_WRITE)
+pc("indirect-in", [[(0xc00, len(pindirect), F_INDIRECT)]],
+   [(0xc00, pindirect), (0x1800, blk_header(0, 16))], event_idx=True)
+
 # --- blk-request: count, readable, lengths-1, contents ------------------------
 def br(name, segs, readable):
     data = bytes([len(segs) - 1, readable]) + bytes(len(s) - 1 for s in segs) + b"".join(segs)

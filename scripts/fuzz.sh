@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 20; TARGET is one of vhost-user-reader,
-# descriptor-chain, blk-request, json-rpc (default: all). Seeds are read from
+# descriptor-chain, packed-chain, blk-request, json-rpc (default: all). Seeds are read from
 # fuzz/corpus/<target>/ (never written); new inputs and crash artifacts go
 # to $FUZZ_OUT (default .build-fuzz-run/). Extra libFuzzer flags may be given
 # in $FUZZ_FLAGS (e.g. FUZZ_FLAGS="-jobs=4 -workers=4").
@@ -18,7 +18,7 @@ cd "$repo"
 
 seconds="${1:-20}"
 shift || true
-all_targets=(vhost-user-reader descriptor-chain blk-request json-rpc)
+all_targets=(vhost-user-reader descriptor-chain packed-chain blk-request json-rpc)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 out="${FUZZ_OUT:-$repo/.build-fuzz-run}"
@@ -69,7 +69,7 @@ build_c_module() {
 want() { local t; for t in "${targets[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
 
 start_build=$(date +%s)
-if want vhost-user-reader || want descriptor-chain || want blk-request; then
+if want vhost-user-reader || want descriptor-chain || want packed-chain || want blk-request; then
     build_module Virtio Sources/Virtio/*.swift
 fi
 if want vhost-user-reader; then
@@ -84,6 +84,9 @@ if want vhost-user-reader; then
 fi
 if want descriptor-chain; then
     build_target descriptor-chain fuzz/Targets/DescriptorChain.swift fuzz/Support/BlkRequestChecks.swift -- -lVirtio
+fi
+if want packed-chain; then
+    build_target packed-chain fuzz/Targets/PackedChain.swift fuzz/Support/BlkRequestChecks.swift -- -lVirtio
 fi
 if want blk-request; then
     build_target blk-request fuzz/Targets/BlkRequest.swift fuzz/Support/BlkRequestChecks.swift -- -lVirtio
