@@ -8,7 +8,9 @@ import Glibc
 /// NEXT flags say now (the guest may rewrite them meanwhile). A one-slot
 /// buffer may be INDIRECT: its table is `len / 16` consecutive descriptors, in
 /// which NEXT and the buffer ID are ignored (§2.8.7; Linux once set NEXT
-/// there) and INDIRECT is refused; INDIRECT in a longer chain is refused.
+/// there). INDIRECT inside a table, and INDIRECT in a chain of more than one
+/// slot, are refused: drivers must not write them (§2.8.7's "Driver
+/// Requirements: Indirect Descriptors"), and the split walker refuses the same.
 /// Every address and length is checked, each buffer is translated fully
 /// through `GuestMemory` (split where it spans regions), device-readable
 /// buffers must precede device-writable ones, and zero-length descriptors are

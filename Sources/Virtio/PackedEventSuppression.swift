@@ -19,6 +19,9 @@ public enum PackedEventSuppression {
     /// (only with VIRTIO_F_RING_EVENT_IDX).
     public static let flagDesc: UInt16 = 2
 
+    /// The flags field's defined bits; the other 14 are reserved.
+    public static let flagsMask: UInt16 = 3
+
     /// Bit 15 of off_wrap: the wrap counter the offset belongs to.
     public static let wrapBit: UInt16 = 1 << 15
 

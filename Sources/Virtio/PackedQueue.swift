@@ -29,7 +29,7 @@ public struct PackedChainHead: Sendable, Equatable {
 /// The device keeps two positions (§2.8.1): the next slot to look at for
 /// available buffers and the next slot to write a used element to. Used
 /// elements go in completion order, each advancing by the slot count of the
-/// buffer it completes (§2.8.21), so buffers may complete out of order.
+/// buffer it completes (§2.8.6, §2.8.12), so buffers may complete out of order.
 ///
 /// `@unchecked Sendable`: the pointers point into guest memory kept mapped by
 /// the session; a queue is driven by exactly one thread (its reactor) at a time.
@@ -112,7 +112,7 @@ public struct PackedQueue: @unchecked Sendable {
     /// Follows NEXT across consecutive slots, wrapping at the ring's end
     /// (§2.8.6); the buffer ID is the last descriptor's. Only the head's
     /// AVAIL/USED bits are checked: the driver makes the head available after
-    /// the rest (§2.8.21), and QEMU reads the rest the same way. A chain
+    /// the rest (§2.8.6), and QEMU reads the rest the same way. A chain
     /// longer than the ring (NEXT on every slot) throws `chainTooLong` and
     /// leaves the queue as it was: nothing can complete it, so treat the queue
     /// as broken. So does a buffer that would put more than `size` slots in
@@ -151,9 +151,10 @@ public struct PackedQueue: @unchecked Sendable {
     /// `slotCount` (the buffer's `PackedChainHead.slotCount`; 0 counts as 1).
     ///
     /// The device writes `id` and `len` into the slot, then its flags with
-    /// AVAIL and USED equal to the used wrap counter (§2.8.1, §2.8.21). The
+    /// AVAIL and USED equal to the used wrap counter (§2.8.1, §2.8.6). The
     /// first element of a batch stays invisible until `publishUsed()` stores
-    /// its flags, so the driver sees the batch at once; later ones are stored
+    /// its flags, so the driver sees the batch at once (as §2.8.9 does for
+    /// multi-buffer requests); later ones are stored
     /// at once (release), which the driver cannot see past the first.
     public mutating func addUsed(id: UInt16, length: UInt32, slotCount: UInt16) {
         let index = nextUsed.index
@@ -192,9 +193,10 @@ public struct PackedQueue: @unchecked Sendable {
     // MARK: Used-buffer notifications (interrupts)
 
     /// Whether to signal the driver for the elements published since the last
-    /// call (§2.8.10, §2.8.23); each call starts a new span.
+    /// call (§2.8.10, §2.8.14); each call starts a new span.
     ///
-    /// Full barrier first, then the driver event suppression area: DISABLE
+    /// Full barrier first, then the driver event suppression area (the 2-bit
+    /// flags field; the reserved bits above are ignored): DISABLE
     /// never signals; DESC with RING_EVENT_IDX signals when the published slots
     /// cover off_wrap (`PackedEventSuppression.needsEvent`); ENABLE, and any
     /// other value (DESC without RING_EVENT_IDX, reserved 3), always signals:
@@ -205,7 +207,7 @@ public struct PackedQueue: @unchecked Sendable {
         unsignalled = 0
         guard published > 0 else { return false }
         let flags = UInt16(littleEndian: Self.atomic16(driverEvent, PackedEventSuppression.flagsOffset)
-            .pointee.load(ordering: .acquiring))
+            .pointee.load(ordering: .acquiring)) & PackedEventSuppression.flagsMask
         switch flags {
         case PackedEventSuppression.flagDisable:
             return false
@@ -223,7 +225,7 @@ public struct PackedQueue: @unchecked Sendable {
 
     /// Asks the driver to kick: with RING_EVENT_IDX, off_wrap = `nextAvail`
     /// then flags = DESC (the driver kicks once it makes that slot available);
-    /// otherwise flags = ENABLE (§2.8.10, §2.8.22). Follow with `hasPendingAfterEnable()`.
+    /// otherwise flags = ENABLE (§2.8.10, §2.8.14). Follow with `hasPendingAfterEnable()`.
     public mutating func enableNotifications() {
         if eventIdx {
             Self.atomic16(deviceEvent, PackedEventSuppression.offWrapOffset).pointee

@@ -296,6 +296,9 @@ import Virtio
         publishOne(drv, &q)
         drv.driverFlags = 3  // reserved
         #expect(notify(&q))
+        publishOne(drv, &q)
+        drv.driverFlags = 0x8000 | Self.ES.flagDisable  // reserved bits set: still DISABLE
+        #expect(!notify(&q))
     }
 
     @Test func shouldNotifyWithEventIdxAcrossTheWrap() throws {
