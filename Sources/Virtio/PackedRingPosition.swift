@@ -37,3 +37,19 @@ public struct PackedRingPosition: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(index)/\(wrap ? 1 : 0)" }
 }
+
+/// The `num` of SET_VRING_BASE / GET_VRING_BASE for a packed ring: bits 0-15
+/// the avail position, bits 16-31 the used position, each in the 16-bit form
+/// of `PackedRingPosition.encoded` (vhost-user spec, "Vring descriptor indices
+/// for packed virtqueues"; QEMU's `virtio_queue_packed_set_last_avail_idx`).
+/// Indices are checked against the queue size by `PackedQueue.init`.
+public enum PackedRingBase {
+    public static func encode(avail: PackedRingPosition, used: PackedRingPosition) -> UInt32 {
+        UInt32(avail.encoded) | UInt32(used.encoded) << 16
+    }
+
+    public static func decode(_ num: UInt32) -> (avail: PackedRingPosition, used: PackedRingPosition) {
+        (PackedRingPosition(encoded: UInt16(truncatingIfNeeded: num)),
+         PackedRingPosition(encoded: UInt16(truncatingIfNeeded: num >> 16)))
+    }
+}

@@ -42,6 +42,10 @@ import Virtio
         #expect(p.encoded == 0x9234)
         #expect(PackedRingPosition(encoded: 0x9234) == p)
         #expect(PackedRingPosition(encoded: 0x0005) == PackedRingPosition(index: 5, wrap: false))
+        let base = PackedRingBase.encode(avail: PackedRingPosition(index: 3, wrap: false), used: PackedRingPosition(index: 7, wrap: true))
+        #expect(base == 0x8007_0003)
+        let decoded = PackedRingBase.decode(0x0002_8005)
+        #expect(decoded.avail == PackedRingPosition(index: 5, wrap: true) && decoded.used == PackedRingPosition(index: 2, wrap: false))
     }
 
     @Test func popAndPushOneBuffer() throws {
