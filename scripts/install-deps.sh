@@ -9,7 +9,9 @@ set -euo pipefail
 # (the package's systemd units are installed and left unused where systemd is not running).
 # prometheus: ExamplesTests evaluates the Grafana dashboard's queries on a real Prometheus scraping the daemon
 # (the test starts its own server on a free port; the packaged service is not used).
-packages=(liburing-dev libjansson-dev pkg-config binutils qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux mount e2fsprogs
+# librbd-dev (the daemon links librbd and librados), ceph-mon, ceph-osd and ceph-common: RBDTests'
+# throw-away cluster (scripts/ceph-test-cluster.sh).
+packages=(liburing-dev libjansson-dev librbd-dev ceph-mon ceph-osd ceph-common pkg-config binutils qemu-system-x86 qemu-utils fio busybox-static cpio xz-utils kmod python3-venv util-linux mount e2fsprogs
           libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients prometheus)
 missing=()
 for p in "${packages[@]}"; do
