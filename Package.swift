@@ -48,6 +48,8 @@ let package = Package(
         .systemLibrary(
             name: "CJansson", pkgConfig: "jansson",
             providers: [.apt(["libjansson-dev"])]),
+        // librbd and librados (Ceph 16): Debian ships no pkg-config file, the module map links them.
+        .systemLibrary(name: "CRBD", providers: [.apt(["librbd-dev"])]),
         .target(name: "CShims", cSettings: gnuSource),
         .target(name: "CBuildInfo", cSettings: [.define("VHOST_BLKD_VERSION", to: "\"\(buildVersion)\"")]),
         // The SIGBUS guard for frontend-shared memory (signal context: C, no logic elsewhere).
@@ -61,7 +63,7 @@ let package = Package(
             cSettings: gnuSource, swiftSettings: dataPath),
         .target(
             name: "BlockIO",
-            dependencies: ["CLiburing", "CShims", "Posix", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CLiburing", "CRBD", "CShims", "Posix", .product(name: "Logging", package: "swift-log")],
             cSettings: gnuSource, swiftSettings: dataPath),
         .target(
             name: "Reactor",

@@ -12,7 +12,7 @@ import Virtio
 /// QoS limiter under its mutex).
 package struct DeviceBackend: @unchecked Sendable {  // control loop, then the queue's reactor
     /// Where the data lives. Each case is served by one file of this module
-    /// (FileBackend, MemoryBackend, NullBackend), and `VirtqueueServer.perform`
+    /// (FileBackend, MemoryBackend, NullBackend, RBDBackend), and `VirtqueueServer.perform`
     /// is the one switch over them: a new backend is a new case, a new file
     /// and a line there.
     package enum Storage {
@@ -22,6 +22,9 @@ package struct DeviceBackend: @unchecked Sendable {  // control loop, then the q
         case memory(MemoryBacking)
         /// Reads and writes complete at once and touch nothing.
         case null
+        /// A Ceph RBD image: librbd's asynchronous API, completions through
+        /// the queue's `RBDCompletionQueue`.
+        case rbd(RBDImage)
         /// No bdev attached: every operation fails (the guest sees IOERR).
         case none
     }

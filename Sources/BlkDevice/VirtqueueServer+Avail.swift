@@ -81,6 +81,7 @@ extension VirtqueueServer {
     }
 
     func engineHasRoom() -> Bool {
+        if case .rbd = backend.storage { return inFlight < RBDBackend.maxInFlight }
         guard let engine = backend.asyncEngine else { return true }
         return reactor.freeSlots(engine) > 0
     }

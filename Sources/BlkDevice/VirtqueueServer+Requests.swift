@@ -109,6 +109,8 @@ extension VirtqueueServer {
             } ?? -ENXIO
         case .null:
             return NullBackend.perform(operation)
+        case .rbd(let image):
+            return startRBD(operation, on: image, slot: slot, data: data, count: count)
         case .none:
             return -ENXIO
         }

@@ -23,6 +23,8 @@ import Virtio
 package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable {  // confined to `reactor` once started
     /// The tag of the kick eventfd's read in the engine (request slots are below the queue size).
     static let kickSlot = UInt32.max
+    /// The tag of the RBD completion eventfd's read (RBDBackend.swift).
+    static let rbdSlot = UInt32.max - 1
 
     package let queueIndex: Int
     package let reactor: Reactor
@@ -83,6 +85,12 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     let unpublishedHeads: UnsafeMutablePointer<UInt16>
     var unpublishedCount = 0
     var polling = HybridPolling()
+    /// Completions of RBD operations, made when the queue first has an RBD
+    /// backend and kept until it stops (RBDBackend.swift).
+    var rbdCompletions: RBDCompletionQueue?
+    /// Whether the read of `rbdCompletions`' eventfd is in the engine.
+    var rbdArmed = false
+    let rbdBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     /// Whether this queue takes part in the reactor's polling now.
     var pollsGuest = true
     /// Interrupt coalescing (`VirtqueueServer+Coalescing.swift`); off unless the controller sets it.
@@ -149,6 +157,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     deinit {
         unpublishedHeads.deallocate()
         kickBuffer.deallocate()
+        rbdBuffer.deallocate()
     }
 
     /// A copy of the counters with the current in-flight count (reactor thread).
@@ -245,6 +254,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         } else {
             memoryBacking = nil
         }
+        if case .rbd = backend.storage { adoptRBD() }
     }
 
     /// Stops popping, lets every in-flight request complete, publishes, then calls
@@ -269,6 +279,11 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
 
     func finishStopIfIdle() {
         guard stopping, inFlight == 0, !kickArmed, let done = onStopped else { return }
+        if rbdArmed {
+            // The last RBD completion came in: take the eventfd's read out of the engine first.
+            reactor.cancelRead(task: taskID, slot: Self.rbdSlot)
+            return
+        }
         onStopped = nil
         publishAndNotify()
         closeCoalescing()
@@ -313,6 +328,10 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
             processAvail()
             return
         }
+        if slot == Self.rbdSlot {
+            rbdCompletionsReady(result)
+            return
+        }
         guard slots.isSlot(slot) else { return }
         operationFinished(slot: slot, result: result)
     }
@@ -321,6 +340,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         reactor.preconditionOnReactor()
         completionClockStale = true
         if !kickArmed && !stopping { armKick() }
+        if !rbdArmed && rbdCompletions != nil && (!stopping || inFlight > 0) { armRBD() }
         publishAndNotify()
         if blocked && !stopping {
             blocked = false

@@ -1,0 +1,85 @@
+import CRBD
+import Glibc
+import Synchronization
+
+/// A connection to a Ceph cluster (librados' `rados_t`): what
+/// `bdev_rbd_register_cluster` names, or a bdev's own when it names none
+/// (SPDK's module/bdev/rbd). librados handles are thread-safe; `connect`,
+/// `openImage` and `shutdown` block on the network and run off the control
+/// loop (StorageCalls).
+///
+/// `@unchecked Sendable`: the handle is used through librados, which locks
+/// internally; `shutdown` happens once (the atomic).
+public final class RBDCluster: @unchecked Sendable {
+    /// Seconds `connect` and monitor commands wait for an unreachable
+    /// cluster unless the configuration says otherwise (Ceph's
+    /// `client_mount_timeout` is 300 s; `rados_mon_op_timeout` 0 is forever).
+    public static let defaultTimeoutSeconds = 10
+
+    private let handle: rados_t
+    private let isShutDown = Atomic<Bool>(false)
+
+    private init(handle: rados_t) { self.handle = handle }
+
+    /// Creates, configures and connects a handle: the daemon's timeouts
+    /// first, then `configFile` (nil: Ceph's default search, unless
+    /// `configParams` are given, as SPDK does), then `keyFile` and
+    /// `configParams` (rados_conf_set each). Blocks up to the mount timeout.
+    public static func connect(
+        userID: String?, configParams: [(String, String)], configFile: String?, keyFile: String?
+    ) throws(BdevOpenError) -> RBDCluster {
+        var raw: rados_t?
+        var rc = rados_create(&raw, userID ?? "admin")
+        guard rc == 0, let raw else { throw failure(rc, "rados_create") }
+        let cluster = RBDCluster(handle: raw)
+        let timeout = String(defaultTimeoutSeconds)
+        for (key, value) in [("client_mount_timeout", timeout), ("rados_mon_op_timeout", timeout)] {
+            _ = rados_conf_set(raw, key, value)
+        }
+        if let configFile {
+            rc = rados_conf_read_file(raw, configFile)
+            guard rc == 0 else { throw failure(rc, "cannot read config file \(configFile)") }
+        } else if configParams.isEmpty {
+            rc = rados_conf_read_file(raw, nil)
+            guard rc == 0 else { throw failure(rc, "cannot read Ceph's default config file") }
+        }
+        if let keyFile {
+            rc = rados_conf_set(raw, "keyring", keyFile)
+            guard rc == 0 else { throw failure(rc, "cannot set keyring \(keyFile)") }
+        }
+        for (key, value) in configParams {
+            rc = rados_conf_set(raw, key, value)
+            guard rc == 0 else { throw failure(rc, "cannot set config option \(key)=\(value)") }
+        }
+        rc = rados_connect(raw)
+        guard rc == 0 else { throw failure(rc, "cannot connect to the Ceph cluster") }
+        return cluster
+    }
+
+    /// Opens `pool`/`image` (read-only: no exclusive lock, no writes).
+    public func openImage(pool: String, image: String, readOnly: Bool) throws(BdevOpenError) -> RBDImage {
+        var ioctx: rados_ioctx_t?
+        var rc = rados_ioctx_create(handle, pool, &ioctx)
+        guard rc == 0, let ioctx else { throw Self.failure(rc, "cannot open pool \(pool)") }
+        var opened: rbd_image_t?
+        rc = readOnly ? rbd_open_read_only(ioctx, image, &opened, nil) : rbd_open(ioctx, image, &opened, nil)
+        guard rc == 0, let opened else {
+            rados_ioctx_destroy(ioctx)
+            throw Self.failure(rc, "cannot open image \(pool)/\(image)")
+        }
+        return RBDImage(cluster: self, ioctx: ioctx, image: opened)
+    }
+
+    /// Disconnects (once); every image must be closed first.
+    public func shutdown() {
+        guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        rados_shutdown(handle)
+    }
+
+    deinit { shutdown() }
+
+    static func failure(_ rc: Int32, _ what: String) -> BdevOpenError {
+        let errno = rc < 0 ? -rc : EIO
+        return BdevOpenError(errno: errno, message: "\(what): \(String(cString: strerror(errno)))")
+    }
+}
