@@ -9,7 +9,7 @@ import Reactor
 /// Owned by the control plane; queues see it only through `DeviceBackend`.
 final class Bdev {
     enum Driver: String {
-        case uring, aio, malloc, null
+        case uring, aio, malloc, null, rbd
 
         /// SPDK's `product_name` for `bdev_get_bdevs`.
         var productName: String {
@@ -18,6 +18,7 @@ final class Bdev {
             case .aio: return "AIO disk"
             case .malloc: return "Malloc disk"
             case .null: return "Null disk"
+            case .rbd: return "Ceph Rbd Disk"
             }
         }
     }
@@ -26,6 +27,7 @@ final class Bdev {
         case file(FileBacking)
         case memory(MemoryBacking)
         case null
+        case rbd(RBDVolume)
     }
 
     let name: String
@@ -88,6 +90,8 @@ final class Bdev {
             storage = .memory(memory)
         case .null:
             storage = .null
+        case .rbd(let volume):
+            storage = .rbd(volume.image)
         }
         var backend = DeviceBackend(
             storage: storage, capacitySectors: sizeBytes / 512, readOnly: readOnly || controllerReadOnly,
@@ -102,6 +106,7 @@ final class Bdev {
         case .file(let file): file.close()
         case .memory(let memory): memory.release()
         case .null: break
+        case .rbd(let volume): volume.close()
         }
     }
 

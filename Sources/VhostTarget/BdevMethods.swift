@@ -130,7 +130,7 @@ extension VhostTarget {
 
     // MARK: Helpers
 
-    private func checkNewBdevName(_ name: String) throws(RPCError) {
+    func checkNewBdevName(_ name: String) throws(RPCError) {
         guard !name.isEmpty, name.utf8.count <= 255, !name.contains("/") else {
             throw RPCError(code: -Int(EINVAL), message: "Invalid bdev name '\(name)'")
         }
@@ -149,13 +149,13 @@ extension VhostTarget {
         return size
     }
 
-    private func nextName(prefix: String) -> String {
+    func nextName(prefix: String) -> String {
         var i = 0
         while bdevs["\(prefix)\(i)"] != nil { i += 1 }
         return "\(prefix)\(i)"
     }
 
-    private func add(_ bdev: Bdev) {
+    func add(_ bdev: Bdev) {
         bdevs[bdev.name] = bdev
         bdevOrder.append(bdev.name)
     }
@@ -177,6 +177,8 @@ extension VhostTarget {
             driverSpecific[bdev.driver.rawValue] = .object(info)
         case .memory, .null:
             break
+        case .rbd(let volume):
+            driverSpecific["rbd"] = volume.json
         }
         let ioTypes: JSONObject = [
             "read": true, "write": .bool(!bdev.readOnly), "unmap": .bool(bdev.driver != .null),

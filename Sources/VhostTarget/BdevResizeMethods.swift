@@ -81,6 +81,8 @@ extension VhostTarget {
             let slot: StorageCalls.Slot?
             if case .file(let file) = bdev.backing {
                 slot = try storageCalls.reserve(for: "resize of \(file.path)")
+            } else if case .rbd(let volume) = bdev.backing {
+                slot = try storageCalls.reserve(for: "resize of rbd image \(volume.pool)/\(volume.imageName)")
             } else {
                 slot = nil
             }
@@ -101,7 +103,7 @@ extension VhostTarget {
 
     /// A second resize while one is under way would race it (a shrink waiting
     /// for its drain would cut the file under a grow).
-    private func refuseWhileBusy(_ bdev: Bdev) throws(RPCError) {
+    func refuseWhileBusy(_ bdev: Bdev) throws(RPCError) {
         if let operation = bdev.operation {
             throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(bdev.name) is \(operation); retry when that call has answered")
         }
@@ -145,13 +147,27 @@ extension VhostTarget {
             }
         case .null:
             done(.success(()))
+        case .rbd(let volume):
+            let image = volume.image
+            do throws(RPCError) {
+                try storageCalls.run("resize of rbd image \(volume.pool)/\(volume.imageName)", in: slot, { () -> Result<Void, RPCError> in
+                    do throws(BdevOpenError) {
+                        try image.resize(to: bytes)
+                        return .success(())
+                    } catch {
+                        return .failure(RPCError(opening: error))
+                    }
+                }, then: done)
+            } catch {
+                done(.failure(error))
+            }
         }
     }
 
     /// Records the new size and hands it to the controller using `bdev`, whose
     /// guest is told; then `done` runs, with `waitForPreviousRequests` once
     /// requests dispatched at the old size completed (a shrink).
-    private func setSize(of bdev: Bdev, numBlocks: UInt64, waitForPreviousRequests: Bool, then done: @escaping () -> Void) {
+    func setSize(of bdev: Bdev, numBlocks: UInt64, waitForPreviousRequests: Bool, then done: @escaping () -> Void) {
         let old = bdev.numBlocks
         bdev.numBlocks = numBlocks
         logger.info("bdev resized", metadata: [

@@ -33,7 +33,10 @@ extension VhostTarget {
     /// The calls that rebuild the current state: bdev creates with their
     /// current sizes, then controller creates (SPDK's `save_config` shape).
     func currentConfig() -> SavedConfig {
-        let bdevEntries = bdevOrder.compactMap { bdevs[$0] }.flatMap { [createEntry($0)] + Self.qosConfigEntries($0) + Self.errorPolicyConfigEntries($0) }
+        let clusterEntries = rbdClusters.all.map {
+            SavedConfig.Entry(method: BdevRbdRegisterClusterParams.method, params: $0.params.json)
+        }
+        let bdevEntries = clusterEntries + bdevOrder.compactMap { bdevs[$0] }.flatMap { [createEntry($0)] + Self.qosConfigEntries($0) + Self.errorPolicyConfigEntries($0) }
         let controllerEntries = controllerOrder.compactMap { controllers[$0] }.flatMap {
             [createEntry($0)] + Self.coalescingConfigEntries($0)
         }
@@ -56,6 +59,11 @@ extension VhostTarget {
             } else {
                 method = BdevUringCreateParams.method
             }
+        case .rbd(let volume):
+            return SavedConfig.Entry(method: BdevRbdCreateParams.method, params: BdevRbdCreateParams(
+                poolName: volume.pool, rbdName: volume.imageName, blockSize: bdev.blockSize, name: bdev.name,
+                userID: volume.userID, config: volume.config, clusterName: volume.cluster?.name, uuid: bdev.uuid,
+                readOnly: bdev.readOnly).json)
         case .memory, .null:
             method = bdev.driver == .null ? BdevNullCreateParams.method : BdevMallocCreateParams.method
             params["num_blocks"] = .int(Int64(clamping: bdev.numBlocks))

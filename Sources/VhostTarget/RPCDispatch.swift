@@ -51,7 +51,7 @@ extension VhostTarget {
     /// Every served method, in the order `rpc_get_methods` lists them (the
     /// order of `VhostBlkMethods.paramTypes`).
     static let methods: [RPCMethod] =
-        bdevRPCMethods + statsRPCMethods + qosRPCMethods + errorPolicyRPCMethods + vhostRPCMethods + coalescingRPCMethods
+        bdevRPCMethods + rbdRPCMethods + statsRPCMethods + qosRPCMethods + errorPolicyRPCMethods + vhostRPCMethods + coalescingRPCMethods
         + frameworkRPCMethods + logRPCMethods
 
     static let methodTable: [String: RPCMethod] = Dictionary(

@@ -43,6 +43,8 @@ public final class VhostTarget: @unchecked Sendable {  // state confined to the 
     var retryingFailedConfig = false
     /// File bdevs whose open has not come back: their names are taken.
     var bdevsBeingOpened: Set<String> = []
+    /// `bdev_rbd_register_cluster`'s clusters (RBDMethods.swift), and names being connected.
+    var rbdClusters = RBDClusterRegistry()
     /// Why the thread-pool engine serves every bdev, when it does.
     private(set) var threadPoolReason: String?
     /// Every listener's accept(2) failures (a descriptor held in reserve).

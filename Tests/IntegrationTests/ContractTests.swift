@@ -118,8 +118,10 @@ struct ContractTests {
             if case .example(let id) = step { return id }
             return nil
         }
-        #expect(Set(planned) == Set(contract.allExamples),
-                "unplanned: \(Set(contract.allExamples).subtracting(planned)); planned but not documented: \(Set(planned).subtracting(contract.allExamples))")
+        // The rbd methods' examples need a Ceph cluster: RBDTests.documentedExamplesSucceed runs them.
+        let documented = Set(contract.allExamples.filter { !RBDTests.contractMethods.contains($0.method) })
+        #expect(Set(planned) == documented,
+                "unplanned: \(documented.subtracting(planned)); planned but not documented: \(Set(planned).subtracting(documented))")
         #expect(planned.count == Set(planned).count, "an example is planned twice")
 
         for step in ExamplePlan.steps {

@@ -113,7 +113,7 @@ private func rejection<P: RPCMethodParams>(_ type: P.Type, _ params: JSON) -> RP
     }
 
     @Test func methodListIsComplete() {
-        #expect(VhostBlkMethods.all.count == 38)
+        #expect(VhostBlkMethods.all.count == 44)
         #expect(Set(VhostBlkMethods.all).count == VhostBlkMethods.all.count)
         #expect(VhostBlkMethods.paramType(for: "bdev_null_create") == BdevNullCreateParams.self)
         #expect(VhostBlkMethods.paramType(for: "nope") == nil)

@@ -1,0 +1,207 @@
+import BlockIO
+import Glibc
+import JSONRPC
+import VhostBlkAPI
+
+/// bdev_rbd_* methods (SPDK's names, parameters and results: SPDK JSON-RPC,
+/// "bdev_rbd_register_cluster" ... "bdev_rbd_resize"; docs/OPERATIONS.md,
+/// "Ceph RBD volumes"). Connecting, opening, resizing and closing block on
+/// the cluster: they run off the control loop (`StorageCalls`), bounded by
+/// librados' timeouts (`RBDCluster.defaultTimeoutSeconds`).
+extension VhostTarget {
+    func bdevRbdRegisterCluster(_ p: BdevRbdRegisterClusterParams, _ reply: @escaping RPCReply) throws(RPCError) {
+        guard !p.name.isEmpty, p.name.utf8.count <= 255 else {
+            throw RPCError(code: -Int(EINVAL), message: "Invalid cluster name '\(p.name)'")
+        }
+        if rbdClusters[p.name] != nil || rbdClusters.connecting.contains(p.name) {
+            throw RPCError(code: -Int(EEXIST), message: "\(RPCError.errorText(EEXIST)): cluster \(p.name)")
+        }
+        try storageCalls.run("connect to Ceph cluster \(p.name)", { () -> Result<RBDCluster, RPCError> in
+            do throws(BdevOpenError) {
+                return .success(try RBDCluster.connect(
+                    userID: p.userID, configParams: p.configParam?.pairs ?? [], configFile: p.configFile, keyFile: p.keyFile))
+            } catch {
+                return .failure(RPCError(opening: error))
+            }
+        }, then: { [unowned self] result in
+            rbdClusters.connecting.remove(p.name)
+            switch result {
+            case .failure(let error):
+                reply(.failure(error))
+            case .success(let cluster):
+                rbdClusters.add(.init(params: p, cluster: cluster))
+                logger.info("rbd cluster registered", metadata: ["cluster": "\(p.name)"])
+                reply(.success(.string(p.name)))
+            }
+        })
+        rbdClusters.connecting.insert(p.name)
+    }
+
+    func bdevRbdUnregisterCluster(_ p: BdevRbdUnregisterClusterParams) throws(RPCError) -> JSON {
+        guard rbdClusters[p.name] != nil else {
+            throw RPCError(code: -Int(ENOENT), message: "\(RPCError.errorText(ENOENT)): cluster \(p.name)")
+        }
+        let users = bdevs.values.compactMap { bdev -> String? in
+            guard case .rbd(let volume) = bdev.backing, volume.cluster?.name == p.name else { return nil }
+            return bdev.name
+        } + rbdClusters.creating.filter { $0.value == p.name }.map(\.key)
+        if let user = users.sorted().first {
+            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): cluster \(p.name) is used by bdev \(user)")
+        }
+        guard let entry = rbdClusters.remove(p.name) else { throw .errno(ENOENT) }
+        let cluster = entry.cluster
+        do {
+            try storageCalls.run("disconnect from Ceph cluster \(p.name)", { cluster.shutdown() }, then: { _ in })
+        } catch {
+            cluster.shutdown()  // no thread to be had
+        }
+        logger.info("rbd cluster unregistered", metadata: ["cluster": "\(p.name)"])
+        return .bool(true)
+    }
+
+    func bdevRbdGetClustersInfo(_ p: BdevRbdGetClustersInfoParams) throws(RPCError) -> JSON {
+        if let name = p.name {
+            guard let entry = rbdClusters[name] else {
+                throw RPCError(code: -Int(ENOENT), message: "\(RPCError.errorText(ENOENT)): cluster \(name)")
+            }
+            return .object(RBDClusterRegistry.describe(entry.params))
+        }
+        return .array(rbdClusters.all.map { .object(RBDClusterRegistry.describe($0.params)) })
+    }
+
+    func bdevRbdCreate(_ p: BdevRbdCreateParams, _ reply: @escaping RPCReply) throws(RPCError) {
+        let name = p.name ?? nextName(prefix: "Ceph")
+        try checkNewBdevName(name)
+        guard p.blockSize >= 512, p.blockSize <= 65536, p.blockSize & (p.blockSize - 1) == 0 else {
+            throw RPCError(code: -Int(EINVAL), message: "Invalid block size \(p.blockSize): must be a power of two from 512 to 65536")
+        }
+        guard !p.poolName.isEmpty, !p.rbdName.isEmpty else {
+            throw RPCError(code: -Int(EINVAL), message: "pool_name and rbd_name must not be empty")
+        }
+        var registered: RBDClusterRegistry.Entry?
+        if let clusterName = p.clusterName {
+            guard let entry = rbdClusters[clusterName] else {
+                throw RPCError(code: -Int(ENOENT), message: "\(RPCError.errorText(ENOENT)): cluster \(clusterName) is not registered")
+            }
+            registered = entry
+        }
+        let shared = registered?.cluster
+        try storageCalls.run("open of rbd image \(p.poolName)/\(p.rbdName)", { () -> Result<OpenedRBD, RPCError> in
+            do throws(BdevOpenError) {
+                let own = shared == nil
+                    ? try RBDCluster.connect(userID: p.userID, configParams: p.config?.pairs ?? [], configFile: nil, keyFile: nil)
+                    : nil
+                guard let cluster = shared ?? own else { return .failure(.errno(EINVAL)) }
+                do throws(BdevOpenError) {
+                    let image = try cluster.openImage(pool: p.poolName, image: p.rbdName, readOnly: p.readOnly)
+                    do throws(BdevOpenError) {
+                        return .success(OpenedRBD(image: image, size: try image.size(), ownCluster: own))
+                    } catch {
+                        image.close()
+                        throw error
+                    }
+                } catch {
+                    own?.shutdown()
+                    throw error
+                }
+            } catch {
+                return .failure(RPCError(opening: error))
+            }
+        }, then: { [unowned self] result in
+            bdevsBeingOpened.remove(name)
+            rbdClusters.creating.removeValue(forKey: name)
+            switch result {
+            case .failure(let error):
+                reply(.failure(error))
+            case .success(let opened):
+                let volume = RBDVolume(image: opened.image, pool: p.poolName, imageName: p.rbdName, cluster: registered?.params,
+                                       userID: p.userID, config: p.config, ownCluster: opened.ownCluster)
+                add(Bdev(name: name, driver: .rbd, uuid: p.uuid, blockSize: p.blockSize,
+                         numBlocks: opened.size / UInt64(p.blockSize), backing: .rbd(volume), readOnly: p.readOnly))
+                logger.info("bdev created", metadata: [
+                    "bdev.name": "\(name)", "driver": "rbd", "image": "\(p.poolName)/\(p.rbdName)",
+                    "cluster": "\(p.clusterName ?? "(own)")", "size": "\(opened.size)",
+                ])
+                reply(.success(.string(name)))
+            }
+        })
+        bdevsBeingOpened.insert(name)
+        if let clusterName = p.clusterName { rbdClusters.creating[name] = clusterName }
+    }
+
+    /// Refused while a controller uses the bdev; answers once the image is closed.
+    func bdevRbdDelete(_ p: BdevRbdDeleteParams, _ reply: @escaping RPCReply) throws(RPCError) {
+        guard let bdev = bdevs[p.name], bdev.driver == .rbd, case .rbd(let volume) = bdev.backing else { throw .errno(ENODEV) }
+        if let owner = bdev.claimedBy {
+            throw RPCError(code: -Int(EBUSY), message: "\(RPCError.errorText(EBUSY)): bdev \(p.name) is used by controller \(owner.name)")
+        }
+        try refuseWhileBusy(bdev)
+        let slot = try storageCalls.reserve(for: "close of rbd image \(volume.pool)/\(volume.imageName)")
+        bdevs.removeValue(forKey: p.name)
+        bdevOrder.removeAll { $0 == p.name }
+        logger.info("bdev deleted", metadata: ["bdev.name": "\(p.name)"])
+        let image = volume.image
+        try storageCalls.run("close of rbd image \(volume.pool)/\(volume.imageName)", in: slot, { image.close() },
+                             then: { _ in
+                                 volume.close()  // the bdev's own connection, if any (the image is closed already)
+                                 reply(.success(.bool(true)))
+                             })
+    }
+
+    /// Grows the image (SPDK refuses to shrink it), then tells the guest.
+    func bdevRbdResize(_ p: BdevRbdResizeParams, _ reply: @escaping RPCReply) throws(RPCError) {
+        guard let bdev = bdevs[p.name], bdev.driver == .rbd, case .rbd(let volume) = bdev.backing else { throw .errno(ENODEV) }
+        try refuseWhileBusy(bdev)
+        let (bytes, overflow) = p.newSizeMiB.multipliedReportingOverflow(by: 1 << 20)
+        guard p.newSizeMiB > 0, !overflow, bytes <= 1 << 50 else {
+            throw RPCError(code: -Int(EINVAL), message: "Invalid size \(p.newSizeMiB) MiB")
+        }
+        guard bytes >= bdev.sizeBytes else {
+            throw RPCError(code: -Int(EINVAL), message: "The new size of rbd bdev \(p.name) must not be smaller than its current size")
+        }
+        if bdev.readOnly { throw RPCError(code: -Int(EROFS), message: "bdev \(p.name) is read-only") }
+        let image = volume.image
+        try storageCalls.run("resize of rbd image \(volume.pool)/\(volume.imageName)", { () -> Result<Void, RPCError> in
+            do throws(BdevOpenError) {
+                try image.resize(to: bytes)
+                return .success(())
+            } catch {
+                return .failure(RPCError(opening: error))
+            }
+        }, then: { [unowned self] result in
+            guard case .success = result else {
+                bdev.operation = nil
+                return reply(result.map { .bool(true) })
+            }
+            setSize(of: bdev, numBlocks: bytes / UInt64(bdev.blockSize), waitForPreviousRequests: false) {
+                bdev.operation = nil
+                reply(.success(.bool(true)))
+            }
+        })
+        bdev.operation = "being resized"
+    }
+}
+
+/// An image opened off the control loop, with its size and the bdev's own connection.
+struct OpenedRBD: Sendable {
+    let image: RBDImage
+    let size: UInt64
+    let ownCluster: RBDCluster?
+}
+
+extension VhostTarget {
+    static let rbdRPCMethods: [RPCMethod] = [
+        .deferred(BdevRbdRegisterClusterParams.self, .bdev, mutatesConfig: true) { t, p, reply throws(RPCError) in
+            try t.bdevRbdRegisterCluster(p, reply)
+        },
+        .immediate(BdevRbdUnregisterClusterParams.self, .bdev, mutatesConfig: true) { t, p throws(RPCError) in
+            try t.bdevRbdUnregisterCluster(p)
+        },
+        .immediate(BdevRbdGetClustersInfoParams.self, .bdev, mutatesConfig: false) { t, p throws(RPCError) in
+            try t.bdevRbdGetClustersInfo(p)
+        },
+        .deferred(BdevRbdCreateParams.self, .bdev, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.bdevRbdCreate(p, reply) },
+        .deferred(BdevRbdDeleteParams.self, .bdev, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.bdevRbdDelete(p, reply) },
+        .deferred(BdevRbdResizeParams.self, .bdev, mutatesConfig: true) { t, p, reply throws(RPCError) in try t.bdevRbdResize(p, reply) },
+    ]
+}

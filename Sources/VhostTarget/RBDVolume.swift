@@ -1,0 +1,48 @@
+import BlockIO
+import JSONRPC
+import VhostBlkAPI
+
+/// What an rbd bdev holds: its open image and how it was reached, for
+/// `bdev_get_bdevs` and `save_config` (SPDK's bdev_rbd_dump_info_json and
+/// bdev_rbd_write_config_json).
+final class RBDVolume {
+    let image: RBDImage
+    let pool: String
+    let imageName: String
+    /// The registered cluster it uses, with that cluster's parameters; nil
+    /// when the bdev has a connection of its own (`user_id`, `config`).
+    let cluster: BdevRbdRegisterClusterParams?
+    let userID: String?
+    let config: RBDConfigOptions?
+    /// The bdev's own connection, shut down with it.
+    private let ownCluster: RBDCluster?
+
+    init(image: RBDImage, pool: String, imageName: String, cluster: BdevRbdRegisterClusterParams?,
+         userID: String?, config: RBDConfigOptions?, ownCluster: RBDCluster?) {
+        self.image = image
+        self.pool = pool
+        self.imageName = imageName
+        self.cluster = cluster
+        self.userID = userID
+        self.config = config
+        self.ownCluster = ownCluster
+    }
+
+    /// Closes the image, then the bdev's own connection (blocks on the cluster: off the control loop).
+    func close() {
+        image.close()
+        ownCluster?.shutdown()
+    }
+
+    /// `driver_specific.rbd` of `bdev_get_bdevs`, in SPDK's shape.
+    var json: JSON {
+        var info: JSONObject = ["pool_name": .string(pool), "rbd_name": .string(imageName)]
+        if let cluster {
+            for (key, value) in RBDClusterRegistry.describe(cluster) { info[key] = value }
+        } else {
+            if let userID { info["user_id"] = .string(userID) }
+            if let config { info["config"] = config.json }
+        }
+        return .object(info)
+    }
+}
