@@ -5,7 +5,7 @@
 #
 # The binaries are release builds with the Swift standard library and Foundation
 # linked in (--static-swift-stdlib): the package needs no Swift toolchain, only
-# the C libraries its Depends names (found from the binaries with ldd and
+# the C libraries its Depends names (found from the binaries' NEEDED entries, ldd and
 # dpkg -S). VERSION is scripts/version.sh's (from `git describe`), compiled into
 # `--version` and spdk_get_version.
 #
@@ -76,9 +76,14 @@ gzip -9n <README.md >"$root/usr/share/doc/vhost-blkd/README.md.gz"
 gzip -9n <docs/OPERATIONS.md >"$root/usr/share/doc/vhost-blkd/OPERATIONS.md.gz"
 find "$root/usr/share" -type f -exec chmod 0644 {} +
 
-# Depends: the package of every shared library the binaries load (the Swift
-# ones are linked in), libc6 at least as new as the newest glibc symbol used.
-libraries=$(ldd "$root/usr/sbin/vhost-blkd" "$root/usr/bin/vhost-blkctl" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u)
+# Depends: the package of every shared library the binaries link directly
+# (their NEEDED entries; the Swift ones are linked in, and librbd1/librados2
+# bring their own dependencies), libc6 at least as new as the newest glibc
+# symbol used.
+needed=$(objdump -p "$root/usr/sbin/vhost-blkd" "$root/usr/bin/vhost-blkctl" | awk '$1 == "NEEDED" { print $2 }' | sort -u)
+libraries=$(ldd "$root/usr/sbin/vhost-blkd" "$root/usr/bin/vhost-blkctl" | awk -v needed="$needed" '
+    BEGIN { n = split(needed, list, "\n"); for (i = 1; i <= n; i++) want[list[i]] = 1 }
+    $2 == "=>" && $3 ~ /^\// && ($1 in want) { print $3 }' | sort -u)
 packages=()
 for library in $libraries; do
     owner=""

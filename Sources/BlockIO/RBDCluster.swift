@@ -22,9 +22,9 @@ public final class RBDCluster: @unchecked Sendable {
     private init(handle: rados_t) { self.handle = handle }
 
     /// Creates, configures and connects a handle: the daemon's timeouts
-    /// first, then `configFile` (nil: Ceph's default search, unless
-    /// `configParams` are given, as SPDK does), then `keyFile` and
-    /// `configParams` (rados_conf_set each). Blocks up to the mount timeout.
+    /// first, then `configFile` (nil: Ceph's default search, if any), then
+    /// `keyFile` and `configParams` (rados_conf_set each), as SPDK's
+    /// rbd_register_cluster does. Blocks up to the mount timeout.
     public static func connect(
         userID: String?, configParams: [(String, String)], configFile: String?, keyFile: String?
     ) throws(BdevOpenError) -> RBDCluster {
@@ -36,13 +36,9 @@ public final class RBDCluster: @unchecked Sendable {
         for (key, value) in [("client_mount_timeout", timeout), ("rados_mon_op_timeout", timeout)] {
             _ = rados_conf_set(raw, key, value)
         }
-        if let configFile {
-            rc = rados_conf_read_file(raw, configFile)
-            guard rc == 0 else { throw failure(rc, "cannot read config file \(configFile)") }
-        } else if configParams.isEmpty {
-            rc = rados_conf_read_file(raw, nil)
-            guard rc == 0 else { throw failure(rc, "cannot read Ceph's default config file") }
-        }
+        // As SPDK: the default search (CEPH_CONF, /etc/ceph/ceph.conf...) when no file is named, and then no file is fine.
+        rc = rados_conf_read_file(raw, configFile)
+        if let configFile, rc != 0 { throw failure(rc, "cannot read config file \(configFile)") }
         if let keyFile {
             rc = rados_conf_set(raw, "keyring", keyFile)
             guard rc == 0 else { throw failure(rc, "cannot set keyring \(keyFile)") }

@@ -38,7 +38,8 @@ final class RBDVolume {
     var json: JSON {
         var info: JSONObject = ["pool_name": .string(pool), "rbd_name": .string(imageName)]
         if let cluster {
-            for (key, value) in RBDClusterRegistry.describe(cluster) { info[key] = value }
+            // SPDK's bdev_rbd_cluster_dump_entry: the cluster's parameters but its core mask.
+            for (key, value) in RBDClusterRegistry.describe(cluster) where key != "core_mask" { info[key] = value }
         } else {
             if let userID { info["user_id"] = .string(userID) }
             if let config { info["config"] = config.json }

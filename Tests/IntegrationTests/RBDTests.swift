@@ -238,6 +238,48 @@ struct RBDTests {
         }
     }
 
+    /// `--persist` writes the cluster before its bdevs; a daemon killed with
+    /// SIGKILL comes back from the file with both, and the flushed data.
+    @Test func clustersAndBdevsSurviveACrash() throws {
+        let cluster = try CephTestCluster.required()
+        try cluster.rbd("create", "--size", "8", "rbd/persist")
+        defer { _ = try? cluster.rbd("rm", "rbd/persist") }
+        let folder = PersistentDaemonFolder()
+        defer { folder.remove() }
+        var daemon = try folder.start()
+        defer { daemon.stop() }
+        try daemon.call("bdev_rbd_register_cluster", [
+            "name": "p1", "config_file": .string(cluster.configPath), "config_param": ["rados_osd_op_timeout": "0"],
+        ])
+        try daemon.call("bdev_rbd_create", ["pool_name": "rbd", "rbd_name": "persist", "block_size": 512, "cluster_name": "p1",
+                                            "name": "P0", "uuid": "11111111-2222-3333-4444-555555555555"])
+        try D.createController(daemon, "vhost.p", bdev: "P0")
+        let config = try String(contentsOfFile: folder.directory.appendingPathComponent("config.json").path, encoding: .utf8)
+        let register = try #require(config.range(of: "bdev_rbd_register_cluster"))
+        let create = try #require(config.range(of: "bdev_rbd_create"))
+        #expect(register.lowerBound < create.lowerBound)
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        do {
+            let f = try D.attach(daemon, "vhost.p", memory: memory)
+            defer { f.close() }
+            #expect(try f.write(sector: 100, data: D.pattern(4096, seed: 9)).status == BlkWire.statusOK)
+            #expect(try f.flush().status == BlkWire.statusOK)
+            daemon.crash()
+        }
+        daemon = try folder.start()
+        try D.withLogOnError(daemon) { () throws in
+            let info = try daemon.call("bdev_rbd_get_clusters_info", ["name": "p1"])
+            #expect(info["config_param"]?["rados_osd_op_timeout"] == .string("0"))
+            let bdev = try daemon.call("bdev_get_bdevs", ["name": "P0"]).arrayValue?.first
+            #expect(bdev?["uuid"] == .string("11111111-2222-3333-4444-555555555555"))
+            #expect(bdev?["driver_specific"]?["rbd"]?["cluster_name"] == .string("p1"))
+            let f = try D.attach(daemon, "vhost.p", memory: memory)
+            defer { f.close() }
+            #expect(try f.read(sector: 100, count: 8).data == D.pattern(4096, seed: 9))
+        }
+    }
+
     /// SPDK's own client drives every rbd method.
     @Test(.enabled(if: SPDKClient.isEnabled, SPDKClient.skipComment))
     func spdkRPCDrivesEveryMethod() throws {
