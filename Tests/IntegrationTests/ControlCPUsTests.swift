@@ -48,7 +48,15 @@ struct ControlCPUsTests {
         let (reactor, rest, _) = try Self.layout()
         let daemon = try DaemonProcess(cpumask: CPUSet([reactor]).hexMask, extraArguments: ["--engine", "thread-pool"])
         defer { daemon.stop(); daemon.cleanUp() }
-        let threads = Self.threads(daemon.pid)
+        // Each new thread names and pins itself once it runs (PosixThread.start),
+        // which a loaded machine may delay past the daemon's readiness: wait
+        // (bounded) until the four workers carry their names.
+        var threads = Self.threads(daemon.pid)
+        let deadline = Date().addingTimeInterval(10)
+        while threads.filter({ $0.name.hasPrefix("vb-pool-") }).count < 4 && Date() < deadline {
+            usleep(20_000)
+            threads = Self.threads(daemon.pid)
+        }
         let reactors = threads.filter { $0.name.hasPrefix("reactor_") }
         let others = threads.filter { !$0.name.hasPrefix("reactor_") }
         #expect(reactors.count == 1 && reactors.allSatisfy { $0.cpus == "\(reactor)" }, "\(threads)")
