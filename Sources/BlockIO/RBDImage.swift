@@ -19,7 +19,20 @@ public final class RBDImage: @unchecked Sendable {
     public let cluster: RBDCluster
     private let ioctx: rados_ioctx_t
     private let image: rbd_image_t
-    private let closed = Atomic<Bool>(false)
+    /// Blocking calls under way (`size`, `resize`) and whether `close`
+    /// began: `close` waits for the calls, and none starts after it.
+    private let state = Mutex<State>(State())
+    private struct State {
+        var calls = 0
+        var closing = false
+        var watch: (handle: UInt64, context: Unmanaged<UpdateWatch>)?
+    }
+
+    /// What `rbd_update_watch`'s callback calls (a librbd thread).
+    private final class UpdateWatch: Sendable {
+        let notify: @Sendable () -> Void
+        init(_ notify: @escaping @Sendable () -> Void) { self.notify = notify }
+    }
 
     init(cluster: RBDCluster, ioctx: rados_ioctx_t, image: rbd_image_t) {
         self.cluster = cluster
@@ -27,18 +40,64 @@ public final class RBDImage: @unchecked Sendable {
         self.image = image
     }
 
-    /// The image's size in bytes now.
+    /// Runs a blocking librbd call unless `close` began (then EBADF).
+    private func call<T>(_ what: String, _ body: () -> (Int32, T)) throws(BdevOpenError) -> T {
+        let open = state.withLock { state in
+            guard !state.closing else { return false }
+            state.calls += 1
+            return true
+        }
+        guard open else { throw RBDCluster.failure(-EBADF, what) }
+        let (rc, value) = body()
+        state.withLock { $0.calls -= 1 }
+        guard rc == 0 else { throw RBDCluster.failure(rc, what) }
+        return value
+    }
+
+    /// The image's size in bytes now (refreshes the header when librbd
+    /// saw an update: blocks on the cluster).
     public func size() throws(BdevOpenError) -> UInt64 {
-        var bytes: UInt64 = 0
-        let rc = rbd_get_size(image, &bytes)
-        guard rc == 0 else { throw RBDCluster.failure(rc, "rbd_get_size") }
-        return bytes
+        try call("rbd_get_size") {
+            var bytes: UInt64 = 0
+            let rc = rbd_get_size(image, &bytes)
+            return (rc, bytes)
+        }
     }
 
     /// Grows or shrinks the image to `bytes`.
     public func resize(to bytes: UInt64) throws(BdevOpenError) {
-        let rc = rbd_resize(image, bytes)
-        guard rc == 0 else { throw RBDCluster.failure(rc, "rbd_resize to \(bytes) bytes") }
+        try call("rbd_resize to \(bytes) bytes") { (rbd_resize(image, bytes), ()) }
+    }
+
+    /// Registers librbd's update watch (`rbd_update_watch`, librbd.h): librbd
+    /// calls `notify` on one of its threads whenever the image's header
+    /// changes (a resize by `rbd resize`, a snapshot, a feature change).
+    /// `notify` must not block: it hands the event on. Once per image;
+    /// `close` unregisters it first.
+    public func watchUpdates(_ notify: @escaping @Sendable () -> Void) throws(BdevOpenError) {
+        let context = Unmanaged.passRetained(UpdateWatch(notify))
+        let registered: Bool
+        do throws(BdevOpenError) {
+            registered = try call("rbd_update_watch") {
+            var handle: UInt64 = 0
+            let rc = rbd_update_watch(image, &handle, { argument in
+                guard let argument else { return }
+                Unmanaged<UpdateWatch>.fromOpaque(argument)._withUnsafeGuaranteedRef { $0.notify() }
+            }, context.toOpaque())
+            guard rc == 0 else { return (rc, false) }
+            let kept = state.withLock { state in
+                guard state.watch == nil else { return false }
+                state.watch = (handle, context)
+                return true
+            }
+            if !kept { _ = rbd_update_unwatch(image, handle) }  // a second watch: keep the first
+            return (0, kept)
+            }
+        } catch {
+            context.release()
+            throw error
+        }
+        if !registered { context.release() }
     }
 
     /// Starts `operation` for request slot `slot` of `queue`; its result
@@ -76,8 +135,19 @@ public final class RBDImage: @unchecked Sendable {
 
     /// Closes the image (flushing librbd's cache, releasing its exclusive
     /// lock) and its pool context, once; nothing may be in flight.
+    /// Waits for blocking calls under way; unregisters the update watch
+    /// first (`rbd_update_unwatch` returns once no callback runs).
     public func close() {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let first = state.withLock { state in
+            defer { state.closing = true }
+            return !state.closing
+        }
+        guard first else { return }
+        while state.withLock({ $0.calls }) > 0 { usleep(1000) }
+        if let watch = state.withLock({ state in defer { state.watch = nil }; return state.watch }) {
+            _ = rbd_update_unwatch(image, watch.handle)
+            watch.context.release()
+        }
         _ = rbd_close(image)
         rados_ioctx_destroy(ioctx)
     }

@@ -95,6 +95,11 @@ extension VhostTarget {
                 do throws(BdevOpenError) {
                     let image = try cluster.openImage(pool: p.poolName, image: p.rbdName, readOnly: p.readOnly)
                     do throws(BdevOpenError) {
+                        // Watch before reading the size: a resize from outside after the read is reported.
+                        try image.watchUpdates { [weak self, weak image] in
+                            guard let self, let image else { return }
+                            loop.execute { [weak self] in self?.rbdImageUpdated(image) }
+                        }
                         return .success(OpenedRBD(image: image, size: try image.size(), ownCluster: own))
                     } catch {
                         image.close()
@@ -179,6 +184,80 @@ extension VhostTarget {
             }
         })
         bdev.operation = "being resized"
+    }
+}
+
+extension VhostTarget {
+    /// librbd's update watch fired (posted here from a librbd thread): the
+    /// image's header changed, perhaps its size (`rbd resize` outside the
+    /// daemon). The size is read off the control loop and applied as
+    /// `bdev_rbd_resize` applies it; a shrink as `bdev_uring_rescan` applies
+    /// a file's (requests dispatched at the old size complete first).
+    func rbdImageUpdated(_ image: RBDImage) {
+        guard let bdev = bdevs.values.first(where: { bdev in
+            if case .rbd(let volume) = bdev.backing { return volume.image === image }
+            return false
+        }), case .rbd(let volume) = bdev.backing else { return }  // deleted, or not added yet (its size is read after the watch)
+        volume.sizeCheckWanted = true
+        checkRBDSize(bdev, volume)
+    }
+
+    /// One size check at a time per bdev; one more when an update came
+    /// meanwhile; none while a resize call is under way (retried after it).
+    private func checkRBDSize(_ bdev: Bdev, _ volume: RBDVolume) {
+        guard volume.sizeCheckWanted, !volume.sizeCheckRunning, bdevs[bdev.name] === bdev else { return }
+        guard bdev.operation == nil else { return retryRBDSizeCheck(bdev, volume, afterMilliseconds: 100) }
+        volume.sizeCheckWanted = false
+        volume.sizeCheckRunning = true
+        let image = volume.image
+        let blocksBefore = bdev.numBlocks
+        do {
+            try storageCalls.run("size check of rbd image \(volume.pool)/\(volume.imageName)", { () -> Result<UInt64, BdevOpenError> in
+                do throws(BdevOpenError) {
+                    return .success(try image.size())
+                } catch {
+                    return .failure(error)
+                }
+            }, then: { [unowned self] result in
+                volume.sizeCheckRunning = false
+                guard bdevs[bdev.name] === bdev else { return }
+                switch result {
+                case .failure(let error):
+                    logger.warning("size check of rbd image \(volume.pool)/\(volume.imageName) failed: \(error.message)",
+                                   metadata: ["bdev.name": "\(bdev.name)"])
+                case .success(let bytes):
+                    let numBlocks = bytes / UInt64(bdev.blockSize)
+                    if bdev.operation != nil || bdev.numBlocks != blocksBefore {
+                        // A resize call ran meanwhile: this size may predate it.
+                        volume.sizeCheckWanted = true
+                    } else if numBlocks != bdev.numBlocks {
+                        logger.notice("rbd image \(volume.pool)/\(volume.imageName) was resized outside the daemon",
+                                      metadata: ["bdev.name": "\(bdev.name)", "size": "\(bytes)"])
+                        bdev.operation = "being resized after a resize of its image"
+                        setSize(of: bdev, numBlocks: numBlocks, waitForPreviousRequests: numBlocks < bdev.numBlocks) { [unowned self] in
+                            bdev.operation = nil
+                            checkRBDSize(bdev, volume)
+                        }
+                        return
+                    }
+                }
+                checkRBDSize(bdev, volume)
+            })
+        } catch {
+            // No storage-call place now (EAGAIN): try again later.
+            volume.sizeCheckRunning = false
+            volume.sizeCheckWanted = true
+            retryRBDSizeCheck(bdev, volume, afterMilliseconds: 1000)
+        }
+    }
+
+    private func retryRBDSizeCheck(_ bdev: Bdev, _ volume: RBDVolume, afterMilliseconds delay: UInt64) {
+        guard !volume.sizeCheckScheduled else { return }
+        volume.sizeCheckScheduled = true
+        loop.after(milliseconds: delay) { [weak self] in
+            volume.sizeCheckScheduled = false
+            self?.checkRBDSize(bdev, volume)
+        }
     }
 }
 

@@ -14,6 +14,11 @@ final class RBDVolume {
     let cluster: BdevRbdRegisterClusterParams?
     let userID: String?
     let config: RBDConfigOptions?
+    /// librbd's update watch fired and the size was not read since; a read
+    /// is under way; a retry is scheduled (control loop only).
+    var sizeCheckWanted = false
+    var sizeCheckRunning = false
+    var sizeCheckScheduled = false
     /// The bdev's own connection, shut down with it.
     private let ownCluster: RBDCluster?
 

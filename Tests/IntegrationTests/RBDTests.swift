@@ -139,6 +139,48 @@ struct RBDTests {
         }
     }
 
+    /// `rbd resize` outside the daemon: librbd's update watch reports it,
+    /// the guest gets CONFIG_CHANGE and the new capacity, bdev_get_bdevs
+    /// the new size; a shrink too (blocks past the new end: IOERR). The
+    /// watch is gone with the bdev: Ceph then lets the image be removed.
+    @Test func resizeOutsideTheDaemonReachesTheGuest() throws {
+        let cluster = try CephTestCluster.required()
+        let daemon = try Self.daemonWithCluster(cluster, image: "ext")
+        defer { daemon.stop(); daemon.cleanUp() }
+        try D.withLogOnError(daemon) { () throws in
+            try daemon.call("bdev_rbd_create", ["pool_name": "rbd", "rbd_name": "ext", "block_size": 512, "cluster_name": "c1", "name": "E0"])
+            try D.createController(daemon, "vhost.e", bdev: "E0")
+            let memory = try FrontendMemory(size: 16 << 20)
+            defer { memory.close() }
+            do {
+                let f = try D.attach(daemon, "vhost.e", memory: memory)
+                defer { f.close() }
+                #expect(try LifecycleTests.capacity(f) == UInt64(Self.imageMiB) << 11)
+                #expect(try D.roundTrip(f, sector: 100, seed: 3))
+
+                let grown = ContinuousClock.now
+                try cluster.rbd("resize", "--size", "24", "rbd/ext")
+                let grow = try LifecycleTests.expectConfigChange(f)
+                #expect(try LifecycleTests.capacity(f) == 24 << 11)
+                #expect(try LifecycleTests.numBlocks(daemon, "E0") == 24 << 11)
+                #expect(try D.roundTrip(f, sector: (24 << 11) - 1, seed: 6))
+                print("rbd resize 16 -> 24 MiB: CONFIG_CHANGE \(grow) after the resize returned, \(ContinuousClock.now - grown) in all")
+
+                try cluster.rbd("resize", "--size", "8", "--allow-shrink", "rbd/ext")
+                let shrink = try LifecycleTests.expectConfigChange(f)
+                #expect(try LifecycleTests.capacity(f) == 8 << 11)
+                #expect(try LifecycleTests.numBlocks(daemon, "E0") == 8 << 11)
+                #expect(try f.read(sector: 8 << 11, count: 1).status == BlkWire.statusIOErr)
+                #expect(try f.read(sector: 100, count: 1).data == D.pattern(512, seed: 3))
+                print("rbd resize 24 -> 8 MiB (shrink): CONFIG_CHANGE \(shrink) after the resize returned")
+                #expect(daemon.log.contains("was resized outside the daemon"))
+            }
+            try Self.deleteController(daemon, "vhost.e")
+            #expect(try daemon.call("bdev_rbd_delete", ["name": "E0"]) == .bool(true))
+            try cluster.rbd("rm", "rbd/ext")
+        }
+    }
+
     @Test func refusalsAndErrors() throws {
         let cluster = try CephTestCluster.required()
         let daemon = try Self.daemonWithCluster(cluster, image: "busy")
