@@ -5,13 +5,15 @@
 #
 #   scripts/ceph-test-cluster.sh start DIR   # installs the packages if missing (root), prints CEPH_CONF=... and CEPH_KEYRING=...
 #   scripts/ceph-test-cluster.sh stop DIR    # stops the daemons it started, by their pid files
+#   scripts/ceph-test-cluster.sh stop-osd DIR   # stops the OSD (SIGTERM by its pid file; memstore saves its data)
+#   scripts/ceph-test-cluster.sh start-osd DIR  # starts it again and waits until the mon has it up
 #
 # Ceph's docs: https://docs.ceph.com/en/pacific/install/manual-deployment/ (the
 # monmap and mkfs steps), .../rados/configuration/mon-config-ref/ (mon data
 # avail warn/crit: the CI disk has under 30% free, so both are set to 1%).
 set -euo pipefail
 
-usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|stop-osd|start-osd DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1
 dir=$(realpath -m "$2")
@@ -45,9 +47,53 @@ install_packages() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
+# The OSD alone (cluster faults in tests). SIGTERM: memstore writes its
+# objects to DIR/osd/0 on a clean shutdown and reads them back at start, so
+# the images survive; SIGKILL would lose them.
+stop_osd() {
+    local pidfile=$dir/run/osd.0.pid pid
+    [ -f "$pidfile" ] || { echo "no OSD pid file $pidfile" >&2; exit 1; }
+    pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid"
+        for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "OSD pid $pid still runs after 30 s; its log ends:" >&2
+            grep -v '^[ {}\]]' "$dir/log/osd.0.log" | grep -v pg_epoch | tail -15 >&2
+            exit 1
+        fi
+    fi
+    rm -f "$pidfile"
+}
+
+start_osd() {
+    [ -f "$conf" ] || { echo "no cluster in $dir" >&2; exit 1; }
+    [ -f "$dir/run/osd.0.pid" ] && kill -0 "$(cat "$dir/run/osd.0.pid")" 2>/dev/null && return 0
+    ceph-osd -c "$conf" -i 0 </dev/null >>"$dir/log/osd.stderr" 2>&1
+    # Serving once an object can be written (its PGs active again).
+    local deadline=$(($(date +%s) + 60))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        if timeout 5 rados -c "$conf" -p rbd put ready-probe "$conf" 2>/dev/null; then
+            rados -c "$conf" -p rbd rm ready-probe
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "OSD not serving after 60 s" >&2
+    exit 1
+}
+
 case "$cmd" in
 stop)
     stop_daemons
+    exit 0
+    ;;
+stop-osd)
+    stop_osd
+    exit 0
+    ;;
+start-osd)
+    start_osd
     exit 0
     ;;
 start) ;;
@@ -91,6 +137,9 @@ admin socket = $dir/run/\$name.asok
 pid file = $dir/run/\$name.pid
 osd data = $dir/osd/\$id
 osd objectstore = memstore
+# A clean umount on SIGTERM (Pacific's fast shutdown skips it): memstore then
+# saves its objects, and stop-osd/start-osd keep the images.
+osd fast shutdown = false
 memstore device bytes = ${CEPH_TEST_MEMSTORE_BYTES:-2147483648}
 osd max object name len = 256
 osd max object namespace len = 64

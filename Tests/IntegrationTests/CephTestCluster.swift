@@ -50,15 +50,40 @@ struct CephTestCluster: Sendable {
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         let argv = (["/bin/bash", script] + arguments).map { strdup($0) }
         defer { argv.forEach { free($0) } }
+        // No signal blocked or ignored in the script and the daemons it starts,
+        // whatever the test runner's thread has: ceph-osd must see stop-osd's SIGTERM.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         var args = argv + [nil]
-        let rc = posix_spawn(&pid, "/bin/bash", &actions, nil, &args, environ)
+        let rc = posix_spawn(&pid, "/bin/bash", &actions, &attributes, &args, environ)
         guard rc == 0 else { throw CephClusterError(message: "posix_spawn of \(script): \(String(cString: strerror(rc)))") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         let exited = status & 0x7f == 0
         return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
+    }
+
+    /// Stops the OSD (SIGTERM by its pid file; memstore keeps the objects).
+    func stopOSD() throws {
+        let (status, output) = try Self.runScript(["stop-osd", directory.path])
+        guard status == 0 else { throw CephClusterError(message: "stop-osd failed (\(status)): \(output)") }
+    }
+
+    /// Starts the OSD again; returns once an object can be written.
+    func startOSD() throws {
+        let (status, output) = try Self.runScript(["start-osd", directory.path])
+        guard status == 0 else { throw CephClusterError(message: "start-osd failed (\(status)): \(output)") }
     }
 
     /// Runs Ceph's `rbd` tool against this cluster.

@@ -181,6 +181,136 @@ struct RBDTests {
         }
     }
 
+    /// Adds one 4 KiB write of `D.pattern(4096, seed:)` at `sector` to
+    /// `queue` and kicks; returns its status byte's buffer. Its buffers go
+    /// with the frontend's memory.
+    static func startWrite(_ f: VhostUserFrontend, queue: Int = 0, sector: UInt64, seed: Int) throws -> GuestBuffer {
+        let q = try f.driverQueue(queue)
+        let header = try f.memory.allocate(16, alignment: 16)
+        header.write(BlkWire.header(type: BlkWire.typeOut, sector: sector))
+        let data = try f.memory.allocate(4096, alignment: 512)
+        data.write(D.pattern(4096, seed: seed))
+        let status = try f.memory.allocate(1, alignment: 1)
+        status.pointer.storeBytes(of: 0xff, as: UInt8.self)
+        _ = try q.addChain([ChainBuffer(header, writable: false), ChainBuffer(data, writable: false), ChainBuffer(status, writable: true)])
+        q.publishAndKick()
+        return status
+    }
+
+    /// Seconds since `start`.
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    /// The OSD stopped under I/O (scripts/ceph-test-cluster.sh stop-osd):
+    /// on a cluster registered as it comes (no `rados_osd_op_timeout`) a
+    /// write waits; on one registered with `rados_osd_op_timeout=3` it fails
+    /// with IOERR after about 3 s; a malloc controller of the same reactor
+    /// serves verified I/O and the RPC socket answers meanwhile; deleting the
+    /// waiting bdev or controller is refused at once, a forced controller
+    /// delete answers once librbd gave the requests back. With the OSD back
+    /// the waiting write completes and reads back.
+    @Test func stoppedOSDWaitsOrTimesOutAndOthersKeepServing() throws {
+        let cluster = try CephTestCluster.required()
+        for image in ["wait", "tmo", "del"] { try cluster.rbd("create", "--size", "16", "rbd/\(image)") }
+        let daemon = try DaemonProcess(cpumask: "0x1")
+        defer { daemon.stop(); daemon.cleanUp() }
+        var osdStopped = false
+        defer { if osdStopped { try? cluster.startOSD() } }
+        try D.withLogOnError(daemon) { () throws in
+            try daemon.call("bdev_rbd_register_cluster", ["name": "c1", "config_file": .string(cluster.configPath)])
+            try daemon.call("bdev_rbd_register_cluster", [
+                "name": "c2", "config_file": .string(cluster.configPath), "config_param": ["rados_osd_op_timeout": "3"],
+            ])
+            try daemon.call("bdev_rbd_create", ["pool_name": "rbd", "rbd_name": "wait", "block_size": 512, "cluster_name": "c1", "name": "W0"])
+            try daemon.call("bdev_rbd_create", ["pool_name": "rbd", "rbd_name": "tmo", "block_size": 512, "cluster_name": "c2", "name": "T0"])
+            try daemon.call("bdev_rbd_create", ["pool_name": "rbd", "rbd_name": "del", "block_size": 512, "cluster_name": "c1", "name": "X0"])
+            try D.createBdev(daemon, .malloc, name: "M0")
+            for (ctrlr, bdev) in [("vhost.w", "W0"), ("vhost.t", "T0"), ("vhost.x", "X0"), ("vhost.m", "M0")] {
+                try D.createController(daemon, ctrlr, bdev: bdev)
+            }
+            let memories = try (0..<4).map { _ in try FrontendMemory(size: 16 << 20) }
+            defer { memories.forEach { $0.close() } }
+            let fw = try D.attach(daemon, "vhost.w", memory: memories[0])
+            defer { fw.close() }
+            let ft = try D.attach(daemon, "vhost.t", memory: memories[1])
+            defer { ft.close() }
+            let fx = try D.attach(daemon, "vhost.x", memory: memories[2])
+            defer { fx.close() }
+            let fm = try D.attach(daemon, "vhost.m", memory: memories[3])
+            defer { fm.close() }
+            // Each image's exclusive lock taken while the OSD is up.
+            for (i, f) in [fw, ft, fx, fm].enumerated() { #expect(try D.roundTrip(f, sector: 1, seed: i)) }
+
+            try cluster.stopOSD()
+            osdStopped = true
+            let stopped = ContinuousClock.now
+            let waiting = try Self.startWrite(fw, sector: 200, seed: 7)
+            let timingOut = try Self.startWrite(ft, sector: 200, seed: 8)
+            let deleted = try Self.startWrite(fx, sector: 200, seed: 9)
+
+            // The forced delete of vhost.x waits for its request, on a thread of its own.
+            let forced = Mutex<(ok: Bool, seconds: Double)?>(nil)
+            let forceStart = ContinuousClock.now
+            let forceThread = Thread {
+                let ok = (try? daemon.call("vhost_delete_controller", ["ctrlr": "vhost.x", "force": true])) == .bool(true)
+                forced.withLock { $0 = (ok, Self.seconds(since: forceStart)) }
+            }
+            forceThread.start()
+
+            // Meanwhile: malloc I/O verified, the RPC socket prompt, deletes of what waits refused at once.
+            var mallocRounds = 0
+            var slowestRPC = 0.0
+            var timedOutAfter: Double?
+            let ftQueue = try ft.driverQueue(0)
+            while Self.seconds(since: stopped) < 6 {
+                #expect(try D.roundTrip(fm, queue: mallocRounds % 2, sector: UInt64(8 + mallocRounds % 64), seed: 100 + mallocRounds))
+                mallocRounds += 1
+                if mallocRounds % 20 == 0 {
+                    let before = ContinuousClock.now
+                    #expect(try daemon.call("spdk_get_version")["version"] != nil)
+                    slowestRPC = max(slowestRPC, Self.seconds(since: before))
+                }
+                if timedOutAfter == nil, ftQueue.popUsed() != nil { timedOutAfter = Self.seconds(since: stopped) }
+            }
+            var before = ContinuousClock.now
+            _ = expectRPCError(-Int(EBUSY)) { try daemon.call("bdev_rbd_delete", ["name": "W0"]) }
+            _ = expectRPCError(-Int(EBUSY)) { try daemon.call("vhost_delete_controller", ["ctrlr": "vhost.w"]) }
+            #expect(Self.seconds(since: before) < 1)
+            #expect(forced.withLock { $0 } == nil, "a forced delete answers once librbd gave its requests back")
+            if timedOutAfter == nil, (try? ftQueue.waitUsed(timeout: .seconds(10))) != nil { timedOutAfter = Self.seconds(since: stopped) }
+            #expect(timedOutAfter != nil, "rados_osd_op_timeout=3: the write fails")
+            #expect(timingOut.pointer.load(as: UInt8.self) == BlkWire.statusIOErr)
+            #expect(waiting.pointer.load(as: UInt8.self) == 0xff, "no rados_osd_op_timeout: the write waits")
+            #expect(deleted.pointer.load(as: UInt8.self) == 0xff)
+            let outage = Self.seconds(since: stopped)
+
+            let restarting = ContinuousClock.now
+            try cluster.startOSD()
+            osdStopped = false
+            let startOSDSeconds = Self.seconds(since: restarting)
+            _ = try fw.driverQueue(0).waitUsed(timeout: .seconds(60))
+            let resumedAfter = Self.seconds(since: restarting)
+            #expect(waiting.pointer.load(as: UInt8.self) == BlkWire.statusOK)
+            #expect(try fw.read(sector: 200, count: 8).data == D.pattern(4096, seed: 7))
+            #expect(try D.roundTrip(fw, sector: 300, seed: 11))
+            #expect(try D.roundTrip(ft, sector: 300, seed: 12), "the timed-out bdev serves again")
+            let deadline = ContinuousClock.now + .seconds(60)
+            while forced.withLock({ $0 }) == nil && ContinuousClock.now < deadline { usleep(50_000) }
+            let forceResult = forced.withLock { $0 }
+            #expect(forceResult?.ok == true)
+            #expect(try daemon.call("bdev_rbd_delete", ["name": "X0"]) == .bool(true))
+            print("""
+                OSD stopped \(String(format: "%.1f", outage)) s: \(mallocRounds) verified malloc round trips, \
+                slowest spdk_get_version \(String(format: "%.3f", slowestRPC)) s, \
+                rados_osd_op_timeout=3 write IOERR after \(timedOutAfter.map { String(format: "%.1f", $0) } ?? "-") s; \
+                start-osd took \(String(format: "%.1f", startOSDSeconds)) s, the waiting write completed \(String(format: "%.1f", resumedAfter)) s after it began, \
+                forced controller delete answered after \(forceResult.map { String(format: "%.1f", $0.seconds) } ?? "-") s
+                """)
+        }
+    }
+
     @Test func refusalsAndErrors() throws {
         let cluster = try CephTestCluster.required()
         let daemon = try Self.daemonWithCluster(cluster, image: "busy")
