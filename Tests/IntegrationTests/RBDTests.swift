@@ -274,7 +274,7 @@ struct RBDTests {
                 }
                 if timedOutAfter == nil, ftQueue.popUsed() != nil { timedOutAfter = Self.seconds(since: stopped) }
             }
-            var before = ContinuousClock.now
+            let before = ContinuousClock.now
             _ = expectRPCError(-Int(EBUSY)) { try daemon.call("bdev_rbd_delete", ["name": "W0"]) }
             _ = expectRPCError(-Int(EBUSY)) { try daemon.call("vhost_delete_controller", ["ctrlr": "vhost.w"]) }
             #expect(Self.seconds(since: before) < 1)
