@@ -4,7 +4,11 @@ import Virtio
 /// One request in flight on a virtqueue: its head, its status byte, the
 /// operation its backend performs, and what dirty logging marks at the end.
 package struct RequestSlot {
+    /// The buffer ID: a split ring's head, a packed ring's ID (virtio 1.2 §2.8.6).
     package var head: UInt16 = 0
+    /// Ring slots the buffer took (a packed ring's used element moves past
+    /// as many, §2.8.6; always 1 on a split ring).
+    package var slotCount: UInt16 = 1
     package var status: UnsafeMutablePointer<UInt8>?
     /// The executor's operation in flight (`BlkExecutor.finish` takes it back).
     package var operation = BlkOperation(.read)
@@ -20,8 +24,9 @@ package struct RequestSlot {
     /// Bytes of a large inline copy done so far (`LargeCopies`).
     package var progress: UInt64 = 0
 
-    package init(head: UInt16 = 0, generation: UInt32 = 0) {
+    package init(head: UInt16 = 0, slotCount: UInt16 = 1, generation: UInt32 = 0) {
         self.head = head
+        self.slotCount = slotCount
         self.generation = generation
     }
 }
@@ -86,11 +91,11 @@ package struct RequestSlots: ~Copyable {
 
     /// Takes a free slot for `head`, or nil when every slot is in use.
     @inline(__always)
-    package mutating func take(head: UInt16, generation: UInt32) -> UInt32? {
+    package mutating func take(head: UInt16, slotCount: UInt16 = 1, generation: UInt32) -> UInt32? {
         guard freeCount > 0 else { return nil }
         freeCount -= 1
         let slot = free[freeCount]
-        slots[Int(slot)] = RequestSlot(head: head, generation: generation)
+        slots[Int(slot)] = RequestSlot(head: head, slotCount: slotCount, generation: generation)
         return slot
     }
 

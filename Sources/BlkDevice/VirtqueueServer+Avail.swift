@@ -41,32 +41,24 @@ extension VirtqueueServer {
             }
             if let head = resubmit.popLast() {
                 popped = true
-                handle(head: head)
+                handle(head: PackedChainHead(index: head, id: head, slotCount: 1))
                 continue
             }
-            let pending: UInt16
+            let next: PackedChainHead?
             do {
-                pending = try ring.pendingCount()
+                next = try ring.pop()
             } catch {
                 ringBroke(error)
                 break
             }
-            if pending == 0 {
+            guard let head = next else {
                 // While the reactor polls this queue, the guest need not kick: the
                 // phase finds the work itself and re-enables notifications when it
                 // ends. A queue outside the phase (hybrid polling) must not skip this.
                 if reactor.isPolling && pollsGuest { break }
                 ring.enableNotifications()
-                if dirtyLog != nil { logUsedRing() }  // avail_event lives in the used ring
+                if dirtyLog != nil { logUsedRing() }  // avail_event / the device event area
                 if ring.hasPendingAfterEnable() { continue }
-                break
-            }
-            let head: UInt16
-            do {
-                guard let next = try ring.popHead() else { break }
-                head = next
-            } catch {
-                ringBroke(error)
                 break
             }
             popped = true

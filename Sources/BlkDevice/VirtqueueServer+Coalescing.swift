@@ -34,7 +34,7 @@ extension VirtqueueServer {
     func delaySignal(published: UInt16, from: UInt16) -> Bool {
         let now = Reactor.now()
         guard let at = coalescing.completed(Int(published), now: now), let timer = signalTimer,
-              ring.shouldNotify(oldUsedIdx: from) else { return false }
+              ring.wantsNotify(oldUsedIdx: from) else { return false }
         if pendingSignalFrom == nil { stats.countDelayedInterrupt() }  // one per interrupt held back
         pendingSignalFrom = from
         if !timer.isArmed { timer.arm(afterNanoseconds: at &- now) }

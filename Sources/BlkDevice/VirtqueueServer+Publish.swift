@@ -30,7 +30,7 @@ extension VirtqueueServer {
     /// EVENT_IDX or NO_INTERRUPT says the driver does not want it.
     func signalGuest(from: UInt16) {
         pendingSignalFrom = nil
-        let notify = ring.shouldNotify(oldUsedIdx: from)
+        let notify = ring.takeNotify(oldUsedIdx: from)
         if tracing { logger.trace("published used \(ring.usedIdx) notify \(notify) call \(call.fd?.rawValue ?? -1)") }
         stats.countNotification(sent: notify && call.isSet)
         guard notify else { return }
@@ -72,9 +72,20 @@ extension VirtqueueServer {
         if let statusByte, let gpa = memory.guestPhysAddr(ofHost: statusByte) { log.mark(gpa: gpa, length: 1) }
     }
 
-    /// Marks the whole used ring (elements, index, avail_event): a page or two.
+    /// Marks the whole used ring (elements, index, avail_event): a page or
+    /// two. A packed ring's device writes its used elements into the
+    /// descriptor ring and its kick suppression into the device event area
+    /// (virtio 1.2 §2.8.6, §2.8.10): both are marked.
     func logUsedRing() {
-        guard let log = dirtyLog, let gpa = usedRingGPA else { return }
-        log.mark(gpa: gpa, length: UInt64(SplitQueue.layoutSizes(size: ring.size).used))
+        guard let log = dirtyLog else { return }
+        switch ring {
+        case .split(let q):
+            guard let gpa = usedRingGPA else { return }
+            log.mark(gpa: gpa, length: UInt64(SplitQueue.layoutSizes(size: q.size).used))
+        case .packed(let p):
+            let sizes = PackedQueue.layoutSizes(size: p.queue.size)
+            if let gpa = memory.guestPhysAddr(ofHost: p.queue.descRing) { log.mark(gpa: gpa, length: UInt64(sizes.desc)) }
+            if let gpa = usedRingGPA { log.mark(gpa: gpa, length: UInt64(sizes.deviceEvent)) }
+        }
     }
 }

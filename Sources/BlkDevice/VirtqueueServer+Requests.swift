@@ -9,15 +9,16 @@ import Virtio
 extension VirtqueueServer {
     /// Takes a slot for `head`, decodes its chain and starts the request;
     /// a malformed one completes with an error at once.
-    func handle(head: UInt16) {
-        guard let slot = slots.take(head: head, generation: backendGeneration) else { return }
+    func handle(head buffer: PackedChainHead) {
+        let head = buffer.id
+        guard let slot = slots.take(head: head, slotCount: buffer.slotCount, generation: backendGeneration) else { return }
         inFlight += 1
         inflight?.markInFlight(head)
 
         let iov = slots.iovecs(of: slot)
         let chain: ChainBuffers
         do {
-            chain = try DescriptorChainWalker.walk(queue: ring, head: head, memory: memory, into: iov)
+            chain = try ring.walk(buffer, memory: memory, into: iov)
             slots[slot].writableFirst = UInt16(truncatingIfNeeded: chain.readableCount)
             slots[slot].writableCount = UInt16(truncatingIfNeeded: chain.writableCount)
         } catch {
@@ -121,7 +122,7 @@ extension VirtqueueServer {
         let s = slots[slot]
         if tracing { logger.trace("completed head \(s.head) status \(status.rawValue) used \(usedLength)") }
         if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
-        ring.addUsed(id: s.head, length: statusByte == nil ? 0 : usedLength)
+        ring.addUsed(id: s.head, length: statusByte == nil ? 0 : usedLength, slotCount: s.slotCount)
         if let log = dirtyLog { logWrites(slot: slot, statusByte: statusByte, log: log) }
         stats.complete(slot, status, at: completionTime())
         if inflight != nil { noteUsedForInflight(head: s.head) }

@@ -28,7 +28,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
 
     package let queueIndex: Int
     package let reactor: Reactor
-    var ring: SplitQueue
+    var ring: QueueRing
     /// The guest memory table requests are translated through; ADD_MEM_REG grows it (`updateMemory`).
     private(set) var memory: GuestMemory
     let kickFD: FileDescriptor
@@ -66,7 +66,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// Flow control: the engine or the slots ran out; popping resumes at the next flush.
     var blocked = false
     var stopping = false
-    private var onStopped: ((UInt16) -> Void)?
+    private var onStopped: ((UInt32) -> Void)?
     /// The used index at the last publish.
     var lastCheckedUsed: UInt16
     var malformedLogged = 0
@@ -79,7 +79,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     var usedRingGPA: UInt64?
     /// Inflight tracking (INFLIGHT_SHMFD), when the front-end set it up.
     var inflight: InflightQueue?
-    /// Heads a restarted daemon serves again before popping the ring (reversed: popped from the end).
+    /// Heads a restarted daemon serves again before popping the ring (reversed: popped from the end; split rings only).
     var resubmit: [UInt16]
     /// Heads whose used elements await the next publish (inflight tracking only).
     let unpublishedHeads: UnsafeMutablePointer<UInt16>
@@ -130,7 +130,17 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     /// spec, "Inflight I/O tracking"): `resubmit` heads, oldest first, are
     /// served before the avail ring. At most `maxRequests` requests are in
     /// flight (`RequestSlots`), whatever the ring's size.
-    package init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: FileDescriptor, callFD: FileDescriptor?,
+    package convenience init(queueIndex: Int, ring: SplitQueue, memory: GuestMemory, kickFD: FileDescriptor, callFD: FileDescriptor?,
+                             backend: DeviceBackend, reactor: Reactor, logger: Logger,
+                             inflight: InflightQueue? = nil, resubmit: [UInt16] = [], maxRequests: Int = 1024) {
+        self.init(queueIndex: queueIndex, ring: .split(ring), memory: memory, kickFD: kickFD, callFD: callFD,
+                  backend: backend, reactor: reactor, logger: logger,
+                  inflight: inflight, resubmit: resubmit, maxRequests: maxRequests)
+    }
+
+    /// A packed ring (`.packed`) is served without inflight tracking: the
+    /// caller passes neither `inflight` nor `resubmit` for one.
+    package init(queueIndex: Int, ring: QueueRing, memory: GuestMemory, kickFD: FileDescriptor, callFD: FileDescriptor?,
                  backend: DeviceBackend, reactor: Reactor, logger: Logger,
                  inflight: InflightQueue? = nil, resubmit: [UInt16] = [], maxRequests: Int = 1024) {
         self.queueIndex = queueIndex
@@ -258,8 +268,9 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     }
 
     /// Stops popping, lets every in-flight request complete, publishes, then calls
-    /// `done` with the last avail index (the GET_VRING_BASE answer).
-    package func stop(_ done: @escaping (UInt16) -> Void) {
+    /// `done` with the ring's base (the GET_VRING_BASE answer: the split
+    /// ring's last avail index, or a packed ring's two positions, `PackedRingBase`).
+    package func stop(_ done: @escaping (UInt32) -> Void) {
         reactor.preconditionOnReactor()
         stopping = true
         onStopped = done
@@ -288,7 +299,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         publishAndNotify()
         closeCoalescing()
         reactor.unregister(taskID)
-        done(ring.lastAvailIdx)
+        done(ring.base)
     }
 
     /// Called on the reactor when the avail ring breaks; the session

@@ -52,11 +52,19 @@ struct SessionMessageValidator {
         return wanted
     }
 
-    /// SET_VRING_NUM: a power of two up to 32768, on a stopped queue.
-    func setVringNum(index: UInt32, num: UInt32) throws(SessionRefusal) -> Int {
+    /// SET_VRING_NUM: a power of two up to 32768 on a split ring (virtio
+    /// 1.2 §2.7), any size up to 32768 on a packed one (§2.8: `packed`,
+    /// VIRTIO_F_RING_PACKED negotiated), on a stopped queue.
+    func setVringNum(index: UInt32, num: UInt32, packed: Bool = false) throws(SessionRefusal) -> Int {
         let i = try queueIndex(index)
-        guard num > 0, num <= Self.maxQueueSize, num & (num - 1) == 0 else {
-            throw SessionRefusal("SET_VRING_NUM \(num) for queue \(index) is not a power of two up to 32768")
+        if packed {
+            guard num > 0, num <= Self.maxQueueSize else {
+                throw SessionRefusal("SET_VRING_NUM \(num) for packed queue \(index) is not in 1...32768")
+            }
+        } else {
+            guard num > 0, num <= Self.maxQueueSize, num & (num - 1) == 0 else {
+                throw SessionRefusal("SET_VRING_NUM \(num) for queue \(index) is not a power of two up to 32768")
+            }
         }
         guard !queues[i].running else { throw SessionRefusal("SET_VRING_NUM on running queue \(index)") }
         return i

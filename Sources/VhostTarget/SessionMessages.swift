@@ -111,11 +111,11 @@ extension VhostUserSession {
             try removeMemoryRegion(region, restart: restart)
 
         case (.setVringNum, .vringState(let index, let num)):
-            let i = try check.setVringNum(index: index, num: num)
+            let i = try check.setVringNum(index: index, num: num, packed: features.contains(.ringPacked))
             vrings[i].size = UInt16(num)
         case (.setVringBase, .vringState(let index, let num)):
             let i = try check.setVringBase(index: index)
-            vrings[i].base = UInt16(truncatingIfNeeded: num)
+            vrings[i].base = num
         case (.setVringAddr, .vringAddress(let address)):
             let (i, running) = try check.setVringAddr(address)
             vrings[i].address = address
@@ -140,7 +140,7 @@ extension VhostUserSession {
         case (.getVringBase, .vringState(let index, _)):
             let i = try check.queueIndex(index)
             guard stopped([i]) else { return .setAside(restart: []) }
-            return .reply(.vringState(index: index, num: UInt32(forgetKick(queue: i))))
+            return .reply(.vringState(index: index, num: forgetKick(queue: i)))
 
         case (.getConfig, .config(let offset, let size, let flags, _)):
             try check.getConfig(offset: offset, size: size)

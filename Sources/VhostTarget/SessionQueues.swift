@@ -48,7 +48,7 @@ extension VhostUserSession {
 
     /// GET_VRING_BASE on stopped queue `i`: forgets its kick, disables it,
     /// and returns the base to reply with (the next avail index to serve).
-    func forgetKick(queue i: Int) -> UInt16 {
+    func forgetKick(queue i: Int) -> UInt32 {
         vrings[i].kickFD?.close()
         vrings[i].kickFD = nil
         vrings[i].enabled = false
@@ -88,25 +88,18 @@ extension VhostUserSession {
             throw SessionRefusal("queue \(i) started before SET_VRING_NUM/ADDR/KICK")
         }
         guard let memory = mapping?.memory else { throw SessionRefusal("queue \(i) started before SET_MEM_TABLE") }
-        let sizes = SplitQueue.layoutSizes(size: vring.size)
-        guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
-              let avail = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.avail)),
-              let used = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.used)) else {
-            throw SessionRefusal("queue \(i) rings are outside guest memory")
+        let ring: QueueRing
+        let tracking: (area: InflightQueue?, resubmit: [UInt16])
+        if features.contains(.ringPacked) {
+            ring = try packedRing(i, vring: vring, address: address, memory: memory)
+            tracking = (nil, [])
+        } else {
+            let split = try splitRing(i, vring: vring, address: address, memory: memory)
+            ring = .split(split.queue)
+            tracking = (split.inflight, split.resubmit)
         }
-        func ring(lastAvailIdx: UInt16) throws(SessionRefusal) -> SplitQueue {
-            do {
-                return try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used,
-                                      eventIdx: features.contains(.eventIdx), lastAvailIdx: lastAvailIdx)
-            } catch {
-                throw SessionRefusal("queue \(i) refused: \(error)")
-            }
-        }
-        var queue = try ring(lastAvailIdx: vring.base)
-        let tracking = inflightState(queue: i, ring: queue, base: vring.base)
-        if tracking.lastAvailIdx != vring.base { queue = try ring(lastAvailIdx: tracking.lastAvailIdx) }
         let server = VirtqueueServer(
-            queueIndex: i, ring: queue, memory: memory, kickFD: kickFD, callFD: vring.callFD,
+            queueIndex: i, ring: ring, memory: memory, kickFD: kickFD, callFD: vring.callFD,
             backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
             inflight: tracking.area, resubmit: tracking.resubmit, maxRequests: controller.limits.maxRequestsPerQueue)
         vrings[i].server = server
@@ -125,6 +118,59 @@ extension VhostUserSession {
             if coalescing.isEnabled { server.setCoalescing(coalescing) }
         }
         logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
+    }
+
+    /// Queue `i`'s split ring (virtio 1.2 §2.7) at the base SET_VRING_BASE
+    /// set, or where inflight recovery says to resume, with its tracking.
+    private func splitRing(_ i: Int, vring: Vring, address: VringAddress, memory: GuestMemory) throws(SessionRefusal)
+        -> (queue: SplitQueue, inflight: InflightQueue?, resubmit: [UInt16]) {
+        let sizes = SplitQueue.layoutSizes(size: vring.size)
+        guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
+              let avail = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.avail)),
+              let used = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.used)) else {
+            throw SessionRefusal("queue \(i) rings are outside guest memory")
+        }
+        let eventIdx = features.contains(.eventIdx)
+        func ring(lastAvailIdx: UInt16) throws(SessionRefusal) -> SplitQueue {
+            do {
+                return try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used,
+                                      eventIdx: eventIdx, lastAvailIdx: lastAvailIdx)
+            } catch {
+                throw SessionRefusal("queue \(i) refused: \(error)")
+            }
+        }
+        let base = UInt16(truncatingIfNeeded: vring.base)
+        var queue = try ring(lastAvailIdx: base)
+        let tracking = inflightState(queue: i, ring: queue, base: base)
+        if tracking.lastAvailIdx != base { queue = try ring(lastAvailIdx: tracking.lastAvailIdx) }
+        return (queue, tracking.area, tracking.resubmit)
+    }
+
+    /// Queue `i`'s packed ring (virtio 1.2 §2.8): SET_VRING_ADDR's three
+    /// addresses are the descriptor ring, the driver event suppression area
+    /// and the device's (vhost-user spec, "Vring address description"), and
+    /// SET_VRING_BASE's value holds both positions (`PackedRingBase`).
+    /// Not tracked in an inflight region: the spec's packed layout is not
+    /// implemented, so a frontend that set one up gets a warning and a queue
+    /// that is not tracked, never a region written in the split layout.
+    private func packedRing(_ i: Int, vring: Vring, address: VringAddress, memory: GuestMemory) throws(SessionRefusal) -> QueueRing {
+        let sizes = PackedQueue.layoutSizes(size: vring.size)
+        guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
+              let driverEvent = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.driverEvent)),
+              let deviceEvent = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.deviceEvent)) else {
+            throw SessionRefusal("queue \(i) rings are outside guest memory")
+        }
+        if inflight != nil {
+            logger.warning("queue \(i) is packed: inflight tracking covers split rings only, this queue is not tracked")
+        }
+        let base = PackedRingBase.decode(vring.base)
+        do {
+            return .packed(PackedRing(try PackedQueue(
+                size: vring.size, desc: desc, driverEvent: driverEvent, deviceEvent: deviceEvent,
+                eventIdx: features.contains(.eventIdx), avail: base.avail, used: base.used)))
+        } catch {
+            throw SessionRefusal("queue \(i) refused: \(error)")
+        }
     }
 
     /// Queue `i`'s avail ring broke (virtio 1.2 §2.7.6: an index or head
@@ -166,7 +212,7 @@ extension VhostUserSession {
 
     /// Queue `i` stopped with `lastAvail` (control loop). The last queue
     /// to stop finishes a close, or runs the message set aside.
-    private func queueStopped(_ i: Int, server: VirtqueueServer, lastAvail: UInt16) {
+    private func queueStopped(_ i: Int, server: VirtqueueServer, lastAvail: UInt32) {
         guard vrings[i].server === server else { return }
         vrings[i].base = lastAvail
         vrings[i].server = nil

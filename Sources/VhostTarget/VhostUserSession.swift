@@ -32,7 +32,9 @@ final class VhostUserSession {
     /// Per-queue state as the frontend has set it up.
     struct Vring {
         var size: UInt16 = 0
-        var base: UInt16 = 0
+        /// SET_VRING_BASE's value: a split ring's next avail index, or a
+        /// packed ring's two positions (`PackedRingBase`).
+        var base: UInt32 = 0
         var address: VringAddress?
         /// Owned by the session; a running queue's server uses them until it stops.
         var kickFD: FileDescriptor?

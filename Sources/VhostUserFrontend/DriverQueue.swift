@@ -39,11 +39,20 @@ public struct UsedElement: Sendable, Equatable {
 /// `used_event` after each collected entry and honours `avail_event` when
 /// kicking (unless forced).
 ///
+/// With `packed` it drives a packed virtqueue instead (virtio 1.2 §2.8,
+/// §2.8.21-§2.8.23): `desc` is the descriptor ring, `avail` the driver event
+/// suppression area, `used` the device's; buffer IDs are handed out from a
+/// free list, the chains added since the last publish become available when
+/// `publish()` stores their heads' flags, in ring order. The used side always
+/// asks for every interrupt (driver flags ENABLE) unless `setNoInterrupt`.
+///
 /// Not thread-safe: drive each queue from one thread at a time.
 public final class DriverQueue: @unchecked Sendable {  // confined to one thread at a time (see above)
     public let index: Int
     public let size: UInt16
     public let eventIdx: Bool
+    /// A packed ring (VIRTIO_F_RING_PACKED) rather than a split one.
+    public let packed: Bool
     public let desc: GuestBuffer
     public let avail: GuestBuffer
     public let used: GuestBuffer
@@ -63,20 +72,48 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
     public private(set) var lastUsedIdx: UInt16 = 0
     private let memory: FrontendMemory
 
+    // Packed ring state (§2.8.1).
+    /// Next slot to fill and the driver's avail wrap counter.
+    public private(set) var packedAvail = PackedRingPosition.start
+    /// Next slot to read a used element from and the driver's used wrap counter.
+    public private(set) var packedUsed = PackedRingPosition.start
+    /// Ring slots not taken by a chain in flight.
+    private var freeSlots = 0
+    private var freeIDs: [UInt16] = []
+    /// Slots each buffer ID in flight took.
+    private var slotsOfID: [UInt16: UInt16] = [:]
+    /// Heads written but not yet made available: slot and flags, in ring order.
+    private var unpublishedHeads: [(slot: UInt16, flags: UInt16)] = []
+
     /// Allocates the rings (desc 16-, avail 2-, used 4-byte aligned; we use
     /// 4096 to keep each in one page-aligned block) and two eventfds.
-    public init(memory: FrontendMemory, index: Int, size: UInt16, eventIdx: Bool) throws(FrontendError) {
-        guard size > 0, size <= SplitQueue.maxSize, size & (size - 1) == 0 else {
-            throw .invalidArgument("queue size \(size) is not a power of two in 1...32768")
+    public init(memory: FrontendMemory, index: Int, size: UInt16, eventIdx: Bool, packed: Bool = false) throws(FrontendError) {
+        if packed {
+            guard size > 0, size <= PackedQueue.maxSize else { throw .invalidArgument("packed queue size \(size) not in 1...32768") }
+        } else {
+            guard size > 0, size <= SplitQueue.maxSize, size & (size - 1) == 0 else {
+                throw .invalidArgument("queue size \(size) is not a power of two in 1...32768")
+            }
         }
-        let sizes = SplitQueue.layoutSizes(size: size)
+        let sizes = packed
+            ? { let p = PackedQueue.layoutSizes(size: size); return (p.desc, p.driverEvent, p.deviceEvent) }()
+            : SplitQueue.layoutSizes(size: size)
         self.memory = memory
         self.index = index
         self.size = size
         self.eventIdx = eventIdx
-        desc = try memory.allocate(sizes.desc, alignment: 4096)
-        avail = try memory.allocate(sizes.avail, alignment: 4096)
-        used = try memory.allocate(sizes.used, alignment: 4096)
+        self.packed = packed
+        desc = try memory.allocate(sizes.0, alignment: 4096)
+        avail = try memory.allocate(sizes.1, alignment: 4096)
+        used = try memory.allocate(sizes.2, alignment: 4096)
+        if packed {
+            // The rings may hold an earlier user's bytes: a stale flags word could read as available.
+            memset(desc.pointer, 0, desc.length)
+            memset(avail.pointer, 0, avail.length)
+            memset(used.pointer, 0, used.length)
+            freeSlots = Int(size)
+            freeIDs = (0..<size).reversed().map { $0 }
+        }
         do {
             kickFD = try EventFD()
             callFD = try EventFD()
@@ -91,14 +128,15 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
         kickFD.close()
         callFD.close()
         for (_, entry) in inFlight { entry.buffers.forEach(memory.release) }
+        unpublishedHeads = []
         inFlight = [:]
         memory.release(desc)
         memory.release(avail)
         memory.release(used)
     }
 
-    /// Descriptors not owned by an in-flight chain.
-    public var freeDescriptorCount: Int { freeDescriptors.count }
+    /// Descriptors (packed: ring slots) not owned by an in-flight chain.
+    public var freeDescriptorCount: Int { packed ? freeSlots : freeDescriptors.count }
     /// Chains added and not yet collected.
     public var inFlightCount: Int { inFlight.count }
 
@@ -109,6 +147,11 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
     @discardableResult
     public func addChain(_ buffers: [ChainBuffer], owning owned: [GuestBuffer] = []) throws(FrontendError) -> UInt16 {
         guard !buffers.isEmpty else { throw .invalidArgument("empty chain") }
+        if packed {
+            return try addPacked(buffers.map { b in
+                (b.gpa, b.length, b.writable ? PackedDescriptor.flagWrite : 0)
+            }, owning: owned)
+        }
         guard buffers.count <= freeDescriptors.count else { throw .queueFull }
         let indices = (0..<buffers.count).compactMap { _ in freeDescriptors.popLast() }
         for (i, b) in buffers.enumerated() {
@@ -129,6 +172,18 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
     public func addIndirectChain(_ buffers: [ChainBuffer], owning owned: [GuestBuffer] = []) throws(FrontendError) -> UInt16 {
         guard !buffers.isEmpty else { throw .invalidArgument("empty chain") }
         let table = try memory.allocate(buffers.count * Descriptor.byteSize, alignment: 16)
+        if packed {
+            for (i, b) in buffers.enumerated() {
+                PackedDescriptor(addr: b.gpa, len: b.length, id: 0, flags: b.writable ? PackedDescriptor.flagWrite : 0)
+                    .store(to: table.pointer + i * PackedDescriptor.byteSize)
+            }
+            do {
+                return try addPacked([(table.gpa, UInt32(table.length), PackedDescriptor.flagIndirect)], owning: owned + [table])
+            } catch {
+                memory.release(table)
+                throw error
+            }
+        }
         for (i, b) in buffers.enumerated() {
             let last = i == buffers.count - 1
             let flags = (last ? 0 : Descriptor.flagNext) | (b.writable ? Descriptor.flagWrite : 0)
@@ -144,6 +199,47 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
         inFlight[head] = ([head], owned + [table])
         pushAvail(head: head)
         return head
+    }
+
+    // MARK: Packed ring (virtio 1.2 §2.8.21)
+
+    /// Writes a packed chain of `(addr, len, flags)` in consecutive slots
+    /// under a free buffer ID (NEXT on all but the last; the AVAIL/USED bits
+    /// of the current lap). The head's flags wait for `publish()`. Returns the ID.
+    public func addPacked(_ descs: [(UInt64, UInt32, UInt16)], owning owned: [GuestBuffer] = []) throws(FrontendError) -> UInt16 {
+        guard packed else { throw .invalidArgument("not a packed queue") }
+        guard !descs.isEmpty else { throw .invalidArgument("empty chain") }
+        guard descs.count <= freeSlots, let id = freeIDs.popLast() else { throw .queueFull }
+        let head = packedAvail.index
+        var headFlags: UInt16 = 0
+        for (k, d) in descs.enumerated() {
+            let flags = d.2 | (k < descs.count - 1 ? PackedDescriptor.flagNext : 0) | Self.availBits(wrap: packedAvail.wrap)
+            let at = desc.pointer + PackedDescriptor.byteSize * Int(packedAvail.index)
+            let old = UInt16(littleEndian: at.load(fromByteOffset: PackedDescriptor.flagsOffset, as: UInt16.self))
+            PackedDescriptor(addr: d.0, len: d.1, id: id, flags: k == 0 ? old : flags).store(to: at)
+            if k == 0 { headFlags = flags }
+            packedAvail.step(size: size)
+        }
+        unpublishedHeads.append((head, headFlags))
+        freeSlots -= descs.count
+        slotsOfID[id] = UInt16(descs.count)
+        inFlight[id] = ([], owned)
+        return id
+    }
+
+    /// Writes any packed descriptor at ring slot `slot` (hostile-ring tests), as is.
+    public func writePackedDescriptor(_ d: PackedDescriptor, at slot: UInt16) {
+        d.store(to: desc.pointer + PackedDescriptor.byteSize * (Int(slot) % Int(size)))
+    }
+
+    /// AVAIL = wrap, USED = !wrap: how the driver marks a slot available (§2.8.1).
+    public static func availBits(wrap: Bool) -> UInt16 {
+        wrap ? PackedDescriptor.flagAvail : PackedDescriptor.flagUsed
+    }
+
+    /// The device event suppression area's flags (§2.8.10).
+    public var deviceEventFlags: UInt16 {
+        UInt16(littleEndian: Self.atomic16(used.pointer, 2).pointee.load(ordering: .acquiring))
     }
 
     // MARK: Raw access (malformed-chain tests)
@@ -182,6 +278,11 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
 
     /// Sets or clears VIRTQ_AVAIL_F_NO_INTERRUPT.
     public func setNoInterrupt(_ on: Bool) {
+        if packed {
+            Self.atomic16(avail.pointer, 2).pointee.store(
+                (on ? PackedEventSuppression.flagDisable : PackedEventSuppression.flagEnable).littleEndian, ordering: .relaxed)
+            return
+        }
         Self.atomic16(avail.pointer, 0).pointee.store((on ? SplitQueue.availFlagNoInterrupt : 0).littleEndian, ordering: .relaxed)
     }
 
@@ -209,6 +310,14 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
 
     /// Release barrier, then `avail->idx = availIdx`.
     public func publish() {
+        if packed {
+            for head in unpublishedHeads {
+                Self.atomic16(desc.pointer, PackedDescriptor.byteSize * Int(head.slot) + PackedDescriptor.flagsOffset)
+                    .pointee.store(head.flags.littleEndian, ordering: .releasing)
+            }
+            unpublishedHeads = []
+            return
+        }
         atomicMemoryFence(ordering: .releasing)
         Self.atomic16(avail.pointer, 2).pointee.store(availIdx.littleEndian, ordering: .releasing)
         publishedAvailIdx = availIdx
@@ -225,6 +334,9 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
         let kick: Bool
         if force {
             kick = true
+        } else if packed {
+            // DISABLE: no kick; ENABLE, or DESC (a kick it may not need is harmless).
+            kick = deviceEventFlags & PackedEventSuppression.flagsMask != PackedEventSuppression.flagDisable
         } else if eventIdx {
             kick = SplitQueue.needsEvent(eventIdx: availEvent, new: availIdx, old: old)
         } else {
@@ -238,6 +350,7 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
 
     /// The id of the next used element, left uncollected; nil if none.
     public func peekUsedID() -> UInt32? {
+        if packed { return packedUsedElement().map { UInt32($0.id) } }
         guard usedIdx != lastUsedIdx else { return nil }
         let slot = Int(lastUsedIdx & (size - 1))
         return UInt32(littleEndian: used.pointer.loadUnaligned(fromByteOffset: 4 + 8 * slot, as: UInt32.self))
@@ -246,6 +359,17 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
     /// The next used element if the device published one; releases the
     /// descriptors and buffers of its chain and (EVENT_IDX) asks for the next interrupt.
     public func popUsed() -> UsedElement? {
+        if packed {
+            guard let element = packedUsedElement() else { return nil }
+            let slots = slotsOfID.removeValue(forKey: element.id) ?? 1
+            packedUsed.step(by: slots, size: size)
+            freeSlots += Int(slots)
+            if let entry = inFlight.removeValue(forKey: element.id) {
+                entry.buffers.forEach(memory.release)
+                freeIDs.append(element.id)
+            }
+            return UsedElement(id: UInt32(element.id), length: element.len)
+        }
         guard let id = peekUsedID() else { return nil }
         let slot = Int(lastUsedIdx & (size - 1))
         let len = UInt32(littleEndian: used.pointer.loadUnaligned(fromByteOffset: 8 + 8 * slot, as: UInt32.self))
@@ -279,6 +403,17 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
                 interrupted = true
             }
         }
+    }
+
+    /// The used element at `packedUsed`, if the device wrote one there
+    /// (AVAIL and USED both equal to the used wrap counter, §2.8.1).
+    private func packedUsedElement() -> (id: UInt16, len: UInt32)? {
+        let at = desc.pointer + PackedDescriptor.byteSize * Int(packedUsed.index)
+        let flags = UInt16(littleEndian: Self.atomic16(at, PackedDescriptor.flagsOffset).pointee.load(ordering: .acquiring))
+        let a = flags & PackedDescriptor.flagAvail != 0, u = flags & PackedDescriptor.flagUsed != 0
+        guard a == packedUsed.wrap, u == packedUsed.wrap else { return nil }
+        let d = PackedDescriptor(loadingFrom: at)
+        return (d.id, d.len)
     }
 
     private static func atomic16(_ base: UnsafeMutableRawPointer, _ offset: Int) -> UnsafeMutablePointer<Atomic<UInt16>> {

@@ -138,9 +138,9 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
             try sendInflight(fd: fd, queueCount: queueCount, queueSize: queueSize)
         }
         try sendMemoryTable()
-        let eventIdx = ackedFeatures.contains(.eventIdx)
+        let eventIdx = ackedFeatures.contains(.eventIdx), packed = ackedFeatures.contains(.ringPacked)
         for i in 0..<queueCount {
-            queues.append(try DriverQueue(memory: memory, index: i, size: queueSize, eventIdx: eventIdx))
+            queues.append(try DriverQueue(memory: memory, index: i, size: queueSize, eventIdx: eventIdx, packed: packed))
         }
         for q in queues { try setUp(q) }
         for q in queues { try setVringEnable(q.index, true) }
@@ -199,11 +199,20 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
 
     /// SET_VRING_CALL, NUM, BASE (0 or `base`), ADDR, KICK for `q`.
     public func setUp(_ q: DriverQueue, base: UInt16 = 0) throws(FrontendError) {
+        try setUp(q, rawBase: UInt32(base))
+    }
+
+    /// `setUp` with SET_VRING_BASE's full 32-bit value: a packed ring's two
+    /// positions (`PackedRingBase`; vhost-user spec, "Vring descriptor
+    /// indices for packed virtqueues"). A packed queue that starts fresh
+    /// sends both positions at slot 0 with wrap counter 1.
+    public func setUp(_ q: DriverQueue, rawBase: UInt32) throws(FrontendError) {
+        let base = q.packed && rawBase == 0 ? PackedRingBase.encode(avail: .start, used: .start) : rawBase
         let index = UInt32(q.index)
         try channel.send(VhostUserMessage(
             request: .setVringCall, payload: .u64(UInt64(index)), fds: [q.callFD.fd]))
         try channel.send(VhostUserMessage(request: .setVringNum, payload: .vringState(index: index, num: UInt32(q.size))))
-        try channel.send(VhostUserMessage(request: .setVringBase, payload: .vringState(index: index, num: UInt32(base))))
+        try channel.send(VhostUserMessage(request: .setVringBase, payload: .vringState(index: index, num: base)))
         let address = VringAddress(
             index: index, desc: memory.userAddr(of: q.desc.pointer), used: memory.userAddr(of: q.used.pointer),
             avail: memory.userAddr(of: q.avail.pointer))
@@ -220,6 +229,13 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
 
     /// GET_VRING_BASE: the back end stops the queue and answers its last avail index.
     public func getVringBase(_ index: Int) throws(FrontendError) -> UInt16 {
+        let num = try getVringBaseRaw(index)
+        guard let base = UInt16(exactly: num) else { throw .protocolViolation("GET_VRING_BASE value \(num)") }
+        return base
+    }
+
+    /// GET_VRING_BASE's full 32-bit answer (a packed ring's two positions, `PackedRingBase`).
+    public func getVringBaseRaw(_ index: Int) throws(FrontendError) -> UInt32 {
         try channel.send(VhostUserMessage(request: .getVringBase, payload: .vringState(index: UInt32(index), num: 0)))
         let reply = try channel.receiveReply(to: .getVringBase, expectedSize: 8)
         reply.fds.closeAll()
@@ -228,8 +244,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
              UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         }
         guard qi == UInt32(index) else { throw .protocolViolation("GET_VRING_BASE reply for queue \(qi), asked \(index)") }
-        guard let base = UInt16(exactly: num) else { throw .protocolViolation("GET_VRING_BASE value \(num)") }
-        return base
+        return num
     }
 
     /// Guest reset as QEMU 7.2 does it: SET_VRING_ENABLE 0 for every queue,

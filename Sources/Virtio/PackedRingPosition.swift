@@ -35,6 +35,12 @@ public struct PackedRingPosition: Sendable, Equatable, CustomStringConvertible {
         if (total / ring) & 1 != 0 { wrap.toggle() }
     }
 
+    /// Moves one slot (or `count`) forward: `advance` for a driver (the
+    /// in-repo frontend, tests).
+    public mutating func step(by count: UInt16 = 1, size: UInt16) {
+        advance(by: count, size: size)
+    }
+
     public var description: String { "\(index)/\(wrap ? 1 : 0)" }
 }
 
