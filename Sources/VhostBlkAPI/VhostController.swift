@@ -2,7 +2,7 @@ public import JSONRPC
 
 /// `vhost_create_blk_controller {ctrlr, dev_name?, cpumask?, readonly?,
 /// packed_ring?, transport?}` -> true. rpc.py always sends `readonly` and
-/// `packed_ring`; the daemon refuses `packed_ring: true`. Without `dev_name`
+/// `packed_ring` (true offers packed virtqueues, VIRTIO_F_RING_PACKED). Without `dev_name`
 /// (vhost-blkd's extension) the controller starts empty, capacity 0, until
 /// `vhost_blk_attach`. `socket_mode` (octal string or integer) and
 /// `socket_group` (name or gid) are vhost-blkd's extensions too, and so is

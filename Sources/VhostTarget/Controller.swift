@@ -45,6 +45,10 @@ final class Controller {
     }
     /// The guest turned the write cache off (CONFIG_WCE `writeback` = 0):
     /// every write is made durable before it completes.
+    /// SPDK's `packed_ring`: VIRTIO_F_RING_PACKED (bit 34) is offered, and
+    /// the driver chooses packed or split queues (virtio 1.2 §2.8, §6).
+    var packedRing = false
+
     var writeThrough = false {
         didSet { loop.preconditionInLoop() }
     }
@@ -123,6 +127,7 @@ final class Controller {
         if support.discard { f.insert(.discard) }
         if support.writeZeroes { f.insert(.writeZeroes) }
         if readOnly || (bdev?.readOnly ?? false) { f.insert(.readOnly) }
+        if packedRing { f.insert(.ringPacked) }
         return f
     }
 

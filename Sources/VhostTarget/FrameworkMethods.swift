@@ -83,6 +83,7 @@ extension VhostTarget {
         // The guest's CONFIG_WCE choice survives a restart: it would otherwise believe
         // its writes durable on completion while the daemon went back to write-back.
         if controller.writeThrough { params["write_cache"] = false }
+        if controller.packedRing { params["packed_ring"] = true }
         return SavedConfig.Entry(method: VhostCreateBlkControllerParams.method, params: .object(params))
     }
 }

@@ -20,7 +20,6 @@ extension VhostTarget {
             throw .invalidParams("Socket path \(socketPath) is longer than \(UnixSocket.maxPathLength) bytes")
         }
         if controllers[name] != nil { throw .invalidParams("\(RPCError.errorText(EEXIST)): controller \(name)") }
-        if p.packedRing { throw .invalidParams("Packed rings are not supported") }
         if let transport = p.transport, transport != "vhost_user_blk" {
             throw .invalidParams("Unsupported transport '\(transport)'")
         }
@@ -45,6 +44,7 @@ extension VhostTarget {
             listener: listener, loop: loop, logger: logger)
         controller.socketPermissions = permissions
         controller.writeThrough = p.writeCache == false
+        controller.packedRing = p.packedRing
         controller.guestChangedSavedState = { [unowned self] in persistAfter(change: "SET_CONFIG (write cache)") }
         do {
             controller.listenToken = try loop.register(listener, events: .readable) { [unowned self, unowned controller] _ in
@@ -193,6 +193,7 @@ extension VhostTarget {
                     "bdev": controller.bdev.map { .string($0.name) } ?? .null,
                     "transport": "vhost_user_blk",
                     "write_cache": .bool(!controller.writeThrough),
+                    "packed_ring": .bool(controller.packedRing),
                 ],
             ],
         ]

@@ -152,6 +152,11 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
     /// queues) with `bases` and SET_VRING_ENABLE 1. Call after `connect()`.
     /// `previous` keeps owning the queues and the region.
     public func resume(from previous: VhostUserFrontend, bases: [UInt16]) throws(FrontendError) {
+        try resume(from: previous, rawBases: bases.map { UInt32($0) })
+    }
+
+    /// `resume` with SET_VRING_BASE's full values (a packed ring's two positions, `PackedRingBase`).
+    public func resume(from previous: VhostUserFrontend, rawBases bases: [UInt32]) throws(FrontendError) {
         guard bases.count == previous.queues.count else { throw .invalidArgument("\(bases.count) bases for \(previous.queues.count) queues") }
         ackedFeatures = previous.ackedFeatures
         try setFeatures(ackedFeatures)
@@ -162,7 +167,7 @@ public final class VhostUserFrontend: @unchecked Sendable {  // control path use
                 queueSize: previous.queues.first?.size ?? 128)
         }
         try sendMemoryTable()
-        for (q, base) in zip(previous.queues, bases) { try setUp(q, base: base) }
+        for (q, base) in zip(previous.queues, bases) { try setUp(q, rawBase: base) }
         for q in previous.queues { try setVringEnable(q.index, true) }
     }
 

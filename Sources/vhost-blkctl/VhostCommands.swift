@@ -17,7 +17,7 @@ struct VhostCreateBlkController: ParsableCommand {
     @Option(help: "CPU mask for the controller's threads") var cpumask: String?
     @Option(help: "virtio blk transport name (only vhost_user_blk, the default)") var transport: String?
     @Flag(name: [.customShort("r"), .long], help: "Expose the block device as read-only") var readonly = false
-    @Flag(name: [.customShort("p"), .long], help: "Set controller as packed ring supported (refused: vhost-blkd has split rings only)") var packedRing = false
+    @Flag(name: [.customShort("p"), .long], help: "Set controller as packed ring supported") var packedRing = false
     @Option(help: "Permission bits of the controller's socket, octal (default 0600; 0660 for libvirt's QEMU)")
     var socketMode: SocketMode?
     @Option(help: "Group (name or gid) of the controller's socket, e.g. kvm")

@@ -503,7 +503,6 @@ enum RPCFuzzStep: CustomStringConvertible {
         ("bdev_set_qos_limit", #"{"name":"M0","rw_ios_per_sec":-1000}"#, [-32602]),
         ("bdev_set_qos_limit", #"{"name":"M0","rw_mbytes_per_sec":9223372036854775807}"#, [-22, -19]),
         ("vhost_create_blk_controller", #"{"ctrlr":"vhost.9","cpumask":"zz"}"#, [-32602]),
-        ("vhost_create_blk_controller", #"{"ctrlr":"vhost.9","packed_ring":true}"#, [-32602]),
         ("vhost_create_blk_controller", #"{"ctrlr":"vhost.9","transport":"nvme"}"#, [-32602]),
         ("vhost_create_blk_controller", #"{"ctrlr":"vhost.9","socket_mode":"0999"}"#, [-32602]),
         ("vhost_create_blk_controller", #"{"ctrlr":"vhost.9","socket_mode":4096}"#, [-32602]),
