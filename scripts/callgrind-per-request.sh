@@ -30,5 +30,5 @@ fi
 kill -INT $pid
 wait $pid || true
 ios=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ios"])' "$d/r.json")
-ir=$(callgrind_annotate "$d/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+ir=$(callgrind_annotate "$d/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen { gsub(",", "", $1); print $1; seen = 1 }')  # reads to the end: an early exit would SIGPIPE callgrind_annotate and fail the pipe
 python3 -c 'import sys; ir, ios = int(sys.argv[1]), int(sys.argv[2]); print("%s: %d instructions over %d requests = %.1f per request" % (sys.argv[3], ir, ios, ir / max(ios, 1)))' "$ir" "$ios" "$backend"
