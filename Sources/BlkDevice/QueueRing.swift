@@ -1,5 +1,6 @@
 import Glibc
 import Virtio
+import VhostUser
 
 /// The ring a `VirtqueueServer` serves: a split virtqueue (virtio 1.2 §2.7)
 /// or a packed one (§2.8), chosen when the queue starts (VIRTIO_F_RING_PACKED,
@@ -90,6 +91,29 @@ package enum QueueRing {
             p.usedCount &+= 1
             self = .packed(p)
         }
+    }
+
+    /// A packed ring with inflight tracking: writes buffer `id`'s used
+    /// element and makes it visible at once, journaled in `tracking` for
+    /// the buffer recorded at `entry` (`PackedInflightQueue.publish`).
+    mutating func addUsed(id: UInt16, length: UInt32, slotCount: UInt16, tracking: PackedInflightQueue, entry: UInt16) {
+        switch self {
+        case .split(var q):
+            q.addUsed(id: id, length: length)
+            self = .split(q)
+        case .packed(var p):
+            tracking.publish(entry: entry, id: id, length: length, slotCount: slotCount, queue: &p.queue)
+            p.usedCount &+= 1
+            self = .packed(p)
+        }
+    }
+
+    /// Records the packed buffer `head`, just popped, in `tracking`; returns
+    /// its head entry (`PackedInflightQueue.noEntry` on a split ring, or
+    /// when it could not be recorded).
+    func record(_ head: PackedChainHead, in tracking: PackedInflightQueue) -> UInt16 {
+        guard case .packed(let p) = self else { return PackedInflightQueue.noEntry }
+        return tracking.record(head, ring: p.queue) ?? PackedInflightQueue.noEntry
     }
 
     @inline(__always)
@@ -184,7 +208,10 @@ package struct PackedRing {
     /// A signal `wantsNotify` found wanted and `takeNotify` has not sent.
     var notifyOwed = false
 
-    package init(_ queue: PackedQueue) {
+    /// `popped`: buffers already in flight when the ring starts (inflight
+    /// recovery resubmits them), so the used count can catch up with them.
+    package init(_ queue: PackedQueue, popped: Int = 0) {
         self.queue = queue
+        poppedCount = UInt16(truncatingIfNeeded: popped)
     }
 }

@@ -9,6 +9,9 @@ package struct RequestSlot {
     /// Ring slots the buffer took (a packed ring's used element moves past
     /// as many, §2.8.6; always 1 on a split ring).
     package var slotCount: UInt16 = 1
+    /// A packed ring's head entry in the inflight region
+    /// (`PackedInflightQueue.record`), or `PackedInflightQueue.noEntry`.
+    package var inflightEntry: UInt16 = 0xFFFF
     package var status: UnsafeMutablePointer<UInt8>?
     /// The executor's operation in flight (`BlkExecutor.finish` takes it back).
     package var operation = BlkOperation(.read)

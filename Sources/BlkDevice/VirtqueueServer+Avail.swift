@@ -41,7 +41,11 @@ extension VirtqueueServer {
             }
             if let head = resubmit.popLast() {
                 popped = true
-                handle(head: PackedChainHead(index: head, id: head, slotCount: 1))
+                if let tracking = packedInflight {
+                    handleRecovered(entry: head, tracking: tracking)
+                } else {
+                    handle(head: PackedChainHead(index: head, id: head, slotCount: 1))
+                }
                 continue
             }
             let next: PackedChainHead?

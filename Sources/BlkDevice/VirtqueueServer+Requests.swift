@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import Reactor
+import VhostUser
 import Virtio
 
 /// Each request from chain to status: walk and parse it (Virtio's decoders),
@@ -14,18 +15,51 @@ extension VirtqueueServer {
         guard let slot = slots.take(head: head, slotCount: buffer.slotCount, generation: backendGeneration) else { return }
         inFlight += 1
         inflight?.markInFlight(head)
+        if let packedInflight { slots[slot].inflightEntry = ring.record(buffer, in: packedInflight) }
 
-        let iov = slots.iovecs(of: slot)
         let chain: ChainBuffers
         do {
-            chain = try ring.walk(buffer, memory: memory, into: iov)
-            slots[slot].writableFirst = UInt16(truncatingIfNeeded: chain.readableCount)
-            slots[slot].writableCount = UInt16(truncatingIfNeeded: chain.writableCount)
+            chain = try ring.walk(buffer, memory: memory, into: slots.iovecs(of: slot))
         } catch {
             logMalformed("malformed descriptor chain at head \(head): \(error)")
             finish(slot: slot, statusByte: nil, status: .ioErr, usedLength: 0)
             return
         }
+        serve(slot: slot, head: head, chain: chain)
+    }
+
+    /// A packed buffer a crashed daemon popped and never completed, walked
+    /// from the copies of its descriptors in the inflight region
+    /// (`PackedInflightQueue`): the ring slots it took may hold used
+    /// elements by now (virtio 1.2 §2.8.6).
+    func handleRecovered(entry: UInt16, tracking: PackedInflightQueue) {
+        let buffer = tracking.buffer(at: entry)
+        let count = UInt16(truncatingIfNeeded: buffer.descriptors.count)
+        guard let slot = slots.take(head: buffer.id, slotCount: count, generation: backendGeneration) else { return }
+        inFlight += 1
+        slots[slot].inflightEntry = entry
+        let chain: ChainBuffers
+        do {
+            chain = try buffer.descriptors.withUnsafeBytes { (copies) throws(VirtioError) -> ChainBuffers in
+                guard let base = copies.baseAddress, count > 0 else { throw VirtioError.chainTooLong }
+                return try PackedChainWalker.walk(
+                    ring: base, size: count, head: PackedChainHead(index: 0, id: buffer.id, slotCount: count),
+                    memory: memory, into: slots.iovecs(of: slot))
+            }
+        } catch {
+            logMalformed("malformed recovered descriptor chain for buffer \(buffer.id): \(error)")
+            finish(slot: slot, statusByte: nil, status: .ioErr, usedLength: 0)
+            return
+        }
+        serve(slot: slot, head: buffer.id, chain: chain)
+    }
+
+    /// Parses the walked chain of `slot` and starts its request.
+    @inline(__always)
+    func serve(slot: UInt32, head: UInt16, chain: ChainBuffers) {
+        let iov = slots.iovecs(of: slot)
+        slots[slot].writableFirst = UInt16(truncatingIfNeeded: chain.readableCount)
+        slots[slot].writableCount = UInt16(truncatingIfNeeded: chain.writableCount)
         let request: BlkRequest
         do {
             request = try BlkRequestParser.parse(chain, iovecs: iov)
@@ -122,7 +156,12 @@ extension VirtqueueServer {
         let s = slots[slot]
         if tracing { logger.trace("completed head \(s.head) status \(status.rawValue) used \(usedLength)") }
         if let statusByte { statusByte.pointee = UInt8(truncatingIfNeeded: status.rawValue) }
-        ring.addUsed(id: s.head, length: statusByte == nil ? 0 : usedLength, slotCount: s.slotCount)
+        if let packedInflight {
+            ring.addUsed(id: s.head, length: statusByte == nil ? 0 : usedLength, slotCount: s.slotCount,
+                         tracking: packedInflight, entry: s.inflightEntry)
+        } else {
+            ring.addUsed(id: s.head, length: statusByte == nil ? 0 : usedLength, slotCount: s.slotCount)
+        }
         if let log = dirtyLog { logWrites(slot: slot, statusByte: statusByte, log: log) }
         stats.complete(slot, status, at: completionTime())
         if inflight != nil { noteUsedForInflight(head: s.head) }

@@ -77,9 +77,13 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     var dirtyLog: DirtyLog?
     /// The used ring's guest-physical address (SET_VRING_ADDR's `log`), logged with it.
     var usedRingGPA: UInt64?
-    /// Inflight tracking (INFLIGHT_SHMFD), when the front-end set it up.
+    /// Inflight tracking (INFLIGHT_SHMFD) of a split ring, when the front-end set it up.
     var inflight: InflightQueue?
-    /// Heads a restarted daemon serves again before popping the ring (reversed: popped from the end; split rings only).
+    /// Inflight tracking of a packed ring.
+    let packedInflight: PackedInflightQueue?
+    /// What a restarted daemon serves again before popping the ring
+    /// (reversed: taken from the end): a split ring's heads, or a packed
+    /// ring's head entries in `packedInflight`.
     var resubmit: [UInt16]
     /// Heads whose used elements await the next publish (inflight tracking only).
     let unpublishedHeads: UnsafeMutablePointer<UInt16>
@@ -138,11 +142,13 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
                   inflight: inflight, resubmit: resubmit, maxRequests: maxRequests)
     }
 
-    /// A packed ring (`.packed`) is served without inflight tracking: the
-    /// caller passes neither `inflight` nor `resubmit` for one.
+    /// A split ring is tracked by `inflight`, a packed one by `packedInflight`
+    /// (vhost-user spec, "Inflight I/O tracking"); `resubmit` is in the
+    /// form of the one given.
     package init(queueIndex: Int, ring: QueueRing, memory: GuestMemory, kickFD: FileDescriptor, callFD: FileDescriptor?,
                  backend: DeviceBackend, reactor: Reactor, logger: Logger,
-                 inflight: InflightQueue? = nil, resubmit: [UInt16] = [], maxRequests: Int = 1024) {
+                 inflight: InflightQueue? = nil, packedInflight: PackedInflightQueue? = nil,
+                 resubmit: [UInt16] = [], maxRequests: Int = 1024) {
         self.queueIndex = queueIndex
         self.ring = ring
         self.memory = memory
@@ -160,6 +166,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         stats = QueueStatsBlock(slotCount: slots.count)
         lastCheckedUsed = ring.usedIdx
         self.inflight = inflight
+        self.packedInflight = ring.isPacked ? packedInflight : nil
         self.resubmit = resubmit.reversed()
         unpublishedHeads = .allocate(capacity: inflight == nil ? 1 : count)
     }

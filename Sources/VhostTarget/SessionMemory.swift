@@ -166,7 +166,7 @@ extension VhostUserSession {
     func newInflightRegion(numQueues: UInt16, queueSize: UInt16) throws(SessionRefusal) -> (VhostUserPayload, FileDescriptor) {
         let region: InflightRegion, fd: FileDescriptor
         do {
-            (region, fd) = try InflightRegion.create(numQueues: numQueues, queueSize: queueSize)
+            (region, fd) = try InflightRegion.create(numQueues: numQueues, queueSize: queueSize, packed: features.contains(.ringPacked))
         } catch {
             throw SessionRefusal("GET_INFLIGHT_FD refused: \(error)")
         }
@@ -182,7 +182,8 @@ extension VhostUserSession {
     func setInflightRegion(fd: FileDescriptor, size: UInt64, offset: UInt64, numQueues: UInt16, queueSize: UInt16) throws(SessionRefusal) {
         do {
             let region = try InflightRegion.map(
-                fd: fd, size: size, offset: offset, numQueues: numQueues, queueSize: queueSize)
+                fd: fd, size: size, offset: offset, numQueues: numQueues, queueSize: queueSize,
+                packed: features.contains(.ringPacked))
             inflight?.unmap()
             inflight = region
             logger.debug("inflight region set", metadata: ["queues": "\(numQueues)", "queue.size": "\(queueSize)"])
@@ -219,5 +220,42 @@ extension VhostUserSession {
             ])
         }
         return (area, recovery.resubmit, recovery.lastAvailIdx)
+    }
+
+    /// Inflight tracking for packed queue `i` (vhost-user spec, "Inflight
+    /// I/O tracking", packed layout; `PackedInflightQueue`): the area, the
+    /// head entries a restarted daemon serves again, and where the ring
+    /// stands when the region says so (nil: SET_VRING_BASE's `base`). After
+    /// a crash QEMU's base for a packed ring is stale
+    /// (`virtio_queue_packed_restore_last_avail_idx` does nothing), so an
+    /// area set up by an earlier back-end is believed over it. `finish`
+    /// completes a used element the crash interrupted. A region in the
+    /// split layout leaves the queue untracked, with a warning; an area no
+    /// back-end could have written refuses the queue.
+    func packedInflightState(queue i: Int, size: UInt16, base: (avail: PackedRingPosition, used: PackedRingPosition),
+                             finish: (PackedRingPosition) -> Bool) throws(SessionRefusal)
+        -> (area: PackedInflightQueue?, resubmit: [UInt16], start: (avail: PackedRingPosition, used: PackedRingPosition)?) {
+        guard let region = inflight else { return (nil, [], nil) }
+        guard let area = region.packedQueue(i, queueSize: size) else {
+            logger.warning("queue \(i) (packed, size \(size)) has no area in the inflight region (\(region.numQueues) queues of \(region.queueSize), \(region.packed ? "packed" : "split") layout): not tracked")
+            return (nil, [], nil)
+        }
+        guard area.isInitialized else {
+            area.initialize(used: base.used)
+            return (area, [], nil)
+        }
+        let recovery: PackedInflightQueue.Recovery
+        do {
+            recovery = try area.recover(finish: finish)
+        } catch {
+            throw SessionRefusal("queue \(i): the inflight region is inconsistent: \(error)")
+        }
+        if recovery.avail != base.avail || recovery.used != base.used || !recovery.resubmit.isEmpty || recovery.finishedElement {
+            logger.notice("queue \(i) recovered from the inflight region", metadata: [
+                "resubmit": "\(recovery.resubmit.count)", "avail": "\(recovery.avail)", "used": "\(recovery.used)",
+                "frontend_base": "\(base.avail) \(base.used)", "finished_element": "\(recovery.finishedElement)",
+            ])
+        }
+        return (area, recovery.resubmit, (recovery.avail, recovery.used))
     }
 }

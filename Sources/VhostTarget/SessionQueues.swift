@@ -89,19 +89,21 @@ extension VhostUserSession {
         }
         guard let memory = mapping?.memory else { throw SessionRefusal("queue \(i) started before SET_MEM_TABLE") }
         let ring: QueueRing
-        let tracking: (area: InflightQueue?, resubmit: [UInt16])
+        let tracking: (area: InflightQueue?, packedArea: PackedInflightQueue?, resubmit: [UInt16])
         if features.contains(.ringPacked) {
-            ring = try packedRing(i, vring: vring, address: address, memory: memory)
-            tracking = (nil, [])
+            let packed = try packedRing(i, vring: vring, address: address, memory: memory)
+            ring = .packed(packed.ring)
+            tracking = (nil, packed.inflight, packed.resubmit)
         } else {
             let split = try splitRing(i, vring: vring, address: address, memory: memory)
             ring = .split(split.queue)
-            tracking = (split.inflight, split.resubmit)
+            tracking = (split.inflight, nil, split.resubmit)
         }
         let server = VirtqueueServer(
             queueIndex: i, ring: ring, memory: memory, kickFD: kickFD, callFD: vring.callFD,
             backend: controller.deviceBackend(), reactor: controller.reactor(forQueue: i), logger: logger,
-            inflight: tracking.area, resubmit: tracking.resubmit, maxRequests: controller.limits.maxRequestsPerQueue)
+            inflight: tracking.area, packedInflight: tracking.packedArea, resubmit: tracking.resubmit,
+            maxRequests: controller.limits.maxRequestsPerQueue)
         vrings[i].server = server
         let session = LoopBound(self), loop = self.loop
         // The server keeps this closure, so it names the server by identity: a
@@ -149,28 +151,32 @@ extension VhostUserSession {
     /// Queue `i`'s packed ring (virtio 1.2 §2.8): SET_VRING_ADDR's three
     /// addresses are the descriptor ring, the driver event suppression area
     /// and the device's (vhost-user spec, "Vring address description"), and
-    /// SET_VRING_BASE's value holds both positions (`PackedRingBase`).
-    /// Not tracked in an inflight region: the spec's packed layout is not
-    /// implemented, so a frontend that set one up gets a warning and a queue
-    /// that is not tracked, never a region written in the split layout.
-    private func packedRing(_ i: Int, vring: Vring, address: VringAddress, memory: GuestMemory) throws(SessionRefusal) -> QueueRing {
+    /// SET_VRING_BASE's value holds both positions (`PackedRingBase`),
+    /// unless the inflight region says where the ring stands
+    /// (`packedInflightState`).
+    private func packedRing(_ i: Int, vring: Vring, address: VringAddress, memory: GuestMemory) throws(SessionRefusal)
+        -> (ring: PackedRing, inflight: PackedInflightQueue?, resubmit: [UInt16]) {
         let sizes = PackedQueue.layoutSizes(size: vring.size)
         guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
               let driverEvent = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.driverEvent)),
               let deviceEvent = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.deviceEvent)) else {
             throw SessionRefusal("queue \(i) rings are outside guest memory")
         }
-        if inflight != nil {
-            logger.warning("queue \(i) is packed: inflight tracking covers split rings only, this queue is not tracked")
+        let eventIdx = features.contains(.eventIdx)
+        func ring(avail: PackedRingPosition, used: PackedRingPosition) throws(SessionRefusal) -> PackedQueue {
+            do {
+                return try PackedQueue(size: vring.size, desc: desc, driverEvent: driverEvent, deviceEvent: deviceEvent,
+                                       eventIdx: eventIdx, avail: avail, used: used)
+            } catch {
+                throw SessionRefusal("queue \(i) refused: \(error)")
+            }
         }
         let base = PackedRingBase.decode(vring.base)
-        do {
-            return .packed(PackedRing(try PackedQueue(
-                size: vring.size, desc: desc, driverEvent: driverEvent, deviceEvent: deviceEvent,
-                eventIdx: features.contains(.eventIdx), avail: base.avail, used: base.used)))
-        } catch {
-            throw SessionRefusal("queue \(i) refused: \(error)")
-        }
+        let slots = try ring(avail: .start, used: .start)  // finishes a used element recovery finds half written
+        let tracking = try packedInflightState(queue: i, size: vring.size, base: base) { slots.finishUsedElement(at: $0) }
+        let start = tracking.start ?? base
+        let queue = try ring(avail: start.avail, used: start.used)
+        return (PackedRing(queue, popped: tracking.resubmit.count), tracking.area, tracking.resubmit)
     }
 
     /// Queue `i`'s avail ring broke (virtio 1.2 §2.7.6: an index or head

@@ -157,30 +157,65 @@ public struct PackedQueue: @unchecked Sendable {
     /// multi-buffer requests); later ones are stored
     /// at once (release), which the driver cannot see past the first.
     public mutating func addUsed(id: UInt16, length: UInt32, slotCount: UInt16) {
-        let index = nextUsed.index
-        let offset = slotOffset(index)
+        let at = writeUsedElement(id: id, length: length, slotCount: slotCount)
+        if batchHead == nil {
+            batchHead = (at.index, PackedDescriptor.usedFlags(wrap: at.wrap))
+        } else {
+            storeUsedFlags(at: at)
+        }
+    }
+
+    /// Writes buffer `id`'s used element at `nextUsed` without its flags,
+    /// moves `nextUsed` on as `addUsed` does, and returns where the element
+    /// went: the driver sees it only after `storeUsedFlags(at:)`. For a
+    /// device that journals each element before making it visible (packed
+    /// inflight tracking); `publishUsed()` then only counts them.
+    @inline(__always)
+    public mutating func writeUsedElement(id: UInt16, length: UInt32, slotCount: UInt16) -> PackedRingPosition {
+        let at = nextUsed
+        let offset = slotOffset(at.index)
         descRing.storeBytes(of: length.littleEndian, toByteOffset: offset + 8, as: UInt32.self)
         descRing.storeBytes(of: id.littleEndian, toByteOffset: offset + 12, as: UInt16.self)
-        let flags = PackedDescriptor.usedFlags(wrap: nextUsed.wrap)
-        if batchHead == nil {
-            batchHead = (index, flags)
-        } else {
-            Self.atomic16(descRing, offset + PackedDescriptor.flagsOffset).pointee
-                .store(flags.littleEndian, ordering: .releasing)
-        }
         let slots = max(1, min(slotCount, size))
         nextUsed.advance(by: slots, size: size)
         unpublished += Int(slots)
         slotsInFlight = max(0, slotsInFlight - Int(slots))
+        return at
     }
 
-    /// Release barrier, then stores the flags of the batch's first element.
+    /// Makes the element `writeUsedElement` put at `position` visible: a
+    /// release store of its flags, AVAIL and USED equal to the position's
+    /// wrap counter (§2.8.1).
+    @inline(__always)
+    public func storeUsedFlags(at position: PackedRingPosition) {
+        Self.atomic16(descRing, slotOffset(position.index) + PackedDescriptor.flagsOffset).pointee
+            .store(PackedDescriptor.usedFlags(wrap: position.wrap).littleEndian, ordering: .releasing)
+    }
+
+    /// Crash recovery: finishes a used element whose id and length were
+    /// written at `position` but whose flags may not have been. The slot
+    /// still shows the driver's available flags for that lap (AVAIL equal
+    /// to the wrap counter, USED not) exactly when they were not: once the
+    /// flags are stored the driver owns the slot, and it can make it
+    /// available again only in the next lap (AVAIL not equal to the
+    /// counter). Returns whether it stored them.
+    @discardableResult
+    public func finishUsedElement(at position: PackedRingPosition) -> Bool {
+        guard position.index < size,
+              PackedDescriptor.isAvailable(flags: acquireFlags(at: position.index), wrap: position.wrap) else { return false }
+        storeUsedFlags(at: position)
+        return true
+    }
+
+    /// Release barrier, then stores the flags of the batch's first element;
+    /// the slots added since the last call now count towards `shouldNotify()`.
     public mutating func publishUsed() {
-        guard let head = batchHead else { return }
-        atomicMemoryFence(ordering: .releasing)
-        Self.atomic16(descRing, slotOffset(head.index) + PackedDescriptor.flagsOffset).pointee
-            .store(head.flags.littleEndian, ordering: .releasing)
-        batchHead = nil
+        if let head = batchHead {
+            atomicMemoryFence(ordering: .releasing)
+            Self.atomic16(descRing, slotOffset(head.index) + PackedDescriptor.flagsOffset).pointee
+                .store(head.flags.littleEndian, ordering: .releasing)
+            batchHead = nil
+        }
         unsignalled += unpublished
         unpublished = 0
     }

@@ -68,8 +68,8 @@ struct PackedRingTests {
         try D.withLogOnError(daemon) { () throws in
             let memory = try FrontendMemory(size: 16 << 20)
             defer { memory.close() }
-            // No inflight region: GET_INFLIGHT_FD comes before SET_FEATURES and sizes
-            // the split layout (a power of two); packed queues are not tracked anyway.
+            // No inflight region: its queues are a power of two in size (the
+            // vhost-user spec's layouts), and this ring is not.
             var options = Self.packedOptions
             options.useInflight = false
             let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory, options: options)

@@ -81,6 +81,97 @@ struct ResubmitTests {
         }
     }
 
+    /// The same on a packed ring (virtio 1.2 §2.8), with the daemon killed
+    /// for real while three writes wait on a frozen filesystem, popped and
+    /// recorded: the next daemon resumes from the packed inflight area
+    /// (`PackedInflightQueue`), not from the stale base QEMU sends for a
+    /// packed ring after a crash, serves each write once from the copies of
+    /// its descriptors, and goes on with the ring.
+    @Test func crashedPackedRequestsAreServedOnceByTheNextDaemon() throws {
+        typealias S = StalledBackendTests
+        let fs = try FreezableFilesystem.make()
+        defer { fs.remove() }
+        let folder = PersistentDaemonFolder()
+        defer { folder.remove() }
+        var daemon = try folder.start()
+        defer { daemon.stop() }
+        try D.withLogOnError(daemon) { () throws in
+            try daemon.call("bdev_uring_create", ["filename": .string(fs.diskPath), "name": .string(S.bdevA), "block_size": 512])
+            try daemon.call("vhost_create_blk_controller", ["ctrlr": .string(S.ctrlrA), "dev_name": .string(S.bdevA), "packed_ring": true])
+        }
+        let memory = try FrontendMemory(size: 8 << 20)
+        defer { memory.close() }
+        var options = PackedRingTests.packedOptions
+        options.timeout = S.stallTimeout
+        let first = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/" + S.ctrlrA, memory: memory, options: options)
+        defer { first.close() }
+        try first.connect()
+        try first.start(queueCount: 1, queueSize: 16)
+        let q = try first.driverQueue(0)
+        try #require(q.packed && first.inflightFD != nil)
+        #expect(try D.roundTrip(first, sector: 0, seed: 1))
+
+        try fs.freeze()
+        var writes: [S.StuckWrite] = []
+        for i in 1...3 {
+            let sector = UInt64(8 * i)
+            let data = D.pattern(4096, seed: 42 + i)
+            let header = try memory.allocate(16, alignment: 16)
+            header.write(BlkWire.header(type: BlkWire.typeOut, sector: sector))
+            let buffer = try memory.allocate(4096, alignment: 4096)
+            buffer.write(data)
+            let status = try memory.allocate(1, alignment: 1)
+            status.pointer.storeBytes(of: 0xff, as: UInt8.self)
+            let head = try q.addChain(
+                [ChainBuffer(header, writable: false), ChainBuffer(buffer, writable: false), ChainBuffer(status, writable: true)],
+                owning: [header, buffer, status])
+            writes.append(S.StuckWrite(sector: sector, head: head, status: status, data: data))
+        }
+        q.publishAndKick(force: true)
+        let deadline = ContinuousClock.now + S.liveness
+        var inFlight: Int64 = -1
+        while inFlight != 3, ContinuousClock.now < deadline {
+            usleep(20_000)
+            let listed = try daemon.call("vhost_get_controllers", ["name": .string(S.ctrlrA)])
+            inFlight = listed.arrayValue?.first?["sessions"]?.arrayValue?.first?["queues"]?.arrayValue?.first?["in_flight"]?.intValue ?? -1
+        }
+        try #require(inFlight == 3, "the writes never showed as in flight on the frozen file (in_flight \(inFlight))")
+        #expect(q.peekUsedID() == nil, "a write completed on a frozen filesystem")
+        kill(daemon.pid, SIGKILL)  // the process goes once its writes are cancelled or done
+        fs.thaw()
+        daemon.crash()
+
+        daemon = try folder.start()
+        try D.withLogOnError(daemon) { () throws in
+            let second = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/" + S.ctrlrA, memory: memory, options: options)
+            defer { second.close() }
+            try second.connect()
+            // QEMU's packed base after a crash: where the ring was when it last started.
+            try second.resume(from: first, rawBases: [PackedRingBase.encode(avail: .start, used: .start)])
+            var completed: [UInt16: UInt8] = [:]
+            let until = ContinuousClock.now + .seconds(10)
+            while completed.count < 3, ContinuousClock.now < until {
+                // The status is read before popUsed gives the chain's buffers back.
+                guard let id = q.peekUsedID() else {
+                    usleep(5_000)
+                    continue
+                }
+                let write = writes.first { UInt32($0.head) == id }
+                #expect(completed[UInt16(truncatingIfNeeded: id)] == nil, "buffer \(id) completed twice")
+                completed[UInt16(truncatingIfNeeded: id)] = write?.status.pointer.load(as: UInt8.self) ?? 0xEE
+                _ = q.popUsed()
+            }
+            #expect(Set(completed.keys) == Set(writes.map(\.head)), "\(completed)")
+            #expect(completed.values.allSatisfy { $0 == BlkWire.statusOK }, "\(completed)")
+            usleep(200_000)
+            #expect(q.popUsed() == nil, "a resubmitted request completed twice")
+            #expect(daemon.log.contains("resubmit=3"))
+            for write in writes { try S.expectOnDisk(write, fs: fs, sourceLocation: #_sourceLocation) }
+            // The ring goes on after them, at the position the area gave.
+            #expect(try D.roundTrip(first, sector: 64, seed: 7))
+        }
+    }
+
     /// One 4 KiB read through `q` by hand (the old frontend object owns the queue).
     func readAgain(q: DriverQueue, memory: FrontendMemory, sector: UInt64) throws -> [UInt8] {
         let header = try memory.allocate(16, alignment: 16)
