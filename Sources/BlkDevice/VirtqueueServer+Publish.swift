@@ -78,11 +78,10 @@ extension VirtqueueServer {
     /// (virtio 1.2 §2.8.6, §2.8.10): both are marked.
     func logUsedRing() {
         guard let log = dirtyLog else { return }
-        switch ring {
-        case .split(let q):
+        if let q = ring.split {
             guard let gpa = usedRingGPA else { return }
             log.mark(gpa: gpa, length: UInt64(SplitQueue.layoutSizes(size: q.size).used))
-        case .packed(let p):
+        } else if let p = ring.packed {
             let sizes = PackedQueue.layoutSizes(size: p.queue.size)
             if let gpa = memory.guestPhysAddr(ofHost: p.queue.descRing) { log.mark(gpa: gpa, length: UInt64(sizes.desc)) }
             if let gpa = usedRingGPA { log.mark(gpa: gpa, length: UInt64(sizes.deviceEvent)) }
