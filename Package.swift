@@ -117,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "vhost-blk-bench",
             dependencies: [
-                "VhostUserFrontend", "Virtio", "VhostUser", "Posix", "CShims",
+                "VhostUserFrontend", "Virtio", "VhostUser", "Posix", "CShims", "VhostBlkAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             cSettings: gnuSource),

@@ -35,6 +35,8 @@ struct BenchConfig: Sendable {
     /// Write the whole disk once, sequentially (each queue its share), and
     /// stop: no warm-up, no time limit (`--fill`).
     var fill = false
+    /// Negotiate VIRTIO_F_RING_PACKED and drive packed rings (`--packed`).
+    var packed = false
 }
 
 /// Queue size for `iodepth` three-descriptor chains: the next power of two

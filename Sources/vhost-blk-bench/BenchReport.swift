@@ -1,7 +1,7 @@
 /// The outcome of a run: what it measured and how to print it.
 struct BenchReport {
     var config: BenchConfig
-    var queueResults: [QueueWorker.Result]
+    var queueResults: [QueueResult]
     var capacitySectors: UInt64
     var eventIdx: Bool
     /// Server CPU seconds consumed inside the measured window, if `--server-pid` was given and readable.
@@ -46,6 +46,7 @@ struct BenchReport {
         }
         s += ", client cpu \(fixed(clientCPUSeconds, 2)) s"
         if config.mode == .interrupt, let w = wakeupsPerIO { s += ", \(fixed(w, 3)) interrupts/IO" }
+        if config.packed { s += ", packed ring" }
         if !eventIdx { s += " [no EVENT_IDX]" }
         for f in failures { s += " [FAILED: \(f)]" }
         return s
@@ -62,6 +63,7 @@ struct BenchReport {
             ("queues", "\(config.queues)"),
             ("queue_size", "\(config.queueSize)"),
             ("mode", quote(config.mode.rawValue)),
+            ("ring", quote(config.packed ? "packed" : "split")),
             ("event_idx", eventIdx ? "true" : "false"),
             ("capacity_bytes", "\(capacitySectors &* 512)"),
             ("runtime_s", fixed(measuredSeconds, 3)),

@@ -17,6 +17,12 @@ struct Benchmark {
         }
         var options = VhostUserFrontend.Options()
         options.timeout = .seconds(5)
+        if config.packed {
+            options.wantedFeatures.insert(.ringPacked)
+            // GET_INFLIGHT_FD comes before SET_FEATURES and sizes the split
+            // layout; the daemon does not track packed queues there anyway.
+            options.useInflight = false
+        }
         let frontend: VhostUserFrontend
         do {
             frontend = try VhostUserFrontend(socketPath: config.socketPath, memory: memory, options: options)
@@ -40,7 +46,13 @@ struct Benchmark {
             guard UInt64(config.queues) <= frontend.maxQueues else {
                 throw BenchError.usage("the back end offers \(frontend.maxQueues) queues, \(config.queues) asked")
             }
+            if config.packed && !frontend.deviceFeatures.contains(.ringPacked) {
+                throw BenchError.usage("the back end does not offer VIRTIO_F_RING_PACKED (vhost-blkd: create the controller with packed_ring)")
+            }
             try frontend.start(queueCount: config.queues, queueSize: config.queueSize)
+            guard frontend.ackedFeatures.contains(.ringPacked) == config.packed, frontend.queues.allSatisfy({ $0.packed == config.packed }) else {
+                throw BenchError.usage("the queues did not start as \(config.packed ? "packed" : "split") rings")
+            }
         } catch let error as BenchError {
             throw error
         } catch let error as FrontendError {
@@ -49,9 +61,13 @@ struct Benchmark {
             throw .thread("\(error)")
         }
 
-        var workers: [QueueWorker] = []
+        var workers: [any QueueRunner] = []
         for q in frontend.queues {
-            workers.append(try QueueWorker(queue: q, memory: memory, config: config, capacitySectors: capacity))
+            if config.packed {
+                workers.append(try QueueWorker<PackedBenchRing>(queue: q, memory: memory, config: config, capacitySectors: capacity))
+            } else {
+                workers.append(try QueueWorker<SplitBenchRing>(queue: q, memory: memory, config: config, capacitySectors: capacity))
+            }
         }
 
         let begin = MonotonicClock.nanos() &+ 10_000_000
@@ -98,6 +114,7 @@ struct Benchmark {
     private func memorySize() throws(BenchError) -> Int {
         let perSlot = config.blockSize + 4096 + 256
         let perQueue = config.iodepth.multipliedReportingOverflow(by: perSlot)
+        // Split: 16 B descriptors plus avail and used entries; packed needs less (16 B slots, two 4 B areas).
         let rings = 16 * Int(config.queueSize) + 6 * Int(config.queueSize) + 3 * 8192
         guard !perQueue.overflow else { throw .usage("iodepth x bs too large") }
         let all = (perQueue.partialValue + rings).multipliedReportingOverflow(by: config.queues)

@@ -2,6 +2,7 @@ import ArgumentParser
 import CShims
 import Glibc
 import Posix
+import VhostBlkAPI
 import VhostUserFrontend
 import Virtio
 
@@ -17,10 +18,13 @@ struct VhostBlkBench: ParsableCommand {
         commandName: "vhost-blk-bench",
         abstract: "Benchmark a vhost-user-blk back end from the host, with no guest.",
         discussion: """
-            Guest memory is a memfd; queues are split rings with EVENT_IDX when offered. Each queue \
-            is driven by its own thread, which keeps --iodepth requests in flight. Exits 1 if any \
-            request completed with a non-OK status or a queue stalled.
-            """)
+            Guest memory is a memfd; queues are split rings, or packed rings with --packed \
+            (VIRTIO_F_RING_PACKED; the back end must offer it), with EVENT_IDX when offered. Each \
+            queue is driven by its own thread, which keeps --iodepth requests in flight. Exits 1 if \
+            any request completed with a non-OK status or a queue stalled. --version prints the \
+            version this build was made from (scripts/version.sh).
+            """,
+        version: BuildVersion.current.text)
 
     @Option(help: "The back end's vhost-user socket.") var socket: String
     @Option(help: "Queues to start (one thread each).") var queues = 1
@@ -34,11 +38,13 @@ struct VhostBlkBench: ParsableCommand {
     @Option(help: "Pin queue i's thread to the i-th of these CPUs (comma-separated, cycling); overrides --cpu for queue threads.")
     var cpus: String?
     @Option(help: "Report this process's CPU time (the server's) consumed while measuring.") var serverPid: Int32?
-    @Option(help: "Virtqueue size (power of two); default: fits 3 descriptors per request, at least 128.") var queueSize: UInt16?
+    @Option(help: "Virtqueue size (a power of two for split rings); default: fits 3 descriptors per request, at least 128.") var queueSize: UInt16?
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Flag(help: "Print one JSON object instead of a line.") var json = false
     @Flag(help: "Write the whole disk once, sequentially (--bs, --iodepth, --queues), and stop: no warm-up, no time limit. So that later reads read written data (docs/PERFORMANCE.md).")
     var fill = false
+    @Flag(help: "Negotiate VIRTIO_F_RING_PACKED and drive packed rings (vhost-blkd: a controller created with packed_ring); the queue size need not be a power of two.")
+    var packed = false
 
     func validate() throws {
         guard (1...256).contains(queues) else { throw ValidationError("--queues must be 1...256") }
@@ -50,8 +56,14 @@ struct VhostBlkBench: ParsableCommand {
         if cpus != nil { guard queueCPUs != nil else { throw ValidationError("--cpus must list CPUs 0...1023, comma-separated") } }
         if let serverPid { guard serverPid > 0 else { throw ValidationError("--server-pid must be positive") } }
         let size = queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 0
-        guard size > 0, size & (size &- 1) == 0, Int(size) >= 3 * iodepth else {
-            throw ValidationError("queue size must be a power of two of at least 3 x iodepth (max 32768)")
+        if packed {
+            guard size > 0, size <= 32768, Int(size) >= 3 * iodepth else {
+                throw ValidationError("queue size must be at least 3 x iodepth (max 32768)")
+            }
+        } else {
+            guard size > 0, size & (size &- 1) == 0, Int(size) >= 3 * iodepth else {
+                throw ValidationError("queue size must be a power of two of at least 3 x iodepth (max 32768)")
+            }
         }
     }
 
@@ -68,7 +80,7 @@ struct VhostBlkBench: ParsableCommand {
             socketPath: socket, queues: queues, iodepth: iodepth, blockSize: bs, pattern: fill ? .write : rw,
             runtimeNanos: UInt64(runtime * 1e9), warmupNanos: UInt64(warmup * 1e9), mode: mode, cpu: cpu,
             queueCPUs: queueCPUs ?? [], serverPID: serverPid, queueSize: queueSize ?? defaultQueueSize(iodepth: iodepth) ?? 128, seed: seed,
-            fill: fill)
+            fill: fill, packed: packed)
         if let cpu {
             // Returns the error number itself (pthread_setaffinity_np does not set errno).
             let rc = vb_pin_current_thread(Int32(cpu))
