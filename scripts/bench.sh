@@ -9,6 +9,7 @@
 #   RUNTIME=1 scripts/bench.sh              the full matrix in about 2 minutes
 #   ROWS='^ram/rr' scripts/bench.sh         rows whose id matches an ERE (ids: ROWS=list)
 #   QUICK=1 RUNTIME=1 BUILD=debug scripts/bench.sh   the CI smoke test (no timings asserted)
+#   ROWS='^packed/' scripts/bench.sh        packed rings against split rings, RAM QD1 and QD32
 #
 # Knobs: REPEAT (fresh-server runs per server and row; default 5 for a full run,
 # else 1: each figure is the median, a spread table gives min, median and max of
@@ -40,6 +41,11 @@
 #   direct  a SIZE file in DIRECT_DIR, fully written first
 #           ours: bdev_uring_create (opens O_DIRECT itself)
 #           qsd:  driver=file, aio=io_uring, cache.direct=on
+# Packed rows (packed/WORKLOAD/MODE, issue 22): RAM as above, ours only, split
+# rings against packed rings (vhost-blk-bench --packed, VIRTIO_F_RING_PACKED) in
+# the same run, both on a controller created with packed_ring, so only the
+# ring the client negotiates differs; the ratio is packed/split. qsd offers no
+# packed rings: no peer column (they print in a table of their own).
 # Servers: `vhost-blkd -m 0x1` under `taskset -c 0`; qemu-storage-daemon under
 # `taskset -c 0` with one iothread and num-queues = the row's queue count.
 # Each run starts a fresh server, so an idle one never competes with the one
@@ -71,8 +77,10 @@ esac
 # Row id: backend/workload/mode. Client modes: int (sleep on the call eventfd),
 # poll (busy-poll the used ring). Both modes for the RAM 4K randread rows; the
 # other rows use the interrupt-driven client only, to keep the run short.
+# packed/...: the RAM backend, ours with split rings against ours with packed.
 all_rows=(
     ram/rr1/int ram/rr1/poll ram/rr32/int ram/rr32/poll ram/rw32/int ram/seq64k/int ram/rr32x2/int ram/rr32x2/poll
+    packed/rr1/int packed/rr1/poll packed/rr32/int packed/rr32/poll
     shm/rr1/int shm/rr32/int shm/rw32/int shm/seq64k/int shm/rr32x2/int
     direct/rr1/int direct/rr32/int direct/rw32/int direct/seq64k/int direct/rr32x2/int
 )
@@ -102,12 +110,14 @@ full=0
 save=${SAVE:-$full}
 repeat=${REPEAT:-$([ $full = 1 ] && echo 5 || echo 1)}
 case "$repeat" in *[!0-9]* | "" | 0) echo "REPEAT must be a positive number of runs" >&2; exit 2 ;; esac
-need_shm=0 need_direct=0
+need_shm=0 need_direct=0 need_qsd=0
 for r in "${rows[@]}"; do
-    case "$r" in shm/*) need_shm=1 ;; direct/*) need_direct=1 ;; esac
+    case "$r" in shm/*) need_shm=1 need_qsd=1 ;; direct/*) need_direct=1 need_qsd=1 ;; packed/*) ;; *) need_qsd=1 ;; esac
 done
 
-command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon is not installed" >&2; exit 1; }
+if [ $need_qsd = 1 ]; then
+    command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon is not installed" >&2; exit 1; }
+fi
 if [ "$counters" = 1 ] && ! command -v jq >/dev/null; then
     echo "jq is not installed: per-run counters off (COUNTERS=0)" >&2
     counters=0
@@ -157,6 +167,7 @@ wait_socket() {
 }
 
 # start_ours BACKEND / start_qsd BACKEND QUEUES: set server_pid and socket.
+# In a packed row ($packed_row = 1) our controller is created with packed_ring.
 start_ours() {
     rm -rf "$work/ours"; mkdir -p "$work/ours"
     local ctl=("$bin/vhost-blkctl" -s "$work/ours/rpc.sock")
@@ -170,7 +181,9 @@ start_ours() {
         shm) "${ctl[@]}" bdev_uring_create "$shm_file" Disk0 >/dev/null ;;
         direct) "${ctl[@]}" bdev_uring_create "$direct_file" Disk0 >/dev/null ;;
     esac || return 1
-    "${ctl[@]}" vhost_create_blk_controller vhost.0 Disk0 >/dev/null || return 1
+    local packed_arg=()
+    [ "$packed_row" = 1 ] && packed_arg=(--packed-ring)
+    "${ctl[@]}" vhost_create_blk_controller "${packed_arg[@]}" vhost.0 Disk0 >/dev/null || return 1
     wait_socket "$work/ours/vhost.0" || return 1
     socket="$work/ours/vhost.0"
     if [ "$1" = ram ] && [ "$fill" = 1 ]; then
@@ -247,17 +260,19 @@ bench_timeout=$(awk -v r="$runtime" -v w="$warmup" 'BEGIN { printf "%d", r + w +
 counter_start=$(awk -v w="$warmup" 'BEGIN { printf "%.2f", w + 0.1 }')
 counter_gap=$(awk -v r="$runtime" 'BEGIN { if (r >= 0.5) printf "%.2f", r * 0.8 - 0.1 }')
 
-# run_case SERVER BACKEND MODE: sets $result to the bench's JSON line ("" on failure).
+# run_case SERVER BACKEND MODE [RING]: sets $result to the bench's JSON line
+# ("" on failure); RING split (the default) or packed (vhost-blk-bench --packed).
 run_case() {
-    local rc=0 mode=interrupt
+    local rc=0 mode=interrupt ring=${4:-split} ring_arg=()
     [ "$3" = poll ] && mode=poll
+    [ "$ring" = packed ] && ring_arg=(--packed)
     result=""
     : >"$work/bench.log"
     run_counters=""
     if "start_$1" "$2" "$queues"; then
         timeout "$bench_timeout" "$bin/vhost-blk-bench" --socket "$socket" --rw "$rw" --bs "$bs" \
             --iodepth "$qd" --queues "$queues" --mode "$mode" --runtime "$runtime" --warmup "$warmup" \
-            --cpu "$bench_cpu" --server-pid "$server_pid" --json >"$work/result.json" 2>>"$work/bench.log" &
+            --cpu "$bench_cpu" --server-pid "$server_pid" "${ring_arg[@]}" --json >"$work/result.json" 2>>"$work/bench.log" &
         local client=$! launched
         launched=$(date +%s.%N)
         if [ "$1" = ours ] && [ "$counters" = 1 ] && [ -n "$counter_gap" ]; then
@@ -276,17 +291,18 @@ run_case() {
     fi
     stop_server
     if [ $rc -ne 0 ] || [ "$(field "$result" errors)" != 0 ]; then
-        echo "FAILED: vhost-blk-bench against $1 ($2, $label, $mode) exited with status $rc" >&2
+        echo "FAILED: vhost-blk-bench against $1 ($2, $label, $mode, $ring rings) exited with status $rc" >&2
         [ -z "$result" ] || echo "$result" >&2
         tail -n 5 "$work/bench.log" "$work/$1.log" >&2 2>/dev/null || true
-        failed+=("$1 $2 $label $mode")
+        failed+=("$1 $2 $label $mode $ring")
         result=""
     fi
     return 0
 }
 
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-qsd_version=$(qemu-storage-daemon --version | head -n 1)
+qsd_version="not run (packed rows only)"
+[ $need_qsd = 1 ] && qsd_version=$(qemu-storage-daemon --version | head -n 1)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git status --porcelain -- Sources 2>/dev/null)" ] && commit="$commit+uncommitted"
 cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib"
@@ -301,10 +317,12 @@ cmd="$cmd scripts/bench.sh"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # median FIELD JSON...: the median of FIELD over the non-empty results ("" if none).
+# (These skip empty results with if, not &&: a failed last run would fail the
+# pipeline under pipefail and end the script before the table.)
 median() {
     local f=$1; shift
     local r
-    for r in "$@"; do [ -n "$r" ] && field "$r" "$f"; done |
+    for r in "$@"; do if [ -n "$r" ]; then field "$r" "$f"; fi; done |
         sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
@@ -312,20 +330,21 @@ median() {
 minimum() {
     local f=$1; shift
     local r
-    for r in "$@"; do [ -n "$r" ] && field "$r" "$f"; done | sort -g | head -n 1
+    for r in "$@"; do if [ -n "$r" ]; then field "$r" "$f"; fi; done | sort -g | head -n 1
 }
 maximum() {
     local f=$1; shift
     local r
-    for r in "$@"; do [ -n "$r" ] && field "$r" "$f"; done | sort -g | tail -n 1
+    for r in "$@"; do if [ -n "$r" ]; then field "$r" "$f"; fi; done | sort -g | tail -n 1
 }
 
-# note_run SERVER REP: one line per run, with our counters when read.
+# note_run SERVER REP [WHO]: one line per run, with our counters when read;
+# WHO names the run (default SERVER; packed rows: split or packed).
 note_run() {
     local l
     local ios kicks wakeups
     ios=$(field "$result" ios) kicks=$(field "$result" kicks) wakeups=$(field "$result" wakeups)
-    l=$(printf '%-6s %-19s %-4s %-4s %2d | %9s %6s | client kicks/IO %5s wake-ups/IO %5s' "$backend" "$label" "$cmode" "$1" "$(($2 + 1))" \
+    l=$(printf '%-6s %-19s %-4s %-6s %2d | %9s %6s | client kicks/IO %5s wake-ups/IO %5s' "$backend" "$label" "$cmode" "${3:-$1}" "$(($2 + 1))" \
         "$(num "$(field "$result" iops)" %.0f)" "$(num "$(field "$result" server_cpu_us_per_io)" %.2f)" \
         "$(per "$kicks" "$ios")" "$(per "$wakeups" "$ios")")
     [ "$1" = ours ] && [ -n "$run_counters" ] && l+=" | $run_counters"
@@ -337,12 +356,29 @@ failed=()
 lines=()
 spread_lines=()
 run_lines=()
+packed_lines=()
+packed_spread_lines=()
+packed_row=0
 for row in "${rows[@]}"; do
     IFS=/ read -r backend workload cmode <<<"$row"
     workload_args "$workload"
     echo "[$row] $label, $cmode" >&2
+    # ours_runs against qsd_runs; in a packed row, packed rings against split.
     ours_runs=() qsd_runs=()
-    for ((rep = 0; rep < repeat; rep++)); do
+    packed_row=0
+    if [ "$backend" = packed ]; then
+        packed_row=1 backend=ram
+        for ((rep = 0; rep < repeat; rep++)); do
+            if ((rep % 2 == 0)); then
+                run_case ours "$backend" "$cmode" split; qsd_runs+=("$result"); note_run ours $rep split
+                run_case ours "$backend" "$cmode" packed; ours_runs+=("$result"); note_run ours $rep packed
+            else
+                run_case ours "$backend" "$cmode" packed; ours_runs+=("$result"); note_run ours $rep packed
+                run_case ours "$backend" "$cmode" split; qsd_runs+=("$result"); note_run ours $rep split
+            fi
+        done
+    fi
+    for ((rep = 0; rep < repeat && packed_row == 0; rep++)); do
         # Alternate who goes first, so a slow phase of the machine hits both.
         if ((rep % 2 == 0)); then
             run_case ours "$backend" "$cmode"; ours_runs+=("$result"); note_run ours $rep
@@ -364,14 +400,14 @@ for row in "${rows[@]}"; do
             fi
         done
     done
-    spread_lines+=("$sline")
+    if [ $packed_row = 1 ]; then packed_spread_lines+=("$sline"); else spread_lines+=("$sline"); fi
     line=$(printf '%-6s %-19s %-4s' "$backend" "$label" "$cmode")
     for f in iops mbps lat_p50_us lat_p99_us server_cpu_us_per_io; do
         o=$(median $f "${ours_runs[@]}"); q=$(median $f "${qsd_runs[@]}")
         case $f in iops) fmt='%.0f' w=9 ;; mbps) fmt='%.1f' w=7 ;; server_cpu*) fmt='%.2f' w=6 ;; *) fmt='%.1f' w=7 ;; esac
         line+=$(printf ' | %*s %*s %5s' $w "$(num "$o" "$fmt")" $w "$(num "$q" "$fmt")" "$(ratio "$o" "$q")")
     done
-    lines+=("$line")
+    if [ $packed_row = 1 ]; then packed_lines+=("$line"); else lines+=("$line"); fi
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(($(date +%s) - started))
@@ -386,22 +422,43 @@ elapsed=$(($(date +%s) - started))
     echo "          shm = file on tmpfs /dev/shm (ours bdev_uring_create, inline I/O; qsd file aio=io_uring);"
     echo "          direct = O_DIRECT file in $direct_dir (ours bdev_uring_create, qsd file aio=io_uring cache.direct=on)"
     echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM 4K randread rows only; the rest are int)"
-    [ "$repeat" = 1 ] || echo "each figure: the median of $repeat runs per server (ours and qsd alternate, the first of each pair alternating too)"
-    echo
-    printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
-    printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
-        disk workload mode ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio
-    printf -- '-%.0s' $(seq 153); echo
-    for l in "${lines[@]}"; do echo "$l"; done
-    echo
-    echo "ratio = ours/qsd (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
-    echo
-    echo "spread over the $repeat fresh-server run(s) per server and row: min, median, max, and max/min"
-    printf '%-31s | %-35s | %-35s | %-27s | %s\n' "" "IOPS ours" "IOPS qsd" "server CPU us/IO ours" "server CPU us/IO qsd"
-    printf '%-6s %-19s %-4s | %9s %9s %9s %5s | %9s %9s %9s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' \
-        disk workload mode min median max max/min min median max max/min min median max max/min min median max max/min
-    printf -- '-%.0s' $(seq 161); echo
-    for l in "${spread_lines[@]}"; do echo "$l"; done
+    [ "$repeat" = 1 ] || echo "each figure: the median of $repeat runs per server (ours and qsd alternate, the first of each pair alternating too; packed rows: split and packed)"
+    if [ ${#lines[@]} -gt 0 ]; then
+        echo
+        printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
+        printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
+            disk workload mode ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio
+        printf -- '-%.0s' $(seq 153); echo
+        for l in "${lines[@]}"; do echo "$l"; done
+        echo
+        echo "ratio = ours/qsd (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
+        echo
+        echo "spread over the $repeat fresh-server run(s) per server and row: min, median, max, and max/min"
+        printf '%-31s | %-35s | %-35s | %-27s | %s\n' "" "IOPS ours" "IOPS qsd" "server CPU us/IO ours" "server CPU us/IO qsd"
+        printf '%-6s %-19s %-4s | %9s %9s %9s %5s | %9s %9s %9s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' \
+            disk workload mode min median max max/min min median max max/min min median max max/min min median max max/min
+        printf -- '-%.0s' $(seq 161); echo
+        for l in "${spread_lines[@]}"; do echo "$l"; done
+    fi
+    if [ ${#packed_lines[@]} -gt 0 ]; then
+        echo
+        echo "packed rings against split rings, both vhost-blkd (ram: malloc bdev; one controller created with packed_ring;"
+        echo "the client negotiates VIRTIO_F_RING_PACKED or not); qsd offers no packed rings: no peer for these rows"
+        printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
+        printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
+            disk workload mode packed split ratio packed split ratio packed split ratio packed split ratio packed split ratio
+        printf -- '-%.0s' $(seq 153); echo
+        for l in "${packed_lines[@]}"; do echo "$l"; done
+        echo
+        echo "ratio = packed/split (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
+        echo
+        echo "spread over the $repeat fresh-server run(s) per ring and row: min, median, max, and max/min"
+        printf '%-31s | %-35s | %-35s | %-27s | %s\n' "" "IOPS packed" "IOPS split" "server CPU us/IO packed" "server CPU us/IO split"
+        printf '%-6s %-19s %-4s | %9s %9s %9s %5s | %9s %9s %9s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' \
+            disk workload mode min median max max/min min median max max/min min median max max/min min median max max/min
+        printf -- '-%.0s' $(seq 161); echo
+        for l in "${packed_spread_lines[@]}"; do echo "$l"; done
+    fi
     echo
     echo "every run: IOPS, server CPU us/IO; for ours, the daemon's counters over the measured window"
     echo "(vhost_get_controllers, framework_get_reactors; docs/PERFORMANCE.md, \"Why identical runs differ\")"
