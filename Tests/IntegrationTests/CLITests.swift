@@ -85,16 +85,19 @@ struct CLITests {
         #expect(try JSON.parse(try ctl("bdev_get_bdevs").output).arrayValue?.isEmpty == true)
     }
 
-    /// `--version` of both binaries and spdk_get_version report the same build
+    /// `--version` of the three binaries and spdk_get_version report the same build
     /// (scripts/version.sh's text, compiled in from $VHOST_BLKD_VERSION), in
     /// SPDK's reply shape; with VHOST_BLKD_EXPECT_VERSION set, that text.
     @Test func versionsAgree() throws {
         let daemonVersion = try ExamplesSupport.run(DaemonProcess.daemonPath, ["--version"])
         let ctlVersion = try ExamplesSupport.run(DaemonProcess.ctlPath, ["--version"])
-        #expect(daemonVersion.status == 0 && ctlVersion.status == 0)
+        let benchVersion = try ExamplesSupport.run(
+            DaemonProcess.binaryDirectory.appendingPathComponent("vhost-blk-bench").path, ["--version"])
+        #expect(daemonVersion.status == 0 && ctlVersion.status == 0 && benchVersion.status == 0)
         let text = daemonVersion.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(!text.isEmpty)
         #expect(ctlVersion.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == text)
+        #expect(benchVersion.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == text)
         if let expected = ProcessInfo.processInfo.environment["VHOST_BLKD_EXPECT_VERSION"] {
             #expect(text == expected)
         }
