@@ -84,7 +84,7 @@ all_rows=(
     shm/rr1/int shm/rr32/int shm/rw32/int shm/seq64k/int shm/rr32x2/int
     direct/rr1/int direct/rr32/int direct/rw32/int direct/seq64k/int direct/rr32x2/int
 )
-quick_rows=(ram/rr32/poll ram/rr1/int shm/rw32/int shm/rr32x2/int direct/seq64k/int)
+quick_rows=(ram/rr32/poll ram/rr1/int shm/rw32/int shm/rr32x2/int direct/seq64k/int packed/rr32/int)
 
 # workload_args WORKLOAD: sets rw bs qd queues label.
 workload_args() {
