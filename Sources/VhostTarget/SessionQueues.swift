@@ -119,7 +119,9 @@ extension VhostUserSession {
             server.start()
             if coalescing.isEnabled { server.setCoalescing(coalescing) }
         }
-        logger.debug("queue started", metadata: ["vq.index": "\(i)", "vq.size": "\(vring.size)"])
+        logger.debug("queue started", metadata: [
+            "vq.index": "\(i)", "vq.size": "\(vring.size)", "vq.frontend_base": "0x\(String(vring.base, radix: 16))",
+        ])
     }
 
     /// Queue `i`'s split ring (virtio 1.2 §2.7) at the base SET_VRING_BASE
