@@ -110,6 +110,13 @@ struct GuestScript: Sendable {
         appending("expect_file \(Self.quote(path)) \(Self.quote(value))")
     }
 
+    /// Checks one bit of the virtio features the guest's driver negotiated
+    /// (sysfs `/sys/block/<disk>/device/features`: one '0' or '1' per bit,
+    /// bit 0 first). Prints `E2E-OK: <disk> feature bit <bit> = <0|1>`.
+    func expectFeatureBit(_ bit: Int, _ set: Bool, disk: String = "vda") -> GuestScript {
+        appending("expect_feature_bit \(Self.quote(disk)) \(bit) \(set ? 1 : 0)")
+    }
+
     /// Runs fio and fails the script if it fails; fio's summary goes to the console.
     func runFio(_ job: FioJob, verifyOnly: Bool = false) -> GuestScript {
         appending("run_fio \(job.quotedArguments(verifyOnly: verifyOnly))")
@@ -216,6 +223,12 @@ struct GuestScript: Sendable {
                 sleep 0.05
             done
             echo "E2E-OK: /sys/block/$1/size = $2"
+        }
+        expect_feature_bit() {
+            _f=$(cat "/sys/block/$1/device/features" 2>/dev/null) || fail "cannot read /sys/block/$1/device/features"
+            _b=$(printf '%s' "$_f" | cut -c $(($2 + 1)))
+            [ "$_b" = "$3" ] || fail "$1 feature bit $2 is '$_b', expected '$3' (features $_f)"
+            echo "E2E-OK: $1 feature bit $2 = $_b"
         }
         run_fio() {
             echo "E2E-FIO: fio $*"

@@ -12,8 +12,17 @@ import Testing
 struct MigrationGuestTests {
     @Test func migrateUnderVerifiedLoadThenRestartTheDestination() throws {
         try E2EEnvironment.requireReady()
+        try migrateRetryingQEMUCrashes()
+    }
+
+    /// `migrateOnce`, tried again (up to `attempts` times) when the destination
+    /// guest's kernel crashes after the switch-over (QEMU's problem, not ours).
+    /// `packed`: both daemons' controllers offer packed rings and QEMU asks for
+    /// them (`packed=on`). `restartDestination`: the destination daemon is
+    /// restarted (SIGTERM) under the guest once it runs there.
+    func migrateRetryingQEMUCrashes(packed: Bool = false, restartDestination: Bool = true) throws {
         for attempt in 1...Self.attempts {
-            guard let crash = try migrateOnce() else { return }
+            guard let crash = try migrateOnce(packed: packed, restartDestination: restartDestination) else { return }
             print("""
                 migration attempt \(attempt) of \(Self.attempts): the destination guest's kernel crashed after \
                 the switch-over (QEMU 7.2 TCG, see below); console:
@@ -43,7 +52,7 @@ struct MigrationGuestTests {
     /// One migration under load and a destination-daemon restart. Returns the
     /// destination console when its guest kernel crashed (retried), nil
     /// otherwise; every other failure is recorded as an issue.
-    func migrateOnce() throws -> String? {
+    func migrateOnce(packed: Bool = false, restartDestination: Bool = true) throws -> String? {
         let shared = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-mig-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: shared, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: shared) }
@@ -58,8 +67,9 @@ struct MigrationGuestTests {
         defer { destination.stop() }
         for daemon in [source, destination] {
             try daemon.call("bdev_uring_create", ["filename": .string(image), "name": "disk0"])
-            try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "disk0"])
+            try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "disk0", "packed_ring": .bool(packed)])
         }
+        let deviceProperties = packed ? ["packed=on"] : []
 
         // fio with verification, round after round, across the migration and the restart.
         var lines: [String] = []
@@ -70,8 +80,9 @@ struct MigrationGuestTests {
             job.offset = "\(1 + 24 * ((i - 1) % 8))M"
             lines.append("run_fio \(job.quotedArguments())\necho \"E2E-ROUND: \(i)\"")
         }
-        let script = GuestScript()
-            .waitForDisk("vda")
+        var script = GuestScript().waitForDisk("vda")
+        if packed { script = script.expectFeatureBit(PackedGuestTests.packedBit, true) }
+        script = script
             .ready("migrate")
             .appending(lines.joined(separator: "\n"))
 
@@ -79,11 +90,13 @@ struct MigrationGuestTests {
         defer { E2EEnvironment.removeWorkDirectory(work) }
         let incoming = work.appendingPathComponent("incoming.sock").path
         let sourceVM = try GuestVM(
-            name: "src", script: script, disks: [GuestDisk(socketPath: source.socketDirectory + "/vhost.0", numQueues: 2)],
+            name: "src", script: script, disks: [GuestDisk(socketPath: source.socketDirectory + "/vhost.0", numQueues: 2, deviceProperties: deviceProperties)],
             workDirectory: work, qmp: true)
         let destinationVM = try GuestVM(
             name: "dst", script: script,
-            disks: [GuestDisk(socketPath: destination.socketDirectory + "/vhost.0", numQueues: 2, reconnectSeconds: 1)],
+            disks: [GuestDisk(
+                socketPath: destination.socketDirectory + "/vhost.0", numQueues: 2, reconnectSeconds: 1,
+                deviceProperties: deviceProperties)],
             workDirectory: work, qmp: true, extraArguments: ["-incoming", "unix:\(incoming)"])
         try sourceVM.start()
         defer { sourceVM.kill() }
@@ -126,9 +139,12 @@ struct MigrationGuestTests {
         #expect(status == "completed", "source QEMU log:\n\(sourceVM.qemuLog().suffix(2000))")
         #expect(source.log.contains("dirty logging on"))
         sourceVM.kill()
+        if packed {
+            #expect(try PackedGuestTests.sessionFeatures(destination, "vhost.0").contains("RING_PACKED"))
+        }
 
         // The destination's daemon restarts under the running guest (QEMU reconnects),
-        // once the guest has finished a round on the destination.
+        // once the guest has finished a round on the destination (`restartDestination`).
         let lastSourceRound = Self.lastRound(in: sourceVM.console())
         do {
             try destinationVM.waitForConsole("E2E-ROUND: \(lastSourceRound + 1)", timeout: .seconds(180))
@@ -147,8 +163,10 @@ struct MigrationGuestTests {
                 """)
             throw error
         }
-        #expect(destination.stop() == 0)
-        destination = try DaemonProcess(cpumask: "0x2", extraArguments: destinationArguments, directory: destinationDirectory)
+        if restartDestination {
+            #expect(destination.stop() == 0)
+            destination = try DaemonProcess(cpumask: "0x2", extraArguments: destinationArguments, directory: destinationDirectory)
+        }
 
         let result = try destinationVM.waitForExit(timeout: .seconds(300))
         if !result.succeeded, let crash = Self.kernelCrash(result.console) { return crash }
