@@ -252,4 +252,50 @@ struct PackedRingTests {
             }
         }
     }
+
+    /// A daemon restart (SIGTERM) under a packed queue, resumed as QEMU 7.2
+    /// resumes it with `reconnect=N`: its GET_VRING_BASE failed once the back
+    /// end had gone, and for a packed ring QEMU then keeps the positions of
+    /// the session's start (`virtio_queue_packed_restore_last_avail_idx` does
+    /// nothing: a packed ring has no used index in guest memory to read back,
+    /// virtio 1.2 §2.8), so SET_VRING_BASE says slot 0, wrap 1 (0x80008000,
+    /// what `PackedGuestTests.sigtermRestartUnderLoad` saw QEMU send), beside
+    /// the first session's inflight region. The restarted daemon serves the
+    /// queue from where the first one stopped, which only the packed inflight
+    /// region (vhost-user spec, "Inflight I/O tracking": `used_idx`,
+    /// `used_wrap_counter`; `PackedInflightQueue`) can tell it.
+    @Test func daemonRestartResumedWithQEMUsStalePositions() throws {
+        let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let arguments = ["--config", directory.appendingPathComponent("vhost-blkd.json").path, "--persist"]
+        var daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        defer { daemon.stop() }
+        try D.createBdev(daemon, .uring, name: "M0")
+        try daemon.call("vhost_create_blk_controller", .object(["ctrlr": "vhost.0", "dev_name": "M0", "packed_ring": true]))
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        let first = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory, options: Self.packedOptions)
+        defer { first.close() }
+        try first.connect()
+        try first.start(queueCount: 1, queueSize: 16)
+        #expect(first.inflightFD != nil, "QEMU keeps the inflight region across the restart")
+        let q = try first.driverQueue(0)
+        for i in 0..<7 {  // 21 slots on 16: slot 5 of the second lap (wrap 0)
+            let w = try Self.request(q, memory: memory, type: BlkWire.typeOut, sector: UInt64(i),
+                                     data: [UInt8](repeating: UInt8(i + 1), count: 512))
+            #expect(w.status == BlkWire.statusOK)
+        }
+        #expect(q.packedAvail == PackedRingPosition(index: 5, wrap: false))
+        #expect(daemon.stop() == 0)  // drains: nothing is in flight
+        daemon = try DaemonProcess(extraArguments: arguments, directory: directory)
+        let second = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory, options: Self.packedOptions)
+        defer { second.close() }
+        try second.connect()
+        try second.resume(from: first, rawBases: [PackedRingBase.encode(avail: .start, used: .start)])
+        for i in 0..<7 {
+            let r = try Self.request(q, memory: memory, type: BlkWire.typeIn, sector: UInt64(i), data: nil)
+            #expect(r.status == BlkWire.statusOK && r.data == [UInt8](repeating: UInt8(i + 1), count: 512), "sector \(i)")
+        }
+        #expect(daemon.log.contains("recovered from the inflight region"))
+    }
 }
