@@ -140,7 +140,7 @@ let package = Package(
             dependencies: ["VhostUserFrontend", "Virtio", "VhostUser", "JSONRPC", "Posix", "DaemonTestSupport"],
             cSettings: gnuSource),
         .testTarget(
-            name: "E2ETests", dependencies: ["JSONRPC", "Posix", "DaemonTestSupport"], cSettings: gnuSource),
+            name: "E2ETests", dependencies: ["JSONRPC", "Posix", "DaemonTestSupport", "VhostUserFrontend"], cSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
 )

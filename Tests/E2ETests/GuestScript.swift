@@ -122,6 +122,37 @@ struct GuestScript: Sendable {
         appending("run_fio \(job.quotedArguments(verifyOnly: verifyOnly))")
     }
 
+    /// Starts `job` in the background (its output in `/tmp/<name>.log`) and
+    /// waits, bounded, until its disk has requests in flight
+    /// (`/sys/block/<disk>/stat` field 9): a step after this one acts under
+    /// load. `waitForFio(job)` collects it.
+    func startFio(_ job: FioJob) -> GuestScript {
+        let disk = Self.quote(String(job.device.split(separator: "/").last ?? "vda"))
+        return appending(
+            """
+            echo "E2E-FIO: \(job.commandLine())"
+            \(job.commandLine()) > /tmp/\(job.name).log 2>&1 &
+            echo $! > /tmp/\(job.name).pid
+            _n=0
+            while [ "$(awk '{print $9}' /sys/block/\(disk)/stat)" = 0 ]; do
+                kill -0 "$(cat /tmp/\(job.name).pid)" 2>/dev/null || break
+                _n=$((_n + 1)); [ "$_n" -gt 3000 ] && fail "fio \(job.name) never had requests in flight"; sleep 0.01
+            done
+            """)
+    }
+
+    /// Waits for the fio that `startFio(job)` started: fails the script if it
+    /// failed (its log's tail on the console), else prints its error, verify
+    /// and issued lines and `E2E-OK: fio passed`.
+    func waitForFio(_ job: FioJob) -> GuestScript {
+        appending(
+            """
+            wait "$(cat /tmp/\(job.name).pid)" || { tail -40 /tmp/\(job.name).log; fail "fio \(job.name) failed"; }
+            grep -E 'err=|verify|issued' /tmp/\(job.name).log
+            echo "E2E-OK: fio passed"
+            """)
+    }
+
     /// The reset path: on the first boot, runs `job` (write + verify), writes
     /// `marker` into block 0 of the disk, and reboots the guest (`trigger`;
     /// QEMU must run without `-no-reboot`). On the next boot, which runs the

@@ -38,8 +38,8 @@ struct RestartGuestTests {
             // The guest turns the write cache off (CONFIG_WCE): every write is durable when acked.
             .appending("echo 'write through' > /sys/block/vda/cache_type || fail 'cannot switch the cache'")
             .expectFile("/sys/block/vda/cache_type", equals: "write through")
-            .appending(Self.fioUnderWay(crashJob, step: "kill"))
-            .appending(Self.fioUnderWay(restartJob, step: "sigterm"))
+            .startFio(crashJob).ready("kill").waitForFio(crashJob)
+            .startFio(restartJob).ready("sigterm").waitForFio(restartJob)
 
         let work = try E2EEnvironment.makeWorkDirectory("restart")
         defer { E2EEnvironment.removeWorkDirectory(work) }
@@ -196,25 +196,6 @@ struct RestartGuestTests {
         #expect(console.contains("E2E-IOERRORS: 0"))
         #expect(!runs.isEmpty)
         #expect(watch.daemon.stop() == 0)
-    }
-
-    /// Shell: starts `job` in the background, waits until the disk has
-    /// requests in flight (`/sys/block/vda/stat` field 9), prints
-    /// `E2E-READY: <step>` for the test to act, then waits for fio.
-    static func fioUnderWay(_ job: FioJob, step: String) -> String {
-        """
-        echo "E2E-FIO: \(job.commandLine())"
-        \(job.commandLine()) > /tmp/\(job.name).log 2>&1 &
-        fio_pid=$!
-        _n=0
-        while [ "$(awk '{print $9}' /sys/block/vda/stat)" = 0 ]; do
-            _n=$((_n + 1)); [ "$_n" -gt 3000 ] && fail "fio never had requests in flight"; sleep 0.01
-        done
-        echo "E2E-READY: \(step)"
-        wait $fio_pid || { tail -40 /tmp/\(job.name).log; fail "fio \(job.name) failed"; }
-        grep -E 'err=|verify|issued' /tmp/\(job.name).log
-        echo "E2E-OK: fio passed"
-        """
     }
 
     static func count(_ needle: String, in text: String) -> Int {

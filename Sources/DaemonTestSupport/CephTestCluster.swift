@@ -1,4 +1,3 @@
-import DaemonTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -8,16 +7,19 @@ import Testing
 /// trait and stopped after it by the script's pid files. Where the cluster
 /// cannot start (no Ceph packages and not root to install them), the suite's
 /// tests are `TestPrerequisites.unavailable`: a failure under CI=true.
-struct CephTestCluster: Sendable {
-    let directory: URL
-    let configPath: String
+public struct CephTestCluster: Sendable {
+    public let directory: URL
+    public let configPath: String
 
-    @TaskLocal static var current: CephTestCluster?
+    @TaskLocal public static var current: CephTestCluster?
 
-    static let script = SPDKClient.repoRoot.appendingPathComponent("scripts/ceph-test-cluster.sh").path
+    /// scripts/ceph-test-cluster.sh, found from this file's path (Sources/DaemonTestSupport/<file>).
+    static let script = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("scripts/ceph-test-cluster.sh").path
 
     /// Starts the cluster in a new directory; nil and why not when it cannot.
-    static func start() -> Result<CephTestCluster, CephClusterError> {
+    public static func start() -> Result<CephTestCluster, CephClusterError> {
         let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-ceph-\(UUID().uuidString.prefix(8))")
         do {
             let (status, output) = try runScript(["start", directory.path])
@@ -31,7 +33,7 @@ struct CephTestCluster: Sendable {
         }
     }
 
-    func stop() {
+    public func stop() {
         _ = try? Self.runScript(["stop", directory.path])
         try? FileManager.default.removeItem(at: directory)
     }
@@ -39,7 +41,7 @@ struct CephTestCluster: Sendable {
     /// Runs the script with `arguments`, its output in a file, and waits
     /// with waitpid(2): Foundation's `Process.waitUntilExit` was seen to miss
     /// the exit of a script whose children (ceph-mon, ceph-osd) daemonize.
-    static func runScript(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    public static func runScript(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let log = "/tmp/vbd-ceph-script-\(UUID().uuidString.prefix(8)).log"
         defer { try? FileManager.default.removeItem(atPath: log) }
         var actions = posix_spawn_file_actions_t()
@@ -75,27 +77,27 @@ struct CephTestCluster: Sendable {
     }
 
     /// Stops the OSD (SIGTERM by its pid file; memstore keeps the objects).
-    func stopOSD() throws {
+    public func stopOSD() throws {
         let (status, output) = try Self.runScript(["stop-osd", directory.path])
         guard status == 0 else { throw CephClusterError(message: "stop-osd failed (\(status)): \(output)") }
     }
 
     /// Starts the OSD again; returns once an object can be written.
-    func startOSD() throws {
+    public func startOSD() throws {
         let (status, output) = try Self.runScript(["start-osd", directory.path])
         guard status == 0 else { throw CephClusterError(message: "start-osd failed (\(status)): \(output)") }
     }
 
     /// Runs Ceph's `rbd` tool against this cluster.
     @discardableResult
-    func rbd(_ arguments: String...) throws -> String {
+    public func rbd(_ arguments: String...) throws -> String {
         let (status, output) = try runCommand("/usr/bin/timeout", ["60", "rbd", "-c", configPath] + arguments)
         guard status == 0 else { throw CephClusterError(message: "rbd \(arguments.joined(separator: " ")) failed (\(status)): \(output)") }
         return output
     }
 
     /// The image's bytes `offset ..< offset + length`, read by `rbd export` (not through the daemon).
-    func exported(_ image: String, offset: Int, length: Int) throws -> [UInt8] {
+    public func exported(_ image: String, offset: Int, length: Int) throws -> [UInt8] {
         let file = directory.appendingPathComponent("export-\(UUID().uuidString.prefix(8)).raw").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         try rbd("export", "rbd/\(image)", file)
@@ -105,16 +107,18 @@ struct CephTestCluster: Sendable {
     }
 }
 
-struct CephClusterError: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
+public struct CephClusterError: Error, CustomStringConvertible {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
 }
 
 /// Runs a suite with a cluster of its own (`CephTestCluster.current`).
-struct CephClusterTrait: SuiteTrait, TestScoping {
-    var isRecursive: Bool { false }
+public struct CephClusterTrait: SuiteTrait, TestScoping {
+    public init() {}
+    public var isRecursive: Bool { false }
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         switch CephTestCluster.start() {
         case .success(let cluster):
             defer { cluster.stop() }
@@ -128,10 +132,10 @@ struct CephClusterTrait: SuiteTrait, TestScoping {
 }
 
 extension CephTestCluster {
-    @TaskLocal static var unavailableReason: String?
+    @TaskLocal public static var unavailableReason: String?
 
     /// The suite's cluster; `TestPrerequisites.unavailable` when there is none.
-    static func required(sourceLocation: SourceLocation = #_sourceLocation) throws -> CephTestCluster {
+    public static func required(sourceLocation: SourceLocation = #_sourceLocation) throws -> CephTestCluster {
         if let current { return current }
         try TestPrerequisites.unavailable(unavailableReason ?? "no Ceph test cluster (run under the .cephCluster trait)",
                                           sourceLocation: sourceLocation)
@@ -139,5 +143,5 @@ extension CephTestCluster {
 }
 
 extension Trait where Self == CephClusterTrait {
-    static var cephCluster: Self { CephClusterTrait() }
+    public static var cephCluster: Self { CephClusterTrait() }
 }
