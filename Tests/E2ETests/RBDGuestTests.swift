@@ -109,6 +109,9 @@ struct RBDGuestTests {
     /// the daemon under load and a restart from the config file: QEMU
     /// reconnects, fio's verify is clean, and a `--verify_only` replay of
     /// the first job reads back what the killed daemon had acknowledged.
+    /// The new daemon's first write waits until librbd can take the image's
+    /// exclusive lock from the killed daemon's client, once the OSD dropped
+    /// its watch (`osd_client_watch_timeout`, 30 s): printed, not asserted.
     ///
     /// Solo IOPS: the neighbour alone, before the guest boots and after it
     /// exits (on the restarted daemon), in 300 ms windows; the outage's
@@ -178,11 +181,19 @@ struct RBDGuestTests {
         daemon = try DaemonProcess(cpumask: "0x1", extraArguments: arguments, directory: directory)
         #expect(try daemon.call("vhost_get_controllers").arrayValue?.count == 2)
         #expect(try daemon.call("bdev_rbd_get_clusters_info").arrayValue?.count == 1)
+        // The first write the new daemon completes: librbd must take the image's
+        // exclusive lock from the killed daemon's client first.
+        var firstWrite: Duration?
+        while firstWrite == nil, ContinuousClock.now - killed < .seconds(120), vm.isRunning {
+            let stats = try daemon.call("bdev_get_iostat", ["name": "R0"])["bdevs"]?.arrayValue?.first
+            if (stats?["num_write_ops"]?.intValue ?? 0) > 0 { firstWrite = ContinuousClock.now - killed } else { usleep(100_000) }
+        }
         let result = try vm.waitForExit(timeout: .seconds(400))
         let log = daemon.log
         #expect(result.succeeded, "\(result.summary)\n--- daemon log ---\n\(log.suffix(4000))")
         #expect(RestartGuestTests.count("E2E-OK: fio passed", in: result.console) == 3)
-        print("rbd guest: after kill -9 the guest finished in \(ContinuousClock.now - killed); "
+        print("rbd guest: after kill -9 the first write completed after \(firstWrite.map { "\($0)" } ?? "none"), "
+              + "the guest finished in \(ContinuousClock.now - killed); "
               + "\(log.split(whereSeparator: \.isNewline).filter { $0.contains("recovered from the inflight region") }.count) queue recoveries logged")
         print(Self.fioLines(result.console))
 
