@@ -125,13 +125,34 @@ struct GuestScript: Sendable {
     /// Starts `job` in the background (its output in `/tmp/<name>.log`) and
     /// waits, bounded, until its disk has requests in flight
     /// (`/sys/block/<disk>/stat` field 9): a step after this one acts under
-    /// load. `waitForFio(job)` collects it.
-    func startFio(_ job: FioJob) -> GuestScript {
-        let disk = Self.quote(String(job.device.split(separator: "/").last ?? "vda"))
+    /// load. `waitForFio(job)` collects it. With `repeatWhileSectors`, runs
+    /// `job` again and again (each run verified) while the disk's size is
+    /// that many sectors: a fault the test injects at an unknown point
+    /// always meets a run, and a resize ends the loop after the run under way.
+    func startFio(_ job: FioJob, repeatWhileSectors sectors: UInt64? = nil) -> GuestScript {
+        let name = String(job.device.split(separator: "/").last ?? "vda")
+        let disk = Self.quote(name)
+        let run: String
+        if let sectors {
+            let size = Self.quote("/sys/block/\(name)/size")
+            run = """
+                echo "E2E-FIO: \(job.commandLine()), again while \(size) is \(sectors)"
+                ( _runs=0
+                  while [ "$(cat \(size))" = \(sectors) ]; do
+                      \(job.commandLine()) > /tmp/\(job.name).run.log 2>&1 || { cat /tmp/\(job.name).run.log; exit 1; }
+                      _runs=$((_runs + 1)); grep -E 'err=' /tmp/\(job.name).run.log
+                  done
+                  echo "fio runs: $_runs" ) > /tmp/\(job.name).log 2>&1 &
+                """
+        } else {
+            run = """
+                echo "E2E-FIO: \(job.commandLine())"
+                \(job.commandLine()) > /tmp/\(job.name).log 2>&1 &
+                """
+        }
         return appending(
             """
-            echo "E2E-FIO: \(job.commandLine())"
-            \(job.commandLine()) > /tmp/\(job.name).log 2>&1 &
+            \(run)
             echo $! > /tmp/\(job.name).pid
             _n=0
             while [ "$(awk '{print $9}' /sys/block/\(disk)/stat)" = 0 ]; do
@@ -148,7 +169,7 @@ struct GuestScript: Sendable {
         appending(
             """
             wait "$(cat /tmp/\(job.name).pid)" || { tail -40 /tmp/\(job.name).log; fail "fio \(job.name) failed"; }
-            grep -E 'err=|verify|issued' /tmp/\(job.name).log
+            grep -E 'err=|verify|issued|fio runs' /tmp/\(job.name).log
             echo "E2E-OK: fio passed"
             """)
     }

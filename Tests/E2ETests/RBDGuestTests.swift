@@ -102,7 +102,9 @@ struct RBDGuestTests {
     /// --persist` serves the guest's RBD controller and a neighbour
     /// controller on a malloc bdev, driven by the in-repo front end.
     ///
-    /// The OSD stops for 10 s while the guest's fio has requests in flight:
+    /// The OSD stops for 10 s while the guest's fio (a verified job run
+    /// again and again until a `bdev_rbd_resize` after the outage ends the
+    /// loop) has requests in flight:
     /// the reactor never waits for librbd (completions come back through an
     /// eventfd), so the neighbour keeps at least 80 % of its solo IOPS, and
     /// once the OSD is back fio's verify finishes clean. Then `kill -9` of
@@ -135,12 +137,13 @@ struct RBDGuestTests {
         var solo = neighbour.rates(for: .seconds(3))
         var reactor = try ["solo before the guest: " + loop.since(daemon)]
 
-        // The first job outlasts stop-osd (2-10 s on a loaded machine) with requests to spare.
-        let outageJob = Self.job("osd-outage", offsetMiB: 1, sizeMiB: 40)
-        let killJob = Self.job("kill-9", offsetMiB: 44, sizeMiB: 16)
+        // The first job runs again and again until the test resizes the disk once the OSD is
+        // back: stop-osd took 2-16 s, longer than one run on a fast machine.
+        let outageJob = Self.job("osd-outage", offsetMiB: 1, sizeMiB: 24)
+        let killJob = Self.job("kill-9", offsetMiB: 32, sizeMiB: 24)
         let script = GuestScript()
             .waitForDisk("vda")
-            .startFio(outageJob).ready("osd-stop").waitForFio(outageJob)
+            .startFio(outageJob, repeatWhileSectors: UInt64(Self.imageMiB) << 11).ready("osd-stop").waitForFio(outageJob)
             .startFio(killJob).ready("kill").waitForFio(killJob)
             // What the killed daemon acknowledged, read back through the restarted one.
             .runFio(outageJob, verifyOnly: true)
@@ -171,6 +174,8 @@ struct RBDGuestTests {
         print("rbd guest: OSD stopped in \(restarting - stopping) with the guest's fio under way, \(waiting) requests "
               + "waiting in librbd after 10 s down, OSD restarted in \(ContinuousClock.now - restarting)")
         #expect(waiting > 0, "no guest request waited on the stopped OSD: the outage did not meet the guest's load")
+        // The guest's fio loop ends with the run under way.
+        #expect(try daemon.call("bdev_rbd_resize", ["name": "R0", "new_size": .int(Int64(Self.imageMiB) + 8)]) == .bool(true))
 
         // kill -9 under load; the new daemon comes back from the config file.
         try vm.waitForConsole("E2E-READY: kill", timeout: .seconds(300))
@@ -222,7 +227,7 @@ struct RBDGuestTests {
 
     /// fio's error, verify and issued lines from the console.
     static func fioLines(_ console: String) -> String {
-        console.split(whereSeparator: \.isNewline).filter { $0.contains("err=") || $0.contains("issued rwts") }
+        console.split(whereSeparator: \.isNewline).filter { $0.contains("err=") || $0.contains("issued rwts") || $0.contains("fio runs") }
             .joined(separator: "\n")
     }
 }
