@@ -7,7 +7,7 @@ import Testing
 /// VIRTIO_F_RING_PACKED, bit 34): `-device vhost-user-blk-pci,...,packed=on`
 /// on controllers created with SPDK's `packed_ring` (docs/PROTOCOL-NOTES.md,
 /// "Packed virtqueues"). The guest's driver negotiates bit 34 and runs
-/// verified fio on two packed queues, across a daemon restart (SIGTERM) and a
+/// verified fio on two packed queues, across daemon restarts (SIGTERM, kill -9) and a
 /// live migration between two daemons.
 @Suite("Guests on packed rings", .serialized, .enabled(if: E2EEnvironment.isEnabled, E2EEnvironment.skipComment))
 struct PackedGuestTests {
@@ -86,32 +86,25 @@ struct PackedGuestTests {
         #expect(daemon.stop() == 0)
     }
 
-    /// (b) The daemon is restarted (SIGTERM) while the guest has requests in
-    /// flight on its packed queues: the daemon completes them before it
-    /// exits, QEMU reconnects (`reconnect=1`) to the restarted daemon, which
-    /// should resume both queues where they stopped, and fio should finish
-    /// with a clean verify. (No kill -9 here: packed queues have no inflight
-    /// recovery yet.)
+    /// (b) The daemon is restarted while the guest has requests in flight
+    /// on its packed queues, by SIGTERM (it completes them before it exits)
+    /// or by kill -9 (they are resubmitted by the next daemon), and QEMU
+    /// reconnects (`reconnect=1`): fio finishes with a clean verify.
     ///
-    /// A known issue: QEMU 7.2 cannot tell the restarted daemon where a packed
-    /// queue stopped. Its GET_VRING_BASE fails once the back end has gone
+    /// Either way QEMU 7.2 cannot tell the restarted daemon where a packed
+    /// queue stopped: its GET_VRING_BASE fails once the back end has gone
     /// ("vhost VQ 0 ring restore failed"), and for a packed ring it then keeps
     /// the positions of the session's start (`virtio_queue_packed_restore_last_avail_idx`
     /// does nothing: a packed ring has no used index in guest memory to read
-    /// back, virtio 1.2 §2.8), so SET_VRING_BASE after the reconnect carries
-    /// stale positions and the queue waits at a slot the driver used long ago.
-    /// The position has to come from the packed inflight region (vhost-user
-    /// spec, "Inflight I/O tracking": `used_idx`, `used_wrap_counter`), as
-    /// SPDK's `packed_ring_recovery` does; when that lands, this known issue
-    /// is no longer recorded and the test says so.
-    @Test func sigtermRestartUnderLoad() throws {
+    /// back, virtio 1.2 §2.8). The positions come from the packed inflight
+    /// region (vhost-user spec, "Inflight I/O tracking"; `PackedInflightQueue`).
+    @Test(arguments: [false, true])
+    func restartUnderLoad(crash: Bool) throws {
         try E2EEnvironment.requireReady()
-        withKnownIssue("QEMU 7.2 resends stale packed positions after a reconnect; needs the packed inflight region") {
-            try sigtermRestartOnce()
-        }
+        try restartOnce(crash: crash)
     }
 
-    func sigtermRestartOnce() throws {
+    func restartOnce(crash: Bool) throws {
         let directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: directory) }
         let arguments = ["--config", directory.appendingPathComponent("vhost-blkd.json").path, "--persist"]
@@ -123,14 +116,14 @@ struct PackedGuestTests {
         try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "disk0", "packed_ring": true])
 
         var job = FioJob()
-        job.name = "across-sigterm"
+        job.name = crash ? "across-kill" : "across-sigterm"
         job.size = "120M"
         job.ioDepth = 32
         job.blockSizes = "16k-256k"
         let script = GuestScript()
             .waitForDisk("vda")
             .expectFeatureBit(Self.packedBit, true)
-            .appending(RestartGuestTests.fioUnderWay(job, step: "sigterm"))
+            .startFio(job).ready("restart").waitForFio(job)
 
         let work = try E2EEnvironment.makeWorkDirectory("packed-restart")
         defer { E2EEnvironment.removeWorkDirectory(work) }
@@ -140,9 +133,13 @@ struct PackedGuestTests {
         try vm.start()
         defer { vm.kill() }
 
-        try vm.waitForConsole("E2E-READY: sigterm", timeout: .seconds(180))
+        try vm.waitForConsole("E2E-READY: restart", timeout: .seconds(180))
         #expect(try Self.sessionFeatures(daemon, "vhost.0").contains("RING_PACKED"))
-        #expect(daemon.stop() == 0)
+        if crash {
+            daemon.crash()
+        } else {
+            #expect(daemon.stop() == 0)
+        }
         daemon = try DaemonProcess(cpumask: "0x1", extraArguments: arguments, directory: directory)
         // QEMU reconnects and starts both queues packed again.
         #expect(try Self.sessionFeatures(daemon, "vhost.0").contains("RING_PACKED"))
@@ -172,14 +169,18 @@ struct PackedGuestTests {
         #expect(result.succeeded, "\(result.summary)\n--- daemon log ---\n\(daemon.log.suffix(4000))")
         #expect(RestartGuestTests.count("E2E-OK: fio passed", in: result.console) == 1)
         #expect(!daemon.log.contains("broken"), "\(daemon.log.suffix(3000))")
+        let recovered = daemon.log.split(whereSeparator: \.isNewline).filter { $0.contains("recovered from the inflight region") }
+        print("packed restart (\(crash ? "kill -9" : "SIGTERM")): \(recovered.count) queue recoveries logged; \(recovered.first ?? "")")
+        #expect(!recovered.isEmpty, "QEMU's stale packed positions were not replaced by the region's")
         #expect(daemon.stop() == 0)
     }
 
     /// (c) Live migration between two daemons (`MigrationGuestTests`) with
     /// packed rings on both: the guest's verified fio rounds run on across
-    /// the switch-over and finish clean on the destination.
+    /// the switch-over and finish clean on the destination, which is then
+    /// restarted under them (its queues resume from the inflight region).
     @Test func migrateUnderVerifiedLoad() throws {
         try E2EEnvironment.requireReady()
-        try MigrationGuestTests().migrateRetryingQEMUCrashes(packed: true, restartDestination: false)
+        try MigrationGuestTests().migrateRetryingQEMUCrashes(packed: true, restartDestination: true)
     }
 }

@@ -259,7 +259,7 @@ struct PackedRingTests {
     /// the session's start (`virtio_queue_packed_restore_last_avail_idx` does
     /// nothing: a packed ring has no used index in guest memory to read back,
     /// virtio 1.2 §2.8), so SET_VRING_BASE says slot 0, wrap 1 (0x80008000,
-    /// what `PackedGuestTests.sigtermRestartUnderLoad` saw QEMU send), beside
+    /// what `PackedGuestTests.restartUnderLoad` saw QEMU send), beside
     /// the first session's inflight region. The restarted daemon serves the
     /// queue from where the first one stopped, which only the packed inflight
     /// region (vhost-user spec, "Inflight I/O tracking": `used_idx`,
