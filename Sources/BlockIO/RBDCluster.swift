@@ -1,5 +1,6 @@
 import CRBD
 import Glibc
+import Posix
 import Synchronization
 
 /// A connection to a Ceph cluster (librados' `rados_t`): what
@@ -18,20 +19,34 @@ public final class RBDCluster: @unchecked Sendable {
 
     private let handle: rados_t
     private let isShutDown = Atomic<Bool>(false)
+    /// The CPUs librados' and librbd's threads run on (SPDK's `core_mask`), or nil: any.
+    public let cpus: CPUSet?
 
-    private init(handle: rados_t) { self.handle = handle }
+    private init(handle: rados_t, cpus: CPUSet?) {
+        self.handle = handle
+        self.cpus = cpus
+    }
 
     /// Creates, configures and connects a handle: the daemon's timeouts
     /// first, then `configFile` (nil: Ceph's default search, if any), then
     /// `keyFile` and `configParams` (rados_conf_set each), as SPDK's
-    /// rbd_register_cluster does. Blocks up to the mount timeout.
+    /// rbd_register_cluster does. Blocks up to the mount timeout. With
+    /// `cpus`, the threads librados starts run there (`onCPUs`).
     public static func connect(
-        userID: String?, configParams: [(String, String)], configFile: String?, keyFile: String?
+        userID: String?, configParams: [(String, String)], configFile: String?, keyFile: String?, cpus: CPUSet? = nil
+    ) throws(BdevOpenError) -> RBDCluster {
+        try onCPUs(cpus) { () throws(BdevOpenError) -> RBDCluster in
+            try connectHere(userID: userID, configParams: configParams, configFile: configFile, keyFile: keyFile, cpus: cpus)
+        }
+    }
+
+    private static func connectHere(
+        userID: String?, configParams: [(String, String)], configFile: String?, keyFile: String?, cpus: CPUSet?
     ) throws(BdevOpenError) -> RBDCluster {
         var raw: rados_t?
         var rc = rados_create(&raw, userID ?? "admin")
         guard rc == 0, let raw else { throw failure(rc, "rados_create") }
-        let cluster = RBDCluster(handle: raw)
+        let cluster = RBDCluster(handle: raw, cpus: cpus)
         let timeout = String(defaultTimeoutSeconds)
         for (key, value) in [("client_mount_timeout", timeout), ("rados_mon_op_timeout", timeout)] {
             _ = rados_conf_set(raw, key, value)
@@ -52,8 +67,31 @@ public final class RBDCluster: @unchecked Sendable {
         return cluster
     }
 
-    /// Opens `pool`/`image` (read-only: no exclusive lock, no writes).
+    /// Opens `pool`/`image` (read-only: no exclusive lock, no writes), on
+    /// the cluster's CPUs: librbd starts its threads at the first open.
     public func openImage(pool: String, image: String, readOnly: Bool) throws(BdevOpenError) -> RBDImage {
+        try Self.onCPUs(cpus) { () throws(BdevOpenError) -> RBDImage in
+            try openImageHere(pool: pool, image: image, readOnly: readOnly)
+        }
+    }
+
+    /// Runs `body` with the calling thread pinned to `cpus` (when given),
+    /// then gives the thread its own CPUs back: the threads librados and
+    /// librbd start meanwhile inherit the pinning, as SPDK's bdev_rbd applies
+    /// `core_mask` (it pins the registering thread around `rados_connect`).
+    static func onCPUs<T>(_ cpus: CPUSet?, _ body: () throws(BdevOpenError) -> T) throws(BdevOpenError) -> T {
+        guard let cpus else { return try body() }
+        let own = CPUSet.allowed()  // the calling thread's (sched_getaffinity of 0)
+        do {
+            try PosixThread.pinCurrent(to: cpus)
+        } catch {
+            throw BdevOpenError(errno: error.rawValue, message: "cannot run on core_mask \(cpus.hexMask): \(error.message)")
+        }
+        defer { try? PosixThread.pinCurrent(to: own) }
+        return try body()
+    }
+
+    private func openImageHere(pool: String, image: String, readOnly: Bool) throws(BdevOpenError) -> RBDImage {
         var ioctx: rados_ioctx_t?
         var rc = rados_ioctx_create(handle, pool, &ioctx)
         guard rc == 0, let ioctx else { throw Self.failure(rc, "cannot open pool \(pool)") }

@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import JSONRPC
+import Posix
 import VhostBlkAPI
 
 /// bdev_rbd_* methods (SPDK's names, parameters and results: SPDK JSON-RPC,
@@ -16,10 +17,12 @@ extension VhostTarget {
         if rbdClusters[p.name] != nil || rbdClusters.connecting.contains(p.name) {
             throw RPCError(code: -Int(EEXIST), message: "\(RPCError.errorText(EEXIST)): cluster \(p.name)")
         }
+        let cpus = try Self.rbdCoreMask(p.coreMask)
         try storageCalls.run("connect to Ceph cluster \(p.name)", { () -> Result<RBDCluster, RPCError> in
             do throws(BdevOpenError) {
                 return .success(try RBDCluster.connect(
-                    userID: p.userID, configParams: p.configParam?.pairs ?? [], configFile: p.configFile, keyFile: p.keyFile))
+                    userID: p.userID, configParams: p.configParam?.pairs ?? [], configFile: p.configFile, keyFile: p.keyFile,
+                    cpus: cpus))
             } catch {
                 return .failure(RPCError(opening: error))
             }
@@ -35,6 +38,20 @@ extension VhostTarget {
             }
         })
         rbdClusters.connecting.insert(p.name)
+    }
+
+    /// SPDK's `core_mask` ("0x3", "3" or "[0,2-3]"): the CPUs the cluster's
+    /// librados and librbd threads run on; CPUs this process may not use are refused.
+    static func rbdCoreMask(_ text: String?) throws(RPCError) -> CPUSet? {
+        guard let text else { return nil }
+        guard let cpus = CPUSet(parsing: text) else {
+            throw RPCError(code: -Int(EINVAL), message: "Invalid core_mask '\(text)'")
+        }
+        let allowed = CPUSet.allowed()
+        guard cpus.isSubset(of: allowed) else {
+            throw RPCError(code: -Int(EINVAL), message: "core_mask \(cpus.hexMask) includes CPUs this process may not use (allowed: \(allowed.hexMask))")
+        }
+        return cpus
     }
 
     func bdevRbdUnregisterCluster(_ p: BdevRbdUnregisterClusterParams) throws(RPCError) -> JSON {

@@ -2,6 +2,7 @@ import DaemonTestSupport
 import Foundation
 import Synchronization
 import JSONRPC
+import Posix
 import Testing
 import VhostUser
 import VhostUserFrontend
@@ -361,6 +362,73 @@ struct RBDTests {
             #expect(try f.write(sector: 0, data: D.pattern(512, seed: 1)).status == BlkWire.statusIOErr)
             #expect(try f.read(sector: 0, count: 1).status == BlkWire.statusOK)
         }
+    }
+
+    /// SPDK's `core_mask`: the threads librados and librbd start for a
+    /// cluster registered with one run only on its CPUs (the registering
+    /// and opening threads are pinned meanwhile, then given their CPUs
+    /// back), while the daemon's own threads keep theirs; a mask that does
+    /// not parse, or names CPUs the daemon may not use, is refused.
+    @Test func coreMaskPinsTheClustersThreads() throws {
+        let cluster = try CephTestCluster.required()
+        try cluster.rbd("create", "--size", "\(Self.imageMiB)", "rbd/pinned")
+        let daemon = try DaemonProcess(cpumask: "0x1")
+        defer { daemon.stop(); daemon.cleanUp() }
+        try D.withLogOnError(daemon) { () throws in
+            _ = expectRPCError(-Int(EINVAL)) {
+                try daemon.call("bdev_rbd_register_cluster", ["name": "c0", "config_file": .string(cluster.configPath), "core_mask": "0xZZ"])
+            }
+            let message = expectRPCError(-Int(EINVAL)) {
+                try daemon.call("bdev_rbd_register_cluster", ["name": "c0", "config_file": .string(cluster.configPath), "core_mask": "[1023]"])
+            }
+            #expect(message.contains("may not use"), "\(message)")
+            let target = CPUSet.allowed().cpus.last ?? 0
+            let before = Self.threads(daemon.pid)
+            try daemon.call("bdev_rbd_register_cluster", [
+                "name": "c1", "config_file": .string(cluster.configPath), "core_mask": .string(CPUSet([target]).hexMask),
+            ])
+            try daemon.call("bdev_rbd_create", ["pool_name": "rbd", "rbd_name": "pinned", "block_size": 512, "cluster_name": "c1", "name": "P0"])
+            try D.createController(daemon, "vhost.p", bdev: "P0")
+            let memory = try FrontendMemory(size: 16 << 20)
+            defer { memory.close() }
+            let f = try D.attach(daemon, "vhost.p", memory: memory)
+            defer { f.close() }
+            #expect(try D.roundTrip(f, sector: 8, seed: 3))
+            let after = Self.threads(daemon.pid)
+            let started = after.filter { before[$0.key] == nil }
+            #expect(started.count >= 5, "librados starts its messenger, timer and finisher threads: \(started)")
+            print("core_mask CPU \(target): \(started.count) threads started: "
+                + started.values.map { "\($0.name)@\($0.cpus)" }.sorted().joined(separator: " "))
+            for (tid, thread) in started.sorted(by: { $0.key < $1.key }) where !Self.daemonThreadPrefixes.contains(where: thread.name.hasPrefix) {
+                #expect(thread.cpus == "\(target)", "thread \(tid) '\(thread.name)' runs on \(thread.cpus), core_mask is CPU \(target)")
+            }
+            for (tid, thread) in before {
+                guard let now = after[tid] else { continue }
+                #expect(now.cpus == thread.cpus, "the daemon's thread \(tid) '\(thread.name)' went from \(thread.cpus) to \(now.cpus)")
+            }
+            let info = try daemon.call("bdev_rbd_get_clusters_info", ["name": "c1"])
+            #expect("\(info)".contains(CPUSet([target]).hexMask), "\(info)")
+        }
+    }
+
+    /// Threads the daemon starts itself (named by it), not librados' or librbd's.
+    static let daemonThreadPrefixes = ["reactor", "vhost", "control", "storage", "vb-", "pool", "uring", "iou-"]
+
+    /// Each thread of `pid`: its name and `Cpus_allowed_list` (proc(5)).
+    static func threads(_ pid: Int32) -> [Int: (name: String, cpus: String)] {
+        let dir = "/proc/\(pid)/task"
+        var result: [Int: (name: String, cpus: String)] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let tid = Int(entry),
+                  let status = try? String(contentsOfFile: "\(dir)/\(entry)/status", encoding: .utf8) else { continue }
+            var name = "", cpus = ""
+            for line in status.split(separator: "\n") {
+                if line.hasPrefix("Name:") { name = line.dropFirst(5).trimmingCharacters(in: .whitespaces) }
+                if line.hasPrefix("Cpus_allowed_list:") { cpus = line.dropFirst(18).trimmingCharacters(in: .whitespaces) }
+            }
+            result[tid] = (name, cpus)
+        }
+        return result
     }
 
     /// A monitor that does not answer: register and create answer with an
