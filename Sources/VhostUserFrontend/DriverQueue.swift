@@ -227,6 +227,34 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
         return id
     }
 
+    /// Writes `descs` as given (addresses, lengths, buffer IDs, NEXT and the
+    /// other flags) in the next consecutive slots, for hostile-ring tests:
+    /// each slot's AVAIL/USED bits are the lap's unless `exactFlags`, in which
+    /// case the flags are stored exactly as given. The head's flags wait for
+    /// `publish()`. The used element is expected under the last descriptor's
+    /// ID (the buffer ID, virtio 1.2 §2.8.6), which may be any value, even one
+    /// not below the queue size; `owned` buffers are released when it arrives.
+    public func addPackedRaw(_ descs: [PackedDescriptor], exactFlags: Bool = false, owning owned: [GuestBuffer] = []) throws(FrontendError) {
+        guard packed else { throw .invalidArgument("not a packed queue") }
+        guard let last = descs.last else { throw .invalidArgument("empty chain") }
+        guard descs.count <= freeSlots else { throw .queueFull }
+        let head = packedAvail.index
+        var headFlags: UInt16 = 0
+        for (k, d) in descs.enumerated() {
+            let flags = exactFlags ? d.flags : d.flags & ~(PackedDescriptor.flagAvail | PackedDescriptor.flagUsed) | Self.availBits(wrap: packedAvail.wrap)
+            let at = desc.pointer + PackedDescriptor.byteSize * Int(packedAvail.index)
+            let old = UInt16(littleEndian: at.load(fromByteOffset: PackedDescriptor.flagsOffset, as: UInt16.self))
+            PackedDescriptor(addr: d.addr, len: d.len, id: d.id, flags: k == 0 ? old : flags).store(to: at)
+            if k == 0 { headFlags = flags }
+            packedAvail.step(size: size)
+        }
+        unpublishedHeads.append((head, headFlags))
+        freeSlots -= descs.count
+        freeIDs.removeAll { $0 == last.id }
+        slotsOfID[last.id] = UInt16(descs.count)
+        inFlight[last.id] = ([], owned)
+    }
+
     /// Writes any packed descriptor at ring slot `slot` (hostile-ring tests), as is.
     public func writePackedDescriptor(_ d: PackedDescriptor, at slot: UInt16) {
         d.store(to: desc.pointer + PackedDescriptor.byteSize * (Int(slot) % Int(size)))
@@ -366,7 +394,7 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
             freeSlots += Int(slots)
             if let entry = inFlight.removeValue(forKey: element.id) {
                 entry.buffers.forEach(memory.release)
-                freeIDs.append(element.id)
+                if element.id < size { freeIDs.append(element.id) }  // `addPackedRaw` may use any ID
             }
             return UsedElement(id: UInt32(element.id), length: element.len)
         }

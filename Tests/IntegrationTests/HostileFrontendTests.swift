@@ -94,18 +94,23 @@ struct HostileFrontendTests {
         let frontend: VhostUserFrontend
         let load: VerifiedIOLoad
 
-        /// A daemon with malloc controllers `vhost.0` (on M0) and `vhost.1` (on M1), 2 MiB each.
-        static func twoControllers(cpumask: String = "0x1", extraArguments: [String] = []) throws -> DaemonProcess {
+        /// A daemon with malloc controllers `vhost.0` (on M0) and `vhost.1` (on M1), 2 MiB each;
+        /// with `packed`, `vhost.0` is created with `packed_ring` (it offers VIRTIO_F_RING_PACKED).
+        static func twoControllers(cpumask: String = "0x1", extraArguments: [String] = [], packed: Bool = false) throws -> DaemonProcess {
             let daemon = try DaemonProcess(cpumask: cpumask, extraArguments: extraArguments)
             for i in 0..<2 {
                 try daemon.call("bdev_malloc_create", ["num_blocks": 4096, "block_size": 512, "name": .string("M\(i)")])
-                try daemon.call("vhost_create_blk_controller", ["ctrlr": .string("vhost.\(i)"), "dev_name": .string("M\(i)")])
+                try daemon.call("vhost_create_blk_controller", .object([
+                    "ctrlr": .string("vhost.\(i)"), "dev_name": .string("M\(i)"), "packed_ring": .bool(packed && i == 0),
+                ]))
             }
             return daemon
         }
 
-        init() throws {
-            daemon = try Self.twoControllers()
+        /// With `packed`, the hostile controller `vhost.0` offers packed rings
+        /// (the bystander on `vhost.1` keeps its split ring).
+        init(packed: Bool = false) throws {
+            daemon = try Self.twoControllers(packed: packed)
             memory = try FrontendMemory(size: 8 << 20)
             frontend = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.1", memory: memory)
             try frontend.connect()
@@ -293,8 +298,49 @@ struct HostileFrontendTests {
     enum RingCase: String, CaseIterable, CustomTestStringConvertible {
         case addressLengthOverflow, indirectAddressOverflow, indirectBadLength, indirectTooLong
         case indirectLoop, headOutOfRange, availIndexFarAhead
+        var testDescription: String { rawValue }
+    }
+
+    /// Which ring layout a hostile frontend drives (virtio 1.2 §2.7 split,
+    /// §2.8 packed): the tests that do not build rings by hand run on both.
+    enum Layout: String, CaseIterable, CustomTestStringConvertible {
+        case split, packed
+        var testDescription: String { rawValue }
+    }
+
+    /// Well-formed requests out of the disk's range: each fails with IOERR
+    /// and no log line (not a protocol error), the session goes on serving.
+    enum RangeCase: String, CaseIterable, CustomTestStringConvertible {
         case sectorBeyondDisk, sectorTimesSizeOverflows, readCrossingTheEnd, discardBeyondDisk
         var testDescription: String { rawValue }
+    }
+
+    @Test(arguments: RangeCase.allCases, Layout.allCases)
+    func outOfRangeRequestsFailWithIOErr(_ kind: RangeCase, _ layout: Layout) throws {
+        let world = try Bystander(packed: layout == .packed)
+        let f = try Self.startedFrontend(world.daemon.socketDirectory + "/vhost.0", layout: layout)
+        defer { f.close(); f.memory.close() }
+        #expect(try f.driverQueue(0).packed == (layout == .packed))
+        let sectors: UInt64 = 4096
+        switch kind {
+        case .sectorBeyondDisk:
+            #expect(try f.read(sector: sectors, count: 1).status == BlkWire.statusIOErr)
+            #expect(try f.write(sector: sectors + 1, data: [UInt8](repeating: 1, count: 512)).status == BlkWire.statusIOErr)
+        case .sectorTimesSizeOverflows:
+            #expect(try f.read(sector: UInt64.max / 256, count: 1).status == BlkWire.statusIOErr)
+            #expect(try f.write(sector: UInt64.max, data: [UInt8](repeating: 1, count: 512)).status == BlkWire.statusIOErr)
+        case .readCrossingTheEnd:
+            #expect(try f.read(sector: sectors - 1, count: 2).status == BlkWire.statusIOErr)
+            #expect(try f.write(sector: sectors - 2, data: [UInt8](repeating: 1, count: 2048)).status == BlkWire.statusIOErr)
+        case .discardBeyondDisk:
+            #expect(try f.discard(segments: [BlkSegment(sector: sectors, sectors: 8)]).status != BlkWire.statusOK)
+            #expect(try f.writeZeroes(segments: [BlkSegment(sector: UInt64.max - 2, sectors: 8)]).status != BlkWire.statusOK)
+        }
+        // The session goes on serving after a failed request.
+        let sample = [UInt8](repeating: 0x5a, count: 512)
+        #expect(try f.write(sector: 3, data: sample).status == BlkWire.statusOK)
+        #expect(try f.read(sector: 3, count: 1).data == sample)
+        world.finish("\(kind) on \(layout)", reason: "")
     }
 
     @Test(arguments: RingCase.allCases)
@@ -310,7 +356,6 @@ struct HostileFrontendTests {
         let status = try memory.allocate(1, alignment: 1)
         status.pointer.storeBytes(of: 0xff, as: UInt8.self)
         let owned = [header, data, status]
-        let sectors: UInt64 = 4096
 
         func submit(_ head: UInt16) throws -> UsedElement {
             q.pushAvail(head: head)
@@ -362,22 +407,6 @@ struct HostileFrontendTests {
             q.setAvailIdx(q.availIdx &+ 1000)
             q.kickFD.signal()
             reason = "disconnecting frontend: queue 0: the guest's ring is broken"
-        case .sectorBeyondDisk:
-            #expect(try f.read(sector: sectors, count: 1).status == BlkWire.statusIOErr)
-            #expect(try f.write(sector: sectors + 1, data: [UInt8](repeating: 1, count: 512)).status == BlkWire.statusIOErr)
-            reason = ""
-        case .sectorTimesSizeOverflows:
-            #expect(try f.read(sector: UInt64.max / 256, count: 1).status == BlkWire.statusIOErr)
-            #expect(try f.write(sector: UInt64.max, data: [UInt8](repeating: 1, count: 512)).status == BlkWire.statusIOErr)
-            reason = ""
-        case .readCrossingTheEnd:
-            #expect(try f.read(sector: sectors - 1, count: 2).status == BlkWire.statusIOErr)
-            #expect(try f.write(sector: sectors - 2, data: [UInt8](repeating: 1, count: 2048)).status == BlkWire.statusIOErr)
-            reason = ""
-        case .discardBeyondDisk:
-            #expect(try f.discard(segments: [BlkSegment(sector: sectors, sectors: 8)]).status != BlkWire.statusOK)
-            #expect(try f.writeZeroes(segments: [BlkSegment(sector: UInt64.max - 2, sectors: 8)]).status != BlkWire.statusOK)
-            reason = ""
         }
         if kind == .headOutOfRange || kind == .availIndexFarAhead {
             // Nothing more is popped, and the frontend is disconnected with the reason.
@@ -390,7 +419,7 @@ struct HostileFrontendTests {
             #expect(try f.read(sector: 3, count: 1).data == sample)
         }
         let deadline = ContinuousClock.now + .seconds(3)
-        while !reason.isEmpty && !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
+        while !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
         world.finish(kind.rawValue, reason: reason)
     }
 
@@ -408,17 +437,19 @@ struct HostileFrontendTests {
         var testDescription: String { rawValue }
     }
 
-    @Test(arguments: ShrinkCase.allCases)
-    func shrunkGuestMemoryDisconnectsOnlyThatFrontend(_ kind: ShrinkCase) throws {
-        let world = try Bystander()
-        try Self.shrinkUnderARunningQueue(world, kind)
+    @Test(arguments: ShrinkCase.allCases, Layout.allCases)
+    func shrunkGuestMemoryDisconnectsOnlyThatFrontend(_ kind: ShrinkCase, _ layout: Layout) throws {
+        let world = try Bystander(packed: layout == .packed)
+        try Self.shrinkUnderARunningQueue(world, kind, layout: layout)
     }
 
     /// A frontend on vhost.0 of `world` shrinks its memory as `kind` says:
     /// it is disconnected with the reason in the log, the bystander and the
     /// daemon go on.
-    static func shrinkUnderARunningQueue(_ world: Bystander, _ kind: ShrinkCase, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let f = try Self.startedFrontend(world.daemon.socketDirectory + "/vhost.0")
+    static func shrinkUnderARunningQueue(
+        _ world: Bystander, _ kind: ShrinkCase, layout: Layout = .split, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let f = try Self.startedFrontend(world.daemon.socketDirectory + "/vhost.0", layout: layout)
         defer { f.close(); f.memory.close() }
         let memory = f.memory
         #expect(try Self.roundTrip(f), sourceLocation: sourceLocation)  // served before the shrink
@@ -437,7 +468,7 @@ struct HostileFrontendTests {
         let reason = "the frontend shrank memory it shares with the daemon"
         let deadline = ContinuousClock.now + .seconds(3)
         while !world.daemon.log.contains(reason) && ContinuousClock.now < deadline { usleep(20_000) }
-        world.finish(kind.rawValue, reason: reason, sourceLocation: sourceLocation)
+        world.finish("\(kind) on \(layout)", reason: reason, sourceLocation: sourceLocation)
         #expect(world.daemon.log.contains("session ended"), sourceLocation: sourceLocation)
     }
 
@@ -561,15 +592,22 @@ struct HostileFrontendTests {
         #expect(daemon.stop() == 0)
     }
 
-    /// A frontend with 8 MiB of memory, connected to `socketPath`, one queue of 128 started.
-    /// The caller closes it, then its memory.
-    static func startedFrontend(_ socketPath: String) throws -> VhostUserFrontend {
+    /// A frontend with 8 MiB of memory, connected to `socketPath`, one queue of
+    /// `queueSize` started (a packed ring with `.packed`: the controller must
+    /// offer it; no inflight region, which covers split rings only and whose
+    /// GET_INFLIGHT_FD needs a power of two). The caller closes it, then its memory.
+    static func startedFrontend(_ socketPath: String, layout: Layout = .split, queueSize: UInt16 = 128) throws -> VhostUserFrontend {
         let memory = try FrontendMemory(size: 8 << 20)
         do {
-            let f = try VhostUserFrontend(socketPath: socketPath, memory: memory)
+            var options = VhostUserFrontend.Options()
+            if layout == .packed {
+                options = PackedRingTests.packedOptions
+                options.useInflight = false
+            }
+            let f = try VhostUserFrontend(socketPath: socketPath, memory: memory, options: options)
             do {
                 try f.connect()
-                try f.start(queueCount: 1, queueSize: 128)
+                try f.start(queueCount: 1, queueSize: queueSize)
                 return f
             } catch {
                 f.close()
@@ -596,13 +634,10 @@ struct HostileFrontendTests {
         #expect(data.offset >= 5 << 20 && header.offset < 1 << 20 && status.offset < 1 << 20)
         header.write(BlkWire.header(type: write ? BlkWire.typeOut : BlkWire.typeIn, sector: 8))
         status.pointer.storeBytes(of: 0xff, as: UInt8.self)
-        let d = try q.takeDescriptors(3)
-        let dataFlags = write ? Descriptor.flagNext : Descriptor.flagNext | Descriptor.flagWrite
-        q.writeDescriptor(Descriptor(addr: header.gpa, len: 16, flags: Descriptor.flagNext, next: d[1]), at: d[0])
-        q.writeDescriptor(Descriptor(addr: data.gpa, len: 4096, flags: dataFlags, next: d[2]), at: d[1])
-        q.writeDescriptor(Descriptor(addr: status.gpa, len: 1, flags: Descriptor.flagWrite, next: 0), at: d[2])
-        q.track(head: d[0], descriptors: d, owning: [header, filler, data, status])
-        q.pushAvail(head: d[0])
+        // Split or packed: written, not yet published.
+        try q.addChain([
+            ChainBuffer(header, writable: false), ChainBuffer(data, writable: !write), ChainBuffer(status, writable: true),
+        ], owning: [header, filler, data, status])
         return (q, status)
     }
 
