@@ -52,20 +52,47 @@ struct SessionFuzzTests {
     /// holds no fatal error.
     @Test(arguments: seeds)
     func randomSessionsLeaveTheDaemonServing(seed: UInt64) throws {
+        try Self.fuzz(seed: seed, packed: false)
+    }
+
+    /// Seeds of the packed mode (CI); `VHOST_BLKD_FUZZ_SEED` replaces them too.
+    static let defaultPackedSeeds: [UInt64] = [21, 22, 24]
+
+    static var packedSeeds: [UInt64] {
+        if let text = ProcessInfo.processInfo.environment["VHOST_BLKD_FUZZ_SEED"], let seed = UInt64(text) { return [seed] }
+        return defaultPackedSeeds
+    }
+
+    /// The same rounds on a controller created with `packed_ring` (virtio 1.2
+    /// §2.8): sessions usually negotiate VIRTIO_F_RING_PACKED (a random feature
+    /// subset may drop it, and the daemon then reads the packed rings as split
+    /// ones), SET_VRING_BASE sends packed positions, valid or out of range,
+    /// queue sizes need not be powers of two, and `scribblePacked` writes
+    /// random descriptors (any flags, addresses, lengths, buffer IDs, AVAIL/USED
+    /// bits of either wrap counter) and random event suppression areas, then
+    /// kicks. The same invariants hold after every round: the daemon lives,
+    /// the bystander's verified I/O and a fresh packed frontend on `vhost.0` are served.
+    @Test(arguments: packedSeeds)
+    func randomPackedSessionsLeaveTheDaemonServing(seed: UInt64) throws {
+        try Self.fuzz(seed: seed, packed: true)
+    }
+
+    static func fuzz(seed: UInt64, packed: Bool) throws {
         // Odd seeds run the thread-pool engine (kick reads through its epoll
         // set); seeds divisible by 3 two reactors (a controller's queues on both).
         let world = try FuzzWorld(
             cpumask: seed % 3 == 0 && ProcessInfo.processInfo.activeProcessorCount >= 2 ? "0x3" : "0x1",
-            extraArguments: seed % 2 == 1 ? ["--engine", "thread-pool"] : [])
+            extraArguments: seed % 2 == 1 ? ["--engine", "thread-pool"] : [], packed: packed)
         defer { world.tearDown() }
         let baselineFDs = HostileRPCTests.fdCount(world.daemon.pid)
         var totalSteps = 0
+        let mode = packed ? "packed " : ""
         for round in 0..<Self.rounds {
             var rng = SplitMix64(seed: seed &* 0x1000 &+ UInt64(round))
-            let steps = FuzzStep.sequence(using: &rng)
+            let steps = FuzzStep.sequence(using: &rng, packed: packed)
             let outcome = FuzzSession.run(steps, world: world)
             totalSteps += outcome.executed
-            let replay = "seed \(seed) round \(round) (\(outcome.summary))\nsteps:\n"
+            let replay = "\(mode)seed \(seed) round \(round) (\(outcome.summary))\nsteps:\n"
                 + steps.enumerated().map { "  \($0.offset): \($0.element)" }.joined(separator: "\n")
             if Self.verbose {
                 let reasons = world.daemon.log.split(separator: "\n").filter { $0.contains("disconnecting frontend") }
@@ -90,7 +117,7 @@ struct SessionFuzzTests {
         for marker in ["Fatal error", "fatal", "Segmentation fault", "Illegal instruction", "Stack dump", "crash"] {
             #expect(!log.localizedCaseInsensitiveContains(marker), "seed \(seed): log mentions '\(marker)'")
         }
-        print("session fuzz seed \(seed): \(Self.rounds) rounds, \(totalSteps) steps")
+        print("session fuzz \(mode)seed \(seed): \(Self.rounds) rounds, \(totalSteps) steps")
     }
 
     /// A defect the fuzzer found: a frontend that closes its connection
@@ -222,6 +249,9 @@ enum FuzzAction: Equatable, CustomStringConvertible {
     case setInflightFD
     /// Marks random heads in flight in the region we hold (a hostile frontend owns that memory).
     case scribbleInflight(UInt64)
+    /// Packed mode: random descriptors in a queue's packed ring and random
+    /// event suppression areas (seeded by the value), then a kick.
+    case scribblePacked(UInt64)
     case setSlaveReqFD
     case addMemReg(Slot)
     case remMemReg(Slot)
@@ -258,6 +288,7 @@ enum FuzzAction: Equatable, CustomStringConvertible {
         case .getInflightFD(let q, let s): "GET_INFLIGHT_FD \(q) queues of \(s)"
         case .setInflightFD: "SET_INFLIGHT_FD"
         case .scribbleInflight(let v): "scribble inflight region 0x\(String(v, radix: 16))"
+        case .scribblePacked(let v): "scribble packed ring 0x\(String(v, radix: 16))"
         case .setSlaveReqFD: "SET_SLAVE_REQ_FD"
         case .addMemReg(let slot): "ADD_MEM_REG \(slot)"
         case .remMemReg(let slot): "REM_MEM_REG \(slot)"
@@ -289,14 +320,17 @@ struct FuzzStep: CustomStringConvertible {
         FuzzStep(action: .setOwner),
     ]
 
+    /// A packed ring's fresh SET_VRING_BASE: both positions at slot 0, wrap counter 1.
+    static let packedStart = PackedRingBase.encode(avail: .start, used: .start)
+
     /// QEMU's driver start for queue `q` (with the memory table and inflight region).
-    static func start(_ q: UInt32, inflight: Bool) -> [FuzzStep] {
+    static func start(_ q: UInt32, inflight: Bool, packed: Bool = false) -> [FuzzStep] {
         var steps = [FuzzStep(action: .setFeatures(.standard))]
         if inflight { steps += [FuzzStep(action: .getInflightFD(queues: 2, size: 128)), FuzzStep(action: .setInflightFD)] }
         steps += [
             FuzzStep(action: .setMemTable(.guest), needReply: true),
             FuzzStep(action: .setVringCall(q, noFD: false, fresh: false)), FuzzStep(action: .setVringNum(q, 128)),
-            FuzzStep(action: .setVringBase(q, 0)), FuzzStep(action: .setVringAddr(q, .ours)),
+            FuzzStep(action: .setVringBase(q, packed ? packedStart : 0)), FuzzStep(action: .setVringAddr(q, .ours)),
             FuzzStep(action: .setVringKick(q)), FuzzStep(action: .setVringEnable(q, true)),
         ]
         return steps
@@ -304,11 +338,11 @@ struct FuzzStep: CustomStringConvertible {
 
     /// A round's steps: usually a normal opening (and often a started queue),
     /// then 5 to 40 random steps.
-    static func sequence(using rng: inout SplitMix64) -> [FuzzStep] {
+    static func sequence(using rng: inout SplitMix64, packed: Bool = false) -> [FuzzStep] {
         var steps: [FuzzStep] = []
         if rng.chance(85) { steps += prologue }
-        if rng.chance(60) { steps += start(0, inflight: rng.chance(50)) }
-        if rng.chance(25) { steps += start(1, inflight: false).dropFirst() }
+        if rng.chance(60) { steps += start(0, inflight: rng.chance(50), packed: packed) }
+        if rng.chance(25) { steps += start(1, inflight: false, packed: packed).dropFirst() }
         let count = 5 + rng.below(36)
         for _ in 0..<count {
             let roll = rng.below(100)
@@ -316,7 +350,7 @@ struct FuzzStep: CustomStringConvertible {
                 // Stop a queue and set it up again (QEMU after a guest reset).
                 let q: UInt32 = rng.chance(70) ? 0 : 1
                 steps += [FuzzStep(action: .setVringEnable(q, false)), FuzzStep(action: .getVringBase(q))]
-                steps += start(q, inflight: false).dropFirst(2)
+                steps += start(q, inflight: false, packed: packed).dropFirst(2)
                 continue
             }
             if roll < 10 {
@@ -325,7 +359,7 @@ struct FuzzStep: CustomStringConvertible {
                 steps += [FuzzStep(action: .setVringEnable(q, false)), FuzzStep(action: .getVringBase(q))]
                 continue
             }
-            var step = FuzzStep(action: randomAction(using: &rng))
+            var step = FuzzStep(action: packed && rng.chance(30) ? randomPackedAction(using: &rng) : randomAction(using: &rng))
             step.needReply = rng.chance(25)
             step.wait = rng.chance(85)
             steps.append(step)
@@ -337,6 +371,20 @@ struct FuzzStep: CustomStringConvertible {
     static func queue(using rng: inout SplitMix64) -> UInt32 {
         let roll = rng.below(100)
         return roll < 60 ? 0 : roll < 99 ? 1 : 255
+    }
+
+    /// Packed mode's own steps: scribbled rings, packed ring bases (valid,
+    /// out of range, or any 32 bits), sizes that are not powers of two, and I/O.
+    static func randomPackedAction(using rng: inout SplitMix64) -> FuzzAction {
+        switch rng.below(10) {
+        case 0..<4: return .scribblePacked(rng.next())
+        case 4:
+            let avail = PackedRingPosition(index: UInt16(rng.below(rng.chance(50) ? 128 : 0x8000)), wrap: rng.chance(50))
+            let used = rng.chance(50) ? avail : PackedRingPosition(index: UInt16(rng.below(160)), wrap: rng.chance(50))
+            return .setVringBase(queue(using: &rng), rng.chance(70) ? PackedRingBase.encode(avail: avail, used: used) : UInt32(truncatingIfNeeded: rng.next()))
+        case 5: return .setVringNum(queue(using: &rng), [1, 3, 100, 127, 32768, 32769][rng.below(6)])
+        default: return .io(rng.chance(65) ? 0 : 1, count: 1 + rng.below(4))
+        }
     }
 
     static func randomAction(using rng: inout SplitMix64) -> FuzzAction {
@@ -399,8 +447,12 @@ final class FuzzWorld {
     private var bystander: VhostUserFrontend?
     static let sectors: UInt64 = 4096
 
-    init(cpumask: String = "0x1", extraArguments: [String] = []) throws {
-        daemon = try HostileFrontendTests.Bystander.twoControllers(cpumask: cpumask, extraArguments: extraArguments)
+    /// `vhost.0` offers packed rings, and the fresh frontends there use them.
+    let packed: Bool
+
+    init(cpumask: String = "0x1", extraArguments: [String] = [], packed: Bool = false) throws {
+        self.packed = packed
+        daemon = try HostileFrontendTests.Bystander.twoControllers(cpumask: cpumask, extraArguments: extraArguments, packed: packed)
         let memory = try FrontendMemory(size: 8 << 20)
         bystanderMemory = memory
         let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.1", memory: memory)
@@ -415,8 +467,11 @@ final class FuzzWorld {
 
     var fuzzedSocket: String { daemon.socketDirectory + "/vhost.0" }
 
-    /// GET_FEATURES as the bystander read it (both controllers offer the same).
-    var offeredFeatures: UInt64 { bystander?.deviceFeatures.rawValue ?? 0 }
+    /// GET_FEATURES as the bystander read it (both controllers offer the
+    /// same, but for VIRTIO_F_RING_PACKED on a packed `vhost.0`).
+    var offeredFeatures: UInt64 {
+        (bystander?.deviceFeatures.rawValue ?? 0) | (packed ? VirtioFeatures.ringPacked.rawValue : 0)
+    }
 
     func closeBystander() {
         bystander?.close()
@@ -493,14 +548,16 @@ final class FuzzWorld {
     }
 
     /// A well-behaved frontend on the fuzzed controller: connect (the fuzzed
-    /// session may still drain: it waits in the backlog), start a queue,
-    /// verified round trip, orderly stop (GET_VRING_BASE answers 2).
+    /// session may still drain: it waits in the backlog), start a queue
+    /// (packed in packed mode), verified round trip, orderly stop
+    /// (GET_VRING_BASE answers 2, or for a packed ring the driver's positions).
     private func freshFrontendRoundTrip(sector: UInt64, data: [UInt8]) -> String? {
         let memory: FrontendMemory
         do { memory = try FrontendMemory(size: 8 << 20) } catch { return "\(error)" }
         defer { memory.close() }
         let f: VhostUserFrontend
-        do { f = try VhostUserFrontend(socketPath: fuzzedSocket, memory: memory) } catch { return "connect: \(error)" }
+        let options = packed ? PackedRingTests.packedOptions : VhostUserFrontend.Options()
+        do { f = try VhostUserFrontend(socketPath: fuzzedSocket, memory: memory, options: options) } catch { return "connect: \(error)" }
         defer { f.close() }
         do {
             try f.connect()
@@ -509,6 +566,19 @@ final class FuzzWorld {
             return "start: \(error)"
         }
         if let why = Self.roundTrip(f, sector: sector, data: data) { return why }
+        if packed {
+            do {
+                let q = try f.driverQueue(0)
+                guard q.packed else { return "the fresh frontend did not get a packed ring" }
+                try f.setVringEnable(0, false)
+                let base = try f.getVringBaseRaw(0)
+                let expected = PackedRingBase.encode(avail: q.packedAvail, used: q.packedUsed)
+                if base != expected { return "GET_VRING_BASE answered 0x\(String(base, radix: 16)), expected 0x\(String(expected, radix: 16))" }
+            } catch {
+                return "stop: \(error)"
+            }
+            return nil
+        }
         do {
             let bases = try f.stop()
             if bases != [2] { return "GET_VRING_BASE answered \(bases), expected [2]" }
@@ -580,7 +650,9 @@ final class FuzzSession {
         defer { session.finish() }
         do {
             // Both queues' rings exist from the start, so any step may name them.
-            for i in 0..<2 { session.queues.append(try DriverQueue(memory: memory, index: i, size: 128, eventIdx: false)) }
+            for i in 0..<2 {
+                session.queues.append(try DriverQueue(memory: memory, index: i, size: 128, eventIdx: false, packed: world.packed))
+            }
             session.offered = world.offeredFeatures
         } catch {
             outcome.violation = "cannot set up the round: \(error)"
@@ -715,7 +787,7 @@ final class FuzzSession {
         case .resetDevice:
             try send(message(.resetDevice), step: step)
         case .setFeatures(let pick):
-            var value = offered & VhostUserFrontend.Options().wantedFeatures.rawValue
+            var value = offered & (VhostUserFrontend.Options().wantedFeatures.rawValue | (world.packed ? VirtioFeatures.ringPacked.rawValue : 0))
             if case .subset(let mask) = pick { value = offered & mask }
             if case .unoffered(let bit) = pick { value = offered | (1 << UInt64(bit)) }
             try send(message(.setFeatures, .u64(value)), step: step)
@@ -805,6 +877,8 @@ final class FuzzSession {
             }
         case .scribbleInflight(let bits):
             scribble(bits)
+        case .scribblePacked(let bits):
+            scribblePacked(bits)
         case .addMemReg(let slot):
             let fd = try memfd(1 << 20)
             var region = Self.dimm
@@ -890,6 +964,59 @@ final class FuzzSession {
         guard let other = try? VhostUserChannel(path: world.fuzzedSocket, timeout: .seconds(1)) else { return }
         defer { other.close() }
         _ = try? other.requestU64(.getQueueNum)
+    }
+
+    /// Writes 1 to 12 random descriptors into a queue's packed ring (usually
+    /// at and after the driver's next slot, so the device looks at them):
+    /// addresses in guest memory, past it or any 64 bits; lengths small, odd
+    /// or huge; any of NEXT, WRITE, INDIRECT; AVAIL/USED bits of the current
+    /// lap, the other lap, or equal; buffer IDs below or beyond the size.
+    /// Sometimes an indirect table of random entries, and random driver and
+    /// device event suppression areas (off_wrap, flags). Then a kick.
+    private func scribblePacked(_ bits: UInt64) {
+        var rng = SplitMix64(seed: bits)
+        let q = queues[rng.below(queues.count)]
+        guard q.packed else { return }
+        func address() -> UInt64 {
+            switch rng.below(10) {
+            case 0: return rng.next()
+            case 1: return UInt64(memory.size) + UInt64(rng.below(1 << 20))
+            default: return UInt64(4096 + rng.below(memory.size - 8192))
+            }
+        }
+        func descriptor() -> PackedDescriptor {
+            let len: UInt32 = [0, 1, 15, 16, 17, 48, 512, 4096, 1 << 20, UInt32.max][rng.below(10)]
+            var flags = UInt16(rng.below(8))  // NEXT, WRITE, INDIRECT
+            switch rng.below(10) {
+            case 0: flags |= PackedDescriptor.flagAvail | PackedDescriptor.flagUsed
+            case 1: break
+            case 2: flags = UInt16(truncatingIfNeeded: rng.next())
+            case 3: flags |= DriverQueue.availBits(wrap: !q.packedAvail.wrap)
+            default: flags |= DriverQueue.availBits(wrap: q.packedAvail.wrap)
+            }
+            let id = rng.chance(80) ? UInt16(rng.below(Int(q.size))) : UInt16(truncatingIfNeeded: rng.next())
+            return PackedDescriptor(addr: address(), len: len, id: id, flags: flags)
+        }
+        let count = 1 + rng.below(12)
+        let first = rng.chance(75) ? Int(q.packedAvail.index) : rng.below(Int(q.size))
+        for k in 0..<count {
+            var d = descriptor()
+            if d.isIndirect && rng.chance(50), let table = try? memory.allocate(16 * (1 + rng.below(8)), alignment: 16) {
+                // A table of random entries (never released: the round's memory goes with it).
+                for i in 0..<(table.length / 16) { descriptor().store(to: table.pointer + 16 * i) }
+                d.addr = table.gpa
+                d.len = rng.chance(80) ? UInt32(table.length) : UInt32(rng.below(300))
+            }
+            // The head last, as a driver makes a chain available.
+            q.writePackedDescriptor(d, at: UInt16((first + count - 1 - k) % Int(q.size)))
+        }
+        if rng.chance(40) {
+            q.avail.pointer.storeBytes(of: UInt32(truncatingIfNeeded: rng.next()), as: UInt32.self)
+        }
+        if rng.chance(20) {
+            q.used.pointer.storeBytes(of: UInt32(truncatingIfNeeded: rng.next()), as: UInt32.self)
+        }
+        q.kickFD.signal()
     }
 
     /// Marks random heads in flight in the inflight region we hold (with
