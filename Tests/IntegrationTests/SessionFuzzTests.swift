@@ -118,6 +118,12 @@ struct SessionFuzzTests {
             #expect(!log.localizedCaseInsensitiveContains(marker), "seed \(seed): log mentions '\(marker)'")
         }
         print("session fuzz \(mode)seed \(seed): \(Self.rounds) rounds, \(totalSteps) steps")
+        if Self.verbose {
+            // What the rounds reached in the data path.
+            for marker in ["malformed descriptor chain", "malformed virtio-blk request", "the guest's ring is broken", "refused: packed ring", "slots in flight"] {
+                print("  \(log.components(separatedBy: marker).count - 1) x '\(marker)'")
+            }
+        }
     }
 
     /// A defect the fuzzer found: a frontend that closes its connection
@@ -359,6 +365,15 @@ struct FuzzStep: CustomStringConvertible {
                 steps += [FuzzStep(action: .setVringEnable(q, false)), FuzzStep(action: .getVringBase(q))]
                 continue
             }
+            if packed && roll < 16 {
+                // A reconnect-style restart at random packed positions (GET_VRING_BASE
+                // forgot the kick, so it comes again), then I/O.
+                let q: UInt32 = rng.chance(70) ? 0 : 1
+                steps += [FuzzStep(action: .setVringEnable(q, false)), FuzzStep(action: .getVringBase(q)),
+                          FuzzStep(action: .setVringBase(q, randomPackedBase(using: &rng))), FuzzStep(action: .setVringKick(q)),
+                          FuzzStep(action: .setVringEnable(q, true)), FuzzStep(action: .io(Int(q), count: 1 + rng.below(4)))]
+                continue
+            }
             var step = FuzzStep(action: packed && rng.chance(30) ? randomPackedAction(using: &rng) : randomAction(using: &rng))
             step.needReply = rng.chance(25)
             step.wait = rng.chance(85)
@@ -378,13 +393,18 @@ struct FuzzStep: CustomStringConvertible {
     static func randomPackedAction(using rng: inout SplitMix64) -> FuzzAction {
         switch rng.below(10) {
         case 0..<4: return .scribblePacked(rng.next())
-        case 4:
-            let avail = PackedRingPosition(index: UInt16(rng.below(rng.chance(50) ? 128 : 0x8000)), wrap: rng.chance(50))
-            let used = rng.chance(50) ? avail : PackedRingPosition(index: UInt16(rng.below(160)), wrap: rng.chance(50))
-            return .setVringBase(queue(using: &rng), rng.chance(70) ? PackedRingBase.encode(avail: avail, used: used) : UInt32(truncatingIfNeeded: rng.next()))
+        case 4: return .setVringBase(queue(using: &rng), randomPackedBase(using: &rng))
         case 5: return .setVringNum(queue(using: &rng), [1, 3, 100, 127, 32768, 32769][rng.below(6)])
         default: return .io(rng.chance(65) ? 0 : 1, count: 1 + rng.below(4))
         }
+    }
+
+    /// A packed SET_VRING_BASE: both positions equal (a clean stop), apart
+    /// (buffers left in flight), indices in or beyond a ring of 128, or any 32 bits.
+    static func randomPackedBase(using rng: inout SplitMix64) -> UInt32 {
+        let avail = PackedRingPosition(index: UInt16(rng.below(rng.chance(70) ? 128 : 0x8000)), wrap: rng.chance(50))
+        let used = rng.chance(50) ? avail : PackedRingPosition(index: UInt16(rng.below(160)), wrap: rng.chance(50))
+        return rng.chance(85) ? PackedRingBase.encode(avail: avail, used: used) : UInt32(truncatingIfNeeded: rng.next())
     }
 
     static func randomAction(using rng: inout SplitMix64) -> FuzzAction {
