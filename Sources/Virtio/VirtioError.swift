@@ -80,7 +80,10 @@ public enum VirtioError: Error, Equatable, Sendable, CustomStringConvertible {
         case .headOutOfRange(let h): return "head index \(h) out of range"
         case .ringIndexOutOfRange(let i): return "packed ring index \(i) out of range"
         case .indirectInChain: return "indirect descriptor inside a multi-descriptor packed chain"
-        case .ringOverrun(let n, let size): return "\(n) slots in flight in a ring of \(size)"
+        case .ringOverrun(let n, let size):
+            // A negative count is a SET_VRING_BASE whose used position is ahead of its avail one (§2.8.1).
+            if n < 0 { return "the used position is \(-n) slots ahead of the avail position in a ring of \(size)" }
+            return "\(n) slots in flight in a ring of \(size)"
         case .nextOutOfRange(let n): return "next index \(n) out of range"
         case .chainTooLong: return "descriptor chain longer than its table (loop)"
         case .indirectNested: return "nested indirect descriptor"

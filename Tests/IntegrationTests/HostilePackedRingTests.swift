@@ -277,7 +277,7 @@ extension HostileFrontendTests {
             reason = "queue 0 refused: packed ring index 32767 out of range"
         case .usedAheadOfAvail:
             base = PackedRingBase.encode(avail: .start, used: PackedRingPosition(index: 5, wrap: true))
-            reason = "queue 0 refused: -5 slots in flight in a ring of 128"
+            reason = "queue 0 refused: the used position is 5 slots ahead of the avail position in a ring of 128"
         case .wholeRingInFlight:
             base = PackedRingBase.encode(avail: .start, used: PackedRingPosition(index: 0, wrap: false))
             reason = "the guest's ring is broken: 131 slots in flight in a ring of 128"
