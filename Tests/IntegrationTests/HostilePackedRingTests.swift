@@ -46,6 +46,12 @@ extension HostileFrontendTests {
         /// not available: nothing is served, no disconnect, until the driver
         /// marks it properly.
         case availEqualsUsedIsIgnored
+        /// A direct chain of exactly the ring's size (10 slots, wrapping), the
+        /// longest there is: served.
+        case chainFillingTheWholeRing
+        /// Only the head's AVAIL/USED bits make a buffer available (§2.8.6):
+        /// the other slots of a chain may carry any, here the other lap's. Served.
+        case tailSlotsWithOtherLapBits
         /// After a lap the driver keeps the old wrap counter's bits: not
         /// available, ignored, then served once marked for this lap.
         case staleWrapCounterIsIgnored
@@ -188,6 +194,21 @@ extension HostileFrontendTests {
             }
             let used = try submit(chain())
             #expect(used.length == 513)
+            served = true
+        case .chainFillingTheWholeRing:
+            let middle = (0..<8).map { k in d(data.gpa + UInt64(64 * k), 64, w | next) }
+            let used = try submit([d(header.gpa, 16, next)] + middle + [d(status.gpa, 1, w)])
+            #expect(used.length == 513, "\(used)")
+            #expect(q.packedAvail == PackedRingPosition(index: 6, wrap: false))
+            served = true
+        case .tailSlotsWithOtherLapBits:
+            let other = DriverQueue.availBits(wrap: !q.packedAvail.wrap)
+            try q.addPackedRaw([
+                d(header.gpa, 16, next | DriverQueue.availBits(wrap: q.packedAvail.wrap)),
+                d(data.gpa, 512, w | next | other), d(status.gpa, 1, w | PackedDescriptor.flagAvail | PackedDescriptor.flagUsed),
+            ], exactFlags: true, owning: owned)
+            q.publishAndKick(force: true)
+            #expect(try q.waitUsed(timeout: .seconds(5)).length == 513)
             served = true
         case .staleWrapCounterIsIgnored:
             #expect(try Self.roundTrip(f))  // 12 slots: the second lap, wrap counter 0, at slot 2
