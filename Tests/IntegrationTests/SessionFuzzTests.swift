@@ -20,7 +20,10 @@ import Virtio
 ///
 /// Replay: a failure names its seed, round and step list. Run
 /// `VHOST_BLKD_FUZZ_SEED=<seed> VHOST_BLKD_FUZZ_ROUNDS=<n> swift test --skip-build --filter SessionFuzzTests`
-/// (the seed replaces the default list; rounds per seed default to 10).
+/// (the seed replaces the default list; rounds per seed default to 10). The
+/// packed mode replays the same way with `--filter randomPackedSessions`; a
+/// seed names a different step list in each mode. `VHOST_BLKD_FUZZ_VERBOSE=1`
+/// also prints, per seed, how many chains the daemon refused and rings it found broken.
 @Suite("Stateful vhost-user session fuzzing", .serialized)
 struct SessionFuzzTests {
     /// Seeds run by default (CI); each starts its own daemon.
