@@ -279,7 +279,7 @@ for row in "${rows[@]}"; do
     oc=$(med server_cpu_us_per_io "${ours_runs[@]}"); qc=$(med server_cpu_us_per_io "${qsd_runs[@]}")
     rb_lat=""
     [ "$qd" = 1 ] && [ -n "$rb" ] && rb_lat=$(awk -v i="$rb" 'BEGIN { printf "%.1f", 1e6 / i }')
-    lines+=("$(printf '%-18s | %8s %8s %5s | %8s %5s %5s | %7s %7s | %7s %7s | %7s %7s %7s | %6s %6s %5s %6s' "$label" \
+    lines+=("$(printf '%-18s | %8s %8s %5s | %8s %5s %5s | %7s %7s | %9s %9s | %8s %8s %7s | %6s %6s %5s %6s' "$label" \
         "$(num "$o" %.0f)" "$(num "$q" %.0f)" "$(ratio "$o" "$q")" "$(num "$rb" %.0f)" "$(ratio "$o" "$rb")" "$(ratio "$q" "$rb")" \
         "$(num "$(med lat_p50_us "${ours_runs[@]}")" %.1f)" "$(num "$(med lat_p50_us "${qsd_runs[@]}")" %.1f)" \
         "$(num "$(med lat_p99_us "${ours_runs[@]}")" %.1f)" "$(num "$(med lat_p99_us "${qsd_runs[@]}")" %.1f)" \
@@ -298,10 +298,10 @@ elapsed=$(($(date +%s) - started))
         "${runtime} s measured after ${warmup} s warm-up per run; load average before $load_before, after $load_after"
     [ "$repeat" = 1 ] || echo "each figure: the median of $repeat runs (ours and qsd alternate who goes first)"
     echo
-    printf '%-18s | %-24s | %-20s | %-15s | %-15s | %-23s | %s\n' "" "IOPS" "rbd bench IOPS" "p50 lat (us)" "p99 lat (us)" "mean lat (us)" "CPU us/IO"
-    printf '%-18s | %8s %8s %5s | %8s %5s %5s | %7s %7s | %7s %7s | %7s %7s %7s | %6s %6s %5s %6s\n' workload \
+    printf '%-18s | %-24s | %-20s | %-15s | %-19s | %-25s | %s\n' "" "IOPS" "rbd bench IOPS" "p50 lat (us)" "p99 lat (us)" "mean lat (us)" "CPU us/IO"
+    printf '%-18s | %8s %8s %5s | %8s %5s %5s | %7s %7s | %9s %9s | %8s %8s %7s | %6s %6s %5s %6s\n' workload \
         ours qsd o/q rbd o/rbd q/rbd ours qsd ours qsd ours qsd rbd ours qsd o/q rbd
-    printf -- '-%.0s' $(seq 150); echo
+    printf -- '-%.0s' $(seq 156); echo
     for l in "${lines[@]}"; do echo "$l"; done
     echo
     echo "o/q = ours/qsd, o/rbd and q/rbd = against rbd bench (IOPS: higher is better; CPU/IO: lower is better); '-' = no result"
