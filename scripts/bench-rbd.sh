@@ -122,6 +122,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # so that EXIT's cleanup runs on a signal too
 
 # --- The cluster and the image ----------------------------------------------
 echo "starting the throw-away Ceph cluster in $cluster..." >&2
