@@ -79,7 +79,7 @@ public final class RBDCluster: @unchecked Sendable {
     /// then gives the thread its own CPUs back: the threads librados and
     /// librbd start meanwhile inherit the pinning, as SPDK's bdev_rbd applies
     /// `core_mask` (it pins the registering thread around `rados_connect`).
-    static func onCPUs<T>(_ cpus: CPUSet?, _ body: () throws(BdevOpenError) -> T) throws(BdevOpenError) -> T {
+    public static func onCPUs<T>(_ cpus: CPUSet?, _ body: () throws(BdevOpenError) -> T) throws(BdevOpenError) -> T {
         guard let cpus else { return try body() }
         let own = CPUSet.allowed()  // the calling thread's (sched_getaffinity of 0)
         do {

@@ -17,7 +17,7 @@ extension VhostTarget {
         if rbdClusters[p.name] != nil || rbdClusters.connecting.contains(p.name) {
             throw RPCError(code: -Int(EEXIST), message: "\(RPCError.errorText(EEXIST)): cluster \(p.name)")
         }
-        let cpus = try Self.rbdCoreMask(p.coreMask)
+        let cpus = try Self.rbdCoreMask(p.coreMask, allowed: configuration.allowedCPUs)
         try storageCalls.run("connect to Ceph cluster \(p.name)", { () -> Result<RBDCluster, RPCError> in
             do throws(BdevOpenError) {
                 return .success(try RBDCluster.connect(
@@ -42,12 +42,11 @@ extension VhostTarget {
 
     /// SPDK's `core_mask` ("0x3", "3" or "[0,2-3]"): the CPUs the cluster's
     /// librados and librbd threads run on; CPUs this process may not use are refused.
-    static func rbdCoreMask(_ text: String?) throws(RPCError) -> CPUSet? {
+    static func rbdCoreMask(_ text: String?, allowed: CPUSet) throws(RPCError) -> CPUSet? {
         guard let text else { return nil }
         guard let cpus = CPUSet(parsing: text) else {
             throw RPCError(code: -Int(EINVAL), message: "Invalid core_mask '\(text)'")
         }
-        let allowed = CPUSet.allowed()
         guard cpus.isSubset(of: allowed) else {
             throw RPCError(code: -Int(EINVAL), message: "core_mask \(cpus.hexMask) includes CPUs this process may not use (allowed: \(allowed.hexMask))")
         }
@@ -110,17 +109,20 @@ extension VhostTarget {
                     : nil
                 guard let cluster = shared ?? own else { return .failure(.errno(EINVAL)) }
                 do throws(BdevOpenError) {
-                    let image = try cluster.openImage(pool: p.poolName, image: p.rbdName, readOnly: p.readOnly)
-                    do throws(BdevOpenError) {
-                        // Watch before reading the size: a resize from outside after the read is reported.
-                        try image.watchUpdates { [weak self, weak image] in
-                            guard let self, let image else { return }
-                            loop.execute { [weak self] in self?.rbdImageUpdated(image) }
+                    // On the cluster's core_mask: librbd starts threads as the image opens and as it is watched.
+                    return try RBDCluster.onCPUs(cluster.cpus) { () throws(BdevOpenError) -> Result<OpenedRBD, RPCError> in
+                        let image = try cluster.openImage(pool: p.poolName, image: p.rbdName, readOnly: p.readOnly)
+                        do throws(BdevOpenError) {
+                            // Watch before reading the size: a resize from outside after the read is reported.
+                            try image.watchUpdates { [weak self, weak image] in
+                                guard let self, let image else { return }
+                                loop.execute { [weak self] in self?.rbdImageUpdated(image) }
+                            }
+                            return .success(OpenedRBD(image: image, size: try image.size(), ownCluster: own))
+                        } catch {
+                            image.close()
+                            throw error
                         }
-                        return .success(OpenedRBD(image: image, size: try image.size(), ownCluster: own))
-                    } catch {
-                        image.close()
-                        throw error
                     }
                 } catch {
                     own?.shutdown()

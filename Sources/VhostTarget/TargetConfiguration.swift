@@ -11,6 +11,10 @@ public struct TargetConfiguration: Sendable {
     public var socketDirectory: String = RPCSocketDefault.socketDirectory
     /// Reactor CPUs, one reactor each (SPDK's `-m`).
     public var cpumask: CPUSet = .allowed()
+    /// The CPUs the process may use, read when the configuration is made
+    /// (on the main thread, before any thread is pinned): what an RPC's
+    /// CPU mask is checked against (a control thread's own CPUs are fewer).
+    public var allowedCPUs: CPUSet = .allowed()
     /// Where the threads other than reactors run (`--control-cpus`, or the
     /// allowed CPUs less the reactors'); nil: left where they start.
     public var controlCPUs: ControlCPUs?
