@@ -20,9 +20,9 @@ struct MigrationGuestTests {
     /// `packed`: both daemons' controllers offer packed rings and QEMU asks for
     /// them (`packed=on`). `restartDestination`: the destination daemon is
     /// restarted (SIGTERM) under the guest once it runs there.
-    func migrateRetryingQEMUCrashes(packed: Bool = false, restartDestination: Bool = true) throws {
+    func migrateRetryingQEMUCrashes(packed: Bool = false, restartDestination: Bool = true, disk: MigrationDisk = .file) throws {
         for attempt in 1...Self.attempts {
-            guard let crash = try migrateOnce(packed: packed, restartDestination: restartDestination) else { return }
+            guard let crash = try migrateOnce(packed: packed, restartDestination: restartDestination, disk: disk) else { return }
             print("""
                 migration attempt \(attempt) of \(Self.attempts): the destination guest's kernel crashed after \
                 the switch-over (QEMU 7.2 TCG, see below); console:
@@ -49,15 +49,47 @@ struct MigrationGuestTests {
     /// Kernel crash markers on a guest console.
     static let kernelCrashMarkers = ["Kernel panic", "Oops:", "BUG: ", "general protection fault"]
 
+    /// What both daemons' bdev `disk0` is: the same file (`bdev_uring_create`,
+    /// two hosts sharing storage) or the same RBD image, which each daemon
+    /// opens through a cluster handle of its own (`bdev_rbd_register_cluster`
+    /// `c1`, `bdev_rbd_create`), as two hosts would. The image (`diskMiB`) is
+    /// created for each attempt and removed after it.
+    enum MigrationDisk {
+        case file
+        case rbd(CephTestCluster, pool: String, image: String)
+    }
+
+    /// The shared disk's size: the fio rounds use its first 193 MiB.
+    static let diskMiB = 256
+
     /// One migration under load and a destination-daemon restart. Returns the
     /// destination console when its guest kernel crashed (retried), nil
     /// otherwise; every other failure is recorded as an issue.
-    func migrateOnce(packed: Bool = false, restartDestination: Bool = true) throws -> String? {
+    func migrateOnce(packed: Bool = false, restartDestination: Bool = true, disk: MigrationDisk = .file) throws -> String? {
         let shared = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-mig-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: shared, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: shared) }
-        let image = shared.appendingPathComponent("disk.img").path
-        try runCommand("/usr/bin/truncate", ["-s", "256M", image])
+        let createDisk: (DaemonProcess) throws -> Void
+        switch disk {
+        case .file:
+            let image = shared.appendingPathComponent("disk.img").path
+            try runCommand("/usr/bin/truncate", ["-s", "\(Self.diskMiB)M", image])
+            createDisk = { daemon in try daemon.call("bdev_uring_create", ["filename": .string(image), "name": "disk0"]) }
+        case .rbd(let cluster, let pool, let image):
+            try cluster.rbd("create", "--size", "\(Self.diskMiB)", "\(pool)/\(image)")
+            let info = try cluster.rbd("info", "\(pool)/\(image)")
+            print("migration: rbd info \(pool)/\(image):\n\(info)")
+            // The hand-over this test is about: both daemons write the image in turn.
+            #expect(info.contains("exclusive-lock"), "the image has no exclusive-lock feature: \(info)")
+            createDisk = { daemon in
+                try daemon.call("bdev_rbd_register_cluster", ["name": "c1", "config_file": .string(cluster.configPath)])
+                try daemon.call("bdev_rbd_create", [
+                    "pool_name": .string(pool), "rbd_name": .string(image), "block_size": 512, "cluster_name": "c1", "name": "disk0",
+                ])
+            }
+        }
+        // Runs after both daemons stopped (defers run in reverse), so no watcher holds the image.
+        defer { if case .rbd(let cluster, let pool, let image) = disk { _ = try? cluster.rbd("rm", "--no-progress", "\(pool)/\(image)") } }
 
         let source = try DaemonProcess(cpumask: "0x1")
         defer { source.stop(); source.cleanUp() }
@@ -66,7 +98,7 @@ struct MigrationGuestTests {
         var destination = try DaemonProcess(cpumask: "0x2", extraArguments: destinationArguments, directory: destinationDirectory)
         defer { destination.stop() }
         for daemon in [source, destination] {
-            try daemon.call("bdev_uring_create", ["filename": .string(image), "name": "disk0"])
+            try createDisk(daemon)
             try daemon.call("vhost_create_blk_controller", ["ctrlr": "vhost.0", "dev_name": "disk0", "packed_ring": .bool(packed)])
         }
         let deviceProperties = packed ? ["packed=on"] : []
@@ -132,7 +164,8 @@ struct MigrationGuestTests {
             if status == "completed" || status == "failed" || status == "cancelled" { break }
             usleep(50_000)
         }
-        let migrationTime = ContinuousClock.now - start
+        let completed = ContinuousClock.now
+        let migrationTime = completed - start
         statsStop.store(true, ordering: .relaxed)
         statsThread.wait()
         print("migration: \(status) in \(migrationTime); bdev_get_iostat answered \(statsCalls.load(ordering: .relaxed)) times meanwhile")
@@ -141,6 +174,20 @@ struct MigrationGuestTests {
         sourceVM.kill()
         if packed {
             #expect(try PackedGuestTests.sessionFeatures(destination, "vhost.0").contains("RING_PACKED"))
+        }
+
+        // The destination's first write: on RBD librbd must first take the image's exclusive
+        // lock from the source daemon's client, which still has the image open (idle, its
+        // queues stopped at the switch-over) and hands the lock over when asked.
+        var firstWrite: Duration?
+        while firstWrite == nil, ContinuousClock.now - completed < .seconds(120), destinationVM.isRunning {
+            if try Self.writes(destination) > 0 { firstWrite = ContinuousClock.now - completed } else { usleep(50_000) }
+        }
+        let slowest = (destination: try Self.slowestWrite(destination), source: try Self.slowestWrite(source))
+        print("migration: the destination's first write completed \(firstWrite.map { "\($0)" } ?? "never (120 s)") "
+              + "after the switch-over; its slowest write so far took \(slowest.destination), the source's slowest \(slowest.source)")
+        if case .rbd(let cluster, let pool, let image) = disk {
+            print("migration: rbd lock ls \(pool)/\(image):\n\((try? cluster.rbd("lock", "ls", "\(pool)/\(image)")) ?? "?")")
         }
 
         // The destination's daemon restarts under the running guest (QEMU reconnects),
@@ -177,6 +224,17 @@ struct MigrationGuestTests {
         #expect(console.contains("E2E-ROUND: \(Self.rounds)"))
         #expect(Self.count("E2E-OK: fio passed", in: console) == Self.rounds)
         return nil
+    }
+
+    /// `disk0`'s completed writes (`bdev_get_iostat`).
+    static func writes(_ daemon: DaemonProcess) throws -> Int64 {
+        try daemon.call("bdev_get_iostat", ["name": "disk0"])["bdevs"]?.arrayValue?.first?["num_write_ops"]?.intValue ?? 0
+    }
+
+    /// `disk0`'s slowest write so far (`max_write_latency_ticks`: nanoseconds).
+    static func slowestWrite(_ daemon: DaemonProcess) throws -> Duration {
+        let ticks = try daemon.call("bdev_get_iostat", ["name": "disk0"])["bdevs"]?.arrayValue?.first?["max_write_latency_ticks"]?.intValue
+        return .nanoseconds(ticks ?? 0)
     }
 
     /// The console from the first kernel crash marker on, if there is one and

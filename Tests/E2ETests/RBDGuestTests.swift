@@ -219,6 +219,20 @@ struct RBDGuestTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// Live migration of the guest between two daemons serving the same RBD
+    /// image, each through its own cluster handle, as MigrationGuestTests does
+    /// with a shared file: verified fio rounds run across the switch-over and a
+    /// destination-daemon restart (SIGTERM: `rbd_close` releases the lock).
+    /// The image has the exclusive-lock feature (Ceph's default features): the
+    /// source's librbd client owns the lock while the guest runs there; after
+    /// the switch-over the destination's first write asks for it and the
+    /// source, alive and idle, hands it over (printed: the first write's wait).
+    @Test func migrateBetweenTwoDaemons() throws {
+        try E2EEnvironment.requireReady()
+        let cluster = try CephTestCluster.required()
+        try MigrationGuestTests().migrateRetryingQEMUCrashes(disk: .rbd(cluster, pool: "rbd", image: "migrate"))
+    }
+
     /// Requests `ctrlr`'s session has in flight (`vhost_get_controllers`' `inflight_task_cnt`).
     static func inFlight(_ daemon: DaemonProcess, _ ctrlr: String) throws -> Int64 {
         let controller = try daemon.call("vhost_get_controllers", ["name": .string(ctrlr)]).arrayValue?.first
