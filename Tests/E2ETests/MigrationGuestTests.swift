@@ -149,6 +149,9 @@ struct MigrationGuestTests {
             }
         }
 
+        // Who owns the image's exclusive lock while the guest writes on the source.
+        let sourceLocker = try Self.locker(disk)
+
         let qmp = try QMPClient(socketPath: try #require(sourceVM.qmpSocketPath))
         // QEMU's default migration parameters. With max-bandwidth 4 GiB/s and downtime-limit
         // 300 ms, QEMU 7.2 under TCG corrupts the destination guest's memory about one run
@@ -186,8 +189,11 @@ struct MigrationGuestTests {
         let slowest = (destination: try Self.slowestWrite(destination), source: try Self.slowestWrite(source))
         print("migration: the destination's first write completed \(firstWrite.map { "\($0)" } ?? "never (120 s)") "
               + "after the switch-over; its slowest write so far took \(slowest.destination), the source's slowest \(slowest.source)")
-        if case .rbd(let cluster, let pool, let image) = disk {
-            print("migration: rbd lock ls \(pool)/\(image):\n\((try? cluster.rbd("lock", "ls", "\(pool)/\(image)")) ?? "?")")
+        if case .rbd = disk {
+            // The lock moved: another librbd client (the destination's) owns it now.
+            let destinationLocker = try Self.locker(disk)
+            print("migration: exclusive lock owner \(sourceLocker ?? "none") while on the source, \(destinationLocker ?? "none") after the first write on the destination")
+            #expect(sourceLocker != nil && destinationLocker != nil && sourceLocker != destinationLocker)
         }
 
         // The destination's daemon restarts under the running guest (QEMU reconnects),
@@ -212,7 +218,15 @@ struct MigrationGuestTests {
         }
         if restartDestination {
             #expect(destination.stop() == 0)
+            let stopped = ContinuousClock.now
             destination = try DaemonProcess(cpumask: "0x2", extraArguments: destinationArguments, directory: destinationDirectory)
+            // On RBD the stopped daemon's rbd_close released the lock: the new one takes it at once.
+            var restartedWrite: Duration?
+            while restartedWrite == nil, ContinuousClock.now - stopped < .seconds(120), destinationVM.isRunning {
+                if try Self.writes(destination) > 0 { restartedWrite = ContinuousClock.now - stopped } else { usleep(50_000) }
+            }
+            print("migration: the restarted destination's first write completed \(restartedWrite.map { "\($0)" } ?? "never (120 s)") "
+                  + "after the SIGTERM'd daemon exited")
         }
 
         let result = try destinationVM.waitForExit(timeout: .seconds(300))
@@ -224,6 +238,15 @@ struct MigrationGuestTests {
         #expect(console.contains("E2E-ROUND: \(Self.rounds)"))
         #expect(Self.count("E2E-OK: fio passed", in: console) == Self.rounds)
         return nil
+    }
+
+    /// The librbd client owning the RBD image's exclusive lock (`rbd lock ls`'s
+    /// locker, `client.N`); nil for a file or when none does.
+    static func locker(_ disk: MigrationDisk) throws -> String? {
+        guard case .rbd(let cluster, let pool, let image) = disk else { return nil }
+        let output = try cluster.rbd("lock", "ls", "\(pool)/\(image)")
+        return output.split(whereSeparator: \.isNewline).lazy
+            .compactMap { $0.split(separator: " ").first }.first { $0.hasPrefix("client.") }.map(String.init)
     }
 
     /// `disk0`'s completed writes (`bdev_get_iostat`).
