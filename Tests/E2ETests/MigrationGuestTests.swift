@@ -19,7 +19,8 @@ struct MigrationGuestTests {
     /// guest's kernel crashes after the switch-over (QEMU's problem, not ours).
     /// `packed`: both daemons' controllers offer packed rings and QEMU asks for
     /// them (`packed=on`). `restartDestination`: the destination daemon is
-    /// restarted (SIGTERM) under the guest once it runs there.
+    /// restarted (SIGTERM) under the guest once it runs there. `disk`: what
+    /// both daemons serve (`MigrationDisk`: the same file, or the same RBD image).
     func migrateRetryingQEMUCrashes(packed: Bool = false, restartDestination: Bool = true, disk: MigrationDisk = .file) throws {
         for attempt in 1...Self.attempts {
             guard let crash = try migrateOnce(packed: packed, restartDestination: restartDestination, disk: disk) else { return }
@@ -69,6 +70,8 @@ struct MigrationGuestTests {
         let shared = URL(fileURLWithPath: "/tmp").appendingPathComponent("vbd-mig-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: shared, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: shared) }
+        // Runs after both daemons stopped (defers run in reverse), so no watcher holds the image.
+        defer { if case .rbd(let cluster, let pool, let image) = disk { _ = try? cluster.rbd("rm", "--no-progress", "\(pool)/\(image)") } }
         let createDisk: (DaemonProcess) throws -> Void
         switch disk {
         case .file:
@@ -88,8 +91,6 @@ struct MigrationGuestTests {
                 ])
             }
         }
-        // Runs after both daemons stopped (defers run in reverse), so no watcher holds the image.
-        defer { if case .rbd(let cluster, let pool, let image) = disk { _ = try? cluster.rbd("rm", "--no-progress", "\(pool)/\(image)") } }
 
         let source = try DaemonProcess(cpumask: "0x1")
         defer { source.stop(); source.cleanUp() }
