@@ -1,5 +1,6 @@
 import BlockIO
 import Glibc
+import Posix
 import Virtio
 
 /// Ceph RBD images (`bdev_rbd_create`): each executor operation is one of
@@ -59,6 +60,9 @@ extension VirtqueueServer {
     @inline(__always)
     func startRBD(_ operation: BlkOperation, on image: RBDImage, slot: UInt32, data: UnsafePointer<iovec>, count: Int) -> Int32? {
         guard let completions = rbdCompletions else { return -EIO }
+        if operation.kind != .read && operation.kind != .flush && operation.kind != .writeSync, case .idle = stopFlush {
+            stopFlush = .wanted
+        }
         let rc = image.submit(RBDBackend.operation(operation.kind), iovecs: data, count: count, offset: operation.offset,
                               length: operation.length, slot: slot, queue: completions)
         return rc == 0 ? nil : rc
@@ -68,15 +72,72 @@ extension VirtqueueServer {
     /// (unless the queue stops and nothing is in flight any more).
     func rbdCompletionsReady(_ readResult: Int32) {
         rbdArmed = false
+        let flushSlot = rbdCompletions?.stopFlushSlot
         rbdCompletions?.drain { slot, value in
+            if slot == flushSlot {
+                stopFlushFinished(value)
+                return
+            }
             guard slots.isSlot(slot) else { return }
             operationFinished(slot: slot, result: RBDBackend.result(value, for: slots[slot].operation))
         }
-        if stopping && inFlight == 0 {
+        if stopping && inFlight == 0 && !stopFlush.isPending {
             finishStopIfIdle()
             return
         }
         armRBD()
         reactor.markDirty(taskID)
+    }
+}
+
+/// A stopping RBD queue's own flush (`VirtqueueServer.stopFlush`).
+enum RBDStopFlush {
+    /// The queue wrote nothing (or its flush came back).
+    case idle
+    /// The queue started a write, discard or write-zeroes.
+    case wanted
+    /// `rbd_aio_flush` is in librbd since `started`.
+    case pending(started: ContinuousClock.Instant)
+
+    var isPending: Bool {
+        if case .pending = self { return true }
+        return false
+    }
+}
+
+extension VirtqueueServer {
+    /// A stopping queue that wrote flushes its image before GET_VRING_BASE is
+    /// answered. librbd's default cache policy (writearound) acknowledges a
+    /// write as it sends it to the OSDs, so a guest write completed here may
+    /// not be on the OSDs yet when QEMU stops the queues: after a live
+    /// migration the destination daemon's librbd client would read the old
+    /// data until it lands (reads take no exclusive lock; only the
+    /// destination's first write makes this client flush, as it hands the
+    /// lock over). The flush waits for those writes. Returns whether the
+    /// stop waits for it (its completion calls `finishStopIfIdle` again).
+    func startStopFlush() -> Bool {
+        if stopFlush.isPending { return true }
+        guard case .wanted = stopFlush, case .rbd(let image) = backend.storage, let completions = rbdCompletions else { return false }
+        let rc = image.submitFlush(queue: completions)
+        guard rc == 0 else {
+            stopFlush = .idle
+            logger.warning("queue stop: cannot start the RBD image flush (\(Errno(-rc))); GET_VRING_BASE is answered without it")
+            return false
+        }
+        stopFlush = .pending(started: .now)
+        if !rbdArmed { armRBD() }
+        return true
+    }
+
+    /// The stop's flush came back (librbd's result).
+    func stopFlushFinished(_ result: Int32) {
+        guard case .pending(let started) = stopFlush else { return }
+        stopFlush = .idle
+        let elapsed = ContinuousClock.now - started
+        if result < 0 {
+            logger.warning("queue stop: the RBD image flush failed after \(elapsed) (\(Errno(-result))); GET_VRING_BASE is answered")
+        } else {
+            logger.info("queue stop: RBD image flushed in \(elapsed) before GET_VRING_BASE is answered")
+        }
     }
 }

@@ -94,6 +94,9 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
     var rbdCompletions: RBDCompletionQueue?
     /// Whether the read of `rbdCompletions`' eventfd is in the engine.
     var rbdArmed = false
+    /// The image flush a stopping RBD queue does before its GET_VRING_BASE
+    /// answer, when it wrote (RBDBackend.swift, `startStopFlush`).
+    var stopFlush = RBDStopFlush.idle
     let rbdBuffer = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
     /// Whether this queue takes part in the reactor's polling now.
     var pollsGuest = true
@@ -297,6 +300,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
 
     func finishStopIfIdle() {
         guard stopping, inFlight == 0, !kickArmed, let done = onStopped else { return }
+        if startStopFlush() { return }  // finishes when the flush comes back
         if rbdArmed {
             // The last RBD completion came in: take the eventfd's read out of the engine first.
             reactor.cancelRead(task: taskID, slot: Self.rbdSlot)
@@ -358,7 +362,7 @@ package final class VirtqueueServer: ReactorTask, QoSWaiter, @unchecked Sendable
         reactor.preconditionOnReactor()
         completionClockStale = true
         if !kickArmed && !stopping { armKick() }
-        if !rbdArmed && rbdCompletions != nil && (!stopping || inFlight > 0) { armRBD() }
+        if !rbdArmed && rbdCompletions != nil && (!stopping || inFlight > 0 || stopFlush.isPending) { armRBD() }
         publishAndNotify()
         if blocked && !stopping {
             blocked = false

@@ -29,25 +29,28 @@ public final class RBDCompletionQueue: @unchecked Sendable {
     private let head = Atomic<UInt>(0)
     private let nodes: UnsafeMutablePointer<Node>
     public let slotCount: Int
+    /// The slot of the flush a stopping queue starts itself (no request's slot).
+    public var stopFlushSlot: UInt32 { UInt32(truncatingIfNeeded: slotCount) }
 
     public init(slots: Int) throws(Errno) {
         event = try EventFD(nonBlocking: true)
         slotCount = max(1, slots)
-        nodes = .allocate(capacity: slotCount)
-        for i in 0..<slotCount { (nodes + i).initialize(to: Node(slot: UInt32(truncatingIfNeeded: i))) }
+        // One node more than slots: `stopFlushSlot`, the queue's own flush when it stops.
+        nodes = .allocate(capacity: slotCount + 1)
+        for i in 0...slotCount { (nodes + i).initialize(to: Node(slot: UInt32(truncatingIfNeeded: i))) }
         let me = Unmanaged.passUnretained(self).toOpaque()
-        for i in 0..<slotCount { nodes[i].queue = me }
+        for i in 0...slotCount { nodes[i].queue = me }
     }
 
     deinit {
-        nodes.deinitialize(count: slotCount)
+        nodes.deinitialize(count: slotCount + 1)
         nodes.deallocate()
         event.close()
     }
 
     /// The node of `slot`, or nil for a slot this queue does not have.
     func node(_ slot: UInt32) -> UnsafeMutablePointer<Node>? {
-        Int(slot) < slotCount ? nodes + Int(slot) : nil
+        Int(slot) <= slotCount ? nodes + Int(slot) : nil
     }
 
     /// librbd's completion callback: `argument` is a node of some queue.

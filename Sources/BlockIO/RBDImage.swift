@@ -133,6 +133,28 @@ public final class RBDImage: @unchecked Sendable {
         return 0
     }
 
+    /// Starts `rbd_aio_flush` for `queue`'s `stopFlushSlot`: it completes once
+    /// every write librbd acknowledged before it reached the OSDs (the default
+    /// `rbd_cache_policy` writearound acknowledges writes as it sends them).
+    /// Returns 0 when started, else -errno (and nothing arrives).
+    public func submitFlush(queue: RBDCompletionQueue) -> Int32 {
+        guard let node = queue.node(queue.stopFlushSlot) else { return -EINVAL }
+        var completion: rbd_completion_t?
+        var rc = rbd_aio_create_completion(UnsafeMutableRawPointer(node), { completion, argument in
+            guard let argument else { return }
+            let value = rbd_aio_get_return_value(completion)
+            rbd_aio_release(completion)
+            RBDCompletionQueue.completed(argument, result: Int32(clamping: value))
+        }, &completion)
+        guard rc == 0, let completion else { return rc < 0 ? rc : -ENOMEM }
+        rc = rbd_aio_flush(image, completion)
+        if rc < 0 {
+            rbd_aio_release(completion)
+            return rc
+        }
+        return 0
+    }
+
     /// Closes the image (flushing librbd's cache, releasing its exclusive
     /// lock) and its pool context, once; nothing may be in flight.
     /// Waits for blocking calls under way; unregisters the update watch

@@ -191,6 +191,11 @@ struct MigrationGuestTests {
         print("migration: the destination's first write completed \(firstWrite.map { "\($0)" } ?? "never (120 s)") "
               + "after the switch-over; its slowest write so far took \(slowest.destination), the source's slowest \(slowest.source)")
         if case .rbd = disk {
+            // The source's queues flushed the image at their stop (GET_VRING_BASE), so every
+            // write the guest saw complete there is on the OSDs before the destination reads.
+            let flushes = source.log.split(whereSeparator: \.isNewline).filter { $0.contains("queue stop: RBD image flushed") }
+            print("migration: the source's stop flushes:\n\(flushes.joined(separator: "\n"))")
+            #expect(!flushes.isEmpty, "the source daemon did not flush the image when QEMU stopped its queues")
             // The lock moved: another librbd client (the destination's) owns it now.
             let destinationLocker = try Self.locker(disk)
             print("migration: exclusive lock owner \(sourceLocker ?? "none") while on the source, \(destinationLocker ?? "none") after the first write on the destination")
