@@ -114,6 +114,45 @@ struct RBDTests {
         #expect(try daemon.call("bdev_rbd_get_clusters_info") == .array([]))
     }
 
+    /// A stopping queue that wrote flushes its image before it answers
+    /// GET_VRING_BASE (librbd's writearound cache acknowledges a write as it
+    /// sends it, and a live migration's destination reads without the lock);
+    /// a queue that only read answers without one.
+    @Test func aStoppingQueueThatWroteFlushesTheImage() throws {
+        let cluster = try CephTestCluster.required()
+        let daemon = try Self.daemonWithCluster(cluster, image: "stopflush")
+        defer { daemon.stop(); daemon.cleanUp() }
+        try daemon.call("bdev_rbd_create", [
+            "pool_name": "rbd", "rbd_name": "stopflush", "block_size": 512, "cluster_name": "c1", "name": "R0",
+        ])
+        try D.createController(daemon, "vhost.r", bdev: "R0")
+        let marker = "queue stop: RBD image flushed"
+        do {
+            let memory = try FrontendMemory(size: 16 << 20)
+            defer { memory.close() }
+            let f = try D.attach(daemon, "vhost.r", memory: memory)
+            defer { f.close() }
+            // A flush first takes librbd's cache out of writethrough (rbd_cache_writethrough_until_flush).
+            #expect(try f.flush(queue: 1).status == BlkWire.statusOK)
+            #expect(try D.roundTrip(f, queue: 0, sector: 8, seed: 3))
+            #expect(try f.read(queue: 1, sector: 8, count: 1).data == D.pattern(512, seed: 3))
+            #expect(!daemon.log.contains(marker))
+            _ = try f.stop()
+            var flushes: [Substring] = []
+            let start = ContinuousClock.now
+            while flushes.isEmpty, ContinuousClock.now - start < .seconds(2) {
+                flushes = daemon.log.split(whereSeparator: \.isNewline).filter { $0.contains(marker) }
+                if flushes.isEmpty { usleep(20_000) }
+            }
+            #expect(flushes.count == 1, "\(flushes)")
+            #expect(flushes.first?.contains("vq.index=0") == true, "\(flushes)")
+        }
+        #expect(try cluster.exported("stopflush", offset: 8 * 512, length: 512) == D.pattern(512, seed: 3))
+        try Self.deleteController(daemon, "vhost.r")
+        #expect(try daemon.call("bdev_rbd_delete", ["name": "R0"]) == .bool(true))
+        try cluster.rbd("rm", "rbd/stopflush")
+    }
+
     @Test func resizeGrowsTheImageAndTheGuestIsTold() throws {
         let cluster = try CephTestCluster.required()
         let daemon = try Self.daemonWithCluster(cluster, image: "grow")
