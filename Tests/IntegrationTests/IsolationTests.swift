@@ -30,6 +30,12 @@ import Virtio
 /// still complete requests after the last window. Each test prints an
 /// `isolation <attack>: ...` line, and a second one with where the daemon's
 /// threads spent their time.
+///
+/// The thresholds are the shipped daemon's: scripts/test.sh runs this suite
+/// against the release build (`VHOST_BLKD_BIN`). A debug daemon, with its
+/// dynamic exclusivity checks and thread assertions, spends 2-3x the CPU on
+/// control-thread work, and on a 2-CPU machine that CPU is the neighbour's
+/// driver's: the memfd-shrink and huge-clear attacks then miss the p99 bound.
 @Suite("Tenant isolation: an attacker beside a neighbour on one reactor", .serialized)
 struct IsolationTests {
     typealias H = IsolationHarness
@@ -201,14 +207,11 @@ struct IsolationTests {
             return "\(t.discards) DISCARDs and \(t.writeZeroes) WRITE_ZEROES of 2 GiB after \(t.writes) writes of "
                 + "\(backend == .tmpfs ? 16 : 4) MiB, \(t.failures.count) failed; reads back zeroes: \(zeroes)"
         }
-        // Open (issue 19): freeing what a round wrote costs the reactor 1-2 ms of CPU per MiB
-        // however it is cut; in 20 us chunks the reactor stays runnable for all of it, beside
-        // the neighbour's driver on the same CPU of this 2-CPU machine, and the neighbour's
-        // p99 became the scheduler's slice (2.0-2.4 ms against 0.23-0.33 ms solo), its rate
-        // 72-95 % of solo. Unbounded chunks kept p99 at solo, but one chunk held the reactor
-        // for a whole clear (100 ms for 64 MiB, seconds for GiBs).
-        let gap = "a clear's CPU time on the reactor, beside the neighbour's driver on the same CPU"
-        report.check(knownP99Gap: gap, knownIOPSGap: gap)
+        // Freeing what a round wrote costs the reactor 1-2 ms of CPU per MiB, in chunks of about
+        // 20 us (`LargeClears`). Against a debug daemon (dynamic exclusivity checks, thread
+        // assertions) the neighbour's p99 reached 2.0-2.4 ms against 0.23-0.33 ms solo on this
+        // 2-CPU machine; against the release daemon, as shipped, it stays within the bounds.
+        report.check()
     }
 
     @Test func memfdShrinkPastFourThousandGuardedRanges() throws {
@@ -221,7 +224,7 @@ struct IsolationTests {
             harness.close()
             for f in holders { f.close() }
         }
-        let shrinks = ShrinkAttacker(harness.daemon)
+        let shrinks = SessionAttacker(harness.daemon, SessionAttacker.shrink)
         let reason = "the frontend shrank memory it shares with the daemon"
         let report = try harness.measure("memfd shrink past 4096 guarded ranges", attack: LoopAttack(shrinks.step)) {
             let (done, failures) = shrinks.tally
@@ -232,17 +235,78 @@ struct IsolationTests {
             #expect(!harness.daemon.log.contains("SET_MEM_TABLE refused"))
             return "\(done) shrinks with 4,160+ guarded ranges, each disconnected (\(logged) '\(reason)' lines), \(failures.count) failures"
         }
-        // Each shrink ends a session and the attacker's next one maps a new table (15-30 a
-        // second): that work is the control thread's (8 % of a CPU in attacked windows), and
-        // the neighbour's p99 went to 2.2-3 ms against 0.4-0.8 ms solo in some runs while that
-        // thread could run on the reactor's CPU. On the control CPUs (ControlCPUs) it no longer
-        // does: 94-98 % of solo IOPS, p99 206-226 us against 178-210 us solo in 4 of 5 runs on
-        // the busy 2-CPU machine; the fifth (load average 10, the reactor waiting for its CPU
-        // 35 % of the time) missed the IOPS bound as well. Still open (issue 19): the
-        // fresh-clone CI run of 0b4f9ef missed the p99 bound in one of its two runs (1826 us
-        // against 540 us solo, the neighbour's driver waiting for a CPU 26 % of the time
-        // against 2 % solo, the control thread at 13 %), so the gap is recorded, not asserted.
-        report.check(knownP99Gap: "session churn from repeated memfd shrinks can still double the neighbour's p99 (issue 19)")
+        // Each shrink ends a session and the attacker's next one maps a new table (25-30 a
+        // second): that is control-thread work, on the control CPUs (ControlCPUs). A debug
+        // daemon spends 11-17 % of a CPU on it, and on this 2-CPU machine the neighbour's driver
+        // then waited for a CPU 30 % of the time and its p99 reached 2-3.5x solo; the release
+        // daemon, as shipped, spends 5-7 % and the p99 stays at 0.5-0.9x solo.
+        report.check()
+    }
+
+    /// A frontend asks for 100 TiB of guest memory (eight 12.5 TiB regions
+    /// over one sparse memfd), again and again, a new session each time: the
+    /// session budget (`--max-session-memory`, 64 GiB by default) refuses
+    /// each table before mapping it, and the frontend is disconnected with a
+    /// log line (`TenantBudgetTests`).
+    @Test func hugeSparseMemoryTables() throws {
+        let harness = try IsolationHarness { daemon in try Self.attackerController(daemon) }
+        defer { harness.close() }
+        let sparse = try Memfd.create(name: "sparse-guest", size: Int(TenantBudgetTests.slice))
+        defer { sparse.close() }
+        let tables = SessionAttacker(harness.daemon) { [sparse] in try SessionAttacker.hugeMemoryTable($0, sparse: sparse) }
+        let line = "SET_MEM_TABLE asks to map 100.0 TiB (109951162777600 bytes) of guest memory in 8 regions"
+        let report = try harness.measure("100 TiB sparse memory tables", attack: LoopAttack(tables.step)) {
+            try Self.sessionOutcome(harness.daemon, tables, line: line, what: "100 TiB memory tables")
+        }
+        report.check()
+    }
+
+    /// A frontend that negotiated dirty logging hands over a 1 TiB dirty log
+    /// beside its 16 MiB memory table, again and again: the log must fit
+    /// the table, and the frontend is disconnected with a log line.
+    @Test func hugeDirtyLogs() throws {
+        let harness = try IsolationHarness { daemon in try Self.attackerController(daemon) }
+        defer { harness.close() }
+        let log = try Memfd.create(name: "sparse-log", size: 1 << 40)
+        defer { log.close() }
+        let logs = SessionAttacker(harness.daemon) { [log] in try SessionAttacker.hugeDirtyLog($0, log: log) }
+        let line = "SET_LOG_BASE asks for a dirty log of 1.0 TiB (1099511627776 bytes), more than the memory table needs"
+        let report = try harness.measure("1 TiB dirty logs", attack: LoopAttack(logs.step)) {
+            try Self.sessionOutcome(harness.daemon, logs, line: line, what: "1 TiB dirty logs")
+        }
+        report.check()
+    }
+
+    /// A frontend publishes a head past the end of its descriptor table
+    /// (virtio 1.2 §2.7.6: an avail ring entry indexes that table), again and
+    /// again: the queue is broken, and the frontend is disconnected with the
+    /// reason.
+    @Test func brokenRings() throws {
+        let harness = try IsolationHarness { daemon in try Self.attackerController(daemon) }
+        defer { harness.close() }
+        let rings = SessionAttacker(harness.daemon, SessionAttacker.brokenRing)
+        let line = "disconnecting frontend: queue 0: the guest's ring is broken"
+        let report = try harness.measure("broken rings", attack: LoopAttack(rings.step)) {
+            try Self.sessionOutcome(harness.daemon, rings, line: line, what: "broken rings")
+        }
+        report.check()
+    }
+
+    /// Checks that every hostile session was disconnected with a log line
+    /// containing `line`, and describes the outcome.
+    static func sessionOutcome(_ daemon: DaemonProcess, _ attacker: SessionAttacker, line: String, what: String) throws -> String {
+        let (done, failures) = attacker.tally
+        #expect(done > 0, "no hostile session was made")
+        #expect(failures.isEmpty, "\(failures)")
+        // The log line is written as the session ends; the last may still be on its way.
+        let deadline = ContinuousClock.now + .seconds(2)
+        var logged = daemon.log.components(separatedBy: line).count - 1
+        while logged < done && ContinuousClock.now < deadline {
+            usleep(20_000)
+            logged = daemon.log.components(separatedBy: line).count - 1
+        }
+        #expect(logged == done, "\(done) sessions, \(logged) log lines '\(line)'")
+        return "\(done) \(what), each disconnected (\(logged) '\(line)' lines), \(failures.count) failures"
     }
 
     /// Connections flood the controller listeners while the daemon is out
@@ -276,15 +340,22 @@ struct IsolationTests {
     /// A tenant who can write in an `--allowed-dir` swaps a directory on the
     /// way to its image with a symlink that leads outside
     /// (renameat2(2) RENAME_EXCHANGE), while RPC clients create and delete
-    /// bdevs on the image: no create opens the file outside.
+    /// bdevs on the image: no create opens the file outside, in 10,000 swaps.
     @Test func symlinkSwapRaceOnAllowedDir() throws {
         let (base, allowed) = try AllowedDirRaceTests.swapLayout()
         let harness = try IsolationHarness(arguments: ["--allowed-dir", allowed], directory: URL(fileURLWithPath: base)) { _ in }
         defer { harness.close() }
         let race = SwapRace(harness.daemon, allowed: allowed)
-        let report = try harness.measure("symlink swap on --allowed-dir", attack: race.attack) {
+        let attack = race.attack
+        let report = try harness.measure("symlink swap on --allowed-dir", attack: attack) {
+            // The attacked windows make most of the 10,000 swaps (issue 19); the rest run after the last.
+            try attack.begin()
+            let deadline = ContinuousClock.now + .seconds(60)
+            while race.swaps.load(ordering: .relaxed) < AllowedDirRaceTests.swaps && ContinuousClock.now < deadline { usleep(10_000) }
+            try attack.end()
             let t = race.tally.withLock { $0 }
             let swaps = race.swaps.load(ordering: .relaxed)
+            #expect(swaps >= AllowedDirRaceTests.swaps)
             #expect(race.failedSwaps.load(ordering: .relaxed) == 0)
             #expect(t.outside == 0, "a bdev was opened on the file outside the allowed directory")
             #expect(t.inside > 0, "no create succeeded: the race was not exercised")
@@ -707,30 +778,16 @@ struct IsolationReport {
         return "solo [\(describe(solo))], attacked [\(describe(attacked))]"
     }
 
-    /// Prints the line and checks the acceptance thresholds.
-    /// Asserts every threshold. `knownP99Gap` names an open problem for
-    /// which a p99 over the bound is recorded as a warning (printed, counted
-    /// in the log) instead of a failure; everything else is still asserted.
-    /// `knownIOPSGap` does the same for an IOPS ratio under the bound.
-    func check(knownP99Gap: String? = nil, knownIOPSGap: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
+    /// Prints the line and asserts every acceptance threshold (issue 19).
+    func check(sourceLocation: SourceLocation = #_sourceLocation) {
         print(line)
         print(cpu)
         typealias H = IsolationHarness
-        if let gap = knownP99Gap, attackedP99 >= H.maximumP99Ratio * soloP99 {
-            Issue.record("\(name): neighbour p99 grew (known: \(gap)): \(windows)", severity: .warning, sourceLocation: sourceLocation)
-            print("isolation \(name): KNOWN GAP, p99 over 2x solo: \(gap)")
-        } else {
-            #expect(attackedP99 < H.maximumP99Ratio * soloP99, "\(name): neighbour p99 grew: \(windows)", sourceLocation: sourceLocation)
-        }
+        #expect(attackedP99 < H.maximumP99Ratio * soloP99, "\(name): neighbour p99 grew: \(windows)", sourceLocation: sourceLocation)
         #expect(daemonRunning, "\(name): the daemon died:\n\(log())", sourceLocation: sourceLocation)
         #expect(neighbour.errors == 0, "\(name): the neighbour saw \(neighbour.firstError ?? "")", sourceLocation: sourceLocation)
         #expect(stall == nil, "\(name): the neighbour stalled: \(windows)\n\(stall ?? "")", sourceLocation: sourceLocation)
-        if let gap = knownIOPSGap, ratio < H.minimumIOPSRatio {
-            Issue.record("\(name): neighbour IOPS fell to \(ratio) (known: \(gap)): \(windows)", severity: .warning, sourceLocation: sourceLocation)
-            print("isolation \(name): KNOWN GAP, IOPS under 80 % of solo: \(gap)")
-        } else {
-            #expect(ratio >= H.minimumIOPSRatio, "\(name): neighbour IOPS fell to \(ratio): \(windows)", sourceLocation: sourceLocation)
-        }
+        #expect(ratio >= H.minimumIOPSRatio, "\(name): neighbour IOPS fell to \(ratio): \(windows)", sourceLocation: sourceLocation)
         #expect(rpcCalls > 0 && rpcFailures == 0, "\(name): \(rpcFailures) RPC calls failed, \(rpcCalls) answered", sourceLocation: sourceLocation)
         #expect(rpcP99 < H.maximumRPCP99Milliseconds, "\(name): RPC p99 \(rpcP99) ms: \(windows)", sourceLocation: sourceLocation)
     }
@@ -752,8 +809,8 @@ final class LoopAttack: IsolationAttack {
     /// Called after each `end`, once the loops stopped.
     var afterEnd: () -> Void = {}
 
-    init(_ body: @escaping @Sendable () -> Void, _ more: (@Sendable () -> Void, Repeater.Priority)...) {
-        bodies = [(body, .normal)] + more.map { (body: $0.0, priority: $0.1) }
+    init(_ body: @escaping @Sendable () -> Void, priority: Repeater.Priority = .normal, _ more: (@Sendable () -> Void, Repeater.Priority)...) {
+        bodies = [(body, priority)] + more.map { (body: $0.0, priority: $0.1) }
     }
 
     func begin() throws {
@@ -1204,31 +1261,30 @@ final class ClearRounds: @unchecked Sendable {  // `step` runs on one attack thr
     }
 }
 
-/// Memfd shrinks, one session at a time, on controller `attacker`: each
-/// connects, makes a round trip, then shrinks its memory under a queued
-/// read and kicks (as `HostileFrontendTests.shrinkUnderARunningQueue`).
-final class ShrinkAttacker: Sendable {
+/// One hostile session after another on controller `attacker`, each made
+/// by `body` and ended by the daemon (it waits for the disconnect): the
+/// previous session is gone before the next connects, since the
+/// controller serves one frontend at a time.
+final class SessionAttacker: Sendable {
     private let daemon: DaemonProcess
+    private let body: @Sendable (String) throws -> Void
     private let state = Mutex<(done: Int, failures: [String])>((0, []))
 
-    init(_ daemon: DaemonProcess) { self.daemon = daemon }
+    /// `body` gets the controller's socket path and returns once the daemon
+    /// disconnected it (or throws).
+    init(_ daemon: DaemonProcess, _ body: @escaping @Sendable (String) throws -> Void) {
+        self.daemon = daemon
+        self.body = body
+    }
 
     var tally: (done: Int, failures: [String]) { state.withLock { $0 } }
 
-    var step: @Sendable () -> Void { { [self] in shrinkOnce() } }
+    var step: @Sendable () -> Void { { [self] in once() } }
 
-    private func shrinkOnce() {
+    private func once() {
         do {
             try waitForNoSession()
-            let f = try HostileFrontendTests.startedFrontend(daemon.socketDirectory + "/attacker")
-            defer { f.close(); f.memory.close() }
-            guard try HostileFrontendTests.roundTrip(f) else { throw FrontendError.protocolViolation("round trip failed before the shrink") }
-            let (q, _) = try HostileFrontendTests.pushRequestWithDataAbove4MiB(f, write: false)
-            usleep(20_000)  // past the reactor's polling phase: it waits for a kick
-            guard ftruncate(f.memory.fd.rawValue, 4 << 20) == 0 else { throw FrontendError.system(.current) }
-            q.publish()
-            q.kickFD.signal()
-            guard f.channel.waitForClose(timeout: .seconds(5)) else { throw FrontendError.timeout("the daemon kept the connection") }
+            try body(daemon.socketDirectory + "/attacker")
             state.withLock { $0.done += 1 }
         } catch {
             state.withLock { if $0.failures.count < 5 { $0.failures.append("\(error)") } }
@@ -1236,7 +1292,7 @@ final class ShrinkAttacker: Sendable {
         }
     }
 
-    /// The previous shrinker's session has ended (a new one would be refused).
+    /// The previous session has ended (a new one would be refused).
     private func waitForNoSession() throws {
         let client = try daemon.client()
         for _ in 0..<200 {
@@ -1245,6 +1301,74 @@ final class ShrinkAttacker: Sendable {
             usleep(5_000)
         }
         throw FrontendError.timeout("the previous session of attacker did not end")
+    }
+
+    /// The daemon closed `f`'s connection within 5 s.
+    static func disconnected(_ f: VhostUserFrontend) throws {
+        guard f.channel.waitForClose(timeout: .seconds(5)) else { throw FrontendError.timeout("the daemon kept the connection") }
+    }
+
+    /// Connects, makes a round trip, then shrinks its memory under a queued
+    /// read and kicks (as `HostileFrontendTests.shrinkUnderARunningQueue`).
+    static func shrink(_ socket: String) throws {
+        let f = try HostileFrontendTests.startedFrontend(socket)
+        defer { f.close(); f.memory.close() }
+        guard try HostileFrontendTests.roundTrip(f) else { throw FrontendError.protocolViolation("round trip failed before the shrink") }
+        let (q, _) = try HostileFrontendTests.pushRequestWithDataAbove4MiB(f, write: false)
+        usleep(20_000)  // past the reactor's polling phase: it waits for a kick
+        guard ftruncate(f.memory.fd.rawValue, 4 << 20) == 0 else { throw FrontendError.system(.current) }
+        q.publish()
+        q.kickFD.signal()
+        try disconnected(f)
+    }
+
+    /// Asks for 100 TiB of guest memory: eight 12.5 TiB regions over
+    /// `sparse`, a memfd of that size (nothing to pay).
+    static func hugeMemoryTable(_ socket: String, sparse: FileDescriptor) throws {
+        let slice = TenantBudgetTests.slice
+        let table = (0..<8).map {
+            MemoryRegionDescriptor(guestPhysAddr: UInt64($0) * slice, size: slice, userAddr: UInt64($0 + 1) << 44, mmapOffset: 0)
+        }
+        let tiny = try FrontendMemory(size: 1 << 20)
+        defer { tiny.close() }
+        let f = try VhostUserFrontend(socketPath: socket, memory: tiny)
+        defer { f.close() }
+        try f.connect()
+        try f.setFeatures(f.deviceFeatures.intersection(f.options.wantedFeatures))
+        var setMemTable = VhostUserMessage(request: .setMemTable, payload: .memoryTable(table), fds: [FileDescriptor](repeating: sparse, count: 8))
+        setMemTable.header.flags |= VhostUserHeader.flagNeedReply
+        try f.channel.send(setMemTable)
+        try disconnected(f)
+    }
+
+    /// Starts a queue on 16 MiB of memory with dirty logging negotiated,
+    /// makes a round trip, then hands over `log`, a 1 TiB memfd, as its
+    /// dirty log.
+    static func hugeDirtyLog(_ socket: String, log: FileDescriptor) throws {
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        var options = VhostUserFrontend.Options()
+        options.wantedFeatures.insert(.logAll)
+        options.wantedProtocolFeatures.insert(.logSHMFD)
+        let f = try VhostUserFrontend(socketPath: socket, memory: memory, options: options)
+        defer { f.close() }
+        try f.connect()
+        try f.start(queueCount: 1, queueSize: 128)
+        guard try HostileFrontendTests.roundTrip(f) else { throw FrontendError.protocolViolation("round trip failed before the log") }
+        try f.channel.send(VhostUserMessage(request: .setLogBase, payload: .log(size: 1 << 40, offset: 0), fds: [log]))
+        try disconnected(f)
+    }
+
+    /// Starts a queue, makes a round trip, then publishes a head past the
+    /// end of its descriptor table (128 entries) and kicks.
+    static func brokenRing(_ socket: String) throws {
+        let f = try HostileFrontendTests.startedFrontend(socket)
+        defer { f.close(); f.memory.close() }
+        guard try HostileFrontendTests.roundTrip(f) else { throw FrontendError.protocolViolation("round trip failed before the broken ring") }
+        let q = try f.driverQueue(0)
+        q.pushAvail(head: 4000)
+        q.publishAndKick(force: true)
+        try disconnected(f)
     }
 }
 
@@ -1370,7 +1494,7 @@ final class SwapRace: Sendable {
                 failedSwaps.add(1, ordering: .relaxed)
             }
             swaps.add(1, ordering: .relaxed)
-            usleep(500)
+            usleep(100)
         }
     }
 
