@@ -64,14 +64,15 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
     static let poolTaskID: UInt32 = 1
 
     /// Creates the reactor's engine; `useURing` false forces the thread pool.
-    /// Adaptive polling (QEMU's aio_poll rule): after a wake-up that came
-    /// within `pollMaxNanoseconds`, the next wait first spins for `pollNanoseconds`
-    /// (4 µs, doubling up to the maximum) looking at pollable tasks and the
-    /// engine; a wake-up that came later than the maximum stops polling. An
+    /// Adaptive polling (`PollWindow`: QEMU's aio_poll rule, with hysteresis):
+    /// after a wake-up that came within `pollMaxNanoseconds`, the next wait
+    /// first spins for the window (4 µs, doubling up to the maximum) looking at
+    /// pollable tasks and the engine; four wake-ups in a row later than the
+    /// maximum stop polling. An
     /// idle reactor therefore sleeps, and a busy one skips the sleep and
     /// wake-up (and, for virtqueues, the guest's kicks).
     public let pollMaxNanoseconds: UInt64
-    private var pollNanoseconds: UInt64 = 0
+    private var pollWindow: PollWindow
     /// True during a polling phase (tasks skip re-arming notifications).
     public private(set) var isPolling = false
     private var pollable: [UInt32] = []
@@ -103,6 +104,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         self.poolCPUs = poolCPUs.isEmpty ? [cpu] : poolCPUs
         self.ioWorkerCPUs = ioWorkerCPUs
         pollMaxNanoseconds = pollMaxMicroseconds &* 1000
+        pollWindow = PollWindow(maximumNanoseconds: pollMaxNanoseconds)
         var logger = logger
         logger[metadataKey: "reactor"] = "\(index)"
         self.logger = logger
@@ -312,7 +314,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
 
     private func currentCounters() -> ReactorCounters {
         var c = counters
-        c.pollWindowNanoseconds = pollNanoseconds
+        c.pollWindowNanoseconds = pollWindow.nanoseconds
         let submits = primary.submitCounts
         c.engineSubmits = submits.calls
         c.engineSubmitted = submits.operations
@@ -339,7 +341,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         primary.submit()
         loopTime.store(Self.now(), ordering: .relaxed)
         while running {
-            if pollNanoseconds > 0 && !pollable.isEmpty { pollPhase() }
+            if pollWindow.nanoseconds > 0 && !pollable.isEmpty { pollPhase() }
             guard running else { break }
             let before = Self.now()
             var woke: UInt64 = 0
@@ -374,28 +376,23 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         owner.store(0, ordering: .relaxed)  // a later thread may get the same pthread_t
     }
 
-    /// QEMU's rule: a sleep no longer than the current window means polling
-    /// would have caught it; a longer one within the maximum grows the window;
-    /// beyond the maximum polling would not pay, so it stops.
+    /// Adapts the polling window to how long the last wait slept (`PollWindow`).
     private func adaptPolling(blocked: UInt64) {
-        guard pollMaxNanoseconds > 0 else { return }
-        if blocked <= pollNanoseconds { return }
-        if blocked > pollMaxNanoseconds {
-            if pollNanoseconds > 0 { counters.pollWindowOffs &+= 1 }
-            pollNanoseconds = 0
-        } else {
-            counters.pollWindowGrows &+= 1
-            pollNanoseconds = min(pollMaxNanoseconds, pollNanoseconds == 0 ? 4_000 : pollNanoseconds &* 2)
+        switch pollWindow.wokeUp(afterSleeping: blocked) {
+        case .unchanged: break
+        case .grew: counters.pollWindowGrows &+= 1
+        case .stopped: counters.pollWindowOffs &+= 1
         }
     }
 
     /// A polling phase: spins over the pollable tasks and, every few rounds,
     /// the engine (a syscall with DEFER_TASKRUN), handling what it finds,
-    /// until `pollNanoseconds` pass without work. Then tasks ask for wake-ups
+    /// until the window passes without work. Then tasks ask for wake-ups
     /// again and the loop goes to sleep.
     private func pollPhase() {
         let start = Self.now()
-        var deadline = start &+ pollNanoseconds
+        let window = pollWindow.nanoseconds
+        var deadline = start &+ window
         isPolling = true
         for id in pollable { tasks[Int(id)]?.beginPoll() }
         var round = 0
@@ -420,7 +417,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
                 runDirty()
                 if !primaryIsPool { pool?.submit() }
                 primary.submit()
-                deadline = now &+ pollNanoseconds
+                deadline = now &+ window
             } else {
                 emptyRounds &+= 1
             }
