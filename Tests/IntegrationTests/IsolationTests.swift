@@ -249,32 +249,24 @@ struct IsolationTests {
     /// each table before mapping it, and the frontend is disconnected with a
     /// log line (`TenantBudgetTests`).
     @Test func hugeSparseMemoryTables() throws {
-        let harness = try IsolationHarness { daemon in try Self.attackerController(daemon) }
-        defer { harness.close() }
         let sparse = try Memfd.create(name: "sparse-guest", size: Int(TenantBudgetTests.slice))
         defer { sparse.close() }
-        let tables = SessionAttacker(harness.daemon) { [sparse] in try SessionAttacker.hugeMemoryTable($0, sparse: sparse) }
-        let line = "SET_MEM_TABLE asks to map 100.0 TiB (109951162777600 bytes) of guest memory in 8 regions"
-        let report = try harness.measure("100 TiB sparse memory tables", attack: LoopAttack(tables.step)) {
-            try Self.sessionOutcome(harness.daemon, tables, line: line, what: "100 TiB memory tables")
-        }
-        report.check()
+        try Self.measureSessions(
+            "100 TiB sparse memory tables", what: "100 TiB memory tables",
+            line: "SET_MEM_TABLE asks to map 100.0 TiB (109951162777600 bytes) of guest memory in 8 regions"
+        ) { [sparse] in try SessionAttacker.hugeMemoryTable($0, sparse: sparse) }
     }
 
     /// A frontend that negotiated dirty logging hands over a 1 TiB dirty log
     /// beside its 16 MiB memory table, again and again: the log must fit
     /// the table, and the frontend is disconnected with a log line.
     @Test func hugeDirtyLogs() throws {
-        let harness = try IsolationHarness { daemon in try Self.attackerController(daemon) }
-        defer { harness.close() }
         let log = try Memfd.create(name: "sparse-log", size: 1 << 40)
         defer { log.close() }
-        let logs = SessionAttacker(harness.daemon) { [log] in try SessionAttacker.hugeDirtyLog($0, log: log) }
-        let line = "SET_LOG_BASE asks for a dirty log of 1.0 TiB (1099511627776 bytes), more than the memory table needs"
-        let report = try harness.measure("1 TiB dirty logs", attack: LoopAttack(logs.step)) {
-            try Self.sessionOutcome(harness.daemon, logs, line: line, what: "1 TiB dirty logs")
-        }
-        report.check()
+        try Self.measureSessions(
+            "1 TiB dirty logs", what: "1 TiB dirty logs",
+            line: "SET_LOG_BASE asks for a dirty log of 1.0 TiB (1099511627776 bytes), more than the memory table needs"
+        ) { [log] in try SessionAttacker.hugeDirtyLog($0, log: log) }
     }
 
     /// A frontend publishes a head past the end of its descriptor table
@@ -282,14 +274,25 @@ struct IsolationTests {
     /// again: the queue is broken, and the frontend is disconnected with the
     /// reason.
     @Test func brokenRings() throws {
+        try Self.measureSessions(
+            "broken rings", what: "broken rings", line: "disconnecting frontend: queue 0: the guest's ring is broken",
+            SessionAttacker.brokenRing)
+    }
+
+    /// The harness with controller `attacker`, attacked by one `session`
+    /// after another (`SessionAttacker`), each of which must end with `line`
+    /// in the daemon's log.
+    static func measureSessions(
+        _ name: String, what: String, line: String, sourceLocation: SourceLocation = #_sourceLocation,
+        _ session: @escaping @Sendable (String) throws -> Void
+    ) throws {
         let harness = try IsolationHarness { daemon in try Self.attackerController(daemon) }
         defer { harness.close() }
-        let rings = SessionAttacker(harness.daemon, SessionAttacker.brokenRing)
-        let line = "disconnecting frontend: queue 0: the guest's ring is broken"
-        let report = try harness.measure("broken rings", attack: LoopAttack(rings.step)) {
-            try Self.sessionOutcome(harness.daemon, rings, line: line, what: "broken rings")
+        let attacker = SessionAttacker(harness.daemon, session)
+        let report = try harness.measure(name, attack: LoopAttack(attacker.step)) {
+            try Self.sessionOutcome(harness.daemon, attacker, line: line, what: what)
         }
-        report.check()
+        report.check(sourceLocation: sourceLocation)
     }
 
     /// Checks that every hostile session was disconnected with a log line
