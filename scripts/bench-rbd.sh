@@ -41,7 +41,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
-[ -d /opt/swift/usr/bin ] && export PATH=/opt/swift/usr/bin:$PATH
+. "$repo/scripts/lib/bench-common.sh"
 started=$(date +%s)
 quick=${QUICK:-0}
 runtime=${RUNTIME:-$([ "$quick" = 1 ] && echo 3 || echo 10)}
@@ -57,11 +57,7 @@ pool=rbd image=bench0
 case "$size_mib" in *[!0-9]* | "" | 0) echo "SIZE must be a positive number of MiB" >&2; exit 2 ;; esac
 case "$repeat" in *[!0-9]* | "" | 0) echo "REPEAT must be a positive number of runs" >&2; exit 2 ;; esac
 case "$rbd_cache" in true) qsd_direct=off ;; false) qsd_direct=on ;; *) echo "RBD_CACHE must be true or false" >&2; exit 2 ;; esac
-case "$build" in
-    release) scratch=${BENCH_SCRATCH:-.build-bench}; build_args=(-c release) ;;
-    debug) scratch=${BENCH_SCRATCH:-.build}; build_args=() ;;
-    *) echo "BUILD must be release or debug" >&2; exit 2 ;;
-esac
+build_config
 
 all_rows=(rr32 rw32 rr1)
 rows=()
@@ -92,29 +88,12 @@ if ! dpkg-query -W -f='${Status}' qemu-block-extra 2>/dev/null | grep -q "instal
 fi
 
 # --- Build ------------------------------------------------------------------
-if [ -n "${BIN:-}" ]; then
-    bin=$BIN
-else
-    for product in vhost-blkd vhost-blkctl vhost-blk-bench; do
-        swift build --scratch-path "$scratch" "${build_args[@]}" --product "$product" >&2
-    done
-    bin="$(swift build --scratch-path "$scratch" "${build_args[@]}" --show-bin-path)"
-fi
+build_binaries
 
 work=$(mktemp -d /tmp/vhost-blk-rbd-bench.XXXXXX)
 cluster=$work/cluster
 cluster_started=0
 server_pid="" rbd_pid=""
-# stop_pid PID: SIGTERM, up to 5 s, then SIGKILL (only processes this script started).
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-stop_server() {
-    if [ -n "$server_pid" ]; then stop_pid "$server_pid"; server_pid=""; fi
-}
 cleanup() {
     stop_server
     if [ -n "$rbd_pid" ]; then stop_pid "$rbd_pid"; rbd_pid=""; fi
@@ -138,51 +117,20 @@ dd if=/dev/urandom of="$work/fill.img" bs=1M count="$size_mib" status=none
 rbd -c "$conf" import --no-progress "$work/fill.img" "$pool/$image" >&2
 rm -f "$work/fill.img"
 
-wait_socket() {
-    for _ in $(seq 400); do [ -S "$1" ] && return 0; sleep 0.05; done
-    echo "socket $1 did not appear" >&2
-    return 1
-}
+# wait_socket's limit: 20 s, twice scripts/bench.sh's.
+socket_tries=400
 
 # start_ours / start_qsd: set server_pid and socket.
 start_ours() {
-    rm -rf "$work/ours"; mkdir -p "$work/ours"
-    local ctl=("$bin/vhost-blkctl" -s "$work/ours/rpc.sock")
-    # shellcheck disable=SC2086  # DAEMON_ARGS: words on purpose
-    taskset -c "$server_cpu" "$bin/vhost-blkd" -r "$work/ours/rpc.sock" -S "$work/ours" -m "0x$(printf %x $((1 << server_cpu)))" \
-        --log-level warning ${DAEMON_ARGS:-} 2>>"$work/ours.log" &
-    server_pid=$!
-    wait_socket "$work/ours/rpc.sock" || return 1
-    "${ctl[@]}" bdev_rbd_register_cluster c0 --config-file "$conf" >/dev/null || return 1
-    "${ctl[@]}" bdev_rbd_create "$pool" "$image" 512 -c c0 -b Disk0 >/dev/null || return 1
-    "${ctl[@]}" vhost_create_blk_controller vhost.0 Disk0 >/dev/null || return 1
-    wait_socket "$work/ours/vhost.0" || return 1
-    socket="$work/ours/vhost.0"
+    launch_ours || return 1
+    ctl bdev_rbd_register_cluster c0 --config-file "$conf" >/dev/null || return 1
+    ctl bdev_rbd_create "$pool" "$image" 512 -c c0 -b Disk0 >/dev/null || return 1
+    ours_controller 0
 }
 start_qsd() {
-    rm -f "$work/qsd.sock"
-    taskset -c "$server_cpu" qemu-storage-daemon \
-        --blockdev "driver=rbd,node-name=n0,pool=$pool,image=$image,conf=$conf,user=admin,cache.direct=$qsd_direct" \
-        --object iothread,id=io0 \
-        --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path="$work/qsd.sock",writable=on,iothread=io0,num-queues=1 \
-        2>>"$work/qsd.log" &
-    server_pid=$!
-    wait_socket "$work/qsd.sock" || return 1
-    socket="$work/qsd.sock"
+    launch_qsd "driver=rbd,node-name=n0,pool=$pool,image=$image,conf=$conf,user=admin,cache.direct=$qsd_direct" 1
 }
 
-# The same helpers as scripts/bench.sh's (duplicated: bench.sh is not to change here).
-field() { sed -n "s/.*\"$2\":\\([^,}]*\\).*/\\1/p" <<<"$1"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
-num() { awk -v a="$1" -v f="$2" 'BEGIN { if (a == "") print "-"; else printf f, a }'; }
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-# med FIELD JSON...: the median of FIELD over the non-empty results ("" if none).
-med() {
-    local f=$1 r; shift
-    for r in "$@"; do if [ -n "$r" ]; then field "$r" "$f"; fi; done | median
-}
 bench_timeout=$(awk -v r="$runtime" -v w="$warmup" 'BEGIN { printf "%d", r + w + 30.999 }')
 
 # run_case SERVER: sets $result to the bench's JSON line ("" on failure).
@@ -199,14 +147,7 @@ run_case() {
         rc=1
         echo "$1 did not start" >&2
     fi
-    stop_server
-    if [ $rc -ne 0 ] || [ "$(field "$result" errors)" != 0 ]; then
-        echo "FAILED: vhost-blk-bench against $1 ($label) exited with status $rc" >&2
-        [ -z "$result" ] || echo "$result" >&2
-        tail -n 5 "$work/bench.log" "$work/$1.log" >&2 2>/dev/null || true
-        failed+=("$1 $label")
-        result=""
-    fi
+    check_run "$1" "$rc" "$label" "$1 $label"
     printf '  %-4s %9s IOPS %7s us/IO server CPU  p50 %7s us  p99 %7s us\n' "$1" "$(num "$(field "$result" iops)" %.0f)" \
         "$(num "$(field "$result" server_cpu_us_per_io)" %.2f)" "$(num "$(field "$result" lat_p50_us)" %.1f)" \
         "$(num "$(field "$result" lat_p99_us)" %.1f)" >&2
@@ -249,8 +190,7 @@ run_rbd_bench() {
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 qsd_version=$(qemu-storage-daemon --version | head -n 1)
 ceph_version=$(rbd --version | head -n 1)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain -- Sources 2>/dev/null)" ] && commit="$commit+uncommitted"
+commit=$(source_commit)
 cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib RBD_CACHE=$rbd_cache"
 [ "$quick" = 1 ] && cmd="$cmd QUICK=1"
 [ "$repeat" != 1 ] && cmd="$cmd REPEAT=$repeat"
@@ -274,17 +214,17 @@ for row in "${rows[@]}"; do
         fi
         run_rbd_bench; rb_runs+=("$rb_iops"); rb_cpus+=("$rb_cpu")
     done
-    o=$(med iops "${ours_runs[@]}"); q=$(med iops "${qsd_runs[@]}")
-    rb=$(printf '%s\n' "${rb_runs[@]}" | grep . | median || true)
-    rbc=$(printf '%s\n' "${rb_cpus[@]}" | grep . | median || true)
-    oc=$(med server_cpu_us_per_io "${ours_runs[@]}"); qc=$(med server_cpu_us_per_io "${qsd_runs[@]}")
+    o=$(median iops "${ours_runs[@]}"); q=$(median iops "${qsd_runs[@]}")
+    rb=$(printf '%s\n' "${rb_runs[@]}" | grep . | median_lines || true)
+    rbc=$(printf '%s\n' "${rb_cpus[@]}" | grep . | median_lines || true)
+    oc=$(median server_cpu_us_per_io "${ours_runs[@]}"); qc=$(median server_cpu_us_per_io "${qsd_runs[@]}")
     rb_lat=""
     [ "$qd" = 1 ] && [ -n "$rb" ] && rb_lat=$(awk -v i="$rb" 'BEGIN { printf "%.1f", 1e6 / i }')
     lines+=("$(printf '%-18s | %8s %8s %5s | %8s %5s %5s | %7s %7s | %9s %9s | %8s %8s %7s | %6s %6s %5s %6s' "$label" \
         "$(num "$o" %.0f)" "$(num "$q" %.0f)" "$(ratio "$o" "$q")" "$(num "$rb" %.0f)" "$(ratio "$o" "$rb")" "$(ratio "$q" "$rb")" \
-        "$(num "$(med lat_p50_us "${ours_runs[@]}")" %.1f)" "$(num "$(med lat_p50_us "${qsd_runs[@]}")" %.1f)" \
-        "$(num "$(med lat_p99_us "${ours_runs[@]}")" %.1f)" "$(num "$(med lat_p99_us "${qsd_runs[@]}")" %.1f)" \
-        "$(num "$(med lat_mean_us "${ours_runs[@]}")" %.1f)" "$(num "$(med lat_mean_us "${qsd_runs[@]}")" %.1f)" "${rb_lat:--}" \
+        "$(num "$(median lat_p50_us "${ours_runs[@]}")" %.1f)" "$(num "$(median lat_p50_us "${qsd_runs[@]}")" %.1f)" \
+        "$(num "$(median lat_p99_us "${ours_runs[@]}")" %.1f)" "$(num "$(median lat_p99_us "${qsd_runs[@]}")" %.1f)" \
+        "$(num "$(median lat_mean_us "${ours_runs[@]}")" %.1f)" "$(num "$(median lat_mean_us "${qsd_runs[@]}")" %.1f)" "${rb_lat:--}" \
         "$(num "$oc" %.2f)" "$(num "$qc" %.2f)" "$(ratio "$oc" "$qc")" "$(num "$rbc" %.2f)")")
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -311,7 +251,4 @@ elapsed=$(($(date +%s) - started))
     if [ ${#failed[@]} -gt 0 ]; then for f in "${failed[@]}"; do echo "FAILED: $f"; done; fi
 } >"$work/table.txt"
 cat "$work/table.txt"
-if [ ${#failed[@]} -gt 0 ]; then
-    echo "${#failed[@]} run(s) failed" >&2
-    exit 1
-fi
+exit_if_failed

@@ -53,7 +53,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
-[ -d /opt/swift/usr/bin ] && export PATH=/opt/swift/usr/bin:$PATH
+. "$repo/scripts/lib/bench-common.sh"
 started=$(date +%s)
 runtime=${RUNTIME:-5}
 warmup=${WARMUP:-$(awk -v r="$runtime" 'BEGIN { w = r / 2; if (w > 1) w = 1; print w }')}
@@ -67,11 +67,7 @@ server_cpu=${SERVER_CPU:-0}
 bench_cpu=${BENCH_CPU:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
 direct_dir=${DIRECT_DIR:-/var/tmp}
 case "$size_mib" in *[!0-9]* | "" | 0) echo "SIZE must be a positive number of MiB" >&2; exit 2 ;; esac
-case "$build" in
-    release) scratch=${BENCH_SCRATCH:-.build-bench}; build_args=(-c release) ;;
-    debug) scratch=${BENCH_SCRATCH:-.build}; build_args=() ;;
-    *) echo "BUILD must be release or debug" >&2; exit 2 ;;
-esac
+build_config
 
 # --- The matrix -------------------------------------------------------------
 # Row id: backend/workload/mode. Client modes: int (sleep on the call eventfd),
@@ -124,28 +120,12 @@ if [ "$counters" = 1 ] && ! command -v jq >/dev/null; then
 fi
 
 # --- Build ------------------------------------------------------------------
-if [ -n "${BIN:-}" ]; then  # prebuilt binaries (another machine without a toolchain)
-    bin=$BIN
-else
-    for product in vhost-blkd vhost-blkctl vhost-blk-bench; do
-        swift build --scratch-path "$scratch" "${build_args[@]}" --product "$product" >&2
-    done
-    bin="$(swift build --scratch-path "$scratch" "${build_args[@]}" --show-bin-path)"
-fi
+build_binaries
 
 work=$(mktemp -d /tmp/vhost-blk-bench.XXXXXX)
 shm_file=/dev/shm/vhost-blk-bench.$$.img
 direct_file=$direct_dir/vhost-blk-bench.$$.img
 server_pid=""
-stop_server() {
-    if [ -n "$server_pid" ]; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
 cleanup() { stop_server; rm -rf "$work"; rm -f "$shm_file" "$direct_file"; }
 trap cleanup EXIT
 
@@ -160,32 +140,16 @@ if [ $need_direct = 1 ]; then
     [ $need_shm = 1 ] || rm -f "$shm_file"
 fi
 
-wait_socket() {
-    for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
-    echo "socket $1 did not appear" >&2
-    return 1
-}
-
 # start_ours BACKEND / start_qsd BACKEND QUEUES: set server_pid and socket.
 # In a packed row ($packed_row = 1) our controller is created with packed_ring.
 start_ours() {
-    rm -rf "$work/ours"; mkdir -p "$work/ours"
-    local ctl=("$bin/vhost-blkctl" -s "$work/ours/rpc.sock")
-    # shellcheck disable=SC2086  # DAEMON_ARGS: words on purpose
-    taskset -c "$server_cpu" "$bin/vhost-blkd" -r "$work/ours/rpc.sock" -S "$work/ours" -m "0x$(printf %x $((1 << server_cpu)))" \
-        --log-level warning ${DAEMON_ARGS:-} 2>>"$work/ours.log" &
-    server_pid=$!
-    wait_socket "$work/ours/rpc.sock" || return 1
+    launch_ours || return 1
     case "$1" in
-        ram) "${ctl[@]}" bdev_malloc_create "$size_mib" 512 -b Disk0 >/dev/null ;;
-        shm) "${ctl[@]}" bdev_uring_create "$shm_file" Disk0 >/dev/null ;;
-        direct) "${ctl[@]}" bdev_uring_create "$direct_file" Disk0 >/dev/null ;;
+        ram) ctl bdev_malloc_create "$size_mib" 512 -b Disk0 >/dev/null ;;
+        shm) ctl bdev_uring_create "$shm_file" Disk0 >/dev/null ;;
+        direct) ctl bdev_uring_create "$direct_file" Disk0 >/dev/null ;;
     esac || return 1
-    local packed_arg=()
-    [ "$packed_row" = 1 ] && packed_arg=(--packed-ring)
-    "${ctl[@]}" vhost_create_blk_controller "${packed_arg[@]}" vhost.0 Disk0 >/dev/null || return 1
-    wait_socket "$work/ours/vhost.0" || return 1
-    socket="$work/ours/vhost.0"
+    ours_controller "$packed_row" || return 1
     if [ "$1" = ram ] && [ "$fill" = 1 ]; then
         # Write every block first: a never-written malloc bdev reads as the
         # kernel's zero page (one page, always in cache), which flatters reads.
@@ -199,8 +163,7 @@ start_ours() {
 # sleeps poll_rounds empty_poll_rounds poll_window_offs engine_submits
 # engine_submitted poll_window_ns ("" if unreadable).
 snapshot() {
-    local ctl=("$bin/vhost-blkctl" -s "$work/ours/rpc.sock")
-    { "${ctl[@]}" framework_get_reactors && "${ctl[@]}" vhost_get_controllers; } 2>/dev/null | jq -s -r '
+    { ctl framework_get_reactors && ctl vhost_get_controllers; } 2>/dev/null | jq -s -r '
         ([.[1][].sessions[].queues[]]) as $q | (.[0].reactors) as $r |
         [($q | map(.requests) | add // 0), ($q | map(.kicks) | add // 0), ($q | map(.interrupts_sent) | add // 0),
          ($q | map(.interrupts_suppressed) | add // 0), ($q | map(.batches) | add // 0),
@@ -232,27 +195,15 @@ per_io() {
     }'
 }
 start_qsd() {
-    rm -f "$work/qsd.sock"
     local node
     case "$1" in
         ram) node="driver=null-co,node-name=n0,size=$size_bytes" ;;
         shm) node="driver=file,node-name=n0,filename=$shm_file,aio=io_uring" ;;
         direct) node="driver=file,node-name=n0,filename=$direct_file,aio=io_uring,cache.direct=on" ;;
     esac
-    taskset -c "$server_cpu" qemu-storage-daemon \
-        --blockdev "$node" \
-        --object iothread,id=io0 \
-        --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path="$work/qsd.sock",writable=on,iothread=io0,num-queues="$2" \
-        2>>"$work/qsd.log" &
-    server_pid=$!
-    wait_socket "$work/qsd.sock" || return 1
-    socket="$work/qsd.sock"
+    launch_qsd "$node" "$2"
 }
 
-field() { sed -n "s/.*\"$2\":\\([^,}]*\\).*/\\1/p" <<<"$1"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
-per() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.3f", a / b }'; }
-num() { awk -v a="$1" -v f="$2" 'BEGIN { if (a == "") print "-"; else printf f, a }'; }
 bench_timeout=$(awk -v r="$runtime" -v w="$warmup" 'BEGIN { printf "%d", r + w + 30.999 }')
 # The counters' window: from 0.1 s after the warm-up to 80 % of the measured
 # time (reading them takes two vhost-blkctl calls, slow on a busy machine; none
@@ -289,22 +240,14 @@ run_case() {
         rc=1
         echo "$1 did not start for backend $2" >&2
     fi
-    stop_server
-    if [ $rc -ne 0 ] || [ "$(field "$result" errors)" != 0 ]; then
-        echo "FAILED: vhost-blk-bench against $1 ($2, $label, $mode, $ring rings) exited with status $rc" >&2
-        [ -z "$result" ] || echo "$result" >&2
-        tail -n 5 "$work/bench.log" "$work/$1.log" >&2 2>/dev/null || true
-        failed+=("$1 $2 $label $mode $ring")
-        result=""
-    fi
+    check_run "$1" "$rc" "$2, $label, $mode, $ring rings" "$1 $2 $label $mode $ring"
     return 0
 }
 
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 qsd_version="not run (packed rows only)"
 [ $need_qsd = 1 ] && qsd_version=$(qemu-storage-daemon --version | head -n 1)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain -- Sources 2>/dev/null)" ] && commit="$commit+uncommitted"
+commit=$(source_commit)
 cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib"
 [ "$quick" = 1 ] && cmd="$cmd QUICK=1"
 [ -n "$rows_filter" ] && cmd="$cmd ROWS='$rows_filter'"
@@ -315,28 +258,6 @@ cmd="RUNTIME=$runtime WARMUP=$warmup SIZE=$size_mib"
 [ "$fill" = 1 ] || cmd="$cmd FILL=$fill"
 cmd="$cmd scripts/bench.sh"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-
-# median FIELD JSON...: the median of FIELD over the non-empty results ("" if none).
-# (These skip empty results with if, not &&: a failed last run would fail the
-# pipeline under pipefail and end the script before the table.)
-median() {
-    local f=$1; shift
-    local r
-    for r in "$@"; do if [ -n "$r" ]; then field "$r" "$f"; fi; done |
-        sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-# minimum / maximum FIELD JSON...: over the non-empty results ("" if none).
-minimum() {
-    local f=$1; shift
-    local r
-    for r in "$@"; do if [ -n "$r" ]; then field "$r" "$f"; fi; done | sort -g | head -n 1
-}
-maximum() {
-    local f=$1; shift
-    local r
-    for r in "$@"; do if [ -n "$r" ]; then field "$r" "$f"; fi; done | sort -g | tail -n 1
-}
 
 # note_run SERVER REP [WHO]: one line per run, with our counters when read;
 # WHO names the run (default SERVER; packed rows: split or packed).
@@ -474,7 +395,4 @@ if [ "$save" = 1 ]; then
     cp "$work/table.txt" bench-results/latest.txt
     echo "written: bench-results/latest.txt, bench-results/$stamp.txt" >&2
 fi
-if [ ${#failed[@]} -gt 0 ]; then
-    echo "${#failed[@]} run(s) failed" >&2
-    exit 1
-fi
+exit_if_failed
