@@ -333,6 +333,28 @@ done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(($(date +%s) - started))
 
+# print_tables A B PER LINES SPREAD: the medians table (A against B, ratio A/B)
+# with the rows of array LINES, then the spread table over the runs per PER
+# and row with the rows of array SPREAD.
+print_tables() {
+    local a=$1 b=$2 per=$3 l
+    local -n table_rows=$4 spread_rows=$5
+    printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
+    printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
+        disk workload mode "$a" "$b" ratio "$a" "$b" ratio "$a" "$b" ratio "$a" "$b" ratio "$a" "$b" ratio
+    printf -- '-%.0s' $(seq 153); echo
+    for l in "${table_rows[@]}"; do echo "$l"; done
+    echo
+    echo "ratio = $a/$b (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
+    echo
+    echo "spread over the $repeat fresh-server run(s) per $per and row: min, median, max, and max/min"
+    printf '%-31s | %-35s | %-35s | %-27s | %s\n' "" "IOPS $a" "IOPS $b" "server CPU us/IO $a" "server CPU us/IO $b"
+    printf '%-6s %-19s %-4s | %9s %9s %9s %5s | %9s %9s %9s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' \
+        disk workload mode min median max max/min min median max max/min min median max max/min min median max max/min
+    printf -- '-%.0s' $(seq 161); echo
+    for l in "${spread_rows[@]}"; do echo "$l"; done
+}
+
 {
     echo "vhost-blkd vs qemu-storage-daemon, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
     echo "command: $cmd   ($elapsed s in all, builds included)"
@@ -346,39 +368,13 @@ elapsed=$(($(date +%s) - started))
     [ "$repeat" = 1 ] || echo "each figure: the median of $repeat runs per server (ours and qsd alternate, the first of each pair alternating too; packed rows: split and packed)"
     if [ ${#lines[@]} -gt 0 ]; then
         echo
-        printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
-        printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
-            disk workload mode ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio ours qsd ratio
-        printf -- '-%.0s' $(seq 153); echo
-        for l in "${lines[@]}"; do echo "$l"; done
-        echo
-        echo "ratio = ours/qsd (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
-        echo
-        echo "spread over the $repeat fresh-server run(s) per server and row: min, median, max, and max/min"
-        printf '%-31s | %-35s | %-35s | %-27s | %s\n' "" "IOPS ours" "IOPS qsd" "server CPU us/IO ours" "server CPU us/IO qsd"
-        printf '%-6s %-19s %-4s | %9s %9s %9s %5s | %9s %9s %9s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' \
-            disk workload mode min median max max/min min median max max/min min median max max/min min median max max/min
-        printf -- '-%.0s' $(seq 161); echo
-        for l in "${spread_lines[@]}"; do echo "$l"; done
+        print_tables ours qsd server lines spread_lines
     fi
     if [ ${#packed_lines[@]} -gt 0 ]; then
         echo
         echo "packed rings against split rings, both vhost-blkd (ram: malloc bdev; one controller created with packed_ring;"
         echo "the client negotiates VIRTIO_F_RING_PACKED or not); qsd offers no packed rings: no peer for these rows"
-        printf '%-31s | %-25s | %-21s | %-21s | %-21s | %s\n' "" "IOPS" "MB/s" "p50 latency (us)" "p99 latency (us)" "server CPU us/IO"
-        printf '%-6s %-19s %-4s | %9s %9s %5s | %7s %7s %5s | %7s %7s %5s | %7s %7s %5s | %6s %6s %5s\n' \
-            disk workload mode packed split ratio packed split ratio packed split ratio packed split ratio packed split ratio
-        printf -- '-%.0s' $(seq 153); echo
-        for l in "${packed_lines[@]}"; do echo "$l"; done
-        echo
-        echo "ratio = packed/split (IOPS, MB/s: higher is better; latency, CPU/IO: lower is better); '-' = no result"
-        echo
-        echo "spread over the $repeat fresh-server run(s) per ring and row: min, median, max, and max/min"
-        printf '%-31s | %-35s | %-35s | %-27s | %s\n' "" "IOPS packed" "IOPS split" "server CPU us/IO packed" "server CPU us/IO split"
-        printf '%-6s %-19s %-4s | %9s %9s %9s %5s | %9s %9s %9s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' \
-            disk workload mode min median max max/min min median max max/min min median max max/min min median max max/min
-        printf -- '-%.0s' $(seq 161); echo
-        for l in "${packed_spread_lines[@]}"; do echo "$l"; done
+        print_tables packed split ring packed_lines packed_spread_lines
     fi
     echo
     echo "every run: IOPS, server CPU us/IO; for ours, the daemon's counters over the measured window"
