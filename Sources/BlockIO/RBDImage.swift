@@ -109,28 +109,15 @@ public final class RBDImage: @unchecked Sendable {
         _ operation: Operation, iovecs: UnsafePointer<iovec>, count: Int, offset: UInt64, length: UInt64,
         slot: UInt32, queue: RBDCompletionQueue
     ) -> Int32 {
-        guard let node = queue.node(slot) else { return -EINVAL }
-        var completion: rbd_completion_t?
-        var rc = rbd_aio_create_completion(UnsafeMutableRawPointer(node), { completion, argument in
-            // A librbd thread: record the result and hand the node to its queue.
-            guard let argument else { return }
-            let value = rbd_aio_get_return_value(completion)
-            rbd_aio_release(completion)
-            RBDCompletionQueue.completed(argument, result: Int32(clamping: value))
-        }, &completion)
-        guard rc == 0, let completion else { return rc < 0 ? rc : -ENOMEM }
-        switch operation {
-        case .readv: rc = rbd_aio_readv(image, iovecs, Int32(truncatingIfNeeded: count), offset, completion)
-        case .writev: rc = rbd_aio_writev(image, iovecs, Int32(truncatingIfNeeded: count), offset, completion)
-        case .flush: rc = rbd_aio_flush(image, completion)
-        case .discard: rc = rbd_aio_discard(image, offset, length, completion)
-        case .writeZeroes: rc = rbd_aio_write_zeroes(image, offset, Int(truncatingIfNeeded: length), completion, 0, 0)
+        start(slot: slot, queue: queue) { completion in
+            switch operation {
+            case .readv: rbd_aio_readv(image, iovecs, Int32(truncatingIfNeeded: count), offset, completion)
+            case .writev: rbd_aio_writev(image, iovecs, Int32(truncatingIfNeeded: count), offset, completion)
+            case .flush: rbd_aio_flush(image, completion)
+            case .discard: rbd_aio_discard(image, offset, length, completion)
+            case .writeZeroes: rbd_aio_write_zeroes(image, offset, Int(truncatingIfNeeded: length), completion, 0, 0)
+            }
         }
-        if rc < 0 {
-            rbd_aio_release(completion)
-            return rc
-        }
-        return 0
     }
 
     /// Starts `rbd_aio_flush` for `queue`'s `stopFlushSlot`: it completes once
@@ -138,16 +125,25 @@ public final class RBDImage: @unchecked Sendable {
     /// `rbd_cache_policy` writearound acknowledges writes as it sends them).
     /// Returns 0 when started, else -errno (and nothing arrives).
     public func submitFlush(queue: RBDCompletionQueue) -> Int32 {
-        guard let node = queue.node(queue.stopFlushSlot) else { return -EINVAL }
+        start(slot: queue.stopFlushSlot, queue: queue) { completion in rbd_aio_flush(image, completion) }
+    }
+
+    /// Creates a completion that delivers its result to slot `slot` of
+    /// `queue`, then runs `operation` with it (a librbd `rbd_aio_*` call).
+    /// Returns 0 when started, else -errno (and nothing arrives).
+    @inline(__always)
+    private func start(slot: UInt32, queue: RBDCompletionQueue, _ operation: (rbd_completion_t) -> Int32) -> Int32 {
+        guard let node = queue.node(slot) else { return -EINVAL }
         var completion: rbd_completion_t?
-        var rc = rbd_aio_create_completion(UnsafeMutableRawPointer(node), { completion, argument in
+        let created = rbd_aio_create_completion(UnsafeMutableRawPointer(node), { completion, argument in
+            // A librbd thread: record the result and hand the node to its queue.
             guard let argument else { return }
             let value = rbd_aio_get_return_value(completion)
             rbd_aio_release(completion)
             RBDCompletionQueue.completed(argument, result: Int32(clamping: value))
         }, &completion)
-        guard rc == 0, let completion else { return rc < 0 ? rc : -ENOMEM }
-        rc = rbd_aio_flush(image, completion)
+        guard created == 0, let completion else { return created < 0 ? created : -ENOMEM }
+        let rc = operation(completion)
         if rc < 0 {
             rbd_aio_release(completion)
             return rc
