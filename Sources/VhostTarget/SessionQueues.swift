@@ -129,18 +129,11 @@ extension VhostUserSession {
     private func splitRing(_ i: Int, vring: Vring, address: VringAddress, memory: GuestMemory) throws(SessionRefusal)
         -> (queue: SplitQueue, inflight: InflightQueue?, resubmit: [UInt16]) {
         let sizes = SplitQueue.layoutSizes(size: vring.size)
-        guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
-              let avail = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.avail)),
-              let used = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.used)) else {
-            throw SessionRefusal("queue \(i) rings are outside guest memory")
-        }
+        let (desc, avail, used) = try ringAreas(i, address: address, lengths: sizes, memory: memory)
         let eventIdx = features.contains(.eventIdx)
         func ring(lastAvailIdx: UInt16) throws(SessionRefusal) -> SplitQueue {
-            do {
-                return try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used,
-                                      eventIdx: eventIdx, lastAvailIdx: lastAvailIdx)
-            } catch {
-                throw SessionRefusal("queue \(i) refused: \(error)")
+            try refusing(queue: i) {
+                try SplitQueue(size: vring.size, desc: desc, avail: avail, used: used, eventIdx: eventIdx, lastAvailIdx: lastAvailIdx)
             }
         }
         let base = UInt16(truncatingIfNeeded: vring.base)
@@ -159,18 +152,12 @@ extension VhostUserSession {
     private func packedRing(_ i: Int, vring: Vring, address: VringAddress, memory: GuestMemory) throws(SessionRefusal)
         -> (ring: PackedRing, inflight: PackedInflightQueue?, resubmit: [UInt16]) {
         let sizes = PackedQueue.layoutSizes(size: vring.size)
-        guard let desc = memory.hostPointer(userAddr: address.desc, length: UInt64(sizes.desc)),
-              let driverEvent = memory.hostPointer(userAddr: address.avail, length: UInt64(sizes.driverEvent)),
-              let deviceEvent = memory.hostPointer(userAddr: address.used, length: UInt64(sizes.deviceEvent)) else {
-            throw SessionRefusal("queue \(i) rings are outside guest memory")
-        }
+        let (desc, driverEvent, deviceEvent) = try ringAreas(i, address: address, lengths: sizes, memory: memory)
         let eventIdx = features.contains(.eventIdx)
         func ring(avail: PackedRingPosition, used: PackedRingPosition) throws(SessionRefusal) -> PackedQueue {
-            do {
-                return try PackedQueue(size: vring.size, desc: desc, driverEvent: driverEvent, deviceEvent: deviceEvent,
-                                       eventIdx: eventIdx, avail: avail, used: used)
-            } catch {
-                throw SessionRefusal("queue \(i) refused: \(error)")
+            try refusing(queue: i) {
+                try PackedQueue(size: vring.size, desc: desc, driverEvent: driverEvent, deviceEvent: deviceEvent,
+                                eventIdx: eventIdx, avail: avail, used: used)
             }
         }
         let base = PackedRingBase.decode(vring.base)
@@ -179,6 +166,28 @@ extension VhostUserSession {
         let start = tracking.start ?? base
         let queue = try ring(avail: start.avail, used: start.used)
         return (PackedRing(queue, popped: tracking.resubmit.count), tracking.area, tracking.resubmit)
+    }
+
+    /// The host addresses of queue `i`'s three ring areas (SET_VRING_ADDR's
+    /// `desc`, `avail` and `used`, whatever the layout calls them), `lengths`
+    /// bytes each; refused when one is outside guest memory.
+    private func ringAreas(_ i: Int, address: VringAddress, lengths: (Int, Int, Int), memory: GuestMemory)
+        throws(SessionRefusal) -> (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer) {
+        guard let first = memory.hostPointer(userAddr: address.desc, length: UInt64(lengths.0)),
+              let second = memory.hostPointer(userAddr: address.avail, length: UInt64(lengths.1)),
+              let third = memory.hostPointer(userAddr: address.used, length: UInt64(lengths.2)) else {
+            throw SessionRefusal("queue \(i) rings are outside guest memory")
+        }
+        return (first, second, third)
+    }
+
+    /// `make()`'s ring, or queue `i` refused with its error.
+    private func refusing<Ring>(queue i: Int, _ make: () throws -> Ring) throws(SessionRefusal) -> Ring {
+        do {
+            return try make()
+        } catch {
+            throw SessionRefusal("queue \(i) refused: \(error)")
+        }
     }
 
     /// Queue `i`'s avail ring broke (virtio 1.2 §2.7.6: an index or head
