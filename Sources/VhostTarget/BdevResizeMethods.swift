@@ -126,18 +126,9 @@ extension VhostTarget {
     ) {
         switch bdev.backing {
         case .file(let file):
-            do throws(RPCError) {
-                try storageCalls.run("resize of \(file.path)", in: slot, { () -> Result<Void, RPCError> in
-                    do throws(BdevOpenError) {
-                        try file.resize(to: bytes)
-                        return .success(())
-                    } catch {
-                        return .failure(RPCError(opening: error))
-                    }
-                }, then: done)
-            } catch {
-                done(.failure(error))
-            }
+            resizeOnStorageThread("resize of \(file.path)", in: slot, { () throws(BdevOpenError) in
+                try file.resize(to: bytes)
+            }, then: done)
         case .memory(let memory):
             do throws(BdevOpenError) {
                 try memory.resize(to: bytes)
@@ -149,18 +140,29 @@ extension VhostTarget {
             done(.success(()))
         case .rbd(let volume):
             let image = volume.image
-            do throws(RPCError) {
-                try storageCalls.run("resize of rbd image \(volume.pool)/\(volume.imageName)", in: slot, { () -> Result<Void, RPCError> in
-                    do throws(BdevOpenError) {
-                        try image.resize(to: bytes)
-                        return .success(())
-                    } catch {
-                        return .failure(RPCError(opening: error))
-                    }
-                }, then: done)
-            } catch {
-                done(.failure(error))
-            }
+            resizeOnStorageThread("resize of rbd image \(volume.pool)/\(volume.imageName)", in: slot, { () throws(BdevOpenError) in
+                try image.resize(to: bytes)
+            }, then: done)
+        }
+    }
+
+    /// Runs `resize` on a storage thread (`what` names it); then `done`,
+    /// on the control loop, also when no thread could take it.
+    private func resizeOnStorageThread(
+        _ what: String, in slot: StorageCalls.Slot?, _ resize: @escaping @Sendable () throws(BdevOpenError) -> Void,
+        then done: @escaping (Result<Void, RPCError>) -> Void
+    ) {
+        do throws(RPCError) {
+            try storageCalls.run(what, in: slot, { () -> Result<Void, RPCError> in
+                do throws(BdevOpenError) {
+                    try resize()
+                    return .success(())
+                } catch {
+                    return .failure(RPCError(opening: error))
+                }
+            }, then: done)
+        } catch {
+            done(.failure(error))
         }
     }
 
