@@ -86,21 +86,11 @@ public struct BdevRbdUnregisterClusterParams: RPCMethodParams {
 }
 
 /// `bdev_rbd_get_clusters_info {name?}` -> one cluster's entry, or all of them.
-public struct BdevRbdGetClustersInfoParams: RPCMethodParams {
+public struct BdevRbdGetClustersInfoParams: NameFilterParams {
     public static let method = "bdev_rbd_get_clusters_info"
     public var name: String?
 
     public init(name: String? = nil) { self.name = name }
-
-    public init(params: JSON?) throws(RPCError) {
-        self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in Self(name: try p.optional("name")) }
-    }
-
-    public var json: JSON {
-        var w = ParamsWriter()
-        w.set("name", name)
-        return w.json
-    }
 }
 
 /// `bdev_rbd_create {pool_name, rbd_name, block_size, name?, user_id?,

@@ -104,21 +104,11 @@ public struct BdevResetIostatParams: RPCMethodParams {
 /// `bdev_get_latency {name?}` (vhost-blkd's extension) -> `{unit: "ns",
 /// bdevs:[{name, read:{count, min, mean, p50, p90, p99, p99_9, max}, write,
 /// unmap, flush, write_zeroes}]}` from per-queue log-linear histograms (about 3 % resolution).
-public struct BdevGetLatencyParams: RPCMethodParams {
+public struct BdevGetLatencyParams: NameFilterParams {
     public static let method = "bdev_get_latency"
     public var name: String?
 
     public init(name: String? = nil) { self.name = name }
-
-    public init(params: JSON?) throws(RPCError) {
-        self = try Self.decode(params) { (p: inout RPCParams) throws(RPCError) in Self(name: try p.optional("name")) }
-    }
-
-    public var json: JSON {
-        var w = ParamsWriter()
-        w.set("name", name)
-        return w.json
-    }
 }
 
 /// `framework_get_reactors` (no params) -> `{tick_rate, pid, reactors:[{lcore,
