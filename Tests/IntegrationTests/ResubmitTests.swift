@@ -112,30 +112,9 @@ struct ResubmitTests {
         #expect(try D.roundTrip(first, sector: 0, seed: 1))
 
         try fs.freeze()
-        var writes: [S.StuckWrite] = []
-        for i in 1...3 {
-            let sector = UInt64(8 * i)
-            let data = D.pattern(4096, seed: 42 + i)
-            let header = try memory.allocate(16, alignment: 16)
-            header.write(BlkWire.header(type: BlkWire.typeOut, sector: sector))
-            let buffer = try memory.allocate(4096, alignment: 4096)
-            buffer.write(data)
-            let status = try memory.allocate(1, alignment: 1)
-            status.pointer.storeBytes(of: 0xff, as: UInt8.self)
-            let head = try q.addChain(
-                [ChainBuffer(header, writable: false), ChainBuffer(buffer, writable: false), ChainBuffer(status, writable: true)],
-                owning: [header, buffer, status])
-            writes.append(S.StuckWrite(sector: sector, head: head, status: status, data: data))
-        }
+        let writes = try (1...3).map { i in try S.addWrite(on: q, memory: memory, sector: UInt64(8 * i)) }
         q.publishAndKick(force: true)
-        let deadline = ContinuousClock.now + S.liveness
-        var inFlight: Int64 = -1
-        while inFlight != 3, ContinuousClock.now < deadline {
-            usleep(20_000)
-            let listed = try daemon.call("vhost_get_controllers", ["name": .string(S.ctrlrA)])
-            inFlight = listed.arrayValue?.first?["sessions"]?.arrayValue?.first?["queues"]?.arrayValue?.first?["in_flight"]?.intValue ?? -1
-        }
-        try #require(inFlight == 3, "the writes never showed as in flight on the frozen file (in_flight \(inFlight))")
+        try S.waitUntilInFlight(3, daemon, q)
         #expect(q.peekUsedID() == nil, "a write completed on a frozen filesystem")
         kill(daemon.pid, SIGKILL)  // the process goes once its writes are cancelled or done
         fs.thaw()

@@ -477,8 +477,15 @@ struct StalledBackendTests {
     static func pushStuckWrite(
         _ a: VhostUserFrontend, _ daemon: DaemonProcess, sector: UInt64 = stuckSector, inFlight expected: Int64 = 1
     ) throws -> StuckWrite {
-        let memory = a.memory
         let q = try a.driverQueue(0)
+        let write = try addWrite(on: q, memory: a.memory, sector: sector)
+        q.publishAndKick(force: true)
+        try waitUntilInFlight(expected, daemon, q)
+        return write
+    }
+
+    /// Adds a 4 KiB write at `sector` to `q` (split or packed), unpublished.
+    static func addWrite(on q: DriverQueue, memory: FrontendMemory, sector: UInt64) throws -> StuckWrite {
         let data = D.pattern(4096, seed: 42 &+ Int(sector))
         let header = try memory.allocate(16, alignment: 16)
         header.write(BlkWire.header(type: BlkWire.typeOut, sector: sector))
@@ -489,8 +496,12 @@ struct StalledBackendTests {
         let head = try q.addChain(
             [ChainBuffer(header, writable: false), ChainBuffer(buffer, writable: false), ChainBuffer(status, writable: true)],
             owning: [header, buffer, status])
-        q.publishAndKick(force: true)
+        return StuckWrite(sector: sector, head: head, status: status, data: data)
+    }
 
+    /// Waits until the daemon reports `expected` requests in flight on
+    /// `ctrlrA`'s queue 0, expecting none to complete on `q` meanwhile.
+    static func waitUntilInFlight(_ expected: Int64, _ daemon: DaemonProcess, _ q: DriverQueue) throws {
         let deadline = ContinuousClock.now + liveness
         var inFlight: Int64 = -1
         while ContinuousClock.now < deadline {
@@ -498,11 +509,10 @@ struct StalledBackendTests {
             let queue = listed.arrayValue?.first?["sessions"]?.arrayValue?.first?["queues"]?.arrayValue?.first
             inFlight = queue?["in_flight"]?.intValue ?? -1
             if inFlight == expected { break }
-            #expect(q.usedIdx == q.lastUsedIdx, "the write completed on a frozen filesystem")
+            #expect(q.peekUsedID() == nil, "a write completed on a frozen filesystem")
             usleep(20_000)
         }
-        try #require(inFlight == expected, "the write on the frozen file never showed as in flight (in_flight \(inFlight))")
-        return StuckWrite(sector: sector, head: head, status: status, data: data)
+        try #require(inFlight == expected, "the writes on the frozen file never showed as in flight (in_flight \(inFlight))")
     }
 
     /// Waits until queue `q` has a used entry to collect (does not collect it).
