@@ -138,32 +138,26 @@ struct DataIntegrityTests {
     /// from the persisted config, in both cache modes.
     @Test(arguments: [false, true])
     func flushedDataSurvivesACrash(writeThrough: Bool) throws {
-        let folder = PersistentDaemonFolder()
-        defer { folder.remove() }
-        var daemon = try folder.start()
-        defer { daemon.stop() }
-        try D.createBdev(daemon, .uring, name: "D0")
-        try D.createController(daemon, "vhost.0", bdev: "D0")
-        let memory = try FrontendMemory(size: 16 << 20)
-        defer { memory.close() }
-        let data = (0..<64).map { D.pattern(4096, seed: $0) }
-        do {
+        try PersistentDaemonFolder.withDaemonServingD0 { folder, daemon, memory in
+            let data = (0..<64).map { D.pattern(4096, seed: $0) }
+            do {
+                let f = try D.attach(daemon, "vhost.0", memory: memory)
+                defer { f.close() }
+                if writeThrough { try f.setConfig(offset: 32, bytes: [0]) }
+                for (i, block) in data.enumerated() {
+                    #expect(try f.write(queue: i % 2, sector: UInt64(i) * 8, data: block).status == BlkWire.statusOK)
+                }
+                #expect(try f.flush().status == BlkWire.statusOK)
+                daemon.crash()
+            }
+            daemon = try folder.start()
             let f = try D.attach(daemon, "vhost.0", memory: memory)
             defer { f.close() }
-            if writeThrough { try f.setConfig(offset: 32, bytes: [0]) }
             for (i, block) in data.enumerated() {
-                #expect(try f.write(queue: i % 2, sector: UInt64(i) * 8, data: block).status == BlkWire.statusOK)
+                let r = try f.read(queue: i % 2, sector: UInt64(i) * 8, count: 8)
+                #expect(r.status == BlkWire.statusOK)
+                #expect(r.data == block, "block \(i) after the crash")
             }
-            #expect(try f.flush().status == BlkWire.statusOK)
-            daemon.crash()
-        }
-        daemon = try folder.start()
-        let f = try D.attach(daemon, "vhost.0", memory: memory)
-        defer { f.close() }
-        for (i, block) in data.enumerated() {
-            let r = try f.read(queue: i % 2, sector: UInt64(i) * 8, count: 8)
-            #expect(r.status == BlkWire.statusOK)
-            #expect(r.data == block, "block \(i) after the crash")
         }
     }
 }

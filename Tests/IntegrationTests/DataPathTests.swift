@@ -90,6 +90,18 @@ struct DataPathTests {
         return frontend
     }
 
+    /// Runs `body` with a frontend attached (one queue, 8 MiB of memory) to
+    /// a daemon serving malloc bdev M0 on controller vhost.0.
+    static func withMallocFrontend(_ body: (DaemonProcess, VhostUserFrontend) throws -> Void) throws {
+        let daemon = try daemonServing(.ioUring, .malloc, bdev: "M0")
+        defer { daemon.stop(); daemon.cleanUp() }
+        let memory = try FrontendMemory(size: 8 << 20)
+        defer { memory.close() }
+        let f = try attach(daemon, "vhost.0", memory: memory, queues: 1)
+        defer { f.close() }
+        try body(daemon, f)
+    }
+
     static func pattern(_ count: Int, seed: Int) -> [UInt8] {
         (0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 31) &+ seed &+ ($0 >> 9)) }
     }

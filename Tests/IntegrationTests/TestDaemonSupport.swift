@@ -2,6 +2,7 @@ import DaemonTestSupport
 import Foundation
 import JSONRPC
 import Testing
+import VhostUserFrontend
 
 /// Expects `body` to fail with a JSON-RPC error of `code`; returns its message.
 @discardableResult
@@ -30,4 +31,23 @@ struct PersistentDaemonFolder {
     func start() throws -> DaemonProcess { try DaemonProcess(extraArguments: arguments, directory: directory) }
 
     func remove() { try? FileManager.default.removeItem(at: directory) }
+}
+
+extension PersistentDaemonFolder {
+    /// Runs `body` with a new folder, a daemon started there serving uring
+    /// bdev D0 on controller vhost.0, and 16 MiB of frontend memory. `body`
+    /// may start the daemon again; the one it leaves is stopped.
+    static func withDaemonServingD0(
+        _ body: (PersistentDaemonFolder, inout DaemonProcess, FrontendMemory) throws -> Void
+    ) throws {
+        let folder = PersistentDaemonFolder()
+        defer { folder.remove() }
+        var daemon = try folder.start()
+        defer { daemon.stop() }
+        try DataPathTests.createBdev(daemon, .uring, name: "D0")
+        try DataPathTests.createController(daemon, "vhost.0", bdev: "D0")
+        let memory = try FrontendMemory(size: 16 << 20)
+        defer { memory.close() }
+        try body(folder, &daemon, memory)
+    }
 }
