@@ -40,6 +40,34 @@ struct PackedRingTests {
         return daemon
     }
 
+    /// `packedOptions` without an inflight region: its queues are a power of
+    /// two in size (the vhost-user spec's layouts), and these rings need not be.
+    static var packedOptionsWithoutInflight: VhostUserFrontend.Options {
+        var options = packedOptions
+        options.useInflight = false
+        return options
+    }
+
+    /// Runs `body` with a daemon from `daemon()` and a frontend on its
+    /// vhost.0 (16 MiB, `packedOptionsWithoutInflight`) with `queues` queues
+    /// of `size` started; the daemon's log is shown if it fails.
+    static func withPackedFrontend(
+        queues: Int, size: UInt16, _ body: (DaemonProcess, VhostUserFrontend) throws -> Void
+    ) throws {
+        let daemon = try Self.daemon()
+        defer { daemon.stop(); daemon.cleanUp() }
+        try D.withLogOnError(daemon) { () throws in
+            let memory = try FrontendMemory(size: 16 << 20)
+            defer { memory.close() }
+            let f = try VhostUserFrontend(
+                socketPath: daemon.socketDirectory + "/vhost.0", memory: memory, options: packedOptionsWithoutInflight)
+            defer { f.close() }
+            try f.connect()
+            try f.start(queueCount: queues, queueSize: size)
+            try body(daemon, f)
+        }
+    }
+
     /// Bit 34 is offered only on a controller created with `packed_ring`,
     /// and `vhost_get_controllers` and `framework_get_config` say so.
     @Test func packedRingIsOfferedOnlyWhenAsked() throws {
@@ -63,19 +91,7 @@ struct PackedRingTests {
     /// Verified writes and reads on two packed queues of a size that is not
     /// a power of two, each from its own thread, many laps of the ring.
     @Test func verifiedIOOnTwoPackedQueues() throws {
-        let daemon = try Self.daemon()
-        defer { daemon.stop(); daemon.cleanUp() }
-        try D.withLogOnError(daemon) { () throws in
-            let memory = try FrontendMemory(size: 16 << 20)
-            defer { memory.close() }
-            // No inflight region: its queues are a power of two in size (the
-            // vhost-user spec's layouts), and this ring is not.
-            var options = Self.packedOptions
-            options.useInflight = false
-            let f = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory, options: options)
-            defer { f.close() }
-            try f.connect()
-            try f.start(queueCount: 2, queueSize: 100)
+        try Self.withPackedFrontend(queues: 2, size: 100) { daemon, f in
             #expect(f.ackedFeatures.contains(.ringPacked))
             #expect(try f.driverQueue(0).packed && f.driverQueue(1).packed)
             let failures = Mutex<[String]>([])
@@ -161,17 +177,8 @@ struct PackedRingTests {
     /// new session resumes the same rings from them (QEMU's reconnect) and
     /// reads back what the first wrote.
     @Test func vringBaseRoundTripAcrossAReconnect() throws {
-        let daemon = try Self.daemon()
-        defer { daemon.stop(); daemon.cleanUp() }
-        try D.withLogOnError(daemon) { () throws in
-            let memory = try FrontendMemory(size: 16 << 20)
-            defer { memory.close() }
-            var options = Self.packedOptions
-            options.useInflight = false
-            let first = try VhostUserFrontend(socketPath: daemon.socketDirectory + "/vhost.0", memory: memory, options: options)
-            defer { first.close() }
-            try first.connect()
-            try first.start(queueCount: 1, queueSize: 10)
+        try Self.withPackedFrontend(queues: 1, size: 10) { daemon, first in
+            let memory = first.memory, options = Self.packedOptionsWithoutInflight
             let q = try first.driverQueue(0)
             for i in 0..<7 {  // 21 slots on 10: slot 1 of the third lap (wrap 1)
                 let w = try Self.request(q, memory: memory, type: BlkWire.typeOut, sector: UInt64(i),
