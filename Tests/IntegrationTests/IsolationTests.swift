@@ -173,6 +173,12 @@ struct IsolationTests {
     /// writer's own work: four of them a round, unpaced, kept the reactor
     /// busy enough that the neighbour's driver, which shares its CPU on a
     /// 2-CPU machine, fell to 56-67 % of its rate (clears alone: 99 %).
+    /// The attacker's thread runs at SCHED_IDLE, as the kick thief does:
+    /// refilling 64 MiB of tmpfs a round is its own CPU (half a CPU here),
+    /// which on a real host is its own vCPU's; at normal priority it took
+    /// that CPU from the neighbour's driver (waiting for a CPU 32-34 % of
+    /// the time, p99 2.8-2.9x solo in a fresh-clone CI run) while the
+    /// daemon's reactor kept up with the clears.
     @Test(arguments: [DataPathTests.Backend.malloc, .tmpfs])
     func hugeClears(backend: DataPathTests.Backend) throws {
         let sectors = UInt64(1) << 22  // 2 GiB, sparse
@@ -198,7 +204,7 @@ struct IsolationTests {
         let attacker = try DataPathTests.attach(harness.daemon, "attacker", memory: memory, queues: 1)
         defer { attacker.close() }
         let clears = try ClearRounds(attacker.driverQueue(0), memory: memory, sectors: UInt32(sectors), file: file >= 0 ? file : nil)
-        let report = try harness.measure("huge DISCARD/WRITE_ZEROES (\(backend))", attack: LoopAttack(clears.step)) {
+        let report = try harness.measure("huge DISCARD/WRITE_ZEROES (\(backend))", attack: LoopAttack(clears.step, priority: .idle)) {
             let t = clears.tally
             #expect(t.discards > 0 && t.writeZeroes > 0, "no clear of the whole disk completed")
             #expect(t.failures.isEmpty, "\(t.failures)")
@@ -446,6 +452,13 @@ final class IsolationHarness {
     /// a stall of the whole machine (other work on its 2 CPUs) then falls
     /// on solo and attacked windows alike, and the quieter quartiles skip it.
     static let window: Duration = .milliseconds(300)
+    /// A window in which the hypervisor stole this share (percent) of the
+    /// machine's CPU time measures the host, not the daemon (solo and
+    /// attacked alike): it is taken again, up to `maximumRetakes` times,
+    /// and the last one counts. Seen on this 2-vCPU guest: 12-38 % stolen
+    /// for minutes, the neighbour's solo p99 at 1.2-2.4 ms against 0.3 ms.
+    static let maximumSteal: UInt64 = 10
+    static let maximumRetakes = 3
     /// Time left after starting or pausing an attack before a window starts.
     static let settle: Duration = .milliseconds(50)
     /// The acceptance thresholds (issue 19).
@@ -523,6 +536,7 @@ final class IsolationHarness {
         var attacked: [Window] = []
         var stall: String?
         var attacking = false
+        var retaken = 0
         defer { if attacking { try? attack.end() } }
         for pair in 0..<Self.windows {
             // Solo first, then attacked first (ABBA): a trend in the machine's load cancels out.
@@ -531,16 +545,22 @@ final class IsolationHarness {
                     try attack.begin()
                     attacking = true
                 }
-                Self.sleep(Self.settle)
-                _ = neighbour.take()
-                _ = pinger.take()
-                let before = ThreadCPU.now(daemon: daemon.pid)
-                Self.sleep(Self.window)
-                var w = neighbour.take()
-                let calls = pinger.take()
-                w.cpu = ThreadCPU.now(daemon: daemon.pid).since(before, nanoseconds: w.nanoseconds)
-                w.rpcP99 = Double(Window.percentile(calls.latencies, 0.99)) / 1e6
-                w.rpcCalls = calls.latencies.count
+                var w: Window
+                var tries = 0
+                repeat {
+                    tries += 1
+                    Self.sleep(Self.settle)
+                    _ = neighbour.take()
+                    _ = pinger.take()
+                    let before = ThreadCPU.now(daemon: daemon.pid)
+                    Self.sleep(Self.window)
+                    w = neighbour.take()
+                    let calls = pinger.take()
+                    w.cpu = ThreadCPU.now(daemon: daemon.pid).since(before, nanoseconds: w.nanoseconds)
+                    w.rpcP99 = Double(Window.percentile(calls.latencies, 0.99)) / 1e6
+                    w.rpcCalls = calls.latencies.count
+                } while w.cpu.steal >= Self.maximumSteal && tries <= Self.maximumRetakes
+                retaken += tries - 1
                 if w.latencies.isEmpty && stall == nil {
                     // Nothing completed: the daemon stalled, unless the machine did not run it. A
                     // reactor that is runnable and got no CPU time in the window was starved (its
@@ -562,6 +582,9 @@ final class IsolationHarness {
                     solo.append(w)
                 }
             }
+        }
+        if retaken > 0 {
+            print("isolation \(name): \(retaken) window(s) retaken: the hypervisor stole \(Self.maximumSteal) % or more of the CPUs in them")
         }
         let described = try outcome()
         // The neighbour still completes requests after the last window.
