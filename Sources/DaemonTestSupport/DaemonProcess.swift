@@ -156,6 +156,11 @@ public func runCommand(_ path: String, _ arguments: [String]) throws -> (status:
     p.standardError = pipe
     try p.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    // Closed here, on this thread, not whenever the handle is deallocated:
+    // a late close on another thread can hit a descriptor number that a
+    // concurrent test's Process.run has just been given (swiftlang/swift
+    // issue 57827; a fresh-clone CI run crashed in Process.run with EBADF).
+    try? pipe.fileHandleForReading.close()
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: data, as: UTF8.self))
 }
