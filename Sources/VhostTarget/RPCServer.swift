@@ -19,6 +19,13 @@ final class RPCServer: ReservedListener {
     static let maxPendingOutput = 16 << 20
     /// Most connected clients; a connection beyond this is closed at once.
     static let maxClients = 1024
+    /// Connections accepted per turn of the control loop. The listener is
+    /// level-triggered, so the rest wait for the next turn, and the clients
+    /// already accepted, closed ones included, get theirs in between:
+    /// draining a backlog of 2,000 connections at once, on a busy machine,
+    /// filled the table with connections whose peers had gone and refused a
+    /// live client at the limit.
+    static let acceptsPerTurn = 64
 
     private let path: String
     let listener: FileDescriptor
@@ -98,7 +105,7 @@ final class RPCServer: ReservedListener {
     }
 
     private func acceptClients() {
-        while true {
+        for _ in 0..<Self.acceptsPerTurn {
             let fd: FileDescriptor?
             do { fd = try UnixSocket.accept(listener) } catch {
                 if reserve.acceptFailed(self, error) { continue }
