@@ -123,7 +123,9 @@ socket_tries=400
 # start_ours / start_qsd: set server_pid and socket.
 start_ours() {
     launch_ours || return 1
-    ctl bdev_rbd_register_cluster c0 --config-file "$conf" >/dev/null || return 1
+    local param params=()
+    for param in ${OURS_RBD_PARAMS:-}; do params+=(--config-param "$param"); done
+    ctl bdev_rbd_register_cluster c0 --config-file "$conf" "${params[@]}" >/dev/null || return 1
     ctl bdev_rbd_create "$pool" "$image" 512 -c c0 -b Disk0 >/dev/null || return 1
     ours_controller 0
 }

@@ -34,6 +34,10 @@
 #           not the kernel's zero page
 #           qsd:  null-co (no read-zeroes: reads never touch the buffer; it
 #           stores nothing, so there is nothing to fill)
+#   null    the like-for-like RAM pair: neither server stores data or
+#           touches the buffers
+#           ours: bdev_null_create SIZE 512
+#           qsd:  null-co, as for ram
 #   shm     a SIZE file on tmpfs /dev/shm, fully written first
 #           ours: bdev_uring_create (buffered: tmpfs refuses O_DIRECT; served inline,
 #           preadv/pwritev on the reactor, unless DAEMON_ARGS="--tmpfs-io engine")
@@ -71,16 +75,18 @@ build_config
 
 # --- The matrix -------------------------------------------------------------
 # Row id: backend/workload/mode. Client modes: int (sleep on the call eventfd),
-# poll (busy-poll the used ring). Both modes for the RAM 4K randread rows; the
-# other rows use the interrupt-driven client only, to keep the run short.
+# poll (busy-poll the used ring). Both modes for the RAM and null 4K randread
+# rows and tmpfs QD32 (issue 23's rows); the other rows use the
+# interrupt-driven client only, to keep the run short.
 # packed/...: the RAM backend, ours with split rings against ours with packed.
 all_rows=(
     ram/rr1/int ram/rr1/poll ram/rr32/int ram/rr32/poll ram/rw32/int ram/seq64k/int ram/rr32x2/int ram/rr32x2/poll
+    null/rr1/int null/rr32/int null/rr32/poll
     packed/rr1/int packed/rr1/poll packed/rr32/int packed/rr32/poll
-    shm/rr1/int shm/rr32/int shm/rw32/int shm/seq64k/int shm/rr32x2/int
+    shm/rr1/int shm/rr32/int shm/rr32/poll shm/rw32/int shm/seq64k/int shm/rr32x2/int
     direct/rr1/int direct/rr32/int direct/rw32/int direct/seq64k/int direct/rr32x2/int
 )
-quick_rows=(ram/rr32/poll ram/rr1/int shm/rw32/int shm/rr32x2/int direct/seq64k/int packed/rr32/int)
+quick_rows=(ram/rr32/poll ram/rr1/int null/rr32/int shm/rw32/int shm/rr32x2/int direct/seq64k/int packed/rr32/int)
 
 # workload_args WORKLOAD: sets rw bs qd queues label.
 workload_args() {
@@ -146,6 +152,7 @@ start_ours() {
     launch_ours || return 1
     case "$1" in
         ram) ctl bdev_malloc_create "$size_mib" 512 -b Disk0 >/dev/null ;;
+        null) ctl bdev_null_create Disk0 "$size_mib" 512 >/dev/null ;;
         shm) ctl bdev_uring_create "$shm_file" Disk0 >/dev/null ;;
         direct) ctl bdev_uring_create "$direct_file" Disk0 >/dev/null ;;
     esac || return 1
@@ -161,7 +168,7 @@ start_ours() {
 # snapshot: one line of our daemon's counters, summed over reactors and queues:
 # requests kicks interrupts_sent interrupts_suppressed batches busy idle poll_ns
 # sleeps poll_rounds empty_poll_rounds poll_window_offs engine_submits
-# engine_submitted poll_window_ns ("" if unreadable).
+# engine_submitted poll_window_ns poll_window_probes ("" if unreadable).
 snapshot() {
     { ctl framework_get_reactors && ctl vhost_get_controllers; } 2>/dev/null | jq -s -r '
         ([.[1][].sessions[].queues[]]) as $q | (.[0].reactors) as $r |
@@ -170,7 +177,7 @@ snapshot() {
          ($r | map(.busy) | add), ($r | map(.idle) | add), ($r | map(.loop.poll_ns) | add),
          ($r | map(.loop.sleeps) | add), ($r | map(.loop.poll_rounds) | add), ($r | map(.loop.empty_poll_rounds) | add),
          ($r | map(.loop.poll_window_offs) | add), ($r | map(.loop.engine_submits) | add),
-         ($r | map(.loop.engine_submitted) | add), ($r | map(.loop.poll_window_ns) | max)] | map(tostring) | join(" ")' 2>/dev/null || true
+         ($r | map(.loop.engine_submitted) | add), ($r | map(.loop.poll_window_ns) | max), ($r | map(.loop.poll_window_probes // 0) | add)] | map(tostring) | join(" ")' 2>/dev/null || true
 }
 
 # sleep_until T0 OFFSET: sleeps until OFFSET seconds after T0 (date +%s.%N), if still ahead.
@@ -185,19 +192,19 @@ sleep_until() {
 per_io() {
     awk -v a="$1" -v b="$2" 'BEGIN {
         n = split(a, x, " "); m = split(b, y, " ")
-        if (n < 15 || x[1] == 0) { print "counters: - (no session at the first read)"; exit }
-        if (m < 15 || y[1] <= x[1] || y[5] < x[5]) { print "counters: - (the session had ended at the second read)"; exit }
-        for (i = 1; i <= 15; i++) d[i] = y[i] - x[i]
+        if (n < 16 || x[1] == 0) { print "counters: - (no session at the first read)"; exit }
+        if (m < 16 || y[1] <= x[1] || y[5] < x[5]) { print "counters: - (the session had ended at the second read)"; exit }
+        for (i = 1; i <= 16; i++) d[i] = y[i] - x[i]
         io = d[1] > 0 ? d[1] : 1; t = d[6] + d[7]; if (t <= 0) t = 1
-        printf "kicks/IO %.3f  irq/IO %.3f  sleeps/IO %.3f  polls/IO %.2f  empty/IO %.2f  pop-batch %.2f  submit-batch %.1f  asleep %.0f%%  polling %.0f%%  window-offs %d  window-end %.0fus",
+        printf "kicks/IO %.3f  irq/IO %.3f  sleeps/IO %.3f  polls/IO %.2f  empty/IO %.2f  pop-batch %.2f  submit-batch %.1f  asleep %.0f%%  polling %.0f%%  window-offs %d  probes %d  window-end %.0fus",
             d[2] / io, d[3] / io, d[9] / io, d[10] / io, d[11] / io, (d[5] > 0 ? d[1] / d[5] : 0),
-            (d[13] > 0 ? d[14] / d[13] : 0), 100 * d[7] / t, 100 * d[8] / t, d[12], y[15] / 1000
+            (d[13] > 0 ? d[14] / d[13] : 0), 100 * d[7] / t, 100 * d[8] / t, d[12], d[16], y[15] / 1000
     }'
 }
 start_qsd() {
     local node
     case "$1" in
-        ram) node="driver=null-co,node-name=n0,size=$size_bytes" ;;
+        ram | null) node="driver=null-co,node-name=n0,size=$size_bytes" ;;
         shm) node="driver=file,node-name=n0,filename=$shm_file,aio=io_uring" ;;
         direct) node="driver=file,node-name=n0,filename=$direct_file,aio=io_uring,cache.direct=on" ;;
     esac
@@ -362,9 +369,10 @@ print_tables() {
     echo "servers on CPU $server_cpu (ours: -m 0x$(printf %x $((1 << server_cpu))), qsd: one iothread), vhost-blk-bench on CPU $bench_cpu;" \
         "${runtime} s measured after ${warmup} s warm-up per run; ${size_mib} MiB disks; load average before $load_before, after $load_after"
     echo "backends: ram = our malloc ($([ "$fill" = 1 ] && echo "written in full before each run" || echo "never written: reads copy the zero page, FILL=0")) vs qsd null-co (stores nothing);"
+    echo "          null = our null bdev vs qsd null-co (neither stores data: the like-for-like RAM pair);"
     echo "          shm = file on tmpfs /dev/shm (ours bdev_uring_create, inline I/O; qsd file aio=io_uring);"
     echo "          direct = O_DIRECT file in $direct_dir (ours bdev_uring_create, qsd file aio=io_uring cache.direct=on)"
-    echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM 4K randread rows only; the rest are int)"
+    echo "mode: int = client sleeps on the call eventfd, poll = client busy-polls the used ring (RAM and null 4K randread rows and shm QD32 only; the rest are int)"
     [ "$repeat" = 1 ] || echo "each figure: the median of $repeat runs per server (ours and qsd alternate, the first of each pair alternating too; packed rows: split and packed)"
     if [ ${#lines[@]} -gt 0 ]; then
         echo

@@ -68,7 +68,8 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
     /// after a wake-up that came within `pollMaxNanoseconds`, the next wait
     /// first spins for the window (4 µs, doubling up to the maximum) looking at
     /// pollable tasks and the engine; four wake-ups in a row later than the
-    /// maximum stop polling. An
+    /// maximum stop polling, and a stopped window is probed at the maximum
+    /// now and then (1 ms after the stop, doubling to 64 ms). An
     /// idle reactor therefore sleeps, and a busy one skips the sleep and
     /// wake-up (and, for virtqueues, the guest's kicks).
     public let pollMaxNanoseconds: UInt64
@@ -367,7 +368,7 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
             let after = Self.now()
             idleNanoseconds.add(woke &- before, ordering: .relaxed)
             busyNanoseconds.add(after &- woke, ordering: .relaxed)
-            adaptPolling(blocked: woke &- before)
+            adaptPolling(blocked: woke &- before, at: woke)
         }
         // Cancel what is still armed (kick reads) from this thread: the ring is single-issuer.
         if !primaryIsPool { pool?.close() }
@@ -377,11 +378,12 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
     }
 
     /// Adapts the polling window to how long the last wait slept (`PollWindow`).
-    private func adaptPolling(blocked: UInt64) {
-        switch pollWindow.wokeUp(afterSleeping: blocked) {
+    private func adaptPolling(blocked: UInt64, at now: UInt64) {
+        switch pollWindow.wokeUp(afterSleeping: blocked, at: now) {
         case .unchanged: break
         case .grew: counters.pollWindowGrows &+= 1
         case .stopped: counters.pollWindowOffs &+= 1
+        case .probed: counters.pollWindowProbes &+= 1
         }
     }
 
@@ -394,9 +396,13 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         let window = pollWindow.nanoseconds
         var deadline = start &+ window
         isPolling = true
+        counters.pollPhases &+= 1
         for id in pollable { tasks[Int(id)]?.beginPoll() }
         var round = 0
-        var emptyRounds = 0
+        // Rounds and time not yet added to the counters: a phase that keeps
+        // finding work can last seconds, so they are added every millisecond
+        // too, not only at its end (framework_get_reactors reads them meanwhile).
+        var pending = PendingPollCounts(since: start)
         while running {
             // One clock read per round: it stamps the round (stats) and ends the
             // phase. Stamp first: what endPoll pops after the last round uses it.
@@ -413,18 +419,17 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
                 if primary.wait(timeoutNanoseconds: 0, { tag, result in dispatch(tag: tag, result: result) }) > 0 { found = true }
             }
             round &+= 1
+            pending.rounds &+= 1
             if found {
                 runDirty()
                 if !primaryIsPool { pool?.submit() }
                 primary.submit()
                 deadline = now &+ window
+                if now &- pending.since >= 1_000_000 { addPollCounts(&pending, upTo: now) }
             } else {
-                emptyRounds &+= 1
+                pending.emptyRounds &+= 1
             }
         }
-        counters.pollPhases &+= 1
-        counters.pollRounds &+= UInt64(truncatingIfNeeded: round)
-        counters.emptyPollRounds &+= UInt64(truncatingIfNeeded: emptyRounds)
         isPolling = false
         for id in pollable { tasks[Int(id)]?.endPoll() }
         runDirty()
@@ -432,9 +437,23 @@ public final class Reactor: @unchecked Sendable {  // the reactor thread, but fo
         // loop's next wait submits only the primary one.
         if !primaryIsPool { pool?.submit() }
         primary.submit()
-        let spent = Self.now() &- start
+        addPollCounts(&pending, upTo: Self.now())
+    }
+
+    /// A polling phase's rounds and time since they were last added.
+    private struct PendingPollCounts {
+        var since: UInt64
+        var rounds: UInt64 = 0
+        var emptyRounds: UInt64 = 0
+    }
+
+    private func addPollCounts(_ pending: inout PendingPollCounts, upTo now: UInt64) {
+        counters.pollRounds &+= pending.rounds
+        counters.emptyPollRounds &+= pending.emptyRounds
+        let spent = now &- pending.since
         busyNanoseconds.add(spent, ordering: .relaxed)
         pollNanosecondsSpent.add(spent, ordering: .relaxed)
+        pending = PendingPollCounts(since: now)
     }
 
     private func armInbox() {

@@ -4,7 +4,8 @@
 /// Plain integers that only the reactor thread writes (a few adds per loop
 /// iteration or polling round, none per request); readers take a copy on the
 /// reactor with `Reactor.postAndWait` (`Reactor.countersSnapshot`), so there
-/// are no atomics. Times are nanoseconds of CLOCK_MONOTONIC.
+/// are no atomics. A polling phase adds its rounds every millisecond and
+/// at its end. Times are nanoseconds of CLOCK_MONOTONIC.
 public struct ReactorCounters: Sendable, Equatable {
     /// Waits in the engine that could block (the loop's sleeps), and how many
     /// of them returned with nothing handled (a timeout or a spurious wake-up).
@@ -17,6 +18,8 @@ public struct ReactorCounters: Sendable, Equatable {
     /// maximum) and grown (a sleep within the maximum, longer than the window).
     public var pollWindowOffs: UInt64 = 0
     public var pollWindowGrows: UInt64 = 0
+    /// Times a stopped window was opened at the maximum for one probe.
+    public var pollWindowProbes: UInt64 = 0
     /// The window now (0: the reactor sleeps without polling first).
     public var pollWindowNanoseconds: UInt64 = 0
     /// The primary engine's submissions: system calls that submitted

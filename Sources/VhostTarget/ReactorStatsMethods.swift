@@ -59,6 +59,7 @@ extension VhostTarget {
             "poll_phases": Self.int(c.pollPhases), "poll_rounds": Self.int(c.pollRounds),
             "empty_poll_rounds": Self.int(c.emptyPollRounds),
             "poll_window_offs": Self.int(c.pollWindowOffs), "poll_window_grows": Self.int(c.pollWindowGrows),
+            "poll_window_probes": Self.int(c.pollWindowProbes),
             "poll_window_ns": Self.int(c.pollWindowNanoseconds),
             "engine_submits": Self.int(c.engineSubmits), "engine_submitted": Self.int(c.engineSubmitted),
             "poll_ns": Self.int(c.pollNanoseconds),
