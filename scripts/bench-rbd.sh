@@ -24,7 +24,10 @@
 # false, the default, or true; qsd gets it as cache.direct=on/off, since QEMU
 # sets rbd_cache from its cache mode over the config file), BUILD
 # (release|debug), BENCH_SCRATCH, BIN (a folder of prebuilt binaries: no
-# build), SERVER_CPU, BENCH_CPU, DAEMON_ARGS (more vhost-blkd options).
+# build), SERVER_CPU, BENCH_CPU, DAEMON_ARGS (more vhost-blkd options),
+# OURS_RBD_PARAMS (space-separated key=value librados options for our cluster
+# registration only, --config-param each: for experiments such as
+# rbd_non_blocking_aio=false; qsd and rbd bench keep the shared config).
 #
 # Prerequisites (not run by CI; .ci/run does not call this script): the Ceph
 # packages of scripts/ceph-test-cluster.sh (it installs them when run as root)
