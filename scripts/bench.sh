@@ -180,6 +180,19 @@ snapshot() {
          ($r | map(.loop.engine_submitted) | add), ($r | map(.loop.poll_window_ns) | max), ($r | map(.loop.poll_window_probes // 0) | add)] | map(tostring) | join(" ")' 2>/dev/null || true
 }
 
+# cpu_line: the machine's CPU times (/proc/stat's "cpu" line, in ticks).
+cpu_line() { sed -n 's/^cpu  *//p' /proc/stat; }
+# steal_share BEFORE AFTER: the share of the CPUs' time the hypervisor stole
+# between two cpu_line readings (its 8th field), in percent; "-" if unreadable.
+steal_share() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        n = split(a, x, " "); m = split(b, y, " ")
+        if (n < 8 || m < 8) { print "-"; exit }
+        t = 0; for (i = 1; i <= 8; i++) t += y[i] - x[i]
+        printf "%.0f%%", (t > 0 ? 100 * (y[8] - x[8]) / t : 0)
+    }'
+}
+
 # sleep_until T0 OFFSET: sleeps until OFFSET seconds after T0 (date +%s.%N), if still ahead.
 sleep_until() {
     local left
@@ -227,7 +240,9 @@ run_case() {
     result=""
     : >"$work/bench.log"
     run_counters=""
+    run_steal=""
     if "start_$1" "$2" "$queues"; then
+        local cpu0; cpu0=$(cpu_line)
         timeout "$bench_timeout" "$bin/vhost-blk-bench" --socket "$socket" --rw "$rw" --bs "$bs" \
             --iodepth "$qd" --queues "$queues" --mode "$mode" --runtime "$runtime" --warmup "$warmup" \
             --cpu "$bench_cpu" --server-pid "$server_pid" "${ring_arg[@]}" --json >"$work/result.json" 2>>"$work/bench.log" &
@@ -243,6 +258,7 @@ run_case() {
         fi
         wait "$client" || rc=$?
         result=$(cat "$work/result.json")
+        run_steal=$(steal_share "$cpu0" "$(cpu_line)")
     else
         rc=1
         echo "$1 did not start for backend $2" >&2
@@ -275,6 +291,7 @@ note_run() {
     l=$(printf '%-6s %-19s %-4s %-6s %2d | %9s %6s | client kicks/IO %5s wake-ups/IO %5s' "$backend" "$label" "$cmode" "${3:-$1}" "$(($2 + 1))" \
         "$(num "$(field "$result" iops)" %.0f)" "$(num "$(field "$result" server_cpu_us_per_io)" %.2f)" \
         "$(per "$kicks" "$ios")" "$(per "$wakeups" "$ios")")
+    l+=" steal ${run_steal:--}"
     [ "$1" = ours ] && [ -n "$run_counters" ] && l+=" | $run_counters"
     echo "  $l" >&2
     run_lines+=("$l")
