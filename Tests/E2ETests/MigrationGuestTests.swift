@@ -266,10 +266,22 @@ struct MigrationGuestTests {
         return .nanoseconds(ticks ?? 0)
     }
 
+    /// What fio prints when data read back is not what was written.
+    static let verifyErrorMarkers = ["verify: bad", "verify failed", "verify type mismatch", "bad magic"]
+
     /// The console from the first kernel crash marker on, if there is one and
     /// fio found no data error (a data error fails the test, crash or not).
+    /// A failed step counts as a data error unless every failure is fio killed
+    /// by a signal (exit status 128 + N: the same corrupted memory that oopsed
+    /// the kernel, e.g. glibc's `free(): corrupted unsorted chunks` and abort)
+    /// and fio reported no verify error.
     static func kernelCrash(_ console: String) -> String? {
-        guard !console.contains("E2E-FAIL") else { return nil }
+        let failures = console.split(whereSeparator: \.isNewline).filter { $0.contains("E2E-FAIL") }
+        let killedBySignal = failures.allSatisfy { line in
+            guard let range = line.range(of: "E2E-FAIL: fio exited with status ") else { return false }
+            return Int(line[range.upperBound...].prefix { $0.isNumber }).map { $0 > 128 } ?? false
+        }
+        guard killedBySignal, !verifyErrorMarkers.contains(where: console.contains) else { return nil }
         let hits = kernelCrashMarkers.compactMap { console.range(of: $0)?.lowerBound }
         guard let first = hits.min() else { return nil }
         let lineStart = console[..<first].lastIndex(of: "\n").map { console.index(after: $0) } ?? console.startIndex
@@ -312,5 +324,29 @@ struct MigrationCrashDetectionTests {
     @Test func aDataErrorIsNeverTakenForQEMUs() {
         #expect(MigrationGuestTests.kernelCrash(Self.oops + "\nE2E-FAIL: fio verify\n") == nil)
         #expect(MigrationGuestTests.kernelCrash("E2E-ROUND: 3\nE2E-OK: fio passed\n") == nil)
+        // fio's own verify failure (exit status 1), and a verify error even when fio then died.
+        #expect(MigrationGuestTests.kernelCrash(Self.oops + "\nE2E-FAIL: fio exited with status 1\n") == nil)
+        let verify = "verify: bad magic header 0, wanted acca at file /dev/vda offset 1048576, length 4096\n"
+        #expect(MigrationGuestTests.kernelCrash(Self.oops + "\n" + verify + "Aborted\nE2E-FAIL: fio exited with status 134\n") == nil)
+        #expect(MigrationGuestTests.kernelCrash("E2E-FAIL: fio exited with status 134\n") == nil, "no kernel crash: not QEMU's")
+    }
+
+    /// A fresh-clone CI run (2026-12-07, packed-ring migration): right after the
+    /// switch-over the destination kernel oopsed executing a data page while
+    /// fio's heap was corrupted (glibc abort, exit status 134), no verify error.
+    static let oopsWithFioAbort = """
+        E2E-ROUND: 2
+        free(): corrupted unsorted chunks
+        [   15.525551] kernel tried to execute NX-protected page - exploit attempt? (uid: 0)
+        [   15.526458] BUG: unable to handle page fault for address: ff387da65d220140
+        [   15.526458] Oops: 0011 [#1] PREEMPT SMP NOPTI
+        [   15.526458] CPU: 0 PID: 15 Comm: rcu_preempt Not tainted 6.1.0-57-cloud-amd64 #1  Debian 6.1.192-3
+        Aborted
+        E2E-FAIL: fio exited with status 134
+        """
+
+    @Test func fioKilledByTheSameCorruptionIsQEMUs() throws {
+        let crash = try #require(MigrationGuestTests.kernelCrash(Self.oopsWithFioAbort))
+        #expect(crash.hasPrefix("[   15.526458] BUG: unable to handle page fault"))
     }
 }
