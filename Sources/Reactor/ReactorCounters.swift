@@ -18,7 +18,8 @@ public struct ReactorCounters: Sendable, Equatable {
     /// maximum) and grown (a sleep within the maximum, longer than the window).
     public var pollWindowOffs: UInt64 = 0
     public var pollWindowGrows: UInt64 = 0
-    /// Times a stopped window was opened at the maximum for one probe.
+    /// Times the window was opened at the maximum for one probe (where the
+    /// rule would have stopped it, or while it was stopped: `PollWindow`).
     public var pollWindowProbes: UInt64 = 0
     /// The window now (0: the reactor sleeps without polling first).
     public var pollWindowNanoseconds: UInt64 = 0
