@@ -16,8 +16,24 @@ export VHOST_BLKD_E2E=1
 scripts/fuzz.sh 15  # bounded fuzzing of the decoders, ~2 min with the build (fuzz/README.md)
 swift build --build-tests
 set +e
-swift test --skip-build --skip IsolationTests 2>&1 | tee /tmp/vhost-blkd-test.log
+# This run's logs (the failure digest at the end reads them): none left from an earlier run.
+rm -f /tmp/vhost-blkd-test.log /tmp/vhost-blkd-isolation.log /tmp/vhost-blkd-isolation-2.log \
+    /tmp/vhost-blkd-release-test.log /tmp/vhost-blkd-package.log /tmp/vhost-blkd-migration.log
+# Live migration between two daemons (file, packed rings, RBD) runs after the
+# rest, one test at a time: QEMU 7.2 under TCG corrupts a migrated guest's
+# memory now and then, far more often on a loaded machine (MigrationGuestTests
+# retries a destination kernel crash; under the parallel suites' load all
+# its attempts could crash).
+migration_tests=('MigrationGuestTests/' 'PackedGuestTests/migrateUnderVerifiedLoad' 'RBDGuestTests/migrateBetweenTwoDaemons')
+skip_migration=$(IFS='|'; echo "${migration_tests[*]}")
+swift test --skip-build --skip IsolationTests --skip "$skip_migration" 2>&1 | tee /tmp/vhost-blkd-test.log
 status=${PIPESTATUS[0]}
+for test in "${migration_tests[@]}"; do
+    swift test --skip-build --filter "$test" 2>&1 | tee /tmp/vhost-blkd-migration-one.log
+    # A filter that matches nothing (a renamed test) passes with no test run: that fails too.
+    [ "${PIPESTATUS[0]}" -eq 0 ] && grep -q 'Test run with [1-9]' /tmp/vhost-blkd-migration-one.log || status=1
+    cat /tmp/vhost-blkd-migration-one.log >>/tmp/vhost-blkd-migration.log
+done
 # The data path again against a release daemon (and release vhost-blkctl and
 # vhost-blk-bench): release builds compile it without dynamic exclusivity
 # checks (Package.swift's `dataPath`) and without the thread-confinement
@@ -55,4 +71,14 @@ else
     status=1
 fi
 { RUNTIME=1 QUICK=1 scripts/bench.sh >/tmp/vhost-blkd-bench.log 2>&1 || status=1; tail -n 64 /tmp/vhost-blkd-bench.log; }  # benchmark smoke test: every row must complete; no timing is asserted
+# What failed, last, where a CI log cut to its head and tail still shows it:
+# each issue Swift Testing recorded, with the first lines of its message.
+if [ "$status" -ne 0 ]; then
+    echo "== failures recorded in this run's logs"
+    for log in /tmp/vhost-blkd-test.log /tmp/vhost-blkd-migration.log /tmp/vhost-blkd-isolation.log /tmp/vhost-blkd-isolation-2.log \
+        /tmp/vhost-blkd-release-test.log /tmp/vhost-blkd-package.log; do
+        [ -f "$log" ] || continue
+        grep -a -A 8 -E 'recorded an issue|^FAILED|^E2E-FAIL' "$log" | cut -c 1-300 | head -n 120 | sed "s|^|$(basename "$log"): |"
+    done
+fi
 exit $status

@@ -162,8 +162,10 @@ struct MigrationGuestTests {
         let start = ContinuousClock.now
         try qmp.execute("migrate", arguments: ["uri": "unix:\(incoming)"])
         var status = ""
+        var lastInfo: [String: Any]?
         while ContinuousClock.now - start < .seconds(120) {
             let info = try qmp.execute("query-migrate") as? [String: Any]
+            lastInfo = info
             status = info?["status"] as? String ?? "?"
             if status == "completed" || status == "failed" || status == "cancelled" { break }
             usleep(50_000)
@@ -173,7 +175,11 @@ struct MigrationGuestTests {
         statsStop.store(true, ordering: .relaxed)
         statsThread.wait()
         print("migration: \(status) in \(migrationTime); bdev_get_iostat answered \(statsCalls.load(ordering: .relaxed)) times meanwhile")
-        #expect(status == "completed", "source QEMU log:\n\(sourceVM.qemuLog().suffix(2000))")
+        #expect(status == "completed", """
+            migration \(status) after \(migrationTime); query-migrate: \(lastInfo.map { "\($0)" } ?? "none")
+            source QEMU log:
+            \(sourceVM.qemuLog().suffix(2000))
+            """)
         #expect(source.log.contains("dirty logging on"))
         sourceVM.kill()
         if packed {

@@ -77,7 +77,10 @@ struct LoopCountersTests {
         let phases = (after["poll_phases"] ?? 0) - (before["poll_phases"] ?? 0)
         let rounds = (after["poll_rounds"] ?? 0) - (before["poll_rounds"] ?? 0)
         let empty = (after["empty_poll_rounds"] ?? 0) - (before["empty_poll_rounds"] ?? 0)
-        #expect(phases >= 1 && rounds >= phases, "phases \(phases) rounds \(rounds)")
+        // A phase is counted when it starts: one that began before the first reading (the
+        // window is 10 ms, wider than any gap here) may hold all 200 requests, so the phases
+        // started in between can be none; the rounds are added as they run.
+        #expect((after["poll_phases"] ?? 0) >= 1 && rounds >= 1 && rounds >= phases, "phases \(phases) rounds \(rounds)")
         // A phase ends after a window without work: at least one empty round each (a phase still
         // running has had some: the client's gaps); the rounds that found work found the requests.
         #expect(empty >= phases && empty <= rounds)
