@@ -58,6 +58,7 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
     public let used: GuestBuffer
     /// The driver → device notifier (SET_VRING_KICK).
     public let kickFD: EventFD
+    private var closed = false
     /// The device → driver notifier (SET_VRING_CALL).
     public let callFD: EventFD
 
@@ -123,8 +124,11 @@ public final class DriverQueue: @unchecked Sendable {  // confined to one thread
         freeDescriptors = (0..<size).reversed().map { $0 }
     }
 
-    /// Frees the rings and closes the eventfds (after the back end stopped the queue).
+    /// Frees the rings and closes the eventfds (after the back end stopped the
+    /// queue). Once: a second call does nothing.
     public func close() {
+        guard !closed else { return }
+        closed = true
         kickFD.close()
         callFD.close()
         for (_, entry) in inFlight { entry.buffers.forEach(memory.release) }

@@ -40,9 +40,10 @@ public struct GuestBuffer: @unchecked Sendable {  // points into FrontendMemory'
 ///
 /// Allocation: a first-fit free list under a mutex, so queues driven from
 /// different threads can allocate and free concurrently.
-public final class FrontendMemory: @unchecked Sendable {  // immutable after init except `free` (under its Mutex)
+public final class FrontendMemory: @unchecked Sendable {  // immutable after init except `free` (under its Mutex) and `closed` (atomic)
     public let size: Int
     public let fd: FileDescriptor
+    private let closed = Atomic<Bool>(false)
     public let base: UnsafeMutableRawPointer
     /// Where the second region starts in the memfd, if the memory is split.
     public let splitOffset: Int?
@@ -97,8 +98,11 @@ public final class FrontendMemory: @unchecked Sendable {  // immutable after ini
         free = Mutex([4096..<size])
     }
 
-    /// Unmaps the memory and closes the memfd. Call once, after the back end stopped using it.
+    /// Unmaps the memory and closes the memfd, after the back end stopped
+    /// using it. Once: a second call does nothing (unmapping or closing again
+    /// could hit what another thread has mapped or opened since).
     public func close() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         mapping.unmap()
         fd.close()
     }

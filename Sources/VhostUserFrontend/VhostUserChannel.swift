@@ -18,6 +18,7 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
     public var timeout: Duration
     private var buffer: [UInt8] = []
     private var bufferedFDs: [FileDescriptor] = []
+    private var closed = false
 
     /// Connects to the back end at `path`.
     public init(path: String, timeout: Duration = .seconds(5)) throws(FrontendError) {
@@ -35,7 +36,12 @@ public final class VhostUserChannel: @unchecked Sendable {  // used by one threa
         self.timeout = timeout
     }
 
+    /// Closes the socket and any fds received and not yet taken. Once: a
+    /// second call does nothing (closing the number again could close a
+    /// descriptor another thread has been given since).
     public func close() {
+        guard !closed else { return }
+        closed = true
         bufferedFDs.closeAll()
         bufferedFDs = []
         socket.close()

@@ -31,14 +31,12 @@ final class QMPClient {
             usleep(50_000)
         }
         fd = connected
-        do {
-            let greeting = try readMessage(timeout: timeout)
-            guard greeting["QMP"] != nil else { throw E2EError.failed("QMP: unexpected greeting \(greeting)") }
-            _ = try execute("qmp_capabilities", timeout: timeout)
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
+        // No close here when the handshake throws: every stored property is set, so the
+        // failed init runs deinit, which closes `fd` (closing it twice could close a
+        // descriptor another test's thread has just been given the number of).
+        let greeting = try readMessage(timeout: timeout)
+        guard greeting["QMP"] != nil else { throw E2EError.failed("QMP: unexpected greeting \(greeting)") }
+        _ = try execute("qmp_capabilities", timeout: timeout)
     }
 
     deinit { Glibc.close(fd) }

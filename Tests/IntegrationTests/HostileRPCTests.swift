@@ -330,7 +330,10 @@ struct HostileRPCTests {
         Self.expectHealthy(daemon)
         let baseline = Self.fdCount(daemon.pid)
         let fd = try UnixSocket.connect(path: daemon.rpcSocket)
-        defer { fd.close() }
+        // Closed once: on the way out, or below before the fds are counted (a second
+        // close could hit a descriptor another test has been given since).
+        var fdOpen = true
+        defer { if fdOpen { fd.close() } }
         try fd.setNonBlocking()
         // Many requests whose (larger) answers are never read.
         let batch = Array(String(repeating: Self.request("rpc_get_methods"), count: 256).utf8)
@@ -363,6 +366,7 @@ struct HostileRPCTests {
         #expect(sent < 256 << 20)
         #expect(daemon.log.contains("does not read its responses"))
         fd.close()
+        fdOpen = false
         Self.expectHealthy(daemon)
         Self.expectFDsBack(to: baseline, daemon)
     }
